@@ -1,0 +1,52 @@
+# `make reproduce` regenerates figures/ at mini scale; `make test` runs the whole test suite.
+# Both create .venv with the pinned set (requirements.txt) when it is missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+# pip on the build machines warns about find-links folders that do not exist; keep the log readable
+QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+export ROBUSTCLIP_HOME ?= $(CURDIR)/.cache/robustclip
+export PYTHONHASHSEED := 0
+
+.PHONY: venv reproduce test check-export nbdev-test pytest clean-nbs help
+help:
+	@echo "make reproduce   - pretrain mini-base, fine-tune, evaluate, regenerate figures/ (mini scale, CPU)"
+	@echo "make test        - export check, nbdev-test, pytest (creates .venv first)"
+
+$(BIN)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements.txt $(QUIET_PIP)
+	$(PIP) --no-deps -r requirements-nodeps.txt $(QUIET_PIP)
+	$(PIP) --no-deps -e . $(QUIET_PIP)
+	@touch $@
+
+venv: $(BIN)/.installed
+
+reproduce: venv
+	$(BIN)/robustclip reproduce --scale mini
+
+# notebooks are the source: exporting them into a scratch copy must reproduce robustclip/ exactly
+check-export: venv
+	@tmp=$$(mktemp -d); cp -r nbs pyproject.toml $$tmp/; cp -r robustclip $$tmp/robustclip; \
+	  (cd $$tmp && $(CURDIR)/$(BIN)/nbdev-export); \
+	  if ! diff -r -q -x __pycache__ $$tmp/robustclip robustclip; then \
+	    echo "nbdev-export changes robustclip/: edit the notebooks in nbs/, then run nbdev-export"; rm -rf $$tmp; exit 1; fi; \
+	  rm -rf $$tmp; echo "export check: robustclip/ matches nbs/"
+
+nbdev-test: venv
+	ROBUSTCLIP_PROGRESS=0 $(BIN)/nbdev-test --n-workers 2
+
+pytest: venv
+	$(BIN)/pytest
+
+test: venv
+	$(BIN)/robustclip pretrain-mini
+	$(MAKE) --no-print-directory check-export
+	$(MAKE) --no-print-directory nbdev-test
+	$(MAKE) --no-print-directory pytest
+
+clean-nbs: venv
+	$(BIN)/nbdev-clean

@@ -1,0 +1,34 @@
+"Shared pytest setup: CPU only, quiet progress bars, the repo root, and the cached mini-base model."
+import os
+from pathlib import Path
+
+os.environ.setdefault("ROBUSTCLIP_PROGRESS", "0")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ROBUSTCLIP_HOME", str(ROOT / ".cache" / "robustclip"))
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    "The repository root."
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def mini_base():
+    "The mini-base CLIP (pretrained once per cache, then loaded from it)."
+    from robustclip.models import load_clip
+    return load_clip("mini-base")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    "A random RC-Tiny-ViT (seconds to build; for mechanics, not accuracy)."
+    from robustclip.models import load_clip
+    torch.manual_seed(0)
+    return load_clip("RC-Tiny-ViT")

@@ -1,0 +1,48 @@
+"The pinned environment is stated once and repeated consistently: requirements.txt, environment.yml, Makefile, README."
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins(lines):
+    out = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        name, _, ver = line.partition("==")
+        assert ver, f"unpinned requirement: {line!r}"
+        out[re.sub(r"[-_.]+", "-", name).lower()] = ver
+    return out
+
+
+def test_environment_yml_matches_requirements():
+    req = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    assert _pins(pip) == req
+    assert req["torch"] == "2.14.1" and req["torchvision"] == "0.29.1"
+
+
+def test_makefile_installs_the_pinned_set():
+    mk = (ROOT / "Makefile").read_text()
+    assert "-r requirements.txt" in mk and "--no-deps -r requirements-nodeps.txt" in mk
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_readme_opens_with_the_two_commands():
+    head = (ROOT / "README.md").read_text().splitlines()[:15]
+    text = "\n".join(head)
+    assert "make reproduce" in text and "make test" in text
+
+
+def test_nbdev_keeps_papermill_tags():
+    import tomllib
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["nbdev"]
+    assert "tags" in cfg["allowed_cell_metadata_keys"]
+    assert {"slow", "gpu"} <= set(cfg["tst_flags"].split())
