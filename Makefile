@@ -36,11 +36,12 @@ check-export: venv
 	    echo "nbdev-export changes robustclip/: edit the notebooks in nbs/, then run nbdev-export"; rm -rf $$tmp; exit 1; fi; \
 	  rm -rf $$tmp; echo "export check: robustclip/ matches nbs/"
 
+# two workers on two cores: one thread each, or they oversubscribe the CPU and everything crawls
 nbdev-test: venv
-	ROBUSTCLIP_PROGRESS=0 $(BIN)/nbdev-test --n-workers 2
+	ROBUSTCLIP_PROGRESS=0 OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2
 
 pytest: venv
-	$(BIN)/pytest
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2
 
 test: venv
 	$(BIN)/robustclip pretrain-mini

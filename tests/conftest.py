@@ -10,7 +10,7 @@ os.environ.setdefault("ROBUSTCLIP_HOME", str(ROOT / ".cache" / "robustclip"))
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(scope="session")
