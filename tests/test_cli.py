@@ -11,7 +11,7 @@ from robustclip.cli import COMMANDS, available_commands, main
 
 def _run(*args, env=None):
     e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "robustclip.cli", *args], capture_output=True, text=True, env=e)
+    return subprocess.run([sys.executable, "-m", "robustclip", *args], capture_output=True, text=True, env=e)
 
 
 def test_help_lists_every_installed_command(capsys):
@@ -53,9 +53,9 @@ def test_console_script_exit_codes():
 
 def test_eval_zeroshot_mini_base_writes_clip_benchmark_json(tmp_path, mini_base):
     out = tmp_path / "r.json"
-    assert main(["eval", "zeroshot", "--model", "mini-base", "--dataset", "mini/digit", "--output", str(out)]) == 0
+    assert main(["eval", "zeroshot", "--model", "mini-base", "--dataset", "mini/color", "--output", str(out)]) == 0
     rec = json.loads(out.read_text())
-    assert rec["dataset"] == "mini/digit" and rec["model"] == "mini-base" and rec["task"] == "zeroshot_classification"
+    assert rec["dataset"] == "mini/color" and rec["model"] == "mini-base" and rec["task"] == "zeroshot_classification"
     assert {"acc1", "acc5", "mean_per_class_recall"} <= set(rec["metrics"])
     assert rec["metrics"]["acc1"] >= 0.85, rec["metrics"]
     assert {"torch", "open_clip_torch", "robustclip"} <= set(rec["versions"])
