@@ -1,6 +1,6 @@
 """Our APGD against torchattacks' port of AutoAttack's APGD, on the same model, images and budget.
 
-    python benchmarks/attacks.py                      # mini-base, 512 mini/digit test images, eps 4/255 + a mid-range eps
+    python benchmarks/attacks.py                      # mini-base, 512 mini/color test images, eps 4/255 + a mid-range eps
     python benchmarks/attacks.py --eps 4/255 --eps 1/255 --n 512 --steps 100 --batch-size 256
 
 For each eps: robustclip's APGD-CE (100 iterations, 1 restart) against `torchattacks.APGD(loss='ce')` with the same
@@ -49,7 +49,7 @@ def batched(fn, x, y, bs):
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="mini-base"); p.add_argument("--dataset", default="mini/digit")
+    p.add_argument("--model", default="mini-base"); p.add_argument("--dataset", default="mini/color")
     p.add_argument("--data-root", default=None)
     p.add_argument("--n", type=int, default=512, help="test images (seeded subset)")
     p.add_argument("--eps", action="append", default=None, help="budgets (repeatable); 'auto' picks a mid-range one")
