@@ -77,10 +77,10 @@ def init_distributed(device: str = "auto",       # 'auto' | 'cpu' | 'cuda'
     if dev.type == "cuda": torch.cuda.set_device(dev)
     if world <= 1: return DistInfo(rank, local_rank, 1, dev)
     if dist.is_initialized(): return DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), dev, dist.get_backend())
+    if "MASTER_ADDR" not in os.environ and "SLURM_JOB_NODELIST" not in env:   # fail before touching os.environ
+        raise RobustClipError("distributed launch without MASTER_ADDR: start with torchrun, or set MASTER_ADDR/MASTER_PORT")
+    if "MASTER_ADDR" not in os.environ: os.environ["MASTER_ADDR"] = slurm_first_host(env["SLURM_JOB_NODELIST"])
     for a, b in (("RANK", rank), ("WORLD_SIZE", world), ("LOCAL_RANK", local_rank)): os.environ.setdefault(a, str(b))
-    if "MASTER_ADDR" not in os.environ:
-        if "SLURM_JOB_NODELIST" in env: os.environ["MASTER_ADDR"] = slurm_first_host(env["SLURM_JOB_NODELIST"])
-        else: raise RobustClipError("distributed launch without MASTER_ADDR: start with torchrun, or set MASTER_ADDR/MASTER_PORT")
     os.environ.setdefault("MASTER_PORT", "29512")
     backend = "nccl" if dev.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
