@@ -105,7 +105,9 @@ def test_sigint_then_rerun_resumes_with_identical_numbers(wds_root, tiny_dir, tm
     env = {**os.environ, "ROBUSTCLIP_PROGRESS": "0"}
     out = tmp_path / "k.json"; side = sidecar_path(out)
     proc = subprocess.Popen([sys.executable, "-m", "robustclip", *args, "--output", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # pytest-xdist workers ignore SIGINT and children inherit that: restore the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while time.time() - t0 < 120 and proc.poll() is None:
         if side.exists() and len(side.read_text().splitlines()) >= 3: break   # header + 2 batches

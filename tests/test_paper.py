@@ -79,6 +79,6 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     for png in ["table4_zeroshot", "leaf_fig1_domains", "leaf_fig3_ablation", "leaf_fig4_k"]:
         assert (fig / f"{png}.png").stat().st_size > 1000
     table4 = (fig / "table4_zeroshot.csv").read_text()
-    assert "clean" in table4 and "4/255" in table4
+    assert "clean" in table4 and "16/255" in table4
     again = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lambda s: None)
     assert set(again.values()) == {"cached"}

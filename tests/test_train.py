@@ -92,7 +92,7 @@ def test_paper_configs_hold_the_papers_settings(root, name):
 
 
 def test_mini_configs_resolve(root):
-    files = sorted((root / "configs" / "mini").glob("*.yaml"))
+    files = sorted(f for f in (root / "configs" / "mini").glob("*.yaml") if f.name != "reproduce.yaml")   # the plan, not a run
     assert {f.stem for f in files} >= {"fare2", "fare4", "tecoa2", "tecoa4", "simclip2", "simclip4"}
     for f in files:
         c = load_config(f)
