@@ -16,7 +16,7 @@ import torch
 
 # %% auto #0
 __all__ = ['RobustClipError', 'parse_eps', 'eps_str', 'seed_everything', 'get_device', 'cache_dir', 'config_hash',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'progress', 'versions']
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'progress', 'versions', 'add_model_data_args']
 
 # %% ../nbs/00_core.ipynb #17cdebf6
 class RobustClipError(ValueError):
@@ -140,3 +140,15 @@ def versions() -> dict[str, str]:
         from robustclip import __version__; out["robustclip"] = __version__
     out["cuda"] = torch.version.cuda or "none"
     return out
+
+# %% ../nbs/00_core.ipynb #d7126765
+def add_model_data_args(p,                       # an argparse parser
+                        datasets: str,           # help text listing the datasets this command takes
+                        split_help: str = "dataset split (default: test)",
+                       ) -> None:
+    "Add `--model --pretrained --dataset --data-root --split`, as every eval command takes them."
+    p.add_argument("--model", required=True, help="mini-base | ViT-L-14 | hf-hub:ORG/REPO | local-dir:PATH")
+    p.add_argument("--pretrained", default=None, help="pretrained tag (e.g. openai) or checkpoint file (.pt/.safetensors)")
+    p.add_argument("--dataset", required=True, help=datasets)
+    p.add_argument("--data-root", default=None, help="root of paper-scale data (default: $ROBUSTCLIP_DATA)")
+    p.add_argument("--split", default="test", help=split_help)

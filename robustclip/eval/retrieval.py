@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..core import RobustClipError, get_device, seed_everything, parse_eps, eps_str, atomic_write_text, progress
+from ..core import RobustClipError, get_device, seed_everything, parse_eps, eps_str, atomic_write_text, progress, add_model_data_args
 from ..models import PixelCLIP, load_clip, check_pixels
 from ..data.core import get_dataset, RetrievalTask
 from ..zeroshot import Mapped, subset_indices
@@ -193,11 +193,7 @@ def eval_retrieval(model: PixelCLIP|str,          # a loaded model or a `load_cl
 # %% ../../nbs/32_eval.retrieval.ipynb #25abf91a
 def add_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval retrieval`."
-    p.add_argument("--model", required=True, help="mini-base | ViT-L-14 | hf-hub:ORG/REPO | local-dir:PATH")
-    p.add_argument("--pretrained", default=None, help="pretrained tag (e.g. openai) or checkpoint file")
-    p.add_argument("--dataset", required=True, help="mini/retrieval | coco | karpathy:PATH/dataset_flickr30k.json")
-    p.add_argument("--data-root", default=None, help="root of paper-scale data (default: $ROBUSTCLIP_DATA)")
-    p.add_argument("--split", default="test", help="Karpathy split (default: test)")
+    add_model_data_args(p, "mini/retrieval | coco | karpathy:PATH/dataset_flickr30k.json", "Karpathy split (default: test)")
     p.add_argument("--attack", default="charmer", choices=["charmer", "apgd", "none"], help="charmer on captions (default), apgd on images, or none")
     p.add_argument("--objective", default="towards", choices=["towards", "away"], help="Charmer: towards a target caption (default) or away from the clean one")
     p.add_argument("--target", default=None, help="target caption, or 0/1/2 for LEAF's targets (default: a caption of another image)")

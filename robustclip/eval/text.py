@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..core import RobustClipError, get_device, seed_everything, config_hash, atomic_write_text, progress
+from ..core import RobustClipError, get_device, seed_everything, config_hash, atomic_write_text, progress, add_model_data_args
 from ..models import PixelCLIP, load_clip
 from ..data.core import get_dataset, TextClassificationTask
 from ..zeroshot import subset_indices
@@ -171,11 +171,7 @@ def eval_text(model: PixelCLIP|str,          # a loaded model or a `load_clip` s
 # %% ../../nbs/31_eval.text.ipynb #e936121a
 def add_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval text`."
-    p.add_argument("--model", required=True, help="mini-base | ViT-L-14 | hf-hub:ORG/REPO | local-dir:PATH")
-    p.add_argument("--pretrained", default=None, help="pretrained tag (e.g. openai) or checkpoint file")
-    p.add_argument("--dataset", required=True, help="mini/text | ag_news | textcsv:PATH (a text,label CSV)")
-    p.add_argument("--data-root", default=None, help="root of paper-scale data (default: $ROBUSTCLIP_DATA)")
-    p.add_argument("--split", default="test", help="dataset split (default: test)")
+    add_model_data_args(p, "mini/text | ag_news | textcsv:PATH (a text,label CSV)", "dataset split (default: test)")
     p.add_argument("--label-encoder", default="image", choices=LABEL_ENCODERS, help="classes as label images (default, LEAF) or label prompts")
     p.add_argument("--label-images", default=None, help="label images for a CSV dataset: a folder (0.jpg, 1.jpg, ...) or comma-separated files in label order")
     p.add_argument("--classnames", default=None, help="class names of a CSV dataset in label order, comma-separated (default: classes.txt beside it)")

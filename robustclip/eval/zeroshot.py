@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import RobustClipError, get_device, seed_everything, parse_eps, eps_str, config_hash, atomic_write_text
+from ..core import RobustClipError, get_device, seed_everything, parse_eps, eps_str, config_hash, atomic_write_text, add_model_data_args
 from ..models import PixelCLIP, load_clip
 from ..data.core import get_dataset, ClassificationTask
 from ..zeroshot import (evaluate_zeroshot, build_classifier, task_inputs, subset_indices, predict,
@@ -171,11 +171,7 @@ _EPILOG = """robust evaluation:
 def add_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval zeroshot`."
     p.epilog = _EPILOG
-    p.add_argument("--model", required=True, help="mini-base | ViT-L-14 | hf-hub:ORG/REPO | local-dir:PATH")
-    p.add_argument("--pretrained", default=None, help="pretrained tag (e.g. openai) or checkpoint file (.pt/.safetensors)")
-    p.add_argument("--dataset", required=True, help="mini/digit, mini/color, ..., imagenet, cifar10, wds/vtab/dtd, imagefolder:PATH")
-    p.add_argument("--data-root", default=None, help="root of paper-scale data (default: $ROBUSTCLIP_DATA)")
-    p.add_argument("--split", default="test", help="dataset split (default: test; ImageNet uses val)")
+    add_model_data_args(p, "mini/digit, mini/color, ..., imagenet, cifar10, wds/vtab/dtd, imagefolder:PATH", "dataset split (default: test; ImageNet uses val)")
     p.add_argument("--output", default=None, help="result JSON to write (default: print it); the sidecar goes next to it")
     p.add_argument("--n-samples", type=int, default=None,
                    help="evaluate a seeded subset of this size (default: all; 1000 when attacking, as the papers)")
