@@ -93,16 +93,18 @@ def caption(attrs: dict[str, int],   # one image's attribute labels
             p_digit: float = 0.85,   # probability that the digit is named
             p_other: float = 0.65,   # probability that each other attribute is named
             numerals: bool = True,   # the digit may be written '7' as well as 'seven'
+            only: str|None = None,   # name this attribute and no other (overrides the probabilities)
            ) -> str:
     "A random caption of an image with attributes `attrs`."
+    p = {k: p_digit if k == "digit" else p_other for k in ATTRIBUTES} if only is None else {k: float(k == only) for k in ATTRIBUTES}
     adj = []
-    if rng.random() < p_other: adj.append(rng.choice(_SIZE_W[attrs["size"]]))
-    if rng.random() < p_other: adj.append(list(COLORS)[attrs["color"]])
-    if rng.random() < p_digit: noun = rng.choice(["digit {}", "number {}", "handwritten {}", "{}"]).format(rng.choice(_NUM[attrs["digit"]] if numerals else _NUM[attrs["digit"]][:1]))
+    if rng.random() < p["size"]: adj.append(rng.choice(_SIZE_W[attrs["size"]]))
+    if rng.random() < p["color"]: adj.append(list(COLORS)[attrs["color"]])
+    if rng.random() < p["digit"]: noun = rng.choice(["digit {}", "number {}", "handwritten {}", "{}"]).format(rng.choice(_NUM[attrs["digit"]] if numerals else _NUM[attrs["digit"]][:1]))
     else: noun = rng.choice(["digit", "number", "glyph"])
     s = rng.choice(["a", "an image of a", "a picture of a"]) + " " + " ".join(adj + [noun])
-    if rng.random() < p_other: s += " " + rng.choice(_POS_W[attrs["position"]])
-    if rng.random() < p_other: s += " " + rng.choice(_BG_W[attrs["background"]])
+    if rng.random() < p["position"]: s += " " + rng.choice(_POS_W[attrs["position"]])
+    if rng.random() < p["background"]: s += " " + rng.choice(_BG_W[attrs["background"]])
     return s
 
 def attrs_of(a: dict[str, torch.Tensor], i: int) -> dict[str, int]:
