@@ -73,8 +73,8 @@ def _pretrain(cfg: dict, out_dir: str|Path|None, show: bool) -> PixelCLIP:
     clip.train(); t0 = time.time(); bar = progress(range(cfg["steps"]), desc="pretrain mini-base", **({} if show else {"disable": True}))
     for step in bar:
         for group in opt.param_groups: group["lr"] = _lr(step, cfg)
-        idx = torch.randint(len(x), (cfg["batch_size"],), generator=g)
-        texts = model.tokenize([caption(attrs_of(a, i), rng, only=_focus(step, cfg)) for i in idx.tolist()])
+        idx, only = torch.randint(len(x), (cfg["batch_size"],), generator=g), _focus(step, cfg)
+        texts = model.tokenize([caption(attrs_of(a, i), rng, only=only) for i in idx.tolist()])
         img_f, txt_f, scale = clip(model.normalize(x[idx].float() / 255), texts)
         loss = loss_fn(img_f, txt_f, scale)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
