@@ -11,10 +11,12 @@ QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory'
 export ROBUSTCLIP_HOME ?= $(CURDIR)/.cache/robustclip
 export PYTHONHASHSEED := 0
 
-.PHONY: venv reproduce test check-export nbdev-test pytest clean-nbs help
+.PHONY: venv reproduce test test-slow check-export nbdev-test pytest clean-nbs help
 help:
 	@echo "make reproduce   - pretrain mini-base, fine-tune, evaluate, regenerate figures/ (mini scale, CPU)"
-	@echo "make test        - export check, nbdev-test, pytest (creates .venv first)"
+	@echo "make test        - export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
+	@echo "make test-slow   - only the slow tests (pytest -m slow), hypothesis with its slow profile"
+	@echo "make nbdev-test  - run the notebooks with nbdev-test alone (make test already runs them, through pytest)"
 
 $(BIN)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,17 +38,27 @@ check-export: venv
 	    echo "nbdev-export changes robustclip/: edit the notebooks in nbs/, then run nbdev-export"; rm -rf $$tmp; exit 1; fi; \
 	  rm -rf $$tmp; echo "export check: robustclip/ matches nbs/"
 
-# two workers on two cores: one thread each, or they oversubscribe the CPU and everything crawls
+# two workers on two cores: one thread each, or they oversubscribe the CPU and everything crawls.
+# Progress bars off: they flood the logs of notebooks and subprocesses.
+TEST_ENV := ROBUSTCLIP_PROGRESS=0 OMP_NUM_THREADS=1
+
+# the notebooks alone, through nbdev's runner (cells flagged by tst_flags in pyproject.toml skipped); `make test`
+# does not call this: pytest runs the same notebooks, with the same runner and flags, in tests/test_notebooks.py
 nbdev-test: venv
-	ROBUSTCLIP_PROGRESS=0 OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2
+	$(TEST_ENV) $(BIN)/nbdev-test --n-workers 2
 
+# everything under tests/, the notebooks included (one test each); prints the "N passed" line CI reads
 pytest: venv
-	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2
+	$(TEST_ENV) $(BIN)/pytest -n 2
 
+# only the tests marked slow, with hypothesis' slow profile (more examples)
+test-slow: venv
+	$(TEST_ENV) HYPOTHESIS_PROFILE=slow $(BIN)/pytest -n 2 -m slow
+
+# each notebook runs once: under pytest (tests/test_notebooks.py), not again in a separate nbdev-test step
 test: venv
 	$(BIN)/robustclip pretrain-mini
 	$(MAKE) --no-print-directory check-export
-	$(MAKE) --no-print-directory nbdev-test
 	$(MAKE) --no-print-directory pytest
 
 clean-nbs: venv

@@ -50,7 +50,8 @@ def main(argv=None) -> dict:
     from robustclip.data.core import get_dataset
     from robustclip.zeroshot import subset_indices
     from robustclip.eval.text import class_embeddings, predict_texts
-    from robustclip.attacks.charmer import charmer, margin_objective, embedding_objective, encode_tokens
+    from robustclip.attacks.charmer import charmer, margin_objective, embedding_objective
+    from robustclip.models import encode_tokens
     from robustclip.attacks.leaf import leaf_attack, WordConstraint
     if a.threads: torch.set_num_threads(a.threads)
     dev = get_device(a.device)

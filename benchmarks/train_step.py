@@ -25,7 +25,7 @@ def worker(model_name: str, method: str, batch: int, repeats: int, device: str, 
     import torch
     from robustclip.data.core import register_dataset, ClassificationTask
     from robustclip.train.config import make_config
-    from robustclip.train.trainer import Trainer
+    from robustclip.train.loop import Trainer
     from robustclip.models import load_clip
     if threads: torch.set_num_threads(threads)
     size = load_clip(model_name).image_size

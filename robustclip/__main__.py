@@ -9,5 +9,5 @@ __all__ = []
 
 # %% ../nbs/91_main.ipynb #57a60aca
 import sys
-from .cli import main
+from .app.cli import main
 if __name__ == "__main__": sys.exit(main())

@@ -7,6 +7,7 @@ Docs: https://robustclip.github.io/robustclip/core.html.md"""
 # %% ../nbs/00_core.ipynb #d11c49fd
 from __future__ import annotations
 import os, re, json, math, random, tempfile, platform
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,8 +16,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['RobustClipError', 'parse_eps', 'eps_str', 'seed_everything', 'get_device', 'cache_dir', 'config_hash',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'progress', 'versions', 'add_model_data_args']
+__all__ = ['NORMS', 'SUBSET_MODES', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm', 'ThreatModel', 'SubsetSpec',
+           'seed_everything', 'get_device', 'cache_dir', 'config_hash', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_save', 'progress', 'versions', 'load_plugins']
 
 # %% ../nbs/00_core.ipynb #17cdebf6
 class RobustClipError(ValueError):
@@ -52,6 +54,59 @@ def eps_str(eps: float,  # a budget in [0,1] pixel units
     k = round(eps * 255)
     if eps == 0: return "0"
     return f"{k}/255" if k > 0 and abs(k - eps * 255) < 1e-6 else f"{eps:g}"
+
+# %% ../nbs/00_core.ipynb #d4fa8fa0
+NORMS = ("linf", "l2")
+
+def parse_norm(norm: str,  # 'linf' (also 'Linf', 'inf', 'l_inf') or 'l2'
+              ) -> str:
+    "The canonical norm name; a one-line error for anything else."
+    n = str(norm).lower().replace("_", "")
+    n = {"inf": "linf", "linfty": "linf", "2": "l2"}.get(n, n)
+    if n not in NORMS: raise RobustClipError(f"unknown norm {norm!r}; use 'linf' or 'l2'")
+    return n
+
+@dataclass(frozen=True)
+class ThreatModel:
+    "An ℓp ball of radius `eps` around images in [0,1], parsed once from what users write."
+    eps: float          # the budget in [0,1] pixel units
+    norm: str = "linf"  # 'linf' or 'l2'
+
+    @classmethod
+    def parse(cls, eps: "str|float|ThreatModel", norm: str = "linf") -> "ThreatModel":
+        "Parse `eps` ('4/255', 4/255, '0.0157') and `norm`; a ThreatModel passes through unchanged."
+        if isinstance(eps, ThreatModel): return eps
+        n = parse_norm(norm)
+        return cls(parse_eps(eps, n), n)
+
+    @property
+    def eps_str(self) -> str: return eps_str(self.eps)
+    def to_json(self) -> dict: return {"norm": self.norm, "eps": self.eps_str, "eps_float": self.eps}
+    def __str__(self) -> str: return f"{self.norm} {self.eps_str}"
+
+# %% ../nbs/00_core.ipynb #993d8584
+SUBSET_MODES = ("random", "first")
+
+@dataclass(frozen=True)
+class SubsetSpec:
+    "Which samples of a split to use: all, the first `n`, or a seeded random `n` (sorted)."
+    n: int|None = None     # how many (None: all)
+    mode: str = "random"   # 'random' (seeded permutation) or 'first' (LEAF: the first 1,000)
+    seed: int = 0          # seed of the permutation
+
+    def __post_init__(self):
+        if self.n is not None and (not isinstance(self.n, int) or self.n <= 0):
+            raise RobustClipError(f"n_samples must be a positive integer; got {self.n!r}")
+        if self.mode not in SUBSET_MODES: raise RobustClipError(f"subset must be 'random' or 'first'; got {self.mode!r}")
+
+    def indices(self, n_total: int) -> list[int]:
+        "The chosen indices of range(n_total), sorted."
+        if self.n is None or self.n >= n_total: return list(range(n_total))
+        if self.mode == "first": return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed)
+        return sorted(torch.randperm(n_total, generator=g)[:self.n].tolist())
+
+    def to_json(self) -> dict: return {"n": self.n, "subset": self.mode, "seed": self.seed}
 
 # %% ../nbs/00_core.ipynb #5e3c94e1
 def seed_everything(seed: int,               # the seed for python, numpy and torch (all devices)
@@ -141,14 +196,14 @@ def versions() -> dict[str, str]:
     out["cuda"] = torch.version.cuda or "none"
     return out
 
-# %% ../nbs/00_core.ipynb #d7126765
-def add_model_data_args(p,                       # an argparse parser
-                        datasets: str,           # help text listing the datasets this command takes
-                        split_help: str = "dataset split (default: test)",
-                       ) -> None:
-    "Add `--model --pretrained --dataset --data-root --split`, as every eval command takes them."
-    p.add_argument("--model", required=True, help="mini-base | ViT-L-14 | hf-hub:ORG/REPO | local-dir:PATH")
-    p.add_argument("--pretrained", default=None, help="pretrained tag (e.g. openai) or checkpoint file (.pt/.safetensors)")
-    p.add_argument("--dataset", required=True, help=datasets)
-    p.add_argument("--data-root", default=None, help="root of paper-scale data (default: $ROBUSTCLIP_DATA)")
-    p.add_argument("--split", default="test", help=split_help)
+# %% ../nbs/00_core.ipynb #300d0814
+_loaded_plugins: dict[str, str] = {}
+
+def load_plugins(group: str = "robustclip.plugins",  # the entry-point group to import
+                ) -> dict[str, str]:
+    "Import every module declared as an entry point of `group` (once); returns name -> module."
+    import importlib, importlib.metadata as md
+    for ep in md.entry_points(group=group):
+        if ep.name not in _loaded_plugins:
+            importlib.import_module(ep.value.split(":")[0]); _loaded_plugins[ep.name] = ep.value
+    return dict(_loaded_plugins)

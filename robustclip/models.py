@@ -8,26 +8,37 @@ Docs: https://robustclip.github.io/robustclip/models.html.md"""
 from __future__ import annotations
 import os, json, copy, difflib, pickle, logging, warnings
 from pathlib import Path
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import open_clip
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-from .core import RobustClipError
+from .core import RobustClipError, load_plugins, atomic_save
 
 # %% auto #0
-__all__ = ['check_pixels', 'PixelCLIP', 'tokenizer_for', 'create_clip', 'save_clip', 'read_checkpoint', 'apply_checkpoint',
-           'hub_dir', 'load_clip']
+__all__ = ['register_configs', 'model_config', 'check_pixels', 'PixelCLIP', 'tokenizer_for', 'create_clip', 'save_clip',
+           'read_checkpoint', 'apply_checkpoint', 'hub_dir', 'unknown_arch', 'load_local_dir', 'register_model',
+           'model_loader', 'available_models', 'load_clip', 'encode_texts', 'encode_tokens']
 
 # %% ../nbs/01_models.ipynb #f7ecfa3f
-def _register_configs():
-    "Register robustclip's model configs (tiny test architectures) with open_clip."
-    import robustclip
-    d = Path(robustclip.__file__).parent/"model_configs"
-    if d.is_dir() and "RC-Tiny-ViT" not in open_clip.list_models(): open_clip.add_model_config(d)
-_register_configs()
+def register_configs() -> None:
+    "Register robustclip's model configs (tiny architectures in `robustclip/model_configs`) with open_clip, once."
+    if "RC-Tiny-ViT" not in open_clip.list_models():
+        import robustclip
+        open_clip.add_model_config(Path(robustclip.__file__).parent/"model_configs")
+
+def model_config(arch: str,  # an open_clip architecture name, robustclip's included
+                ) -> dict:
+    "The open_clip config of `arch` (a one-line error for an unknown name)."
+    register_configs()
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None: raise unknown_arch(arch)
+    return cfg
+register_configs()
 
 # %% ../nbs/01_models.ipynb #319a0ae4
 def _no_normalize(preprocess):
@@ -157,7 +168,6 @@ def save_clip(model: PixelCLIP,            # the model to save
     sd = {k: v.detach().contiguous().cpu() for k, v in model.model.state_dict().items()}
     tmp = out/".open_clip_model.safetensors.tmp"; save_file(sd, str(tmp)); os.replace(tmp, out/"open_clip_model.safetensors")
     if vision_only is not None:
-        from robustclip.core import atomic_save
         atomic_save({k: v.detach().cpu() for k, v in model.model.visual.state_dict().items()}, vision_only)
     return out
 
@@ -236,33 +246,39 @@ def hub_dir(repo_id: str,                  # "org/name" on the Hugging Face hub
            ) -> Path:
     "Local folder of an open_clip hub repo: the HF cache when present, else a download; a clear error offline."
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
     cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None
     try: return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True, allow_patterns=_HUB_FILES))
-    except Exception: pass
+    except LocalEntryNotFoundError: pass   # not cached: try the hub below
     help_ = (f"hf-hub:{repo_id} is not in the Hugging Face cache ({cache_dir or '~/.cache/huggingface/hub'}) "
              f"and the hub cannot be reached. On a machine with internet run `hf download {repo_id}`, then copy "
              "its cache folder here (or point HF_HUB_CACHE at it)")
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"): raise RobustClipError(help_)
     try: return Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=_HUB_FILES, etag_timeout=10))
-    except Exception as e: raise RobustClipError(help_ + f" ({type(e).__name__})") from None
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:   # no network, unknown repo, ...
+        raise RobustClipError(help_ + f" ({type(e).__name__})") from None
 
 # %% ../nbs/01_models.ipynb #83c64fb4
-from contextlib import contextmanager
+class _OpenClipInfo(logging.Filter):
+    "Drops open_clip's routine warnings (e.g. 'initialized randomly') while a model is built; other records pass."
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.WARNING and f"{os.sep}open_clip{os.sep}" in record.pathname)
+
 @contextmanager
 def _quiet_open_clip():
-    "Silence open_clip's root-logger warnings (e.g. 'initialized randomly') while a model is built."
-    prev = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    "Silence open_clip's own info/warning records (it logs on the root logger) while a model is built."
+    f = _OpenClipInfo(); logging.root.addFilter(f)
     try: yield
-    finally: logging.disable(prev)
+    finally: logging.root.removeFilter(f)
 
-def _unknown_arch(name: str) -> RobustClipError:
+def unknown_arch(name: str) -> RobustClipError:
+    "The error for a model name nothing knows (with close matches)."
     close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models() for names"
     return RobustClipError(f"unknown model {name!r} (not an open_clip architecture, 'hf-hub:org/repo', "
                            f"'local-dir:PATH' or 'mini-base'){hint}")
 
-def _from_local_dir(path: Path, name: str, precision: str, device) -> PixelCLIP:
+def load_local_dir(path: Path, name: str, precision: str = "fp32", device="cpu") -> PixelCLIP:
     "Build a PixelCLIP from an open_clip local-dir folder."
     if not path.is_dir(): raise RobustClipError(f"local-dir:{path} is not a folder")
     cfg_path = path/"open_clip_config.json"
@@ -282,7 +298,7 @@ def _from_local_dir(path: Path, name: str, precision: str, device) -> PixelCLIP:
 
 def _from_arch(name: str, pretrained: str|None, quick_gelu: bool|None, precision: str, device) -> PixelCLIP:
     "Build an open_clip architecture by name, with a pretrained tag or random weights."
-    if name not in open_clip.list_models(): raise _unknown_arch(name)
+    if name not in open_clip.list_models(): raise unknown_arch(name)
     tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
     qg = bool(tag_cfg.get("quick_gelu", False)) if quick_gelu is None else quick_gelu
     try:
@@ -300,6 +316,44 @@ def _from_arch(name: str, pretrained: str|None, quick_gelu: bool|None, precision
     return PixelCLIP(model, cfg, getattr(model.visual, "preprocess_cfg", None), open_clip.get_tokenizer(name),
                      name=name, pretrained=pretrained or "random")
 
+# %% ../nbs/01_models.ipynb #5255bcc9
+_MODELS: dict[str, Callable] = {}
+
+def register_model(key: str,                  # an exact name ('mini-base') or a prefix ending in ':' ('local-dir:')
+                   loader: Callable|None = None,  # loader(spec, *, device, precision) -> PixelCLIP (or use as a decorator)
+                  ):
+    "Make `load_clip(key...)` call `loader`; the mini world registers 'mini-base' this way."
+    if loader is None: return lambda f: register_model(key, f)
+    _MODELS[key] = loader; return loader
+
+def _lookup(spec: str) -> Callable|None:
+    if spec in _MODELS: return _MODELS[spec]
+    pre = [k for k in _MODELS if k.endswith(":") and spec.startswith(k)]
+    return _MODELS[max(pre, key=len)] if pre else None
+
+def model_loader(spec: str) -> Callable|None:
+    "The registered loader of `spec` (exact name or longest prefix), importing plugins on a miss; None if none."
+    if _lookup(spec) is None and (spec in _PLUGIN_NAMES or ":" in spec): load_plugins()
+    return _lookup(spec)
+
+_PLUGIN_NAMES = {"mini-base"}   # names registered by plugins (others are looked up in open_clip first)
+
+def available_models() -> list[str]:
+    "Registered names and prefixes (open_clip's architectures come on top)."
+    load_plugins(); return sorted(_MODELS)
+
+@register_model("local-dir:")
+def _local_dir(spec: str, *, device="cpu", precision: str = "fp32") -> PixelCLIP:
+    path = Path(spec[len("local-dir:"):]).expanduser()
+    if not (path/"open_clip_config.json").is_file() and (path/"config.json").is_file():   # a transformers CLIP folder
+        hf = model_loader("hf-clip:")                                                    # (LEAF's releases)
+        if hf is not None: m = hf(f"hf-clip:{path}", device=device, precision=precision); m.name = spec; return m
+    return load_local_dir(path, spec, precision, device)
+
+@register_model("hf-hub:")
+def _hf_hub(spec: str, *, device="cpu", precision: str = "fp32") -> PixelCLIP:
+    m = load_local_dir(hub_dir(spec[len("hf-hub:"):]), spec, precision, device); m.pretrained = ""; return m
+
 # %% ../nbs/01_models.ipynb #563e6033
 def load_clip(spec: str,                     # architecture name, 'hf-hub:org/repo', 'local-dir:PATH' or 'mini-base'
               pretrained: str|None = None,   # a pretrained tag (e.g. 'openai') or a checkpoint file to load on top
@@ -316,16 +370,11 @@ def load_clip(spec: str,                     # architecture name, 'hf-hub:org/re
                                    or Path(str(pretrained)).expanduser().exists()):
         ckpt, pretrained = Path(pretrained).expanduser(), None
         if not ckpt.is_file(): raise RobustClipError(f"checkpoint file not found: {ckpt}")
-    if spec == "mini-base":
-        from robustclip.pretrain import mini_base_dir
-        m = _from_local_dir(mini_base_dir(), "mini-base", precision, device); m.pretrained = "mini-world"
-    elif spec.startswith("local-dir:"):
-        m = _from_local_dir(Path(spec[len("local-dir:"):]).expanduser(), spec, precision, device)
-    elif spec.startswith("hf-hub:"):
-        m = _from_local_dir(hub_dir(spec[len("hf-hub:"):]), spec, precision, device); m.pretrained = ""
+    loader = model_loader(spec)
+    if loader is not None: m = loader(spec, device=device, precision=precision)
     else:
         if pretrained is not None and pretrained not in open_clip.list_pretrained_tags_by_model(spec):
-            if spec not in open_clip.list_models(): raise _unknown_arch(spec)
+            if spec not in open_clip.list_models(): raise unknown_arch(spec)
             tags = open_clip.list_pretrained_tags_by_model(spec)
             raise RobustClipError(f"pretrained {pretrained!r} is neither a checkpoint file nor a tag of {spec} "
                                   f"(tags: {', '.join(tags) or 'none'})")
@@ -345,3 +394,34 @@ def load_clip(spec: str,                     # architecture name, 'hf-hub:org/re
         kind = apply_checkpoint(m, ckpt)
         m.pretrained = str(ckpt) if kind == "full" or not m.pretrained else f"{ckpt} (vision) + {m.pretrained}"
     return m.to(device).eval()
+
+# %% ../nbs/01_models.ipynb #197b6c46
+def _trimmable(model) -> bool:
+    "Whether `model` is a PixelCLIP around an open_clip CLIP whose text tower is causal with end-token pooling."
+    import open_clip
+    m = getattr(model, "model", None)
+    return (type(m) is open_clip.CLIP and getattr(m, "text_pool_type", None) == "argmax" and m.attn_mask is not None
+            and isinstance(getattr(model, "tokenizer", None), open_clip.SimpleTokenizer))
+
+def encode_texts(model,                 # a `PixelCLIP` (or anything with `encode_text(list[str])`)
+                 texts: Sequence[str],
+                 normalize: bool = False,
+                ) -> torch.Tensor:
+    "Text embeddings, computed on the shortest token window that holds every text of the batch when that is exact."
+    if not _trimmable(model): return model.encode_text(list(texts), normalize=normalize)
+    return encode_tokens(model, model.tokenize(list(texts)), normalize)
+
+def encode_tokens(model, tok: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    "`encode_texts` for token ids (N, context_length) already on the model's device."
+    if not _trimmable(model): return model.encode_text(tok, normalize=normalize)
+    from open_clip.transformer import text_global_pool
+    m = model.model
+    L = max(2, int((tok != 0).sum(1).max()))
+    tok = tok[:, :L]
+    cast = m.transformer.get_cast_dtype()
+    x = m.token_embedding(tok).to(cast) + m.positional_embedding[:L].to(cast)
+    x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
+    x = text_global_pool(x, tok, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+    if m.text_projection is not None:
+        x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+    return F.normalize(x, dim=-1) if normalize else x

@@ -1,4 +1,4 @@
-"""One JSON per (model, dataset, task, attack), with CLIP_benchmark's keys, read back into tables.
+"""One JSON per (model, dataset, task, attack), with CLIP_benchmark's keys, found again by what it measured and read back into tables.
 
 Docs: https://robustclip.github.io/robustclip/results.html.md"""
 
@@ -6,14 +6,15 @@ Docs: https://robustclip.github.io/robustclip/results.html.md"""
 
 # %% ../nbs/05_results.ipynb #853c4a30
 from __future__ import annotations
-import json, glob, datetime
+import json, glob, datetime, math
 from pathlib import Path
 from typing import Iterable, Any
 
-from .core import atomic_write_text, versions, RobustClipError
+from .core import atomic_write_text, versions, RobustClipError, parse_eps
 
 # %% auto #0
-__all__ = ['TASK_NAMES', 'result_record', 'write_result', 'load_results', 'results_frame']
+__all__ = ['TASK_NAMES', 'result_record', 'write_result', 'load_results', 'results_frame', 'find_results', 'select_result',
+           'label_result', 'markdown_table', 'save_table']
 
 # %% ../nbs/05_results.ipynb #0f9f6289
 TASK_NAMES = {"zeroshot": "zeroshot_classification", "text": "zeroshot_text_classification",
@@ -69,3 +70,68 @@ def results_frame(records: Iterable[dict]):
         for name, acc in (r.get("metrics", {}).get("per_attack") or {}).items(): row[f"after_{name}"] = acc
         row["path"] = r.get("_path"); rows.append(row)
     return pd.DataFrame(rows)
+
+# %% ../nbs/05_results.ipynb #840fbf85
+_IN_ATTACK = {"attack": "name", "eps": "eps", "k": "k"}   # short query names for fields of the attack block
+
+def _field(record: dict, key: str) -> Any:
+    "The value that query name `key` names in `record` (None when absent)."
+    path = ["attack", _IN_ATTACK[key]] if key in _IN_ATTACK else key.split("__")
+    v: Any = record
+    for p in path: v = v.get(p) if isinstance(v, dict) else None
+    return v
+
+def _matches(record: dict, key: str, want: Any) -> bool:
+    "Whether `record` has `want` where `key` points (budgets compared as numbers, task short names accepted)."
+    if key == "task": want = TASK_NAMES.get(want, want)
+    got = _field(record, key)
+    if want is None or got is None: return want is None and got is None
+    if key == "eps": return math.isclose(parse_eps(got, "l2"), parse_eps(want, "l2"), rel_tol=1e-9, abs_tol=1e-12)
+    return got == want
+
+def find_results(records: Iterable[dict],  # result records, e.g. from `load_results`
+                 **where: Any,             # field=value: task, dataset, model, run, eps, attack, k, a__b, ...
+                ) -> list[dict]:
+    "The records whose fields match every `where` item, in their original order."
+    return [r for r in records if all(_matches(r, k, v) for k, v in where.items())]
+
+def select_result(records: Iterable[dict],  # result records, e.g. from `load_results`
+                  **where: Any,             # as for `find_results`
+                 ) -> dict|None:
+    "The one record matching `where`, None if there is none; an error if the query matches several."
+    found = find_results(records, **where)
+    if len(found) > 1:
+        names = ", ".join(str(r.get("_path", r.get("model"))) for r in found[:4])
+        raise RobustClipError(f"{len(found)} results match {where} ({names}{', ...' if len(found) > 4 else ''}); narrow the query")
+    return found[0] if found else None
+
+def label_result(path: str|Path,  # a result JSON written by an evaluation
+                 **labels: Any,   # fields to add, e.g. run='fare4'
+                ) -> dict:
+    "Add fields to a written result record (in place, atomically); returns the record."
+    rec = json.loads(Path(path).read_text()); rec.update(labels)
+    write_result(rec, path)
+    return rec
+
+# %% ../nbs/05_results.ipynb #079dee71
+def markdown_table(df: Any,               # a pandas DataFrame (its index becomes the first column)
+                   floatfmt: str = "{:.1f}",  # format of float cells
+                  ) -> str:
+    "A pandas DataFrame as a GitHub Markdown table (index included)."
+    cols = [df.index.name or ""] + [str(c) for c in df.columns]
+    fmt = lambda v: (floatfmt.format(v) if isinstance(v, float) and v == v else ("–" if isinstance(v, float) else str(v)))
+    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows += ["| " + " | ".join([str(i)] + [fmt(v) for v in r]) + " |" for i, r in zip(df.index, df.itertuples(index=False))]
+    return "\n".join(rows)
+
+def save_table(df: Any,                   # the table (a pandas DataFrame)
+               figures_dir: str|Path,     # where tables and figures go
+               name: str,                 # file stem: NAME.md and NAME.csv
+               caption: str,              # first line of the Markdown file
+               floatfmt: str = "{:.1f}",  # format of float cells in the Markdown file (the CSV keeps 4 decimals)
+              ) -> Path:
+    "Write `name.md` (caption + table) and `name.csv` to `figures_dir`."
+    d = Path(figures_dir); d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d/f"{name}.md", f"{caption}\n\n{markdown_table(df, floatfmt)}\n")
+    df.to_csv(d/f"{name}.csv", float_format="%.4f")
+    return d/f"{name}.md"

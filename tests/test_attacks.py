@@ -185,6 +185,30 @@ def test_cascade_presets_and_overrides():
     with pytest.raises(ValueError, match="unknown attack"): parse_attack("square")
 
 
+def test_attack_spec_is_parsed_once_and_carried(monkeypatch):
+    import robustclip.attacks.cascade as cascade
+    from robustclip.attacks.cascade import AttackSpec
+    from robustclip.core import RobustClipError, ThreatModel
+    spec = AttackSpec.parse("aa", "4/255", iterations=7, restarts=2)
+    assert AttackSpec.parse(spec) is spec and spec.threat == ThreatModel(4 / 255, "linf")
+    c = Cascade(mlp(0), spec)
+    assert c.spec is spec and c.names == ["apgd-ce", "apgd-t"] and c.eps == 4 / 255
+    monkeypatch.setattr(cascade, "make_attack", lambda *a, **k: pytest.fail("config() must not build attacks"))
+    cfg = c.config()
+    assert (cfg["iterations"], cfg["restarts"], cfg["targets"], cfg["losses"]) == \
+           (7, {"apgd-ce": 2, "apgd-t": 2}, 9, {"apgd-ce": "ce", "apgd-t": "dlr-t"})
+    for bad, msg in [(dict(iterations=0), "--iterations must be a positive integer"), (dict(eps=None), "needs --eps"),
+                     (dict(precision="fp8"), "--precision"), (dict(eps="4"), "4/255")]:
+        with pytest.raises(RobustClipError, match=msg): AttackSpec.parse("apgd-ce", **{"eps": "4/255", **bad})
+
+
+def test_apgd_takes_a_threat_model(digits):
+    from robustclip.core import ThreatModel
+    m, x, y = digits
+    a = APGD(m, threat=ThreatModel.parse("8/255"), steps=5, restarts=1)(x[:16], y[:16])
+    assert torch.equal(a, APGD(m, eps=8 / 255, steps=5, restarts=1)(x[:16], y[:16]))
+
+
 def test_cascade_worst_case_and_flags_consistent(digits):
     m, x, y = digits
     x, y = x[:64], y[:64]

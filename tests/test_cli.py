@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from robustclip.cli import COMMANDS, available_commands, main
+from robustclip.app.cli import COMMANDS, available_commands, main
 
 
 def _run(*args, env=None):

@@ -1,5 +1,5 @@
-"Text classification: CSV loaders on fixtures, label images, eval_text's JSON and sidecar, bad input, the CLI."
-import csv, json
+"Text classification: CSV loaders on fixtures, label images, eval_text's JSON and JSONL sidecar, bad input, the CLI."
+import json
 from pathlib import Path
 
 import Levenshtein
@@ -10,7 +10,8 @@ from PIL import Image
 from robustclip.core import RobustClipError
 from robustclip.data.core import get_dataset, TextClassificationTask
 from robustclip.data.text import read_text_csv, text_classification_task, load_label_images
-from robustclip.eval.text import eval_text, class_embeddings, predict_texts, sidecar_path
+from robustclip.eval.text import eval_text, class_embeddings, predict_texts
+from robustclip.eval.runner import sidecar_path
 
 
 @pytest.fixture()
@@ -69,7 +70,9 @@ def test_eval_text_record_and_sidecar(ag, tiny, tmp_path):
     assert 0 <= m["robust_acc1"] <= m["acc1"] <= 1 and m["n"] == 5
     assert (a["name"], a["k"], a["n_positions"], a["n_samples"], a["seed"], a["label_encoder"]) == ("charmer", 2, 5, 5, 0, "image")
     assert a["alphabet_size"] > 10
-    rows = list(csv.DictReader(open(sidecar_path(out))))
+    lines = [json.loads(l) for l in sidecar_path(out).read_text().splitlines()]
+    assert lines[0]["kind"] == "robustclip.samples" and [l["batch"] for l in lines[1:]] == [0]
+    rows = [r for l in lines[1:] for r in l["rows"]]
     assert [r["text"] for r in rows] == [get_dataset("ag_news", root=ag).texts[int(r["index"])] for r in rows]
     assert all(Levenshtein.distance(r["text"], r["adv_text"]) <= 2 for r in rows)
     task = get_dataset("ag_news", root=ag)
@@ -102,7 +105,7 @@ def test_subset_first_and_random(tiny):
 
 
 def test_cli(ag, tmp_path, capsys):
-    from robustclip.cli import main
+    from robustclip.app.cli import main
     out = tmp_path / "c.json"
     assert main(["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "ag_news", "--data-root", str(ag), "--k", "1",
                  "--n-samples", "3", "--output", str(out), "--device", "cpu"]) == 0
@@ -113,3 +116,4 @@ def test_cli(ag, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err
     assert main(["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "ag_news", "--data-root", str(ag), "--k", "-1"]) == 2
+    assert "--k must be an integer >= 0" in capsys.readouterr().err

@@ -10,8 +10,9 @@ import warnings
 import pytest
 import torch
 
-from robustclip.cli import main
-from robustclip.eval.zeroshot import eval_zeroshot, sidecar_path
+from robustclip.app.cli import main
+from robustclip.eval.zeroshot import eval_zeroshot
+from robustclip.eval.runner import sidecar_path
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,28 @@ def test_bad_attack_options_exit_2_with_one_line(extra, msg, wds_root, capsys):
     assert _cli("--model", "RC-Tiny-ViT", "--dataset", "cifar10", "--data-root", wds_root, *extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0], err
+
+
+def test_output_checked_before_the_model_loads(tmp_path, capsys):
+    "A folder, or a path through a file, is refused at once (the unknown model shows it never got that far)."
+    (tmp_path / "f").write_text("")
+    for out, msg in ((tmp_path, "is a folder"), (tmp_path / "f" / "r.json", "is a file, not a folder")):
+        assert _cli("--model", "no-such-model", "--dataset", "mini/digit", "--output", str(out)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+
+
+def test_attack_options_parsed_once(wds_root, tmp_path, monkeypatch):
+    "The CLI parses the attack into an AttackSpec once; the evaluation and the cascade carry it."
+    import robustclip.attacks.cascade as cascade
+    calls = []
+    real = cascade.parse_attack
+    monkeypatch.setattr(cascade, "parse_attack", lambda s: calls.append(s) or real(s))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _cli("--model", "RC-Tiny-ViT", "--dataset", "cifar10", "--data-root", wds_root, "--eps", "2/255",
+                    "--iterations", "1", "--n-samples", "4", "--output", str(tmp_path / "a.json")) == 0
+    assert calls == ["apgd-ce,apgd-t"]
 
 
 def test_help_teaches_the_attack_options(capsys):

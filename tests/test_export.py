@@ -6,11 +6,11 @@ import open_clip
 import pytest
 import torch
 
-from robustclip.cli import main
+from robustclip.app.cli import main
 from robustclip.models import load_clip, create_clip, save_clip
-from robustclip.export import load_run, combine_towers, hub_folder
+from robustclip.app.export import load_run, combine_towers, hub_folder
 from robustclip.train.config import make_config
-from robustclip.train.trainer import train
+from robustclip.train.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_cuda_bf16_attack_close_to_fp32(mini_base, robust_cpu):
 def _fare(tmp_path, name, **kw):
     from robustclip.data.core import write_image_folder
     from robustclip.train.config import make_config
-    from robustclip.train.trainer import train
+    from robustclip.train.loop import train
     d = tmp_path / "data"
     if not d.exists():
         g = torch.Generator().manual_seed(0)

@@ -106,7 +106,7 @@ def _cfg(d, **kw):
 
 
 def test_leaf_trains_the_text_tower_and_resumes_bitwise(tmp_path):
-    from robustclip.train.trainer import train
+    from robustclip.train.loop import train
     (tmp_path / "caps.txt").write_text("\n".join(f"a {c} digit {d} on the left" for c in ("red", "blue", "green")
                                                  for d in ("one", "two", "three", "four")))
     full = train(_cfg(tmp_path, output_dir=str(tmp_path / "a")))
@@ -127,7 +127,7 @@ def test_leaf_trains_the_text_tower_and_resumes_bitwise(tmp_path):
 
 
 def test_leaf_config_errors(tmp_path):
-    from robustclip.train.trainer import get_method
+    from robustclip.train.methods import get_method
     with pytest.raises(RobustClipError, match="did you mean rho"): get_method("leaf").parse_args({"rhoo": 3})
     from robustclip.train.config import load_config
     for f in ("leaf", "leaf-rho20", "leaf-unconstrained"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from robustclip.data.core import get_dataset
-from robustclip.data.mini import ATTRIBUTES, render, split_glyphs, mini_captions, mini_text
+from robustclip.mini.world import ATTRIBUTES, render, split_glyphs, mini_captions, mini_text
 
 
 def test_world_is_deterministic_and_seeded():
@@ -40,7 +40,7 @@ def test_captions_name_attributes_in_varied_words():
 
 
 def test_text_task_labels_match_the_named_colour():
-    from robustclip.data.mini import COLORS
+    from robustclip.mini.world import COLORS
     t = mini_text(n=200)
     for s, y in zip(t.texts, t.labels):
         assert list(COLORS)[y] in s.split(), (s, y)
@@ -55,6 +55,6 @@ def test_mini_base_meets_the_accuracy_target(mini_base, task):
 
 
 def test_mini_base_report_is_written_with_the_cache(mini_base):
-    from robustclip.pretrain import mini_base_dir
+    from robustclip.mini.pretrain import mini_base_dir
     rep = json.loads((mini_base_dir() / "report.json").read_text())
     assert set(rep["zeroshot_acc1"]) == {f"mini/{k}" for k in ATTRIBUTES} and rep["train_seconds"] > 0

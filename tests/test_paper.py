@@ -1,4 +1,4 @@
-"The paper templates and `robustclip reproduce`: parameters cells, tag survival, the smoke pipeline end to end, the paper plan."
+"The paper templates and `robustclip reproduce`: parameters cells and the plan's `templates` section, tag survival, the smoke pipeline end to end, the paper plan."
 import ast
 import json
 import shutil
@@ -19,9 +19,32 @@ def _params_cell(path: Path) -> dict:
     return cells[0]
 
 
-def test_every_artifact_has_a_template():
-    from robustclip.reproduce import TEMPLATES as NAMES
-    assert sorted(p.stem for p in TEMPLATES) == sorted(NAMES)
+def _plan_templates(scale: str) -> dict:
+    import yaml
+    return yaml.safe_load((ROOT / "configs" / scale / "reproduce.yaml").read_text())["templates"]
+
+
+@pytest.mark.parametrize("scale", ["mini", "paper"])
+def test_every_template_is_in_the_plan_with_declared_parameters(scale):
+    "Each plan runs every template once, claims last, and passes only parameters the template declares."
+    from robustclip.app.reproduce import CONTEXT_PARAMS, Context, notebook_params, template_parameters
+    names = list(_plan_templates(scale))
+    assert sorted(names) == sorted(p.stem for p in TEMPLATES) and names[-1] == "claims"
+    for name, declared in _plan_templates(scale).items():
+        known = template_parameters(ROOT / "nbs" / "paper" / f"{name}.ipynb")
+        assert set(CONTEXT_PARAMS) <= set(known), name
+        params = notebook_params(Context(ROOT, scale), name, declared)   # raises on an undeclared parameter
+        assert set(params) == set(CONTEXT_PARAMS) | set(declared)
+        assert all(type(params[k]) is type(known[k]) for k in declared), name   # the types the template expects
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
+def test_templates_find_results_by_their_fields(path):
+    "No template spells a result file name: they query records (robustclip.results), never paths or slugs."
+    code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert "from robustclip.results import" in code and "select_result(" in code
+    for spelled in ["read_results", "slug", "__", ".json", "robustclip.app"]:
+        assert spelled not in code, f"{path.name} uses {spelled!r}"
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
@@ -49,7 +72,7 @@ def test_parameters_tags_survive_nbdev_clean(tmp_path):
 
 
 def test_paper_dry_run_lists_every_run_with_its_needs(capsys):
-    from robustclip.reproduce import reproduce
+    from robustclip.app.reproduce import reproduce
     reproduce(ROOT, "paper", dry_run=True)
     out = capsys.readouterr().out
     for run in ["tecoa2", "tecoa4", "fare2", "fare4", "simclip2", "simclip4", "leaf"]:
@@ -60,7 +83,7 @@ def test_paper_dry_run_lists_every_run_with_its_needs(capsys):
 
 def test_unknown_scale_and_only_are_clear_errors(tmp_path):
     from robustclip.core import RobustClipError
-    from robustclip.reproduce import reproduce
+    from robustclip.app.reproduce import reproduce
     with pytest.raises(RobustClipError, match="scales with a plan: mini, paper"):
         reproduce(ROOT, "huge", dry_run=True)
     with pytest.raises(RobustClipError, match="matches no step"):
@@ -69,11 +92,23 @@ def test_unknown_scale_and_only_are_clear_errors(tmp_path):
 
 def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     "Every step of the mini plan with tiny settings, every template through papermill; a rerun is all cached."
-    from robustclip.reproduce import reproduce, TEMPLATES as NAMES
-    runs, fig = tmp_path / "runs", tmp_path / "figures"
-    status = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lambda s: None)
+    from robustclip.app.reproduce import reproduce
+    from robustclip.results import load_results, select_result
+    runs, fig, lines = tmp_path / "runs", tmp_path / "figures", []
+    status = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lines.append)
     assert set(status.values()) == {"ran"}
-    for name in NAMES:
+    timing = lines[-2].splitlines()                                   # the runner's per-step wall times
+    assert timing[0].split() == ["step", "seconds", "share"] and timing[-1].startswith("total")
+    assert len(timing) == len(status) + 2
+    records = load_results(runs / "results")
+    assert len(records) == sum(name.split("/")[0] in ("zeroshot", "drift", "text", "retrieval") for name in status)
+    plan_models = {"base", "tecoa2", "tecoa4", "fare2", "fare4", "simclip2", "simclip4", "leaf", "leaf-rho3",
+                   "leaf-unconstrained", "fare2+leaf"}
+    assert {r["run"] for r in records} == plan_models                 # every record names its plan model
+    r = select_result(records, run="fare4", task="zeroshot", dataset="mini/position", eps="16/255")
+    assert r["model"].startswith("local-dir:") and r["model"].endswith("fare4/final")
+    assert f"| 16/255 · FARE4 | {100 * r['metrics']['robust_acc1']:.1f} |" in (fig / "table4_zeroshot.md").read_text()
+    for name in _plan_templates("mini"):
         assert (fig / f"{name}.md").exists() and (fig / f"{name}.csv").exists(), name
         assert "mini scale" in (fig / f"{name}.md").read_text().splitlines()[0]
     for png in ["table4_zeroshot", "leaf_fig1_domains", "leaf_fig3_ablation", "leaf_fig4_k"]:

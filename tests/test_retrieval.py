@@ -1,5 +1,5 @@
 "Retrieval: recall@k against a brute-force reference, the Karpathy JSON loader on fixtures, eval_retrieval, the CLI."
-import csv, json
+import json
 
 import Levenshtein
 import pytest
@@ -72,7 +72,8 @@ def test_eval_retrieval_charmer(coco, tiny, tmp_path):
             for k in KS: assert 0 <= m[f"{p}{d}_retrieval_recall@{k}"] <= 1
     assert m["image_retrieval_recall@10"] == 1.0                        # 3 images: top-10 holds them all
     assert (a["name"], a["objective"], a["score"], a["k"], a["n_samples"]) == ("charmer", "towards", "sim", 2, 3)
-    rows = list(csv.DictReader(open(tmp_path / "r.samples.csv")))
+    lines = [json.loads(l) for l in (tmp_path / "r.samples.jsonl").read_text().splitlines()]
+    rows = [r for l in lines[1:] for r in l["rows"]]
     assert len(rows) == 6 and all(Levenshtein.distance(r["caption"], r["adv_caption"]) <= 2 for r in rows)
     assert all(r["target"] != r["caption"] for r in rows)
     away = eval_retrieval(tiny, "coco", data_root=str(coco), attack="charmer", objective="away", k=1, device="cpu")
@@ -81,11 +82,23 @@ def test_eval_retrieval_charmer(coco, tiny, tmp_path):
     assert fixed["attack"]["target"] == 0 and fixed["metrics"]["n_images"] == 2
 
 
-def test_eval_retrieval_image_attack(coco, tiny):
-    rec = eval_retrieval(tiny, "coco", data_root=str(coco), attack="apgd", eps="4/255", steps=3, device="cpu")
+def test_eval_retrieval_image_attack(coco, tiny, tmp_path):
+    out = tmp_path / "a.json"
+    rec = eval_retrieval(tiny, "coco", data_root=str(coco), attack="apgd", eps="4/255", steps=3, device="cpu", output=out,
+                         batch_size=2)
     m = rec["metrics"]
     assert rec["attack"]["name"] == "apgd" and rec["attack"]["eps"] == "4/255" and rec["attack"]["iterations"] == 3
     assert m["mean_embedding_shift"] > 0 and 0 <= m["robust_text_retrieval_recall@1"] <= 1
+    lines = [json.loads(l) for l in (tmp_path / "a.samples.jsonl").read_text().splitlines()]
+    rows = [r for l in lines[1:] for r in l["rows"]]
+    assert [l["batch"] for l in lines[1:]] == [0, 1] and all("rng" in l for l in lines[1:])   # 3 images in batches of 2
+    assert sum(r["embedding_shift"] for r in rows) / 3 == pytest.approx(m["mean_embedding_shift"])
+
+
+def test_zero_steps_refused(coco, tiny):
+    "An image attack of zero iterations would report robust = clean: refused."
+    with pytest.raises(RobustClipError, match="--steps must be a positive integer"):
+        eval_retrieval(tiny, "coco", data_root=str(coco), attack="apgd", steps=0)
 
 
 def test_bad_arguments(coco, tiny):
@@ -96,7 +109,7 @@ def test_bad_arguments(coco, tiny):
 
 
 def test_cli(coco, tmp_path, capsys):
-    from robustclip.cli import main
+    from robustclip.app.cli import main
     out = tmp_path / "c.json"
     assert main(["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "coco", "--data-root", str(coco), "--k", "1",
                  "--target", "A man aggressively kicks a stray dog on the street.", "--output", str(out), "--device", "cpu"]) == 0
@@ -105,3 +118,6 @@ def test_cli(coco, tmp_path, capsys):
     assert main(["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "coco", "--data-root", str(coco), "--eps", "4"]) == 2
     assert "did you mean '4/255'" in capsys.readouterr().err
     assert main(["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "coco", "--data-root", str(coco), "--target", "7"]) == 2
+    assert main(["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "coco", "--data-root", str(coco), "--attack",
+                 "apgd", "--steps", "0"]) == 2
+    assert "--steps must be a positive integer" in capsys.readouterr().err

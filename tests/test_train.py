@@ -10,11 +10,12 @@ from hypothesis import given, settings, strategies as st
 from safetensors.torch import load_file
 
 from robustclip.core import RobustClipError
-from robustclip.cli import main
+from robustclip.app.cli import main
 from robustclip.models import load_clip
 from robustclip.train.config import load_config, make_config, config_keys
 from robustclip.train.losses import FARELoss, TeCoALoss, SimCLIPLoss
-from robustclip.train.trainer import train, training_attack, get_method, available_methods
+from robustclip.train.loop import train, Trainer
+from robustclip.train.methods import training_attack, get_method, available_methods
 
 PAPER = ["fare2", "fare4", "tecoa2", "tecoa4", "simclip2", "simclip4"]
 
@@ -115,6 +116,51 @@ def test_overrides_are_typed():
     c = load_config(None, ["lr=3e-4", "betas=0.9,0.95", "attack_random_start=false", "grad_clip=null", "steps=1e3"])
     assert (c.lr, c.betas, c.attack_random_start, c.grad_clip, c.steps) == (3e-4, [0.9, 0.95], False, None, 1000)
     assert len(config_keys()) == len(set(config_keys()))
+
+
+def test_list_overrides_apply_to_a_config(folder, tmp_path):
+    "train(cfg, overrides=[...]) applies `key=value` strings to a config (they used to be dropped silently)."
+    cfg = tiny_cfg(folder, tmp_path / "unused", method="tecoa", steps=3)
+    res = train(cfg, overrides=["steps=1", f"output_dir={tmp_path / 'o'}", "method_args.template=a photo of a {}"])
+    assert res["step"] == 1 and Path(res["run_dir"]) == tmp_path / "o" and not (tmp_path / "unused").exists()
+    rec = json.loads((tmp_path / "o" / "final" / "robustclip_train.json").read_text())
+    assert rec["config"]["steps"] == 1 and rec["method"]["args"]["template"] == "a photo of a {}"
+    with pytest.raises(RobustClipError, match="did you mean steps"):
+        train(cfg, overrides=("stpes=1",))                                  # a typo is an error, tuple or list
+    assert not (tmp_path / "unused").exists()
+
+
+def test_one_schedule_reproduces_both_old_expressions():
+    "lr_at is the trainer's former multiplier (peak=1) and the mini pretraining's former lr (peak=lr), bit for bit."
+    import math
+    from robustclip.train.loop import lr_at, build_optimizer
+    def factor(s, w, n): return (s + 1) / w if s < w else 0.5 * (1 + math.cos(math.pi * (s - w) / max(1, n - w)))
+    def pre(s, lr, w, n): return lr * (s + 1) / w if s < w else lr * 0.5 * (1 + math.cos(math.pi * (s - w) / max(1, n - w)))
+    for w, n in ((1400, 20000), (10, 200), (2, 6), (0, 5)):
+        assert all(lr_at(s, w, n) == factor(s, w, n) for s in range(n))
+    assert all(lr_at(s, 100, 1500, peak=2e-3) == pre(s, 2e-3, 100, 1500) for s in range(1500))
+    lin = torch.nn.Linear(3, 2)
+    opt = build_optimizer(list(lin.named_parameters()), 2e-3, 0.1, (0.9, 0.98), 1e-6)   # the pretraining optimiser
+    (g,) = opt.param_groups
+    assert [id(p) for p in g["params"]] == [id(p) for p in lin.parameters()]
+    assert (g["weight_decay"], g["betas"], g["eps"], g["lr"]) == (0.1, (0.9, 0.98), 1e-6, 2e-3)
+
+
+def test_eps_is_parsed_once_and_carried(folder, tmp_path, monkeypatch):
+    "The config parses eps into a ThreatModel when validated; the trainer, the methods and the check carry it."
+    import robustclip.core as core, robustclip.train.config as C, robustclip.train.methods as M, robustclip.train.loop as L
+    from robustclip.core import ThreatModel
+    cfg = tiny_cfg(folder, tmp_path / "t", steps=2, check_every=1, attack_step_size="2/255")
+    tr = Trainer(cfg)
+    assert tr.threat is cfg.threat and tr.threat == ThreatModel(4 / 255, "linf") and cfg.pgd_step == 2 / 255
+    parsed, real = [], core.parse_eps
+    def spy(eps, norm="linf"):
+        if isinstance(eps, str): parsed.append(eps)
+        return real(eps, norm)
+    monkeypatch.setattr(core, "parse_eps", spy); monkeypatch.setattr(C, "parse_eps", spy)
+    tr.fit()                                                  # two steps, a check at step 1 and at the end, the export
+    assert parsed == [] and not hasattr(M, "parse_eps") and not hasattr(L, "parse_eps")
+    assert json.loads((tmp_path / "t" / "final" / "robustclip_train.json").read_text())["step"] == 2
 
 
 # ---------------------------------------------------------------- the training attack

@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from ..core import RobustClipError, progress
+from ..models import encode_texts
 
 # %% auto #0
 __all__ = ['DELETE', 'PRINTABLE', 'ASCII_ALPHABET', 'ScoreFn', 'OBJECTIVES', 'n_slots', 'write', 'alphabet_of', 'get_alphabet',
-           'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'charmer', 'encode_texts',
-           'encode_tokens', 'class_margins', 'margin_objective', 'embedding_objective']
+           'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'charmer', 'class_margins',
+           'margin_objective', 'embedding_objective']
 
 # %% ../../nbs/13_attacks.charmer.ipynb #deee3d13
 DELETE = ""   # the "delete" symbol of an alphabet: written into a character slot it removes the character
@@ -216,37 +217,6 @@ def charmer(texts: Sequence[str],        # the texts to attack
             "threshold": threshold, "seed": seed}
     return TextAttackResult(adv, texts, scores, clean, success, [Levenshtein.distance(a, t) for a, t in zip(adv, texts)],
                             queries, info)
-
-# %% ../../nbs/13_attacks.charmer.ipynb #197b6c46
-def _trimmable(model) -> bool:
-    "Whether `model` is a PixelCLIP around an open_clip CLIP whose text tower is causal with end-token pooling."
-    import open_clip
-    m = getattr(model, "model", None)
-    return (type(m) is open_clip.CLIP and getattr(m, "text_pool_type", None) == "argmax" and m.attn_mask is not None
-            and isinstance(getattr(model, "tokenizer", None), open_clip.SimpleTokenizer))
-
-def encode_texts(model,                 # a `PixelCLIP` (or anything with `encode_text(list[str])`)
-                 texts: Sequence[str],
-                 normalize: bool = False,
-                ) -> torch.Tensor:
-    "Text embeddings, computed on the shortest token window that holds every text of the batch when that is exact."
-    if not _trimmable(model): return model.encode_text(list(texts), normalize=normalize)
-    return encode_tokens(model, model.tokenize(list(texts)), normalize)
-
-def encode_tokens(model, tok: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-    "`encode_texts` for token ids (N, context_length) already on the model's device."
-    if not _trimmable(model): return model.encode_text(tok, normalize=normalize)
-    from open_clip.transformer import text_global_pool
-    m = model.model
-    L = max(2, int((tok != 0).sum(1).max()))
-    tok = tok[:, :L]
-    cast = m.transformer.get_cast_dtype()
-    x = m.token_embedding(tok).to(cast) + m.positional_embedding[:L].to(cast)
-    x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
-    x = text_global_pool(x, tok, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
-    if m.text_projection is not None:
-        x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
-    return F.normalize(x, dim=-1) if normalize else x
 
 # %% ../../nbs/13_attacks.charmer.ipynb #afc3c0e4
 def class_margins(emb: torch.Tensor,      # (N, D) text embeddings (normalised here)

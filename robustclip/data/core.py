@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 from PIL import Image
 
-from ..core import RobustClipError
+from ..core import RobustClipError, load_plugins
 
 # %% auto #0
 __all__ = ['CLIP_BENCHMARK', 'NATIVE_RESOLUTION', 'ClassificationTask', 'TextClassificationTask', 'RetrievalTask',
@@ -62,7 +62,6 @@ class RetrievalTask:
 
 # %% ../../nbs/02_data.core.ipynb #4bb2de03
 _REGISTRY: dict[str, Callable] = {}
-_LOADERS = {"robustclip.data.mini", "robustclip.data.text"}   # modules that register builders when imported
 
 def register_dataset(key: str,  # exact name ('imagenet') or prefix ending in '/' or ':' ('mini/', 'imagefolder:')
                      fn: Callable|None = None):
@@ -81,12 +80,7 @@ def get_dataset(name: str,               # 'mini/digit', 'imagenet', 'cifar10', 
                 **kwargs,
                ):
     "Build the task called `name` (a `ClassificationTask`, `TextClassificationTask` or `RetrievalTask`)."
-    import importlib
-    if _builder(name) is None:
-        for mod in sorted(_LOADERS):
-            try: importlib.import_module(mod)
-            except ModuleNotFoundError as e:
-                if e.name != mod: raise
+    if _builder(name) is None: load_plugins()   # the mini world and the text datasets register themselves
     fn = _builder(name)
     if fn is None:
         raise RobustClipError(f"unknown dataset {name!r}; known: {', '.join(sorted(available_datasets()))}")
@@ -94,8 +88,8 @@ def get_dataset(name: str,               # 'mini/digit', 'imagenet', 'cifar10', 
     return fn(name, root=root, split=split, **kwargs)
 
 def available_datasets() -> list[str]:
-    "Registered names and prefixes."
-    return sorted(_REGISTRY)
+    "Registered names and prefixes (plugins included)."
+    load_plugins(); return sorted(_REGISTRY)
 
 # %% ../../nbs/02_data.core.ipynb #da97b4c1
 _IMG_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}

@@ -9,15 +9,16 @@ from __future__ import annotations
 import dataclasses, difflib, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from ..core import RobustClipError, parse_eps, atomic_write_text
+from ..core import RobustClipError, ThreatModel, NORMS, parse_eps, atomic_write_text
 
 # %% auto #0
-__all__ = ['RUNTIME_KEYS', 'TrainConfig', 'coerce', 'config_keys', 'validate', 'make_config', 'default_name', 'parse_overrides',
-           'load_config', 'config_dict', 'save_config', 'config_diff', 'check_resume_config']
+__all__ = ['RUNTIME_KEYS', 'TrainConfig', 'coerce', 'config_keys', 'unknown_key', 'validate', 'make_config', 'default_name',
+           'parse_overrides', 'load_config', 'merge_overrides', 'apply_overrides', 'config_dict', 'save_config',
+           'config_diff', 'check_resume_config']
 
 # %% ../../nbs/21a_train.config.ipynb #7f8277fd
 def _f(default: Any, help: str) -> Any:
@@ -80,6 +81,21 @@ class TrainConfig:
     save_final: bool = _f(True, "write final/ (open_clip local-dir) and final/visual.pt at the end")
     stop_after: int|None = _f(None, "stop (after writing latest.pt) at this step; continue later with --resume latest")
 
+    # typed values, parsed from the fields above once (`validate` parses them; again only if those fields change)
+    @property
+    def threat(self) -> ThreatModel:
+        "The threat model of `eps` and `norm`."
+        return self._parsed("threat", (self.eps, self.norm), ThreatModel.parse)
+    @property
+    def pgd_step(self) -> float:
+        "The training attack's step `attack_step_size` in [0,1] pixel units."
+        return self._parsed("pgd_step", (self.attack_step_size, self.norm), parse_eps)
+    def _parsed(self, key: str, raw: tuple, parse: Callable) -> Any:
+        "`parse(*raw)`, kept on the instance (outside the fields) until `raw` changes."
+        cache = self.__dict__.setdefault("_parsed_values", {})
+        if key not in cache or cache[key][0] != raw: cache[key] = (raw, parse(*raw))
+        return cache[key][1]
+
 RUNTIME_KEYS = {"output_dir", "device", "workers", "threads", "log_every", "save_every", "keep_every",
                 "check_every", "check_split", "check_samples", "check_attack", "check_steps", "save_final", "name", "data_root",
                 "stop_after"}
@@ -88,6 +104,7 @@ RUNTIME_KEYS = {"output_dir", "device", "workers", "threads", "log_every", "save
 _NONE = {"null", "none", "~", ""}
 
 def _hints() -> dict[str, Any]:
+    "The type hint of every config key."
     return typing.get_type_hints(TrainConfig)
 
 def coerce(key: str,    # the config key (for messages)
@@ -138,15 +155,19 @@ def config_keys() -> list[str]:
     "The valid config keys."
     return [f.name for f in fields(TrainConfig)]
 
-def _unknown(key: str, valid: list[str], what: str = "config key") -> RobustClipError:
+def unknown_key(key: str,                 # the name that was asked for
+                valid: list[str],         # the names that exist
+                what: str = "config key", # what kind of name (for the message)
+               ) -> RobustClipError:
+    "A one-line error naming the unknown `key`, the closest valid names and all of them."
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return RobustClipError(f"unknown {what} {key!r}{hint}; valid keys: {', '.join(valid)}")
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     "Check cross-field constraints; raise a one-line `RobustClipError` on the first problem."
-    parse_eps(cfg.eps, cfg.norm); parse_eps(cfg.attack_step_size, cfg.norm)
-    if cfg.norm not in ("linf", "l2"): raise RobustClipError(f"norm must be linf or l2; got {cfg.norm!r}")
+    if cfg.norm not in NORMS: raise RobustClipError(f"norm must be linf or l2; got {cfg.norm!r}")
+    _ = cfg.threat, cfg.pgd_step                      # eps and the step size are parsed here, once
     for k in ("steps", "batch_size", "accum_steps"):
         if getattr(cfg, k) <= 0: raise RobustClipError(f"{k} must be positive; got {getattr(cfg, k)}")
     if cfg.attack_steps < 0 or cfg.warmup < 0: raise RobustClipError("attack_steps and warmup must be >= 0")
@@ -168,15 +189,14 @@ def make_config(values: dict|None = None,  # keys to set (YAML-style values)
     "A validated `TrainConfig` from a dict of keys; unknown keys are an error listing the valid ones."
     values = {**(values or {}), **kwargs}; hints = _hints(); valid = config_keys()
     for k in values:
-        if k not in hints: raise _unknown(k, valid)
-    cfg = TrainConfig(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
+        if k not in hints: raise unknown_key(k, valid)
+    cfg = validate(TrainConfig(**{k: coerce(k, v, hints[k]) for k, v in values.items()}))
     if not cfg.name: cfg.name = default_name(cfg)
-    return validate(cfg)
+    return cfg
 
 def default_name(cfg: TrainConfig) -> str:
     "The run name the papers use: method + eps numerator ('fare4', 'tecoa2')."
-    from robustclip.core import eps_str
-    e = eps_str(parse_eps(cfg.eps, cfg.norm))
+    e = cfg.threat.eps_str
     return f"{cfg.method}{e.split('/')[0] if e.endswith('/255') else e}"
 
 # %% ../../nbs/21a_train.config.ipynb #74a6bd96
@@ -206,10 +226,23 @@ def load_config(path: str|Path|None = None,   # a YAML config file (None: defaul
         try: values = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e: raise RobustClipError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(values, dict): raise RobustClipError(f"{p} must hold a mapping of config keys")
-    ov = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    return make_config(merge_overrides(values, overrides))
+
+def merge_overrides(values: dict,    # config keys (from a file or a config)
+                    overrides: list[str]|tuple|dict|None,  # `key=value` strings or a dict
+                   ) -> dict:
+    "`values` with `overrides` applied; `method_args` merge key by key."
+    ov = parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
     if isinstance(ov.get("method_args"), dict) and isinstance(values.get("method_args"), dict):
         ov["method_args"] = {**values["method_args"], **ov["method_args"]}
-    return make_config({**values, **ov})
+    return {**values, **ov}
+
+def apply_overrides(cfg: TrainConfig,  # a validated config
+                    overrides: list[str]|tuple|dict|None,  # `key=value` strings or a dict
+                   ) -> TrainConfig:
+    "A new validated config: `cfg` with `overrides` applied (`cfg` itself when there are none)."
+    if not overrides: return cfg
+    return make_config(merge_overrides(config_dict(cfg), overrides))
 
 # %% ../../nbs/21a_train.config.ipynb #e77d16f4
 def config_dict(cfg: TrainConfig) -> dict:

@@ -16,10 +16,11 @@ from torch.utils.data import Dataset
 from ..core import RobustClipError
 from ..models import PixelCLIP
 from ..data.core import get_dataset, TextClassificationTask, RetrievalTask
-from ..attacks.charmer import charmer, embedding_objective, margin_objective, class_margins, encode_texts
+from ..attacks.charmer import charmer, embedding_objective, margin_objective, class_margins
+from ..models import encode_texts
 from ..attacks.leaf import leaf_attack, WordConstraint, cpu_generator
 from .losses import FARELoss, sq_l2
-from .trainer import Method, register_method
+from .methods import Method, register_method
 
 # %% auto #0
 __all__ = ['LeafArgs', 'task_captions', 'LEAF']

@@ -1,0 +1,1 @@
+"The application: the `robustclip` command, the reproduction pipeline and export; the library never imports it."

@@ -1,0 +1,103 @@
+"""Every evaluation resumes after `kill -9` to the identical result.
+
+For each task (zero-shot under APGD, text under Charmer, retrieval under Charmer and under APGD, embedding drift) a
+child process runs a tiny evaluation with random RC-Tiny-ViT weights saved once; as soon as its sidecar holds one
+finished batch, the process is killed with SIGKILL. The same evaluation is then run again (it resumes from the
+sidecar) and once more from scratch into another file: metrics and sidecar content must be equal.
+
+The child is forked from the test process (torch, open_clip and sklearn already imported: a fresh interpreter
+would spend most of this file's time importing them). Both run single-threaded: a forked child cannot use the
+parent's OpenMP thread pool, and one thread on both sides also keeps their floating-point sums alike.
+"""
+import multiprocessing
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+CASES = {   # name -> (function, dataset, dataset kwargs, evaluation kwargs); each runs 3-5 batches
+    "zeroshot": ("zeroshot", "mini/color", {"n": 64},
+                 dict(attack="apgd-ce", eps="8/255", iterations=20, restarts=2, n_samples=32, batch_size=8, checks=False)),
+    "text": ("text", "mini/text", {"n": 40},
+             dict(attack="charmer", k=2, n_positions=4, n_samples=32, chunk=8, batch_size=256)),
+    "retrieval-charmer": ("retrieval", "mini/retrieval", {"n": 16},
+                          dict(attack="charmer", k=1, n_positions=3, alphabet="aeo", n_samples=7, chunk=16, batch_size=256)),
+    "retrieval-apgd": ("retrieval", "mini/retrieval", {"n": 40},
+                       dict(attack="apgd", eps="8/255", steps=20, n_samples=32, batch_size=8)),
+    "drift": ("drift", "mini/digit", {"n": 64}, dict(eps="4/255", iterations=20, n_samples=32, batch_size=8)),
+}
+
+
+def evaluate(case: str, models: list[str], output: str) -> dict:
+    "Run the evaluation `case` (models: local-dir specs of the model and the drift anchor), writing `output`."
+    from robustclip.data.core import get_dataset
+    kind, name, data_kw, kw = CASES[case]
+    task = get_dataset(name, **data_kw)
+    if kind == "zeroshot":
+        from robustclip.eval.zeroshot import eval_zeroshot
+        return eval_zeroshot(models[0], task, device="cpu", output=output, **kw)
+    if kind == "text":
+        from robustclip.eval.text import eval_text
+        return eval_text(models[0], task, device="cpu", output=output, **kw)
+    if kind == "retrieval":
+        from robustclip.eval.retrieval import eval_retrieval
+        return eval_retrieval(models[0], task, device="cpu", output=output, **kw)
+    from robustclip.eval.drift import eval_drift
+    return eval_drift(models[0], models[1], task, device="cpu", output=output, **kw)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    "One torch thread in this module (restored after)."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, one_thread):
+    "Two random tiny models saved once, so that every process loads the same weights."
+    from robustclip.models import load_clip, save_clip
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        out.append("local-dir:" + str(save_clip(load_clip("RC-Tiny-ViT"), tmp_path_factory.mktemp("tiny") / f"m{seed}")))
+    return out
+
+
+def _kill_after_first_batch(case: str, models: list[str], out: Path) -> int:
+    "Start `case` in a child process, SIGKILL it once its sidecar has a finished batch; the batches it left."
+    from robustclip.eval.runner import sidecar_path
+    side = sidecar_path(out)
+    proc = multiprocessing.get_context("fork").Process(target=evaluate, args=(case, models, str(out)))
+    proc.start()
+    t0 = time.time()
+    while proc.is_alive() and time.time() - t0 < 120:
+        if side.exists() and len(side.read_text().splitlines()) >= 2: break   # header + one batch
+        time.sleep(0.002)
+    assert proc.is_alive(), f"{case} ended before it could be killed (exit code {proc.exitcode})"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(60)
+    assert proc.exitcode == -signal.SIGKILL and not out.exists()
+    return len(side.read_text().splitlines()) - 1
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sigkill_then_rerun_equals_uninterrupted(case, models, tmp_path):
+    from robustclip.eval.runner import sidecar_path
+    out = tmp_path / "r.json"
+    n_before = _kill_after_first_batch(case, models, out)
+    resumed = evaluate(case, models, str(out))
+    n_batches = len(sidecar_path(out).read_text().splitlines()) - 1
+    assert 1 <= n_before < n_batches and resumed["resumed_batches"] == n_before
+    once = evaluate(case, models, str(tmp_path / "once.json"))
+    assert once["resumed_batches"] == 0
+    assert resumed["metrics"] == once["metrics"] and resumed.get("attack") == once.get("attack")
+    assert sidecar_path(out).read_text() == sidecar_path(tmp_path / "once.json").read_text()
+    assert json.loads(out.read_text())["metrics"] == once["metrics"]
+

@@ -1,0 +1,298 @@
+"""The shape of the house, read from the source with `ast` (fast; imports nothing from robustclip, no torch).
+
+Every `robustclip/**/*.py` (except nbdev's `_modidx.py`) is parsed once and checked for:
+  a. no import cycle between robustclip modules (lazy imports inside functions count: they are still dependencies);
+  b. the layer rule: a module never imports a module of a higher layer (`LAYERS` below; longest prefix wins);
+  c. no private name (`_x`, not `__dunder__`) imported from another robustclip module;
+  d. no function or method longer than `MAX_FUNCTION_LINES` lines (the `def` to its last line, decorators excluded);
+  e. no swallowed exception: a bare `except:` / `except Exception:` / `except BaseException:` whose body is only
+     `pass` / `continue` / `...`.
+Each failure lists every offender (file:line, module, what), so they can all be fixed in one go.
+The `.py` files are exported from `nbs/`: fix an offender in its notebook, then run `nbdev-export`.
+"""
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = "robustclip"
+PKG_DIR = ROOT / PKG
+SKIP_FILES = {"_modidx.py"}  # nbdev's generated index: data, not code
+MAX_FUNCTION_LINES = 60
+
+# Layer of each part of the package (the table in the design's target layout). The key is a module path below
+# `robustclip` and covers that module and everything under it; the longest matching key wins. A lower layer never
+# imports a higher one; same-layer imports are allowed when acyclic. "" is the package's own `__init__` only.
+LAYERS: dict[str, int] = {
+    "": 0,  # robustclip/__init__.py holds only __version__
+    "core": 0,  # errors, typed values, seeds, devices, cache, atomic files, progress, versions, plugin loading
+    "models": 1,  # PixelCLIP, load_clip through a registry, save_clip, encode_texts
+    "data": 1,  # datasets and their registry
+    "zeroshot": 2,
+    "results": 2,
+    "attacks": 2,
+    "convert": 2,  # open_clip <-> transformers CLIP
+    "train": 3,  # losses, methods, loop, config, distributed, leaf, runs
+    "eval": 3,  # the evaluation runner and its adapters
+    "vlm": 3,  # vision-language models in pixel space (LLaVA backend, metrics)
+    "mini": 4,  # the mini world's data, mini-base pretraining, registers 'mini-base' and 'mini/*'
+    "app": 5,  # cli, commands, reproduce, export
+    "__main__": 5,
+}
+BROAD_EXCEPTIONS = {"Exception", "BaseException"}
+
+
+@dataclass
+class Module:
+    name: str  # dotted, e.g. robustclip.train.losses
+    path: Path
+    is_package: bool
+    tree: ast.Module
+    imports: list[tuple[str, int]] = field(default_factory=list)  # (absolute target as written, line)
+    private: list[tuple[str, str, int]] = field(default_factory=list)  # (from module, private name, line)
+
+    @property
+    def where(self) -> str:
+        return str(self.path.relative_to(ROOT))
+
+
+def _module_name(path: Path) -> tuple[str, bool]:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    is_package = parts[-1] == "__init__"
+    if is_package: parts = parts[:-1]
+    return ".".join(parts), is_package
+
+
+def _resolve_relative(mod: Module, level: int, target: str | None) -> str:
+    "The absolute module named by `from <level dots><target> import ...` inside `mod`."
+    package = mod.name.split(".") if mod.is_package else mod.name.split(".")[:-1]
+    base = package[: len(package) - (level - 1)] if level > 1 else package
+    return ".".join(base + ([target] if target else []))
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _ours(name: str) -> bool:
+    return name == PKG or name.startswith(PKG + ".")
+
+
+def _collect_imports(mod: Module) -> None:
+    "Every import of a robustclip module, wherever it sits (module level, functions, classes, try/if blocks)."
+    for node in ast.walk(mod.tree):
+        if isinstance(node, ast.Import):
+            mod.imports += [(a.name, node.lineno) for a in node.names if _ours(a.name)]
+        elif isinstance(node, ast.ImportFrom):
+            src = _resolve_relative(mod, node.level, node.module) if node.level else (node.module or "")
+            if not _ours(src): continue
+            for a in node.names:
+                if a.name == "*": mod.imports.append((src, node.lineno))
+                else: mod.imports.append((f"{src}.{a.name}", node.lineno))  # a submodule or a name in `src`
+                if _is_private(a.name): mod.private.append((src, a.name, node.lineno))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            # importlib.import_module("robustclip.x") with a literal name is a lazy import too
+            fn = node.func
+            fname = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", None)
+            arg = node.args[0].value
+            if fname == "import_module" and isinstance(arg, str) and _ours(arg):
+                mod.imports.append((arg, node.lineno))
+
+
+@lru_cache(maxsize=1)
+def modules() -> dict[str, Module]:
+    mods = {}
+    for path in sorted(PKG_DIR.rglob("*.py")):
+        if path.name in SKIP_FILES or "__pycache__" in path.parts: continue
+        name, is_package = _module_name(path)
+        mods[name] = Module(name, path, is_package, ast.parse(path.read_text(encoding="utf-8"), str(path)))
+    for m in mods.values(): _collect_imports(m)
+    return mods
+
+
+def _known(dotted: str, mods: dict[str, Module]) -> str:
+    "The longest existing module that `dotted` names or lies in (`robustclip.a.f` -> `robustclip.a`)."
+    parts = dotted.split(".")
+    while parts and ".".join(parts) not in mods: parts.pop()
+    return ".".join(parts) or PKG
+
+
+@lru_cache(maxsize=1)
+def edges() -> dict[str, dict[str, int]]:
+    "module -> {module it imports: first line}; parents of an imported module are not counted, nor self-imports."
+    mods = modules()
+    graph: dict[str, dict[str, int]] = {name: {} for name in mods}
+    for m in mods.values():
+        for target, line in m.imports:
+            dst = _known(target, mods)
+            if dst != m.name: graph[m.name].setdefault(dst, line)
+    return graph
+
+
+def _strongly_connected(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    "Tarjan's strongly connected components with more than one module (each holds at least one cycle)."
+    index, low, stack, on_stack, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]; counter[0] += 1
+        stack.append(v); on_stack.add(v)
+        for w in sorted(graph.get(v, {})):
+            if w not in index: visit(w); low[v] = min(low[v], low[w])
+            elif w in on_stack: low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop(); on_stack.discard(w); comp.append(w)
+                if w == v: break
+            if len(comp) > 1: out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index: visit(v)
+    return out
+
+
+def _shortest_cycle(start: str, comp: set[str], graph: dict[str, dict[str, int]]) -> list[str]:
+    "The shortest path start -> ... -> start inside one component (breadth first)."
+    prev, frontier = {start: None}, [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in sorted(graph[v]):
+                if w not in comp: continue
+                if w == start:
+                    path = [v]
+                    while prev[path[-1]] is not None: path.append(prev[path[-1]])
+                    return path[::-1] + [start]
+                if w not in prev: prev[w] = v; nxt.append(w)
+        frontier = nxt
+    return [start]
+
+
+def _layer(name: str) -> int | None:
+    rel = name[len(PKG) + 1:] if name != PKG else ""
+    if rel == "": return LAYERS[""]
+    best = max((k for k in LAYERS if k and (rel == k or rel.startswith(k + "."))), key=len, default=None)
+    return None if best is None else LAYERS[best]
+
+
+def _report(title: str, lines: list[str]) -> str:
+    return f"{title} ({len(lines)}); fix them in nbs/ and re-export:\n  " + "\n  ".join(lines)
+
+
+def test_parses_modules():
+    mods = modules()
+    assert f"{PKG}.core" in mods and f"{PKG}.models" in mods, sorted(mods)
+
+
+def test_no_import_cycles():
+    graph, mods = edges(), modules()
+    lines = []
+    for comp in _strongly_connected(graph):
+        cycle = _shortest_cycle(comp[0], set(comp), graph)
+        steps = " -> ".join(f"{b} ({mods[a].where}:{graph[a][b]})" for a, b in zip(cycle, cycle[1:]))
+        inner = [f"{a} -> {b} ({mods[a].where}:{graph[a][b]})" for a in comp for b in sorted(graph[a]) if b in comp]
+        lines.append(f"cycle among {', '.join(comp)}: {cycle[0]} -> {steps}\n    every import inside it: "
+                     + "; ".join(inner))
+    assert not lines, _report("import cycles between robustclip modules (lazy imports count)", lines)
+
+
+def test_layers():
+    graph, mods = edges(), modules()
+    unknown = [f"{m.where}: module {m.name} has no layer: add its prefix to LAYERS in tests/test_structure.py "
+               "(and to the layer table in the design) or move it where it belongs"
+               for m in mods.values() if _layer(m.name) is None]
+    upward = []
+    for src in sorted(graph):
+        ls = _layer(src)
+        for dst, line in sorted(graph[src].items(), key=lambda kv: kv[1]):
+            ld = _layer(dst)
+            if ls is not None and ld is not None and ld > ls:
+                upward.append(f"{mods[src].where}:{line}: {src} (layer {ls}) imports {dst} (layer {ld})")
+    msg = []
+    if unknown: msg.append(_report("robustclip modules missing from the layer table", unknown))
+    if upward: msg.append(_report("imports from a higher layer (lower layers never import higher ones)", upward))
+    assert not msg, "\n".join(msg)
+
+
+def test_no_private_imports():
+    lines = [f"{m.where}:{line}: {m.name} imports private {name!r} from {src}"
+             for m in modules().values() for src, name, line in m.private]
+    assert not lines, _report("private names imported across robustclip modules (make them public or move them)",
+                              lines)
+
+
+def _functions(node: ast.AST, prefix: str = ""):
+    "(qualified name, def node) for every function and method, nested ones included."
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield prefix + child.name, child
+            yield from _functions(child, f"{prefix}{child.name}.<locals>.")
+        elif isinstance(child, ast.ClassDef):
+            yield from _functions(child, f"{prefix}{child.name}.")
+        else:
+            yield from _functions(child, prefix)
+
+
+def test_function_length():
+    lines = []
+    for m in modules().values():
+        for qual, fn in _functions(m.tree):
+            n = fn.end_lineno - fn.lineno + 1  # `lineno` of a def is the `def` line: decorators are not counted
+            if n > MAX_FUNCTION_LINES: lines.append(f"{m.where}:{fn.lineno}: {m.name}.{qual} is {n} lines")
+    assert not lines, _report(f"functions longer than {MAX_FUNCTION_LINES} lines (split them)", lines)
+
+
+def _broad(handler: ast.ExceptHandler) -> bool:
+    t = handler.type
+    if t is None: return True
+    names = t.elts if isinstance(t, ast.Tuple) else [t]
+    return any((n.id if isinstance(n, ast.Name) else getattr(n, "attr", None)) in BROAD_EXCEPTIONS for n in names)
+
+
+def _does_nothing(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, (ast.Pass, ast.Continue)): return True
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and stmt.value.value is Ellipsis
+
+
+def test_no_swallowed_exceptions():
+    lines = []
+    for m in modules().values():
+        for node in ast.walk(m.tree):
+            if isinstance(node, ast.ExceptHandler) and _broad(node) and all(map(_does_nothing, node.body)):
+                what = "except:" if node.type is None else f"except {ast.unparse(node.type)}:"
+                body = "; ".join(ast.unparse(s) for s in node.body)
+                lines.append(f"{m.where}:{node.lineno}: {m.name}: `{what} {body}` swallows every error")
+    assert not lines, _report("swallowed exceptions (catch what you expect, or log/re-raise)", lines)
+
+
+def test_checks_catch_what_they_should():
+    "The checker itself, on a small synthetic package (so a green run means something)."
+    def fake(name, src, is_package=False):
+        m = Module(name, ROOT / PKG / (name.replace(".", "/") + ".py"), is_package, ast.parse(src))
+        _collect_imports(m)
+        return m
+    m = fake("robustclip.train.loop", "from ..models import _private, load_clip\nfrom . import losses\n"
+             "def f():\n    import robustclip.app.cli\n    from robustclip.core import __version__\n"
+             "    importlib.import_module('robustclip.mini')\n")
+    assert [(t, line) for t, line in m.imports] == [
+        ("robustclip.models._private", 1), ("robustclip.models.load_clip", 1), ("robustclip.train.losses", 2),
+        ("robustclip.app.cli", 4), ("robustclip.core.__version__", 5), ("robustclip.mini", 6)]
+    assert m.private == [("robustclip.models", "_private", 1)]
+    pkg = fake("robustclip.train", "from .loop import fit\nfrom .. import core\n", is_package=True)
+    assert [t for t, _ in pkg.imports] == ["robustclip.train.loop.fit", "robustclip.core"]
+    assert _layer("robustclip") == 0 and _layer("robustclip.data.text") == 1 and _layer("robustclip.mini.world") == 4
+    assert _layer("robustclip.app") == 5 and _layer("robustclip.database") is None
+    g = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
+    assert _strongly_connected(g) == [["a", "b", "c"]] and _shortest_cycle("a", {"a", "b", "c"}, g) == ["a", "b", "c", "a"]
+    tree = ast.parse("try: x()\nexcept Exception: pass\ntry: y()\nexcept ValueError: pass\n"
+                     "for i in x:\n  try: z()\n  except: continue\ntry: w()\nexcept BaseException: log()\n")
+    hits = [h.lineno for h in ast.walk(tree) if isinstance(h, ast.ExceptHandler) and _broad(h)
+            and all(map(_does_nothing, h.body))]
+    assert hits == [2, 7]
+    long_src = "@dec\ndef f():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1) + "class C:\n    def g(self):\n        pass\n"
+    assert [(q, fn.end_lineno - fn.lineno + 1) for q, fn in _functions(ast.parse(long_src))] == [
+        ("f", MAX_FUNCTION_LINES), ("C.g", 2)]
