@@ -55,7 +55,7 @@ def eps_str(eps: float,  # a budget in [0,1] pixel units
     if eps == 0: return "0"
     return f"{k}/255" if k > 0 and abs(k - eps * 255) < 1e-6 else f"{eps:g}"
 
-# %% ../nbs/00_core.ipynb #d4fa8fa0
+# %% ../nbs/00_core.ipynb #f9e9dfc7
 NORMS = ("linf", "l2")
 
 def parse_norm(norm: str,  # 'linf' (also 'Linf', 'inf', 'l_inf') or 'l2'
@@ -84,7 +84,7 @@ class ThreatModel:
     def to_json(self) -> dict: return {"norm": self.norm, "eps": self.eps_str, "eps_float": self.eps}
     def __str__(self) -> str: return f"{self.norm} {self.eps_str}"
 
-# %% ../nbs/00_core.ipynb #993d8584
+# %% ../nbs/00_core.ipynb #53d6622b
 SUBSET_MODES = ("random", "first")
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def versions() -> dict[str, str]:
     out["cuda"] = torch.version.cuda or "none"
     return out
 
-# %% ../nbs/00_core.ipynb #300d0814
+# %% ../nbs/00_core.ipynb #2d5b822a
 _loaded_plugins: dict[str, str] = {}
 
 def load_plugins(group: str = "robustclip.plugins",  # the entry-point group to import

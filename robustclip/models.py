@@ -316,7 +316,7 @@ def _from_arch(name: str, pretrained: str|None, quick_gelu: bool|None, precision
     return PixelCLIP(model, cfg, getattr(model.visual, "preprocess_cfg", None), open_clip.get_tokenizer(name),
                      name=name, pretrained=pretrained or "random")
 
-# %% ../nbs/01_models.ipynb #5255bcc9
+# %% ../nbs/01_models.ipynb #98ae7f40
 _MODELS: dict[str, Callable] = {}
 
 def register_model(key: str,                  # an exact name ('mini-base') or a prefix ending in ':' ('local-dir:')

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "convert": 2,  # open_clip <-> transformers CLIP
     "train": 3,  # losses, methods, loop, config, distributed, leaf, runs
     "eval": 3,  # the evaluation runner and its adapters
+    "vlm": 3,  # the LVLM interface, its llava-hf backend and the captioning / VQA / POPE metrics
     "vlm": 3,  # vision-language models in pixel space (LLaVA backend, metrics)
     "mini": 4,  # the mini world's data, mini-base pretraining, registers 'mini-base' and 'mini/*'
     "app": 5,  # cli, commands, reproduce, export

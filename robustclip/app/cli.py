@@ -86,7 +86,7 @@ def build_parser(selected: str|None = None) -> argparse.ArgumentParser:
         if name == selected: getattr(importlib.import_module(cmd.module), cmd.add)(sp)
     return p
 
-# %% ../../nbs/90_app.cli.ipynb #7ffa993a
+# %% ../../nbs/90_app.cli.ipynb #aad65ca0
 def error_line(e: BaseException) -> str:
     "One line for a user-facing failure: what failed, on which file, and (where known) what to do."
     import json as _json
@@ -105,7 +105,7 @@ def _user_errors() -> tuple[type, ...]:
     import json as _json, yaml
     return (RobustClipError, OSError, UnicodeError, _json.JSONDecodeError, yaml.YAMLError)
 
-# %% ../../nbs/90_app.cli.ipynb #771efce3
+# %% ../../nbs/90_app.cli.ipynb #7065cdcd
 def _debug(argv: list[str]) -> tuple[bool, list[str]]:
     "Whether to show tracebacks (`--debug` anywhere, or env ROBUSTCLIP_DEBUG=1), and argv without the flag."
     env = os.environ.get("ROBUSTCLIP_DEBUG", "0") not in ("", "0", "false", "False")
