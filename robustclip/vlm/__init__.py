@@ -1,0 +1,1 @@
+"Vision-language models in pixel space: the LVLM interface, the llava-hf backend, and the captioning / VQA / POPE metrics."

@@ -1,0 +1,232 @@
+"""The LVLM interface on CPU: a tiny random LLaVA (tiny CLIP vision + tiny Llama, built here) loaded as `llava-hf:`,
+agreeing with transformers' own forward and greedy generate, a tiny open_clip tower swapped in (native and interpolated),
+gradients down to the pixels; the metrics against their references on fixtures; mini-llava's mechanics in a few steps."""
+import json
+import random
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from robustclip.core import RobustClipError
+from robustclip.models import create_clip, model_config, save_clip
+from robustclip.vlm.core import (SPECIAL_TOKENS, load_lvlm, lvlm_loader, prompt_ids, swap_vision, target_ids,
+                                 task_prompt, word_tokenizer)
+from robustclip.vlm.llava import LLAVA_SYSTEM, load_llava_hf
+from robustclip.vlm import metrics
+
+CAPTION = task_prompt("caption")
+
+
+def _vit(image_size=16, width=32, seed=1, name="tiny-robust"):
+    "A tiny open_clip ViT CLIP (QuickGELU, 8-px patches) to swap into the tiny LLaVA."
+    cfg = {"embed_dim": 32, "quick_gelu": True,
+           "vision_cfg": {"image_size": image_size, "patch_size": 8, "width": width, "layers": 2, "head_width": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    return create_clip(cfg, name=name, seed=seed).eval()
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    "A tiny random LLaVA-1.5-shaped model (32-px CLIP tower, 2-layer Llama) and a word tokenizer, as a llava-hf folder."
+    tok = word_tokenizer([LLAVA_SYSTEM, "USER: ASSISTANT: " + CAPTION + " a red digit seven on black"])
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=32, patch_size=8, hidden_act="quick_gelu"),
+        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=256,
+                                bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        image_token_index=SPECIAL_TOKENS.index("<image>"))
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("llava") / "tiny-llava"
+    LlavaForConditionalGeneration(cfg).save_pretrained(folder); tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def llava(llava_dir):
+    return load_lvlm(f"llava-hf:{llava_dir}")
+
+
+def _images(n=3, size=32, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_llava_agrees_with_transformers(llava):
+    "Greedy answer and NLL equal LlavaForConditionalGeneration's generate and loss on the same tokens."
+    x, c = _images(1), llava.lm.config
+    assert (c.vision_feature_layer, c.vision_feature_select_strategy) == (-2, "default")   # LLaVA-1.5's features
+    before, after = prompt_ids(llava, CAPTION)
+    ids = torch.tensor([before + [c.image_token_index] * 16 + after])
+    ref = llava.lm.generate(input_ids=ids, pixel_values=llava.normalize(x), attention_mask=torch.ones_like(ids),
+                            do_sample=False, max_new_tokens=8)
+    assert llava.generate(x, CAPTION, max_new_tokens=8) == [llava.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).strip()]
+    tgt = target_ids(llava, CAPTION, "a red digit seven")
+    assert tgt[-1] == llava.tokenizer.eos_token_id and len(tgt) == 5
+    full = torch.tensor([before + [c.image_token_index] * 16 + after + tgt])
+    labels = torch.cat([torch.full((1, full.shape[1] - len(tgt)), -100), torch.tensor([tgt])], 1)
+    loss = llava.lm(input_ids=full, pixel_values=llava.normalize(x), labels=labels).loss
+    torch.testing.assert_close(llava.nll(x, CAPTION, ["a red digit seven"]), loss.reshape(1), rtol=1e-5, atol=1e-5)
+    assert llava.template.text(CAPTION).startswith(LLAVA_SYSTEM + " USER: <image>\n")
+
+
+def test_batches_equal_single_samples(llava):
+    x = _images(3)
+    prompts = [CAPTION, "a digit ?", CAPTION]
+    targets = ["a red digit", "seven", "a digit on black"]
+    assert llava.generate(x, prompts, max_new_tokens=6) == [llava.generate(x[i:i+1], prompts[i], max_new_tokens=6)[0] for i in range(3)]
+    single = torch.cat([llava.nll(x[i:i+1], prompts[i], targets[i:i+1]) for i in range(3)])
+    torch.testing.assert_close(llava.nll(x, prompts, targets), single, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RobustClipError, match="one per image"): llava.nll(x, prompts[:2], targets)
+
+
+def test_swap_native_keeps_everything_else(llava):
+    "RobustVLM's choice: the 16-px tower at its own resolution (4 tokens); projector and LM untouched; penultimate features."
+    robust = _vit()
+    keep = {k: v.clone() for k, v in llava.lm.state_dict().items() if "vision_tower" not in k}
+    assert swap_vision(llava, robust) is llava
+    assert llava.image_size == 16 and llava.spec["vision"] == {"model": "tiny-robust", "pretrained": "random"}
+    state = llava.lm.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in keep.items())
+    x = _images(2, 16)
+    feats = robust.model.visual.forward_intermediates(robust.normalize(x), indices=[0], intermediates_only=True)["image_intermediates"][0]
+    torch.testing.assert_close(llava.encode_images(x), llava.lm.model.multi_modal_projector(feats.flatten(2).transpose(1, 2)),
+                               rtol=1e-5, atol=1e-5)
+    assert len(llava.generate(x, CAPTION, max_new_tokens=4)) == 2
+
+
+def test_swap_interpolated_and_gradients(llava_dir):
+    lv = load_lvlm(f"llava-hf:{llava_dir}", vision=_vit(), resolution="interpolate")
+    assert lv.image_size == 32 and lv.encode_images(_images(2)).shape == (2, 16, 32)
+    x = _images(2).requires_grad_(True)
+    lv.nll(x, CAPTION, ["a red digit", "seven"]).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in lv.parameters())
+
+
+def test_llava_errors(llava, llava_dir):
+    with pytest.raises(RobustClipError, match="64 wide but LLaVA's projector reads 32"): swap_vision(llava, _vit(width=64))
+    with pytest.raises(RobustClipError, match="resolution must be one of"): swap_vision(llava, _vit(), resolution="336")
+    with pytest.raises(RobustClipError, match="only ViT"): swap_vision(llava, create_clip(model_config("RC-Mini-RN"), seed=0))
+    with pytest.raises(RobustClipError, match="cannot load llava-hf:/no/such"): load_lvlm("llava-hf:/no/such/folder")
+    with pytest.raises(RobustClipError, match="unknown LVLM"): load_lvlm("gpt-9")
+    with pytest.raises(RobustClipError, match=r"\[0,1\]"): llava.generate(_images(1) * 3, CAPTION)
+    with pytest.raises(RobustClipError, match="precision"): load_llava_hf(f"llava-hf:{llava_dir}", precision="int8")
+
+
+def test_backends_found_through_plugins():
+    "Both backends register through the robustclip.plugins entry points (pyproject.toml)."
+    from robustclip.mini.llava import load_mini_llava
+    assert lvlm_loader("llava-hf:org/model") is load_llava_hf and lvlm_loader("mini-llava") is load_mini_llava
+
+
+# ---------------------------------------------------------------------------------------------------------------- metrics
+CAPS = ["a man rides a horse", "Two dogs in the snow-covered field.", "a red seven in the top left corner", ""]
+REFS = [["A man riding a horse.", "A person's riding a brown horse, outside!"],
+        ["Two dogs play in the snow.", "dogs playing (in snow)"],
+        ["a red digit 7 at the top left", "a small red seven on black", "a handwritten 7"],
+        ["an empty caption scores zero", "indeed"]]
+needs_java = pytest.mark.skipif(not metrics.java_ptb_available(), reason="no Java for the PTB tokenizer")
+
+
+@needs_java
+def test_cider_equals_pycocoevalcap_pipeline():
+    "Same numbers as RobustVLM's compute_cider_all_scores: PTBTokenizer on refs and results, then Cider (x100)."
+    import contextlib, io
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    with contextlib.redirect_stderr(io.StringIO()):
+        g = PTBTokenizer().tokenize({i: [{"caption": c} for c in r] for i, r in enumerate(REFS)})
+        r = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(CAPS)})
+    score, scores = Cider().compute_score(g, r)
+    ours = metrics.cider(CAPS, REFS)
+    assert ours["tokenizer"] == "ptb" and ours["per_sample"][-1] == 0
+    assert ours["cider"] == pytest.approx(100 * score, abs=1e-9)
+    assert ours["per_sample"] == pytest.approx(list(100 * scores), abs=1e-9)
+
+
+@needs_java
+def test_python_tokenizer_agrees_with_ptb():
+    texts = [c for r in REFS for c in r] + CAPS + ["Don't stop -- the dog's U.S. café...", "It costs $5, ok? 10:30 & 1,000"]
+    assert [metrics.simple_tokenize(t) for t in texts] == metrics.ptb_tokenize(texts)
+    assert metrics.cider(CAPS, REFS, tokenizer="simple")["cider"] == pytest.approx(metrics.cider(CAPS, REFS, tokenizer="ptb")["cider"])
+
+
+def test_vqa_accuracy_and_normalisation():
+    tens = ["two"] * 3 + ["Two."] + ["three"] * 3 + ["2 dogs"] + ["many"] * 2
+    assert [metrics.vqa_accuracy(p, tens) for p in ("2", "three", "Many!", "one", "2 dogs")] == pytest.approx([1, 0.9, 0.6, 0, 0.3])
+    assert metrics.normalize_vqa_answer("The dogs' ball, isnt it?") == "dogs' ball isn't it"
+    s = metrics.vqa_scores(["2", "nothing"], [tens, tens])
+    assert s["vqa_acc"] == pytest.approx(0.5) and s["per_sample"] == [1.0, 0.0]
+    with pytest.raises(RobustClipError): metrics.vqa_scores(["2"], [])
+
+
+def test_pope_scores():
+    preds = ["Yes, there is.", "No.", "There is not.", "yes", "no, it is blue", "Yes"]
+    labels = ["yes", "yes", "no", "no", "no", "yes"]
+    s = metrics.pope_scores(preds, labels)
+    tp, fp, fn, tn = 2, 1, 1, 2
+    p, r = tp / (tp + fp), tp / (tp + fn)
+    assert s["f1"] == pytest.approx(2 * p * r / (p + r)) and s["accuracy"] == pytest.approx((tp + tn) / 6)
+    assert s["yes_ratio"] == pytest.approx(0.5)
+    with pytest.raises(RobustClipError, match="yes' or 'no"): metrics.pope_scores(["yes"], ["maybe"])
+
+
+def test_mini_captions_parse_back_to_their_attributes():
+    from robustclip.mini.llava import MINI_PHRASES
+    from robustclip.mini.world import attrs_of, caption, render
+    _, a = render(400, "test", 0, 32); rng = random.Random(1)
+    full = [caption(attrs_of(a, i), rng, p_digit=1.0, p_other=1.0) for i in range(400)]
+    assert [metrics.parse_attributes(c, MINI_PHRASES) for c in full] == [attrs_of(a, i) for i in range(400)]
+    r = metrics.attribute_accuracy(full, {k: v.tolist() for k, v in a.items()}, MINI_PHRASES)
+    assert r["attr_acc"] == 1.0 and all(v == 1.0 for v in r["named"].values())
+
+
+# ------------------------------------------------------------------------------------------------------------- mini-llava
+def test_mini_llava_mechanics(tmp_path, monkeypatch):
+    "A tiny recipe trains in a few steps, caches under ROBUSTCLIP_HOME with its hashes, loads back equal, swaps towers."
+    from robustclip.mini import llava as ml
+    monkeypatch.setenv("ROBUSTCLIP_HOME", str(tmp_path / "home"))
+    base = create_clip(model_config("RC-Mini-RN"), name="rn", seed=0).eval(); save_clip(base, tmp_path / "rn")
+    cfg = {**ml.MINI_LLAVA, "vision": f"local-dir:{tmp_path / 'rn'}", "vision_recipe": None, "steps": 3, "batch_size": 8,
+           "n_train": 64, "lm": {**ml.MINI_LLAVA["lm"], "hidden_size": 32, "intermediate_size": 64,
+                                 "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2}}
+    d = ml.mini_llava_dir(cfg, report_n=10)
+    rep = json.loads((d / "report.json").read_text())
+    assert d.parent.name == "mini-llava" and rep["steps"] == 3 and len(rep["weights_sha256"]) == 64
+    assert set(rep["clean"]) >= {"cider", "caption_attr_acc", "qa_acc", "yesno_f1"}
+    m1, m2 = ml.load_mini_llava(cfg=cfg), ml.load_mini_llava(cfg=cfg)
+    x = ml.mini_vlm_task("caption", n=4)["images"].float() / 255
+    assert m1.image_size == 32 and m1.encode_images(x).shape == (4, 5, 32)
+    torch.testing.assert_close(m1.nll(x, "Describe the image.", ["a red digit"] * 4), m2.nll(x, "Describe the image.", ["a red digit"] * 4))
+    lm_state = {k: v.clone() for k, v in m1.lm.state_dict().items()}
+    swap_vision(m1, create_clip(model_config("RC-Mini-RN"), name="other", seed=5))
+    assert m1.spec["vision"]["model"] == "other" and all(torch.equal(v, m1.lm.state_dict()[k]) for k, v in lm_state.items())
+    with pytest.raises(RobustClipError, match="projector reads"): swap_vision(m1, create_clip(model_config("RC-Tiny-ViT"), seed=0))
+    (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-1] + b"\0")
+    with pytest.raises(RobustClipError, match="does not match the hash"): ml.load_mini_llava(cfg=cfg)
+
+
+def test_mini_vlm_tasks():
+    from robustclip.mini.llava import YES_NO, mini_vlm_task
+    cap, vqa, pope = (mini_vlm_task(t, n=10) for t in ("caption", "vqa", "pope"))
+    assert cap["images"].shape == (10, 3, 32, 32) and all(len(r) == 5 for r in cap["references"])
+    assert vqa["attribute"][:5] == ["digit", "color", "background", "size", "position"] and len(vqa["answers"][0]) == 1
+    assert set(pope["labels"]) <= {"yes", "no"} and pope["questions"][0].startswith("Is there a")
+    with pytest.raises(RobustClipError, match="unknown mini LVLM task"): mini_vlm_task("retrieval")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible")
+def test_tiny_llava_on_gpu(llava_dir):
+    "The same path on CUDA: swap, generate, NLL and pixel gradients agree with the CPU."
+    cpu = load_lvlm(f"llava-hf:{llava_dir}", vision=_vit())
+    gpu = load_lvlm(f"llava-hf:{llava_dir}", vision=_vit(), device="cuda")
+    x = _images(2, 16)
+    assert gpu.generate(x.cuda(), CAPTION, max_new_tokens=6) == cpu.generate(x, CAPTION, max_new_tokens=6)
+    xg = x.cuda().requires_grad_(True)
+    nll = gpu.nll(xg, CAPTION, ["a red digit", "seven"]); nll.sum().backward()
+    torch.testing.assert_close(nll.cpu(), cpu.nll(x, CAPTION, ["a red digit", "seven"]), rtol=1e-3, atol=1e-3)
+    assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
