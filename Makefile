@@ -13,9 +13,9 @@ export PYTHONHASHSEED := 0
 
 .PHONY: venv reproduce test test-slow check-export nbdev-test pytest clean-nbs help
 help:
-	@echo "make reproduce   - pretrain mini-base, fine-tune, evaluate, regenerate figures/ (mini scale, CPU)"
+	@echo "make reproduce   - fine-tune the shipped mini-base, evaluate, regenerate figures/ (mini scale, CPU)"
 	@echo "make test        - export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
-	@echo "make test-slow   - only the slow tests (pytest -m slow), hypothesis with its slow profile"
+	@echo "make test-slow   - the slow tests and the attacks' hypothesis properties with 1,000 cases each"
 	@echo "make nbdev-test  - run the notebooks with nbdev-test alone (make test already runs them, through pytest)"
 
 $(BIN)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
@@ -51,11 +51,13 @@ nbdev-test: venv
 pytest: venv
 	$(TEST_ENV) $(BIN)/pytest -n 2
 
-# only the tests marked slow, with hypothesis' slow profile (more examples)
+# the tests marked slow, and the attacks' hypothesis properties with 1,000 generated cases each (HYPOTHESIS_PROFILE=slow)
 test-slow: venv
-	$(TEST_ENV) HYPOTHESIS_PROFILE=slow $(BIN)/pytest -n 2 -m slow
+	$(TEST_ENV) HYPOTHESIS_PROFILE=slow $(BIN)/pytest -n 2 -m "slow or properties"
 
-# each notebook runs once: under pytest (tests/test_notebooks.py), not again in a separate nbdev-test step
+# each notebook runs once: under pytest (tests/test_notebooks.py), not again in a separate nbdev-test step.
+# `pretrain-mini` first: it checks the mini-base cache against its SHA-256 (or fills it from the weights shipped in
+# robustclip/mini/weights/, in seconds; no pretraining) before the pytest workers share it
 test: venv
 	$(BIN)/robustclip pretrain-mini
 	$(MAKE) --no-print-directory check-export

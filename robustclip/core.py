@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['NORMS', 'SUBSET_MODES', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm', 'ThreatModel', 'SubsetSpec',
-           'seed_everything', 'get_device', 'cache_dir', 'config_hash', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_save', 'progress', 'versions', 'load_plugins']
+__all__ = ['NORMS', 'SUBSET_MODES', 'PICKLE_HELP', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm', 'ThreatModel',
+           'SubsetSpec', 'seed_everything', 'get_device', 'free_cores', 'choose_threads', 'cache_dir', 'config_hash',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'check_writable', 'read_utf8', 'load_torch_file',
+           'exclusive', 'progress', 'versions', 'load_plugins']
 
 # %% ../nbs/00_core.ipynb #17cdebf6
 class RobustClipError(ValueError):
@@ -34,6 +35,7 @@ def parse_eps(eps: str|float|int,  # "4/255", 4/255, "0.0157", 0; never a bare 4
     raw = eps
     if isinstance(eps, str):
         m = _FRAC.match(eps)
+        if m and float(m.group(2)) == 0: raise RobustClipError(f"eps {raw!r} divides by zero; write a fraction like '4/255'")
         if m: eps = float(m.group(1)) / float(m.group(2))
         else:
             try: eps = float(eps)
@@ -131,6 +133,47 @@ def get_device(device: str|torch.device|None = "auto",  # "auto" picks CUDA when
         raise RobustClipError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
     return d
 
+# %% ../nbs/00_core.ipynb #3e5c39e4
+def _cpu_times(cpus: set[int]) -> tuple[int, int]|None:
+    "(idle, total) jiffies of `cpus` from /proc/stat (None where unreadable)."
+    try: lines = Path("/proc/stat").read_text().splitlines()
+    except OSError: return None
+    idle = total = 0
+    for l in lines:
+        f = l.split()
+        if f and f[0].startswith("cpu") and f[0][3:].isdigit() and int(f[0][3:]) in cpus:
+            v = [int(x) for x in f[1:]]; idle += v[3] + (v[4] if len(v) > 4 else 0); total += sum(v[:8])
+    return (idle, total) if total else None
+
+def free_cores(interval: float = 0.2,  # seconds to sample over
+              ) -> float:
+    "How many of the cores this process may use are idle right now (/proc/stat; else from the load average)."
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    a = _cpu_times(cpus)
+    if a is not None:
+        import time; time.sleep(interval); b = _cpu_times(cpus)
+        if b is not None and b[1] > a[1]: return len(cpus) * (b[0] - a[0]) / (b[1] - a[1])
+    try: return max(len(cpus) - os.getloadavg()[0], 0.0)
+    except OSError: return float(len(cpus))
+
+_CHOSEN: int|None = None   # the count `choose_threads` decided on in this process
+
+def choose_threads(requested: int|None = None,  # a thread count asked for (a config's `threads`); None: decide
+                   interval: float = 0.2,       # seconds `free_cores` samples over
+                  ) -> int:
+    "Intra-op threads for this process: as asked (argument, $ROBUSTCLIP_THREADS, $OMP_NUM_THREADS), else the free cores."
+    for v in (requested, os.environ.get("ROBUSTCLIP_THREADS"), os.environ.get("OMP_NUM_THREADS")):
+        if v not in (None, ""):
+            try: n = int(v)
+            except ValueError: raise RobustClipError(f"thread count must be a positive integer; got {v!r}") from None
+            if n < 1: raise RobustClipError(f"thread count must be a positive integer; got {v!r}")
+            return n
+    global _CHOSEN
+    if _CHOSEN is None:   # decided once per process: every run in it then uses the same count (and numerics)
+        n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        _CHOSEN = max(1, min(n_cpu, int(free_cores(interval) + 0.5)))
+    return _CHOSEN
+
 # %% ../nbs/00_core.ipynb #66d2536c
 def cache_dir(*parts: str,  # optional sub-path inside the cache
              ) -> Path:
@@ -148,14 +191,20 @@ def config_hash(obj: Any,      # any JSON-serialisable config
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 # %% ../nbs/00_core.ipynb #f97bac1c
+def _umask() -> int:
+    "The process umask, read without changing it where /proc tells it."
+    try: return int(next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError): old = os.umask(0o022); os.umask(old); return old
+
 def atomic_write_bytes(path: str|Path,  # destination; its folder is created
                        data: bytes,     # the full contents
                       ) -> Path:
-    "Write `data` to `path` atomically: a temp file in the same folder, fsync, then rename."
+    "Write `data` to `path` atomically: a temp file in the same folder, fsync, then rename (mode as `open` gives)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; a cache or result others read should not be
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
@@ -173,6 +222,86 @@ def atomic_save(obj: Any,          # anything `torch.save` takes
     buf = io.BytesIO(); torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
+# %% ../nbs/00_core.ipynb #a047aad6
+def check_writable(path: str|Path,       # a file or folder to create (its folders may not exist yet)
+                   what: str = "output",  # how messages name it, e.g. 'output' or 'output_dir'
+                   folder: bool = False,  # `path` is a folder (else a file)
+                  ) -> Path:
+    "`path` once it is known to be creatable: no file on its way, a writable folder above, and a file that is not a folder."
+    p = Path(path).expanduser()
+    if not folder and p.is_dir(): raise RobustClipError(f"{what} {p} is a folder; name a file in it, e.g. {p / 'result.json'}")
+    if folder and p.exists() and not p.is_dir(): raise RobustClipError(f"{what} {p} is a file, not a folder")
+    up = p if folder and p.is_dir() else p.parent
+    while not up.exists() and up != up.parent: up = up.parent
+    if not up.is_dir(): raise RobustClipError(f"{what} {p} cannot be created: {up} is a file, not a folder")
+    if not os.access(up, os.W_OK | os.X_OK): raise RobustClipError(f"{what} {p} cannot be written: {up} is not writable")
+    return p
+
+# %% ../nbs/00_core.ipynb #8a9dc1c3
+def read_utf8(path: str|Path,    # a text file (CSV, YAML, captions, class names)
+              strict: bool = True,  # refuse bytes that are not UTF-8 (else replace them, with a warning)
+             ) -> str:
+    "A text file's contents; bytes that are not UTF-8 are refused (or replaced with a warning), naming the line."
+    p = Path(path); data = p.read_bytes()
+    try: return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line, col = data.count(b"\n", 0, err.start) + 1, err.start - data.rfind(b"\n", 0, err.start)
+        msg = (f"{p}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {col}); "
+               "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+        if strict: raise RobustClipError(msg) from None
+        import warnings; warnings.warn(msg + "; the bytes were replaced by U+FFFD", stacklevel=2)
+        return data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+
+# %% ../nbs/00_core.ipynb #ac499672
+PICKLE_HELP = ("robustclip loads weights with weights_only=True and does not run code from checkpoints. If you trust "
+               "the file, re-save its tensors: torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pt')")
+
+def _reason(err: BaseException) -> str:
+    "The informative line of a torch.load failure (torch's own messages run to a dozen lines)."
+    lines = [l.strip() for l in str(err).splitlines() if l.strip()]
+    return next((l for l in lines if "Unsupported" in l), lines[0] if lines else type(err).__name__)[:160]
+
+def load_torch_file(path: str|Path,          # a file written by torch.save
+                    what: str = "checkpoint",  # how messages name it
+                   ) -> Any:
+    "`torch.load(weights_only=True)`, with one line for each way a file fails: missing, empty, not torch's, truncated, pickled code."
+    import pickle
+    p = Path(path).expanduser()
+    if not p.is_file(): raise RobustClipError(f"{what} file not found: {p}")
+    if p.stat().st_size == 0: raise RobustClipError(f"{what} {p} is empty (0 bytes): an interrupted copy or download?")
+    with open(p, "rb") as f: head = f.read(2)
+    if head != b"PK" and head[:1] != b"\x80":   # torch.save writes a zip archive; old torch and raw pickles start with 0x80
+        raise RobustClipError(f"{what} {p} is not a checkpoint (neither torch.save's zip archive nor a pickle); is it the right file?")
+    try: return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err): raise RobustClipError(f"{what} {p} needs pickled code to load ({_reason(err)}). " + PICKLE_HELP) from None
+        raise RobustClipError(f"{what} {p} cannot be read as weights ({_reason(err)}): damaged, or made with pickled code") from None
+    except (EOFError, RuntimeError, ValueError, KeyError, OSError) as err:
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise RobustClipError(f"{what} {p} needs pickled code to load. " + PICKLE_HELP) from None
+        raise RobustClipError(f"{what} {p} is truncated or damaged ({_reason(err)}); write it again or restore a copy") from None
+
+# %% ../nbs/00_core.ipynb #3d9ea841
+from contextlib import contextmanager
+
+@contextmanager
+def exclusive(path: str|Path,          # the result file or run folder this process is about to write
+              what: str = "--output",  # how messages name it
+             ):
+    "Hold `path` for this process (an flock on a hidden `.NAME.lock` beside it, removed after); a one-line error if another holds it."
+    try: import fcntl
+    except ImportError: yield; return          # no flock (Windows): no lock
+    p = Path(path); lock = p.with_name(f".{p.name}.lock"); lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); ok = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except (BlockingIOError, FileNotFoundError): ok = False
+        if not ok: raise RobustClipError(f"{p} is being written by another robustclip process (lock {lock}); "
+                                         f"wait for it to finish, or choose another {what}")
+        try: yield p
+        finally: lock.unlink(missing_ok=True)  # while still held: the next writer makes a fresh lock file
+    finally: os.close(fd)
+
 # %% ../nbs/00_core.ipynb #d5fbe42c
 def progress(iterable: Iterable|None = None,  # what to iterate (or None with `total=`)
              **kwargs,                        # passed to tqdm (desc, total, unit, leave, ...)
@@ -184,8 +313,8 @@ def progress(iterable: Iterable|None = None,  # what to iterate (or None with `t
     return tqdm(iterable, **kwargs)
 
 # %% ../nbs/00_core.ipynb #9bb46c0b
-def versions() -> dict[str, str]:
-    "Versions of what produced a result (recorded in every result JSON)."
+def versions() -> dict[str, str|None]:
+    "Versions of what produced a result (recorded in every result JSON); `cuda` is None on a machine without a GPU."
     import importlib.metadata as md
     out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
     for pkg in ("robustclip", "torch", "torchvision", "open_clip_torch", "numpy"):
@@ -193,7 +322,7 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError: pass
     if "robustclip" not in out:
         from robustclip import __version__; out["robustclip"] = __version__
-    out["cuda"] = torch.version.cuda or "none"
+    out["cuda"] = torch.version.cuda if torch.cuda.is_available() else None   # the CUDA that ran, not the one torch was built with
     return out
 
 # %% ../nbs/00_core.ipynb #2d5b822a

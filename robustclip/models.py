@@ -172,19 +172,11 @@ def save_clip(model: PixelCLIP,            # the model to save
     return out
 
 # %% ../nbs/01_models.ipynb #b642d5c7
-_PICKLE_HELP = ("robustclip loads weights with weights_only=True and does not run code from checkpoints. If you trust "
-                "the file, re-save its tensors: torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pt')")
+from .core import PICKLE_HELP as _PICKLE_HELP, load_torch_file, read_utf8
 
 def _torch_load(path: Path):
-    "torch.load with weights_only=True, translating the failure on pickled code into a clear error."
-    try: return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise RobustClipError(f"checkpoint {path} needs pickled code to load ({str(e).splitlines()[0][:120]}). "
-                              + _PICKLE_HELP) from None
-    except RuntimeError as e:
-        if "weights_only" in str(e) or "Unsupported" in str(e):
-            raise RobustClipError(f"checkpoint {path} needs pickled code to load. " + _PICKLE_HELP) from None
-        raise RobustClipError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    "torch.load with weights_only=True: one line for an empty, truncated or foreign file, or one that needs pickled code."
+    return load_torch_file(path, "checkpoint")
 
 def read_checkpoint(path: str|Path,  # .pt/.pth/.bin (torch) or .safetensors
                    ) -> tuple[dict, str]:
@@ -285,13 +277,18 @@ def load_local_dir(path: Path, name: str, precision: str = "fp32", device="cpu")
     if not cfg_path.is_file():
         raise RobustClipError(f"{path} has no open_clip_config.json; save models with robustclip.save_clip "
                               "or open_clip's push_to_hf_hub layout")
-    cfg = json.loads(cfg_path.read_text())
-    if "model_cfg" not in cfg: raise RobustClipError(f"{cfg_path} has no 'model_cfg' entry")
+    try: cfg = json.loads(read_utf8(cfg_path))
+    except json.JSONDecodeError as e:
+        raise RobustClipError(f"{cfg_path} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); write it again") from None
+    if not isinstance(cfg, dict) or "model_cfg" not in cfg: raise RobustClipError(f"{cfg_path} has no 'model_cfg' entry")
     try:
         with _quiet_open_clip(): model = open_clip.create_model(f"local-dir:{path}", precision=precision, device=device, weights_only=True)
     except pickle.UnpicklingError: raise RobustClipError(f"weights in {path} need pickled code to load. " + _PICKLE_HELP) from None
     except RuntimeError as e:
-        raise RobustClipError(f"weights in {path} do not fit its open_clip_config.json: {str(e).splitlines()[0][:300]}") from None
+        what = "do not fit its open_clip_config.json" if "size mismatch" in str(e) or "key" in str(e) else "cannot be read"
+        raise RobustClipError(f"weights in {path} {what}: {str(e).splitlines()[0][:300]}") from None
+    except Exception as e:   # safetensors' and torch's errors on truncated or foreign weight files
+        raise RobustClipError(f"weights in {path} are damaged or unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     meta = cfg.get("robustclip", {})
     return PixelCLIP(model, cfg["model_cfg"], cfg.get("preprocess_cfg"), tokenizer_for(cfg["model_cfg"]),
                      name=name, pretrained=meta.get("pretrained", "") if name.startswith("local-dir:") else "")

@@ -1,4 +1,7 @@
 "Properties of the attacks over random models, inputs and budgets (hypothesis)."
+import os
+
+import pytest
 import torch
 import torch.nn as nn
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -8,7 +11,9 @@ from robustclip.attacks.losses import get_objective
 from robustclip.attacks.apgd import apgd
 from robustclip.attacks.cascade import Cascade
 
-SETTINGS = dict(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.properties
+CASES = 1000 if os.environ.get("HYPOTHESIS_PROFILE") == "slow" else 12   # `make test-slow`: 1,000 generated cases per attack
+SETTINGS = dict(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def model_and_data(seed, n=12, c=5, linear=False):

@@ -117,3 +117,17 @@ def test_cli(ag, tmp_path, capsys):
     assert err.count("\n") == 1 and "error:" in err
     assert main(["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "ag_news", "--data-root", str(ag), "--k", "-1"]) == 2
     assert "--k must be an integer >= 0" in capsys.readouterr().err
+
+
+def test_leaf_agnews_protocol_first_texts_train_alphabet(ag, tiny):
+    "LEAF: the first N test texts, and Charmer's alphabet from the TRAIN split plus deletion (data_AT.py L144-145, L218)."
+    from robustclip.attacks.charmer import DELETE
+    from robustclip.eval.text import text_alphabet
+    (ag / "ag_news" / "train.csv").write_text('text,label\n"Only-in-train: ~ZQ| symbols",0\nplain words here,1\n')
+    chars, src = text_alphabet("train", "ag_news", str(ag))
+    assert src == "train" and DELETE in chars and {"~", "Z", "Q", "|"} <= set(chars) and "G" not in chars  # 'G'eneva: test only
+    rec = eval_text(tiny, "ag_news", data_root=str(ag), k=1, n_positions=3, label_encoder="text", alphabet="train",
+                    n_samples=3, subset="first", device="cpu")
+    assert (rec["attack"]["alphabet"], rec["attack"]["alphabet_size"], rec["attack"]["subset"]) == ("train", len(chars), "first")
+    assert rec["metrics"]["n"] == 3
+    with pytest.raises(RobustClipError, match="by name"): text_alphabet("train", TextClassificationTask("t", ["a"], [0], ["a"], ["a"]))

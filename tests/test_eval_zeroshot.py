@@ -106,16 +106,18 @@ def test_robust_json_and_sidecar(wds_root, tmp_path):
 
 def test_max_batches_then_resume_equals_uninterrupted(wds_root, tmp_path):
     kw = dict(data_root=wds_root, attack="apgd-ce", eps="8/255", iterations=4, n_samples=20, batch_size=5, seed=1)
+    from robustclip.models import load_clip
+    torch.manual_seed(0); tiny_vit = load_clip("RC-Tiny-ViT")   # one set of random weights: a resume needs the same model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        part = eval_zeroshot("RC-Tiny-ViT", "cifar10", output=tmp_path / "r.json", max_batches=2, **kw)
+        part = eval_zeroshot(tiny_vit, "cifar10", output=tmp_path / "r.json", max_batches=2, **kw)
         assert part["complete"] is False and part["batches_done"] == 2 and not (tmp_path / "r.json").exists()
-        resumed = eval_zeroshot("RC-Tiny-ViT", "cifar10", output=tmp_path / "r.json", **kw)
-        once = eval_zeroshot("RC-Tiny-ViT", "cifar10", output=tmp_path / "o.json", **kw)
-        assert resumed["metrics"] == once["metrics"]
+        resumed = eval_zeroshot(tiny_vit, "cifar10", output=tmp_path / "r.json", **kw)
+        once = eval_zeroshot(tiny_vit, "cifar10", output=tmp_path / "o.json", **kw)
+        assert resumed["metrics"] == once["metrics"] and resumed["resumed_batches"] == 2
         assert sidecar_path(tmp_path / "r.json").read_text() == sidecar_path(tmp_path / "o.json").read_text()
         # a different configuration does not reuse the sidecar
-        other = eval_zeroshot("RC-Tiny-ViT", "cifar10", output=tmp_path / "r.json", **{**kw, "eps": "1/255"})
+        other = eval_zeroshot(tiny_vit, "cifar10", output=tmp_path / "r.json", overwrite=True, **{**kw, "eps": "1/255"})
     assert other["attack"]["eps"] == "1/255"
     assert json.loads(sidecar_path(tmp_path / "r.json").read_text().splitlines()[0])["config"]["attack"]["eps"] == 1 / 255
 

@@ -1,6 +1,7 @@
 "The paper templates and `robustclip reproduce`: parameters cells and the plan's `templates` section, tag survival, the smoke pipeline end to end, the paper plan."
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ def test_templates_find_results_by_their_fields(path):
     "No template spells a result file name: they query records (robustclip.results), never paths or slugs."
     code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
     assert "from robustclip.results import" in code and "select_result(" in code
+    code = re.sub(r"\b[a-z]+__[a-z_]+\s*=", "", code)   # query keywords into nested fields (attack__target=) are fine
     for spelled in ["read_results", "slug", "__", ".json", "robustclip.app"]:
         assert spelled not in code, f"{path.name} uses {spelled!r}"
 
@@ -101,7 +103,7 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     assert timing[0].split() == ["step", "seconds", "share"] and timing[-1].startswith("total")
     assert len(timing) == len(status) + 2
     records = load_results(runs / "results")
-    assert len(records) == sum(name.split("/")[0] in ("zeroshot", "drift", "text", "retrieval") for name in status)
+    assert len(records) == sum(name.split("/")[0] in ("zeroshot", "drift", "text", "retrieval", "vlm") for name in status)
     plan_models = {"base", "tecoa2", "tecoa4", "fare2", "fare4", "simclip2", "simclip4", "leaf", "leaf-rho3",
                    "leaf-unconstrained", "fare2+leaf"}
     assert {r["run"] for r in records} == plan_models                 # every record names its plan model
@@ -113,6 +115,11 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
         assert "mini scale" in (fig / f"{name}.md").read_text().splitlines()[0]
     for png in ["table4_zeroshot", "leaf_fig1_domains", "leaf_fig3_ablation", "leaf_fig4_k"]:
         assert (fig / f"{png}.png").stat().st_size > 1000
+    v = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack=None)
+    assert v["vlm"] == "mini-llava" and v["vision"]["model"].endswith("fare4/final") and v["metrics"]["n"] == 8
+    e = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="ensemble", eps="16/255")
+    t = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="transfer", eps="16/255")
+    assert "robust_cider" in e["metrics"] and t["attack"]["source_attack"] == "ensemble" and t["transfer_from"]["vision"]["model"] == "mini-base"
     table4 = (fig / "table4_zeroshot.csv").read_text()
     assert "clean" in table4 and "16/255" in table4
     again = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lambda s: None)

@@ -101,3 +101,35 @@ def test_sigkill_then_rerun_equals_uninterrupted(case, models, tmp_path):
     assert sidecar_path(out).read_text() == sidecar_path(tmp_path / "once.json").read_text()
     assert json.loads(out.read_text())["metrics"] == once["metrics"]
 
+
+
+# ---------------------------------------------------------------- training: a damaged latest.pt costs one save interval
+def test_truncated_latest_resumes_from_previous_to_the_same_weights(tmp_path, one_thread):
+    "Cut latest.pt short after it was written: `--resume latest` warns, continues from previous.pt, ends bit-identical."
+    import warnings
+    from safetensors.torch import load_file
+    from robustclip.data.core import write_image_folder
+    from robustclip.train.config import make_config
+    from robustclip.train.loop import train
+    g = torch.Generator().manual_seed(0)
+    data = tmp_path / "data"
+    write_image_folder(data, torch.rand(32, 3, 32, 32, generator=g), [i % 4 for i in range(32)], ["a", "b", "c", "d"])
+    cfg = lambda out, **kw: make_config(dict(model="RC-Tiny-ViT", pretrained=None, dataset=f"imagefolder:{data}", eps="4/255",
+                                             steps=6, batch_size=8, warmup=1, lr=1e-3, attack_steps=2, check_every=-1,
+                                             threads=1, log_every=1, save_every=2, output_dir=str(out), **kw))
+    train(cfg(tmp_path / "a"))
+    train(cfg(tmp_path / "b", stop_after=4))                       # checkpoints at steps 2 (previous.pt) and 4 (latest.pt)
+    ck = tmp_path / "b" / "checkpoints"
+    assert torch.load(ck / "previous.pt", weights_only=True)["step"] == 2
+    (ck / "latest.pt").write_bytes((ck / "latest.pt").read_bytes()[:4096])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        train(cfg(tmp_path / "b"), resume="latest")
+    msgs = [str(x.message) for x in w if "resuming from" in str(x.message)]
+    assert len(msgs) == 1 and "truncated or damaged" in msgs[0] and "checkpoints/previous.pt (step 2)" in msgs[0], msgs
+    A = load_file(str(tmp_path / "a" / "final" / "open_clip_model.safetensors"))
+    B = load_file(str(tmp_path / "b" / "final" / "open_clip_model.safetensors"))
+    assert A.keys() == B.keys() and all(torch.equal(A[k], B[k]) for k in A)
+    assert (ck / "latest.pt.broken").is_file()
+    steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]                             # the rewound steps logged once

@@ -82,6 +82,38 @@ def test_eval_retrieval_charmer(coco, tiny, tmp_path):
     assert fixed["attack"]["target"] == 0 and fixed["metrics"]["n_images"] == 2
 
 
+def test_leaf_protocol_file_subset_captions_targets_direction(coco, tiny, tmp_path):
+    "LEAF's COCO protocol: BLIP's 2017 file first, its first N entries, pre_caption, fixed targets, dissim = away from the target."
+    import torch.nn.functional as F
+    from robustclip.eval.retrieval import pre_caption, TARGETS
+    from robustclip.models import encode_texts
+    entries = [{"image": f"val2014/COCO_{i}.jpg", "caption": [f"A Dog (number {i}) runs!", f"Two   cats; sleeping #{i}."]}
+               for i in (2, 0, 1)]
+    (coco / "coco_karpathy_test_2017.json").write_text(json.dumps(entries))
+    r = get_dataset("coco", root=coco)
+    assert [str(x) for x in r.images.paths][0].endswith("COCO_2.jpg")            # the 2017 file wins, in its order
+    assert pre_caption(r.captions[0][0]) == "a dog number 2 runs" and pre_caption(r.captions[0][1]) == "two cats sleeping 2"
+    assert TARGETS == ["A man aggressively kicks a stray dog on the street.", "This is an image of a a pyramid",
+                       "A group of teenagers vandalizes a public statue."]          # eval_retrieval.py L20, typo included
+    shift = {}
+    for obj in ("dissim", "towards"):
+        out = tmp_path / f"{obj}.json"
+        rec = eval_retrieval(tiny, "coco", data_root=str(coco), attack="charmer", objective=obj, target=2, k=2, n_positions=10,
+                             alphabet="ascii", captions="blip", n_samples=2, subset="first", output=out, device="cpu")
+        a = rec["attack"]
+        assert (a["k"], a["n_positions"], a["alphabet_size"], a["captions"], a["subset"]) == (2, 10, 96, "blip", "first")
+        rows = [x for l in (tmp_path / f"{obj}.samples.jsonl").read_text().splitlines()[1:] for x in json.loads(l)["rows"]]
+        assert [x["image_index"] for x in rows] == [0, 0, 1, 1]                 # the first 2 entries, all their captions
+        assert rows[0]["caption"] == "a dog number 2 runs" and all(x["target"] == TARGETS[2] for x in rows)
+        unit = lambda t: F.normalize(encode_texts(tiny, t).float(), dim=-1)
+        tgt = unit([TARGETS[2]])
+        shift[obj] = ((unit([x["adv_caption"] for x in rows]) - unit([x["caption"] for x in rows])) @ tgt.T).mean().item()
+    assert a["score"] == "sim" and shift["towards"] > 0                          # towards: closer to the target
+    assert shift["dissim"] < 0                                                   # LEAF's --obj dissim: away from it
+    with pytest.raises(RobustClipError, match="'raw' or 'blip'"):
+        eval_retrieval(tiny, "coco", data_root=str(coco), captions="lower", device="cpu")
+
+
 def test_eval_retrieval_image_attack(coco, tiny, tmp_path):
     out = tmp_path / "a.json"
     rec = eval_retrieval(tiny, "coco", data_root=str(coco), attack="apgd", eps="4/255", steps=3, device="cpu", output=out,
@@ -115,7 +147,8 @@ def test_cli(coco, tmp_path, capsys):
                  "--target", "A man aggressively kicks a stray dog on the street.", "--output", str(out), "--device", "cpu"]) == 0
     r = json.loads(out.read_text())
     assert r["attack"]["target"].startswith("A man") and "robust_image_retrieval_recall@1" in r["metrics"]
-    assert main(["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "coco", "--data-root", str(coco), "--eps", "4"]) == 2
+    assert main(["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "coco", "--data-root", str(coco), "--attack", "apgd",
+                 "--eps", "4"]) == 2
     assert "did you mean '4/255'" in capsys.readouterr().err
     assert main(["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "coco", "--data-root", str(coco), "--target", "7"]) == 2
     assert main(["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "coco", "--data-root", str(coco), "--attack",

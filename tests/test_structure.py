@@ -38,8 +38,8 @@ LAYERS: dict[str, int] = {
     "convert": 2,  # open_clip <-> transformers CLIP
     "train": 3,  # losses, methods, loop, config, distributed, leaf, runs
     "eval": 3,  # the evaluation runner and its adapters
-    "vlm": 3,  # the LVLM interface, its llava-hf backend and the captioning / VQA / POPE metrics
-    "vlm": 3,  # vision-language models in pixel space (LLaVA backend, metrics)
+    "vlm": 3,  # the LVLM interface in pixel space, its llava-hf backend, LVLM datasets, captioning / VQA / POPE metrics
+    "downstream": 3,  # text-to-image under adversarial prompts (SD, the T2I interface), PEZ embedding inversion
     "mini": 4,  # the mini world's data, mini-base pretraining, registers 'mini-base' and 'mini/*'
     "app": 5,  # cli, commands, reproduce, export
     "__main__": 5,

@@ -185,7 +185,7 @@ def test_mini_captions_parse_back_to_their_attributes():
 
 
 # ------------------------------------------------------------------------------------------------------------- mini-llava
-def test_mini_llava_mechanics(tmp_path, monkeypatch):
+def test_mini_llava_mechanics(tmp_path, monkeypatch, capfd):
     "A tiny recipe trains in a few steps, caches under ROBUSTCLIP_HOME with its hashes, loads back equal, swaps towers."
     from robustclip.mini import llava as ml
     monkeypatch.setenv("ROBUSTCLIP_HOME", str(tmp_path / "home"))
@@ -206,7 +206,34 @@ def test_mini_llava_mechanics(tmp_path, monkeypatch):
     assert m1.spec["vision"]["model"] == "other" and all(torch.equal(v, m1.lm.state_dict()[k]) for k, v in lm_state.items())
     with pytest.raises(RobustClipError, match="projector reads"): swap_vision(m1, create_clip(model_config("RC-Tiny-ViT"), seed=0))
     (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-1] + b"\0")
-    with pytest.raises(RobustClipError, match="does not match the hash"): ml.load_mini_llava(cfg=cfg)
+    capfd.readouterr()
+    m3 = ml.load_mini_llava(cfg=cfg)     # corrupt weights are found out and retrained (a tiny recipe never shipped)
+    err = [l for l in capfd.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and "model.safetensors does not match its SHA-256" in err[0] and "retraining" in err[0], err
+    y = ml.mini_vlm_task("caption", n=4)["images"].float() / 255
+    assert m3.generate(y, "Describe the image.", max_new_tokens=4) == m2.generate(y, "Describe the image.", max_new_tokens=4)
+    # a tower other than the one it was trained on (mini-base rebuilt, say): retrained on the new tower, with a warning
+    save_clip(create_clip(model_config("RC-Mini-RN"), name="rn", seed=7).eval(), tmp_path / "rn")
+    m4 = ml.load_mini_llava(cfg=cfg)
+    err = [l for l in capfd.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and "trained on another" in err[0], err
+    assert json.loads((d / "mini_llava.json").read_text())["vision_sha256"] == ml.weights_sha256(m4.visual)
+
+
+def test_shipped_mini_llava_loads_in_seconds_into_a_fresh_cache(tmp_path, monkeypatch, capfd):
+    "A fresh clone's first `load_lvlm('mini-llava')`: copied from the shipped weights (with mini-base), not trained."
+    import time
+    from robustclip.mini import llava as ml
+    from robustclip.mini.pretrain import shipped_weights
+    monkeypatch.setenv("ROBUSTCLIP_HOME", str(tmp_path / "home"))
+    t0 = time.time(); m = load_lvlm("mini-llava"); secs = time.time() - t0
+    d = ml.mini_llava_dir()
+    src, files = shipped_weights("mini-llava", ml.MINI_LLAVA)
+    assert secs < 60, f"loading mini-llava into a fresh cache took {secs:.1f} s"
+    assert json.loads((d / "sha256.json").read_text()) == {"source": "shipped", "files": files}
+    assert all((d / f).read_bytes() == (src / f).read_bytes() for f in files)
+    assert json.loads((d / "report.json").read_text())["clean"]["cider"] == 174.4526
+    assert m.name == "mini-llava" and not capfd.readouterr().err.strip()
 
 
 def test_mini_vlm_tasks():
@@ -230,3 +257,137 @@ def test_tiny_llava_on_gpu(llava_dir):
     nll = gpu.nll(xg, CAPTION, ["a red digit", "seven"]); nll.sum().backward()
     torch.testing.assert_close(nll.cpu(), cpu.nll(x, CAPTION, ["a red digit", "seven"]), rtol=1e-3, atol=1e-3)
     assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
+
+
+# --- datasets in their released layouts, and the evaluation on the runner --------------------------------------------
+
+from robustclip.core import RobustClipError
+from robustclip.data.core import get_dataset
+from robustclip.vlm.data import write_vlm_fixtures, caption_task, vqa_task, pope_task, vizwiz_task, textvqa_task
+from robustclip.eval.vlm import eval_vlm
+from robustclip.app.cli import main
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_vlm_fixtures(tmp_path_factory.mktemp("vlmdata"), n=4)
+
+
+@pytest.mark.parametrize("name,kind,n", [("vlm/coco", "caption", 3), ("vlm/flickr30k", "caption", 4), ("vlm/vqav2", "vqa", 4),
+                                         ("vlm/okvqa", "vqa", 4), ("vlm/textvqa", "vqa", 4), ("vlm/vizwiz", "vqa", 4),
+                                         ("vlm/pope/adversarial", "pope", 8), ("vlm/pope/popular", "pope", 8)])
+def test_named_datasets_read_their_layouts(data_root, name, kind, n):
+    t = get_dataset(name, root=data_root)
+    assert (t.kind, len(t)) == (kind, n)
+    img = t.images[n - 1]
+    assert img.size == (24, 20)                                   # the image file itself, found under the right root
+    assert all(len(a) >= 1 for a in t.answers) and (kind == "caption") == (t.questions[0] is None)
+
+
+def test_broken_files_are_one_line_errors(data_root, tmp_path):
+    (tmp_path/"bad.json").write_text("{not json")
+    with pytest.raises(RobustClipError, match="not valid JSON"): caption_task(tmp_path/"bad.json")
+    (tmp_path/"q.json").write_text(json.dumps({"questions": []}))
+    with pytest.raises(RobustClipError, match="cannot tell its annotations"): vqa_task(tmp_path/"q.json")
+    (tmp_path/"v_questions.json").write_text(json.dumps({"questions": []}))
+    with pytest.raises(RobustClipError, match="annotation file not found"): vqa_task(tmp_path/"v_questions.json")
+    (tmp_path/"p.json").write_text('{"image": "x.jpg", "text": "Is there a cat?"}\n')
+    with pytest.raises(RobustClipError, match="without label"): pope_task(tmp_path/"p.json")
+    with pytest.raises(RobustClipError, match="image root"): textvqa_task(data_root/"textvqa/TextVQA_0.5.1_val.json", tmp_path)
+    with pytest.raises(RobustClipError, match="VizWiz"): vizwiz_task(data_root/"coco/dataset_coco.json")
+
+
+def test_eval_vlm_tiny_llava_end_to_end(llava_dir, data_root, tmp_path):
+    "A tiny random LLaVA through `robustclip eval vlm`: every task kind, a swapped tower, a resumed run equal to a fresh one."
+    spec = f"llava-hf:{llava_dir}"
+    for ds, key in (("vlm/coco", "cider"), ("vlm/vqav2", "vqa_acc"), ("vlm/pope/random", "f1")):
+        r = eval_vlm(spec, ds, data_root=str(data_root), batch_size=2, max_new_tokens=4, device="cpu")
+        assert r["metrics"]["n"] == len(get_dataset(ds, root=data_root)) and 0 <= r["metrics"][key]
+    out = tmp_path/"a.json"
+    part = eval_vlm(spec, "vlm/vqav2", vision=_vit(), data_root=str(data_root), batch_size=1, max_new_tokens=4,
+                    device="cpu", output=out, max_batches=2)
+    assert not part["complete"]
+    done = eval_vlm(spec, "vlm/vqav2", vision=_vit(), data_root=str(data_root), batch_size=1, max_new_tokens=4,
+                    device="cpu", output=out)
+    fresh = eval_vlm(spec, "vlm/vqav2", vision=_vit(), data_root=str(data_root), batch_size=1, max_new_tokens=4, device="cpu")
+    assert done["resumed_batches"] == 2 and done["metrics"] == fresh["metrics"]
+    assert done["vision"]["model"] == "tiny-robust" and done["model"] == "tiny-robust"
+    side = [json.loads(l) for l in (tmp_path/"a.samples.jsonl").read_text().splitlines()[1:]]
+    texts = [r["text"] for line in side for r in line["rows"]]
+    assert len(texts) == 4 and texts[:3] == [e["text"] for e in done["examples"]]
+
+
+def test_cli_eval_vlm_errors(tmp_path, capsys):
+    assert main(["eval", "vlm", "--vlm", "mini-llava", "--dataset", "mini/pope", "--task", "vqa"]) == 2
+    assert main(["eval", "vlm", "--vlm", "no-such-lvlm", "--dataset", "mini/pope", "--n-samples", "2"]) == 2
+    assert main(["eval", "vlm", "--vlm", "mini-llava", "--dataset", "vlm/coco", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(l.startswith("robustclip eval vlm: error:") for l in err)
+    assert "not vqa" in err[0] and "unknown LVLM" in err[1] and "dataset_coco.json" in err[2]
+
+
+# --- attacks on LVLMs (FARE Tables 1-3) ---------------------------------------------------------------------------------
+
+from robustclip.vlm.attacks import apgd_text, ensemble_attack, targeted_attack, EnsembleSpec
+from robustclip.vlm.core import task_prompt
+
+
+@pytest.fixture(scope="module")
+def mini_llava():
+    from robustclip.core import load_plugins
+    load_plugins()
+    return load_lvlm("mini-llava")
+
+
+def _mini_batch(lv, n=6, dataset="mini/captions"):
+    t = get_dataset(dataset, n=n)
+    x = torch.stack([t.images[i] for i in range(n)])
+    prompts = [task_prompt(t.prompt, q, lv.prompts) for q in t.questions]
+    return lv, t, x, prompts
+
+
+@pytest.mark.parametrize("eps", [2 / 255, 16 / 255])
+def test_lvlm_attacks_stay_in_the_ball(mini_llava, eps):
+    lv, t, x, prompts = _mini_batch(mini_llava)
+    r = apgd_text(lv, x, prompts, [a[0] for a in t.answers], eps=eps, steps=4)
+    assert (r.x_adv - x).abs().max() <= eps + 1e-6 and r.x_adv.min() >= 0 and r.x_adv.max() <= 1
+    res = ensemble_attack(lv, x, prompts, t.answers, lambda texts, at: [0.0 + len(s) for s in texts],
+                          EnsembleSpec(eps=eps, steps=2, n_gt=2, threshold=-1.0))
+    assert (res.x_adv - x).abs().max() <= eps + 1e-6 and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert lv.generate(res.x_adv, prompts) == res.texts                    # the kept image gives the kept output
+
+
+def test_eps_zero_changes_nothing(mini_llava):
+    lv, t, x, prompts = _mini_batch(mini_llava)
+    clean = lv.generate(x, prompts)
+    xa, outs, ok = targeted_attack(lv, x, prompts, "seven", eps=0.0, steps=5)
+    assert torch.equal(xa, x) and outs == clean
+    from robustclip.vlm.metrics import CorpusCider
+    res = ensemble_attack(lv, x, prompts, t.answers, CorpusCider(t.answers), EnsembleSpec(eps=0.0, steps=3, n_gt=2))
+    assert res.texts == clean and torch.equal(res.x_adv, x)
+
+
+def test_targeted_success_is_rechecked(mini_llava):
+    lv, t, x, prompts = _mini_batch(mini_llava, 8, "mini/vqa-digit")
+    xa, outs, ok = targeted_attack(lv, x, prompts, "seven", eps=16 / 255, steps=30)
+    assert sum(ok) >= 4
+    again = lv.generate(xa, prompts)
+    assert [a == "seven" for a in again] == ok
+
+
+def test_ensemble_on_tiny_random_llava(llava_dir, data_root, tmp_path):
+    "A tiny random LLaVA runs the ensemble (caption and VQA with its targeted stages) and a transfer end to end on CPU."
+    spec = f"llava-hf:{llava_dir}"
+    r = eval_vlm(spec, "vlm/coco", data_root=str(data_root), attack="ensemble", eps="8/255", steps=2, batch_size=2,
+                 max_new_tokens=3, device="cpu", output=tmp_path/"c.json")
+    assert r["attack"]["name"] == "ensemble" and r["attack"]["threshold"] == 10.0 and "robust_cider" in r["metrics"]
+    assert r["metrics"]["robust_cider"] <= r["metrics"]["cider"] + 1e-9   # per sample the lowest score is kept
+    q = eval_vlm(spec, "vlm/vqav2", data_root=str(data_root), attack="ensemble", eps="8/255", steps=2, batch_size=4,
+                 max_new_tokens=3, device="cpu")
+    assert q["attack"]["targets"] == ["maybe", "Word"] and q["metrics"]["robust_vqa_acc"] <= q["metrics"]["vqa_acc"] + 1e-9
+    with pytest.raises(RobustClipError, match="transfer source images are 32x32"):
+        eval_vlm(spec, "vlm/coco", vision=_vit(), data_root=str(data_root), transfer_from=tmp_path/"c.json", device="cpu")
+    tr = eval_vlm(spec, "vlm/coco", vision=_vit(32), data_root=str(data_root), transfer_from=tmp_path/"c.json",
+                  batch_size=2, max_new_tokens=3, device="cpu")
+    assert tr["attack"]["name"] == "transfer" and tr["transfer_from"]["vision"] == r["vision"] and tr["model"] == "tiny-robust"
+    assert all("adv_text" in e for e in tr["examples"]) and "robust_cider" in tr["metrics"]

@@ -127,6 +127,8 @@ def test_wheel_installs_and_runs_alone(tmp_path: Path):
     assert not missing, (f"{whl.name} lacks {len(missing)} file(s) the source has under {PKG}/: {missing}\n"
                          "add a pattern for them to [tool.setuptools.package-data] in pyproject.toml")
     assert any(f"{PKG}/model_configs/" in n and n.endswith(".json") for n in names), "no model_configs/*.json"
+    shipped = [n for n in names if n.startswith(f"{PKG}/mini/weights/") and n.endswith(".safetensors")]
+    assert len(shipped) >= 2 and f"{PKG}/mini/weights/manifest.json" in names, f"no shipped mini weights: {shipped}"
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")], "compiled files in the wheel"
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), f"no LICENSE in {whl.name}'s dist-info"
     ep_txt = next((n for n in names if n.endswith(".dist-info/entry_points.txt")), None)
@@ -164,3 +166,12 @@ def test_wheel_installs_and_runs_alone(tmp_path: Path):
     out = _run([py, "-c", "from robustclip.models import load_clip; m = load_clip('RC-Tiny-ViT'); print(m.embed_dim)"],
                cwd=run_dir, env=env)
     assert out.strip().splitlines()[-1].isdigit(), f"load_clip('RC-Tiny-ViT') from the wheel printed {out!r}"
+
+    # 5. the shipped mini-base, from the wheel into an empty cache: copied and checked, not pretrained
+    out = _run([py, "-c", "import json, time; t = time.time(); from robustclip.models import load_clip; "
+                "from robustclip.mini.pretrain import mini_base_dir; load_clip('mini-base'); d = mini_base_dir(); "
+                "print(json.loads((d/'sha256.json').read_text())['source'], "
+                "json.loads((d/'report.json').read_text())['zeroshot_acc1']['mini/digit'], round(time.time() - t))"],
+               cwd=run_dir, env=env)
+    source, digit, secs = out.split()[-3:]
+    assert (source, digit) == ("shipped", "0.893") and int(secs) < 120, f"mini-base from the wheel: {out!r}"

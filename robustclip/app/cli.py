@@ -31,6 +31,12 @@ COMMANDS: dict[str, Command] = {
                          "text_args", "run_text"),
     "eval retrieval": Command("robustclip.app.evals", "image-text retrieval, clean and under attack",
                               "retrieval_args", "run_retrieval"),
+    "eval vlm": Command("robustclip.app.vlm", "a vision-language model (LLaVA, mini-llava) with a vision encoder swapped in",
+                        "vlm_args", "run_vlm"),
+    "eval t2i": Command("robustclip.app.downstream", "text-to-image (SD, mini-t2i) under adversarial prompts, a text tower swapped in",
+                        "t2i_args", "run_t2i"),
+    "eval inversion": Command("robustclip.app.downstream", "PEZ inversion of text embeddings (LEAF's reconstruction metrics)",
+                              "inversion_args", "run_inversion"),
     "train": Command("robustclip.app.train", "adversarial fine-tuning (FARE, TeCoA, Sim-CLIP, LEAF) from a YAML config"),
     "export": Command("robustclip.app.export", "export a trained model (open_clip folder, vision-only state dict, bimodal)"),
     "push-to-hub": Command("robustclip.app.export", "upload an exported model to the Hugging Face hub"),
@@ -111,6 +117,11 @@ def _debug(argv: list[str]) -> tuple[bool, list[str]]:
     env = os.environ.get("ROBUSTCLIP_DEBUG", "0") not in ("", "0", "false", "False")
     return env or "--debug" in argv, [a for a in argv if a != "--debug"]
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    "Show a warning as one line on stderr, `robustclip: warning: ...` (file and line only with --debug)."
+    text = str(message).splitlines()[0] if str(message) else category.__name__
+    print(f"robustclip: warning: {text}", file=sys.stderr if file is None else file)
+
 def main(argv: list[str]|None = None) -> int:
     "Entry point of the `robustclip` command; returns the exit code."
     debug, argv = _debug(sys.argv[1:] if argv is None else list(argv))
@@ -120,7 +131,11 @@ def main(argv: list[str]|None = None) -> int:
         parser.print_help(sys.stderr if argv else sys.stdout)
         return 0 if not argv else 2
     cmd = COMMANDS[args._command]
-    try: return int(getattr(importlib.import_module(cmd.module), cmd.run)(args) or 0)
+    import warnings
+    try:
+        with warnings.catch_warnings():         # restores the caller's warning display afterwards
+            if not debug: warnings.showwarning = _warning_line
+            return int(getattr(importlib.import_module(cmd.module), cmd.run)(args) or 0)
     except KeyboardInterrupt:
         print(f"robustclip {args._command}: interrupted", file=sys.stderr); return 130
     except _user_errors() as e:

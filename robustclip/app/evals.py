@@ -15,8 +15,8 @@ from ..eval.text import eval_text, text_attack, LABEL_ENCODERS
 from ..eval.retrieval import eval_retrieval, retrieval_attack, retrieval_target
 
 # %% auto #0
-__all__ = ['add_model_data_args', 'subset_arg', 'print_result', 'zeroshot_args', 'run_zeroshot', 'text_args', 'run_text',
-           'retrieval_args', 'run_retrieval']
+__all__ = ['add_model_data_args', 'subset_arg', 'refuse_unused', 'print_result', 'zeroshot_args', 'run_zeroshot', 'text_args',
+           'run_text', 'retrieval_args', 'run_retrieval']
 
 # %% ../../nbs/83_app.evals.ipynb #69808333
 def add_model_data_args(p: argparse.ArgumentParser,  # the command's parser
@@ -37,6 +37,15 @@ def subset_arg(n_samples: int|None,  # --n-samples
     "The `SubsetSpec` of the subset flags (a one-line error naming `--n-samples`)."
     if n_samples is not None and n_samples <= 0: raise RobustClipError(f"--n-samples must be positive; got {n_samples}")
     return SubsetSpec(n_samples, mode, seed)
+
+def refuse_unused(mode: str,   # the chosen mode as users see it, e.g. '--attack none'
+                  needs: str,  # what would use the flags, e.g. '--attack charmer'
+                  **flags,     # flag (underscores for dashes) -> its value; None: not given
+                 ) -> None:
+    "A one-line error naming the flags that would do nothing in the chosen mode (silently ignoring them misleads)."
+    given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+    if given: raise RobustClipError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with {mode}; "
+                                    f"drop {'it' if len(given) == 1 else 'them'}, or use {needs}")
 
 def print_result(rec: dict,             # the result record
                  line: str,             # the metrics, as one line
@@ -64,6 +73,7 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
     p.epilog = _EPILOG
     add_model_data_args(p, "mini/digit, mini/color, ..., imagenet, cifar10, wds/vtab/dtd, imagefolder:PATH", "dataset split (default: test; ImageNet uses val)")
     p.add_argument("--output", default=None, help="result JSON to write (default: print it); the sidecar goes next to it")
+    p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
     p.add_argument("--n-samples", type=int, default=None,
                    help="evaluate a seeded subset of this size (default: all; 1000 when attacking, as the papers)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and of random starts (default: 0)")
@@ -72,22 +82,26 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("attack (robust accuracy)")
     g.add_argument("--attack", default=None, metavar="PRESET", help=_ATTACK_HELP)
     g.add_argument("--eps", default=None, help="perturbation budget: 4/255, 2/255, 0.0157 (implies --attack apgd-ce,apgd-t if no --attack)")
-    g.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model (default: linf)")
+    g.add_argument("--norm", default=None, choices=["linf", "l2"], help="threat model (default: linf)")
     g.add_argument("--iterations", type=int, default=None, help="iterations of each attack (default: 100)")
     g.add_argument("--restarts", type=int, default=None, help="restarts of each attack (default: APGD-CE 5, APGD-T 1 per target)")
     g.add_argument("--n-target-classes", type=int, default=None, help="targets of APGD-T (default: min(9, classes-1))")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="attack precision (default: fp32, as the papers)")
+    g.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="attack precision (default: fp32, as the papers)")
     g.add_argument("--no-checks", dest="checks", action="store_false", help="skip the sanity checks (named warnings)")
     g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
 
 def run_zeroshot(args: argparse.Namespace) -> int:
     "Run `robustclip eval zeroshot`: the flags as typed values, the evaluation, one line."
-    attack = zeroshot_attack(args.attack, args.eps, args.norm, args.iterations, args.restarts, args.n_target_classes,
-                             args.precision)
+    if args.attack is None and args.eps is None:
+        refuse_unused("no attack (clean accuracy)", "--eps 4/255 (and --attack)", norm=args.norm, iterations=args.iterations,
+                      restarts=args.restarts, n_target_classes=args.n_target_classes, precision=args.precision)
+    attack = zeroshot_attack(args.attack, args.eps, args.norm or "linf", args.iterations, args.restarts, args.n_target_classes,
+                             args.precision or "fp32")
     rec = eval_zeroshot(args.model, args.dataset, pretrained=args.pretrained, data_root=args.data_root, split=args.split,
                         subset=subset_arg(args.n_samples, "random", args.seed), seed=args.seed, batch_size=args.batch_size,
-                        device=args.device, output=args.output, attack=attack, checks=args.checks, resume=args.resume)
+                        device=args.device, output=args.output, attack=attack, checks=args.checks, resume=args.resume,
+                        overwrite=args.overwrite)
     m, a = rec["metrics"], rec.get("attack")
     rob = f"  robust_acc1 {m['robust_acc1']:.4f} ({a['name']}, {a['norm']} {a['eps']})" if "robust_acc1" in m else ""
     res = f", {rec['resumed_batches']} batches resumed from {rec['samples']}" if rec.get("resumed_batches") else ""
@@ -102,14 +116,15 @@ def text_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classnames", default=None, help="class names of a CSV dataset in label order, comma-separated (default: classes.txt beside it)")
     p.add_argument("--prompt-template", default=None, help="label prompts of a CSV dataset from its class names, e.g. '{} News'")
     p.add_argument("--attack", default="charmer", choices=["charmer", "none"], help="text attack (default: charmer)")
-    p.add_argument("--k", type=int, default=1, help="Charmer's Levenshtein budget (default: 1)")
-    p.add_argument("--n-positions", type=int, default=20, help="Charmer's positions per round (default: 20)")
-    p.add_argument("--alphabet", default=None, help="data (default: characters of the split) | ascii | letters | explicit characters")
+    p.add_argument("--k", type=int, default=None, help="Charmer's Levenshtein budget (default: 1)")
+    p.add_argument("--n-positions", type=int, default=None, help="Charmer's positions per round (default: 20)")
+    p.add_argument("--alphabet", default=None, help="data (default: characters of the evaluated split) | train (LEAF: the train split's + delete) | ascii | letters | explicit characters")
     p.add_argument("--n-samples", type=int, default=None, help="number of texts (default: all)")
     p.add_argument("--subset", default="random", choices=["random", "first"], help="seeded random subset (default) or the first N (LEAF)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=512, help="texts / candidates per encoder call (default: 512)")
     p.add_argument("--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
@@ -118,13 +133,16 @@ def run_text(args: argparse.Namespace) -> int:
     "Run `robustclip eval text`: the flags as typed values, the evaluation, one line."
     kw = {k: v for k, v in (("label_images", args.label_images), ("prompt_template", args.prompt_template),
                             ("classnames", args.classnames.split(",") if args.classnames else None)) if v}
-    rec = eval_text(args.model, args.dataset, pretrained=args.pretrained, attack=text_attack(args.attack), k=args.k,
-                    n_positions=args.n_positions, alphabet=args.alphabet, label_encoder=args.label_encoder,
+    attack = text_attack(args.attack)
+    if attack is None: refuse_unused("--attack none", "--attack charmer", k=args.k, n_positions=args.n_positions, alphabet=args.alphabet)
+    k, n_positions = 1 if args.k is None else args.k, 20 if args.n_positions is None else args.n_positions
+    rec = eval_text(args.model, args.dataset, pretrained=args.pretrained, attack=attack, k=k,
+                    n_positions=n_positions, alphabet=args.alphabet, label_encoder=args.label_encoder,
                     subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed, batch_size=args.batch_size,
                     data_root=args.data_root, split=args.split, device=args.device, output=args.output,
-                    resume=args.resume, **kw)
+                    resume=args.resume, overwrite=args.overwrite, **kw)
     m = rec["metrics"]
-    rob = f"  robust_acc1 {m['robust_acc1']:.4f} (charmer k={args.k})" if "robust_acc1" in m else ""
+    rob = f"  robust_acc1 {m['robust_acc1']:.4f} (charmer k={k})" if "robust_acc1" in m else ""
     return print_result(rec, f"acc1 {m['acc1']:.4f}{rob}  (n={m['n']})", args.output)
 
 # %% ../../nbs/83_app.evals.ipynb #fe38811e
@@ -132,30 +150,38 @@ def retrieval_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval retrieval`."
     add_model_data_args(p, "mini/retrieval | coco | karpathy:PATH/dataset_flickr30k.json", "Karpathy split (default: test)")
     p.add_argument("--attack", default="charmer", choices=["charmer", "apgd", "none"], help="charmer on captions (default), apgd on images, or none")
-    p.add_argument("--objective", default="towards", choices=["towards", "away"], help="Charmer: towards a target caption (default) or away from the clean one")
+    p.add_argument("--objective", default=None, choices=["towards", "away", "dissim"],
+                   help="Charmer: towards a target caption (default), away from the clean one, or dissim (LEAF's --obj dissim: away from the target, 0 by default)")
     p.add_argument("--target", default=None, help="target caption, or 0/1/2 for LEAF's targets (default: a caption of another image)")
-    p.add_argument("--k", type=int, default=2, help="Charmer's Levenshtein budget (default: 2, as LEAF)")
-    p.add_argument("--n-positions", type=int, default=10, help="Charmer's positions per round (default: 10, as LEAF)")
-    p.add_argument("--alphabet", default=None, help="data (default) | ascii | letters | explicit characters")
-    p.add_argument("--eps", default="2/255", help="image attack budget, e.g. 2/255 (default)")
-    p.add_argument("--steps", type=int, default=100, help="image attack iterations (default: 100; must be > 0)")
+    p.add_argument("--k", type=int, default=None, help="Charmer's Levenshtein budget (default: 2, as LEAF)")
+    p.add_argument("--n-positions", type=int, default=None, help="Charmer's positions per round (default: 10, as LEAF)")
+    p.add_argument("--alphabet", default=None, help="data (default) | ascii (LEAF: delete + 95 printable ASCII) | letters | explicit characters")
+    p.add_argument("--captions", default=None, choices=["raw", "blip"], help="captions as written (default) or BLIP's pre_caption (LEAF)")
+    p.add_argument("--eps", default=None, help="image attack budget, e.g. 2/255 (default)")
+    p.add_argument("--steps", type=int, default=None, help="image attack iterations (default: 100; must be > 0)")
     p.add_argument("--n-samples", type=int, default=None, help="number of images, each with all its captions (default: all)")
     p.add_argument("--subset", default="random", choices=["random", "first"], help="seeded random images (default) or the first N (LEAF)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="images / captions / candidates per forward (default: 256)")
     p.add_argument("--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
 
 def run_retrieval(args: argparse.Namespace) -> int:
     "Run `robustclip eval retrieval`: the flags as typed values, the evaluation, one line."
-    rec = eval_retrieval(args.model, args.dataset, pretrained=args.pretrained, attack=retrieval_attack(args.attack, args.objective),
-                         objective=args.objective, target=retrieval_target(args.target), k=args.k,
-                         n_positions=args.n_positions, alphabet=args.alphabet, eps=ThreatModel.parse(args.eps),
-                         steps=args.steps, subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed,
+    attack, mode = retrieval_attack(args.attack, args.objective or "towards"), f"--attack {args.attack}"
+    if attack != "charmer": refuse_unused(mode, "--attack charmer", k=args.k, n_positions=args.n_positions,
+                                          alphabet=args.alphabet, objective=args.objective, target=args.target)
+    if attack != "apgd": refuse_unused(mode, "--attack apgd", eps=args.eps, steps=args.steps)
+    pick = lambda v, default: default if v is None else v
+    rec = eval_retrieval(args.model, args.dataset, pretrained=args.pretrained, attack=attack,
+                         objective=pick(args.objective, "towards"), target=retrieval_target(args.target), k=pick(args.k, 2),
+                         n_positions=pick(args.n_positions, 10), alphabet=args.alphabet, captions=pick(args.captions, "raw"), eps=ThreatModel.parse(pick(args.eps, "2/255")),
+                         steps=pick(args.steps, 100), subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed,
                          batch_size=args.batch_size, data_root=args.data_root, split=args.split, device=args.device,
-                         output=args.output, resume=args.resume)
+                         output=args.output, resume=args.resume, overwrite=args.overwrite)
     m = rec["metrics"]
     line = "  ".join(f"{n.replace('_retrieval_recall', '')} {m[n]:.3f}" for n in m if n.endswith("@1") or n.endswith("@5"))
     return print_result(rec, line, args.output)

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..core import RobustClipError, atomic_write_text
+from ..core import RobustClipError, atomic_write_text, check_writable
 from ..models import PixelCLIP, load_clip, save_clip, create_clip
 from ..train.runs import RunFolder, read_checkpoint
 
 # %% auto #0
-__all__ = ['export_model', 'load_run', 'combine_towers', 'hub_folder', 'push_to_hub', 'add_args', 'run']
+__all__ = ['export_model', 'load_run', 'combine_towers', 'hub_folder', 'push_to_hub', 'add_args', 'check_export_dir', 'run']
 
 # %% ../../nbs/81_app.export.ipynb #468a00bc
 def export_model(model: PixelCLIP,       # the model to write
@@ -145,6 +145,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     else:
         p.add_argument("--output", required=True, help="folder to write (an open_clip local-dir)")
         p.add_argument("--no-vision-only", action="store_true", help="do not write visual.pt (vision-only state dict)")
+    p.add_argument("--overwrite", action="store_true", help="write into an output folder that already holds files (default: refuse)")
 
 def _source(args: argparse.Namespace) -> PixelCLIP:
     "The model the arguments name."
@@ -156,8 +157,22 @@ def _source(args: argparse.Namespace) -> PixelCLIP:
     if not args.text: raise RobustClipError("--vision needs --text (the model whose text tower to keep)")
     return combine_towers(load_clip(args.vision, args.vision_pretrained), load_clip(args.text, args.text_pretrained))
 
+def check_export_dir(out: str|Path,       # the folder to write
+                     overwrite: bool = False,  # write into a folder that already holds files
+                     what: str = "--output",   # how messages name it
+                    ) -> Path:
+    "The export folder, checked before any model loads: creatable, and empty unless `overwrite` (nothing is replaced silently)."
+    p = check_writable(out, what, folder=True)
+    files = sorted(x.name for x in p.iterdir()) if p.is_dir() else []
+    if files and not overwrite:
+        raise RobustClipError(f"{what} {p} already holds {len(files)} file(s) ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); "
+                              "pass --overwrite to write into it, or name a new folder")
+    return p
+
 def run(args: argparse.Namespace) -> int:
     "Run `robustclip export` or `robustclip push-to-hub`."
+    out = getattr(args, "output", None) or getattr(args, "dry_run", None)
+    if out: check_export_dir(out, args.overwrite, "--output" if getattr(args, "output", None) else "--dry-run")
     model = _source(args)
     if getattr(args, "_command", "export") == "push-to-hub":
         res = push_to_hub(model, args.repo_id, dry_run=args.dry_run, private=args.private, token=args.token,

@@ -16,7 +16,7 @@ import yaml
 
 from ..core import RobustClipError
 from ..results import label_result
-from .steps import Step, describe_steps, is_done, run_steps, source_digest, step_keys
+from .steps import Step, describe_steps, is_done, run_steps, select_steps, source_digest, step_keys
 
 # %% auto #0
 __all__ = ['SMOKE', 'CONTEXT_PARAMS', 'Context', 'load_plan', 'model_spec', 'train_run', 'template_parameters', 'notebook_params',
@@ -73,7 +73,8 @@ def _pick(ctx: Context, value: Any, smoke: Any) -> Any:
 
 # %% ../../nbs/80_app.reproduce.ipynb #578ba23d
 _PAPER_GPU_HOURS = {"train": 4 * 24.0, "leaf": 4 * 10.0, "zeroshot": 1.5, "clean": 0.1, "drift": 0.5,
-                    "text": 0.2, "retrieval": 0.5}   # rough A100-hour guesses per step at paper scale (ViT-L/14)
+                    "text": 0.2, "retrieval": 0.5, "vlm": 1.0,
+                    "vlm_attack": 8.0, "vlm_targeted": 25 * 2.0}   # rough A100-hour guesses per step at paper scale (ViT-L/14)
 
 def train_run(config: Path,          # the run's training config (YAML)
               overrides: list[str],  # key=value overrides (output_dir=..., name=..., smoke settings)
@@ -163,7 +164,7 @@ def _eval_step(ctx: Context,                # where runs and results live
 def _zeroshot(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
     "Zero-shot classification, clean or robust."
     from robustclip.eval.zeroshot import eval_zeroshot
-    eval_zeroshot(_loaded(spec), dataset, output=path, **kw)
+    eval_zeroshot(_loaded(spec), dataset, output=path, overwrite=True, **kw)
 
 def _zeroshot_steps(ctx: Context, plan: dict) -> list[Step]:
     "FARE Table 4 (every model x dataset, clean and at each eps) and the image axis of LEAF Figure 1."
@@ -186,7 +187,7 @@ def _zeroshot_steps(ctx: Context, plan: dict) -> list[Step]:
 def _drift(spec: tuple, path: Path, *, anchor: tuple, dataset: str, **kw) -> None:
     "Embedding drift of a model from the anchor (the base model)."
     from robustclip.eval.drift import eval_drift
-    eval_drift(_loaded(spec), _loaded(anchor), dataset, output=path, **kw)
+    eval_drift(_loaded(spec), _loaded(anchor), dataset, output=path, overwrite=True, **kw)
 
 def _drift_steps(ctx: Context, plan: dict) -> list[Step]:
     "FARE Table 14: each model's drift from the base model."
@@ -204,7 +205,7 @@ def _drift_steps(ctx: Context, plan: dict) -> list[Step]:
 def _text(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
     "Text classification under Charmer."
     from robustclip.eval.text import eval_text
-    eval_text(_loaded(spec), dataset, output=path, **kw)
+    eval_text(_loaded(spec), dataset, output=path, overwrite=True, **kw)
 
 def _text_steps(ctx: Context, plan: dict) -> list[Step]:
     "LEAF Figures 1 and 4 (every k for the text models) and Figure 3 (the ablation's k for its models)."
@@ -215,30 +216,96 @@ def _text_steps(ctx: Context, plan: dict) -> list[Step]:
     for m in dict.fromkeys(t["models"] + (ab or {}).get("models", [])):
         for k in (ks if m in t["models"] else [ab["k"] if not S else 1]):
             kw = dict(dataset=t["dataset"], attack="charmer", k=k, n_positions=t.get("n_positions", 20),
-                      n_samples=_pick(ctx, t["n_samples"], SMOKE["text_n"]), label_encoder=t.get("label_encoder", "image"))
+                      n_samples=_pick(ctx, t["n_samples"], SMOKE["text_n"]), label_encoder=t.get("label_encoder", "image"),
+                      **{f: t[f] for f in ("subset", "alphabet") if f in t})   # LEAF: the first 1,000; Γ of the train split
             out.append(_eval_step(ctx, plan, "text", m, t["dataset"], f"k{k}", kw, _text, _PAPER_GPU_HOURS["text"]))
     return out
 
 def _retrieval(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
     "Retrieval, with Charmer on the captions or APGD on the images."
     from robustclip.eval.retrieval import eval_retrieval
-    eval_retrieval(_loaded(spec), dataset, output=path, **kw)
+    eval_retrieval(_loaded(spec), dataset, output=path, overwrite=True, **kw)
 
 def _retrieval_steps(ctx: Context, plan: dict) -> list[Step]:
-    "The retrieval table: Charmer (towards a target) on captions, APGD on images."
+    "The retrieval table: Charmer on captions (the plan's objective and targets; LEAF: dissim), APGD on images (an addition)."
     r, out = plan.get("retrieval"), []
     if not r: return out
+    targets = r.get("targets")                       # LEAF's fixed targets (indices into eval.retrieval.TARGETS), or none
     for m in r["models"]:
-        base = dict(dataset=r["dataset"], n_samples=_pick(ctx, r["n_samples"], SMOKE["retrieval_n"]))
-        kw = dict(base, attack="charmer", objective="towards", k=_pick(ctx, r["k"], 1), n_positions=r.get("n_positions", 10))
-        out.append(_eval_step(ctx, plan, "retrieval", m, r["dataset"], "charmer", kw, _retrieval, _PAPER_GPU_HOURS["retrieval"]))
+        base = dict(dataset=r["dataset"], n_samples=_pick(ctx, r["n_samples"], SMOKE["retrieval_n"]),
+                    **{f: r[f] for f in ("subset",) if f in r})
+        ch = dict(base, attack="charmer", objective=r.get("objective", "towards"), k=_pick(ctx, r["k"], 1),
+                  n_positions=r.get("n_positions", 10), **{f: r[f] for f in ("alphabet", "captions") if f in r})
+        for t in (targets if targets is not None else [None]):
+            kw, tag = (ch, "charmer") if t is None else (dict(ch, target=t), f"charmer-t{t}")
+            out.append(_eval_step(ctx, plan, "retrieval", m, r["dataset"], tag, kw, _retrieval, _PAPER_GPU_HOURS["retrieval"]))
         kw = dict(base, attack="apgd", eps=r["eps"], steps=_pick(ctx, r["iterations"], SMOKE["iterations"]))
         out.append(_eval_step(ctx, plan, "retrieval", m, r["dataset"], "apgd", kw, _retrieval, _PAPER_GPU_HOURS["retrieval"]))
     return out
 
+# %% ../../nbs/80_app.reproduce.ipynb #451fd27a
+_LVLMS: dict = {}
+def _lvlm(spec: str, precision: str) -> Any:
+    "Load an LVLM once per reproduction (each evaluation swaps its own vision tower in; nothing else changes)."
+    from robustclip.core import get_device
+    from robustclip.vlm.core import load_lvlm
+    if (spec, precision) not in _LVLMS: _LVLMS.clear(); _LVLMS[spec, precision] = load_lvlm(spec, device=get_device("auto"), precision=precision)
+    return _LVLMS[spec, precision]
+
+def _vlm(spec: tuple, path: Path, *, dataset: str, lvlm: str, precision: str = "fp32", **kw) -> None:
+    "An LVLM evaluation with the model's vision tower swapped in (FARE Table 1 clean columns, Table 5)."
+    from robustclip.eval.vlm import eval_vlm
+    eval_vlm(_lvlm(lvlm, precision), dataset, vision=_loaded(spec), output=path, overwrite=True, **kw)
+
+def _vlm_steps(ctx: Context, plan: dict) -> list[Step]:
+    "Every vision tower of the plan swapped into the plan's LVLM, on every LVLM dataset, clean."
+    v, out = plan.get("vlm"), []
+    if not v: return out
+    for m in v["models"]:
+        for ds in v["datasets"]:
+            kw = dict(dataset=ds, lvlm=v["lvlm"], n_samples=_pick(ctx, v.get("n_samples"), SMOKE["n_samples"]),
+                      batch_size=v.get("batch_size", 8), precision=v.get("precision", "fp32"))
+            out.append(_eval_step(ctx, plan, "vlm", m, ds, "clean", kw, _vlm, _PAPER_GPU_HOURS["vlm"]))
+    return out
+
+def _vlm_attack_steps(ctx: Context, plan: dict) -> list[Step]:
+    "FARE Table 1's robust columns (the ensemble at each budget) and Table 2 (the source model's images shown to the others)."
+    v, base, out = plan.get("vlm_attack"), plan.get("vlm") or {}, []
+    if not v: return out
+    common = dict(lvlm=base.get("lvlm"), n_samples=_pick(ctx, v["n_samples"], SMOKE["n_samples"]), batch_size=v.get("batch_size", 8),
+                  precision=v.get("precision", "fp32"))
+    src, made = v.get("transfer_from"), {}
+    for ds in v["datasets"]:
+        for e in v["eps"]:
+            for m in v["models"]:
+                kw = dict(common, dataset=ds, attack=v["attack"], eps=e, steps=_pick(ctx, v["steps"], SMOKE["iterations"]))
+                s = _eval_step(ctx, plan, "vlm", m, ds, f"{v['attack']}{_eps_tag(e)}", kw, _vlm, _PAPER_GPU_HOURS["vlm_attack"])
+                out.append(s); made[m, ds, e] = s
+            for m in (v["models"] if src else []):
+                if m == src: continue
+                s0 = made[src, ds, e]
+                s = _eval_step(ctx, plan, "vlm", m, ds, f"transfer-{_slug(src)}{_eps_tag(e)}", dict(common, dataset=ds, transfer_from=str(s0.outputs[0])),
+                               _vlm, _PAPER_GPU_HOURS["vlm"])
+                s.deps = sorted(set(s.deps + [s0.name])); out.append(s)
+    return out
+
+def _vlm_targeted_steps(ctx: Context, plan: dict) -> list[Step]:
+    "FARE Table 3: the stealthy targeted attack towards each target text, per model and budget."
+    v, base, out = plan.get("vlm_targeted"), plan.get("vlm") or {}, []
+    if not v: return out
+    for m in v["models"]:
+        for e in v["eps"]:
+            for j, t in enumerate(v["targets"]):
+                kw = dict(dataset=v["dataset"], lvlm=base.get("lvlm"), attack="targeted", target=t, eps=e,
+                          steps=_pick(ctx, v["steps"], SMOKE["iterations"]), n_samples=_pick(ctx, v["n_samples"], SMOKE["n_samples"]),
+                          batch_size=v.get("batch_size", 16), precision=v.get("precision", "fp32"))
+                out.append(_eval_step(ctx, plan, "vlm", m, v["dataset"], f"target{j}-{_eps_tag(e)}", kw, _vlm, _PAPER_GPU_HOURS["vlm_targeted"]))
+    return out
+
 def _eval_steps(ctx: Context, plan: dict) -> list[Step]:
     "Every evaluation of the plan."
-    return _zeroshot_steps(ctx, plan) + _drift_steps(ctx, plan) + _text_steps(ctx, plan) + _retrieval_steps(ctx, plan)
+    return (_zeroshot_steps(ctx, plan) + _drift_steps(ctx, plan) + _text_steps(ctx, plan) + _retrieval_steps(ctx, plan)
+            + _vlm_steps(ctx, plan) + _vlm_attack_steps(ctx, plan) + _vlm_targeted_steps(ctx, plan))
 
 # %% ../../nbs/80_app.reproduce.ipynb #11c5f5ef
 CONTEXT_PARAMS = ("results_dir", "figures_dir", "scale")   # template parameters that come from the context, not the plan
@@ -322,7 +389,8 @@ def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/
     steps = build_plan(ctx); salt = source_digest(_package()) + ("smoke" if smoke else "")
     state = ctx.runs/".steps"
     if dry_run:
-        log(describe_plan(steps, step_keys(steps, salt), state, scale)); return {}
+        todo = select_steps(steps, only)                         # --only narrows the plan shown too
+        log(describe_plan([s for s in steps if s.name in todo], step_keys(steps, salt), state, scale)); return {}
     t0 = time.time()
     status = run_steps(steps, state, only, salt, log)
     log(f"reproduce --scale {scale}: {sum(v == 'ran' for v in status.values())} steps ran, "
@@ -334,7 +402,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     "Arguments of `robustclip reproduce`."
     p.description = ("Regenerate every table and figure: pretrain the base model, fine-tune every method, evaluate, and run "
                      "the paper notebooks (nbs/paper/) with papermill. Steps whose inputs have not changed are skipped.")
-    p.epilog = ("examples:\n  robustclip reproduce                      # mini scale, ~15 min on 2 CPU cores\n"
+    p.epilog = ("examples:\n  robustclip reproduce                      # mini scale, minutes on 2 CPU cores (timings: README)\n"
                 "  robustclip reproduce --only table4        # just FARE Table 4 and what it needs\n"
                 "  robustclip reproduce --scale paper --dry-run   # the paper-scale plan with GPU-hour estimates")
     p.formatter_class = argparse.RawDescriptionHelpFormatter

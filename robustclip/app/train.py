@@ -15,7 +15,7 @@ from ..core import RobustClipError
 from ..train.config import TrainConfig, load_config, config_dict
 
 # %% auto #0
-__all__ = ['describe_keys', 'add_args', 'run', 'pretrain_args', 'run_pretrain']
+__all__ = ['describe_keys', 'add_args', 'check_config_file', 'run', 'pretrain_args', 'run_pretrain']
 
 # %% ../../nbs/82_app.train.ipynb #d50bb031
 def describe_keys() -> str:
@@ -36,12 +36,29 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--list-keys", action="store_true", help="list every config key (type, default, help) and exit")
 
+def check_config_file(path: str,  # the config file named on the command line
+                     ) -> None:
+    "A one-line error for a config file that cannot be meant: not UTF-8, not YAML, or empty (it would silently be the paper run)."
+    from pathlib import Path
+    from robustclip.core import read_utf8
+    p = Path(path)
+    if not p.is_file(): return                      # load_config says it is missing
+    try: data = yaml.safe_load(read_utf8(p))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise RobustClipError(f"{p} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}"
+                              + (f", line {mark.line + 1}" if mark else "") + ")") from None
+    if data is None or data == {}:
+        raise RobustClipError(f"{p} is empty; a config names at least the method, the model and the dataset "
+                              "(see configs/mini/fare4.yaml): its defaults are the paper's ViT-L/14 run")
+
 def run(args: argparse.Namespace) -> int:
     "Run `robustclip train`."
     if args.list_keys: print(describe_keys()); return 0
     if not args.config: raise RobustClipError("give a config file, e.g. robustclip train configs/mini/fare4.yaml")
     if "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         raise RobustClipError(f"the first argument must be a YAML config; got {args.config!r}")
+    check_config_file(args.config)
     cfg = load_config(args.config, list(args.overrides))
     if args.print_config: print(yaml.safe_dump(config_dict(cfg), sort_keys=False, default_flow_style=None), end=""); return 0
     from robustclip.train.loop import train
@@ -58,19 +75,29 @@ def run(args: argparse.Namespace) -> int:
 # %% ../../nbs/82_app.train.ipynb #1c62934a
 def pretrain_args(p: argparse.ArgumentParser) -> None:
     "Arguments of `robustclip pretrain-mini`."
-    p.description = ("Pretrain the tiny mini-base CLIP on the mini world (about 4 min on 2 CPU cores), cache it under "
-                     "ROBUSTCLIP_HOME (default ~/.cache/robustclip) and print its clean zero-shot accuracy. "
-                     "load_clip('mini-base') does the same on first use.")
-    p.add_argument("--force", action="store_true", help="retrain even if cached")
+    p.description = ("Check the mini-base CLIP in the cache under ROBUSTCLIP_HOME (default ~/.cache/robustclip), fill it "
+                     "from the weights shipped with robustclip when missing or broken (seconds), and print its clean "
+                     "zero-shot accuracy. load_clip('mini-base') does the same on first use. --rebuild pretrains it "
+                     "from scratch on the mini world (4-7 min on 2 CPU cores) and compares with the shipped weights.")
+    p.add_argument("--rebuild", "--force", dest="rebuild", action="store_true",
+                   help="pretrain from scratch, replace the cached weights, and compare them with the shipped ones")
     p.add_argument("--output", help="also copy the model to this folder (an open_clip local-dir)")
 
 def run_pretrain(args: argparse.Namespace) -> int:
     "Run `robustclip pretrain-mini`."
     import shutil
-    from robustclip.mini.pretrain import mini_base_dir
-    d = mini_base_dir(force=args.force)
-    rep = json.loads((d/"report.json").read_text())
-    print(f"mini-base: {d}  (trained in {rep.get('train_seconds', '?')} s)")
-    for k, v in rep["zeroshot_acc1"].items(): print(f"  {k:<16} clean zero-shot top-1 {v:.3f}")
+    from robustclip.mini.pretrain import MINI_BASE, HASHES, file_sha256, mini_base_dir, shipped_weights
+    d = mini_base_dir(force=args.rebuild)
+    rep, source = json.loads((d/"report.json").read_text()), json.loads((d/HASHES).read_text())["source"]
+    ship = shipped_weights("mini-base", MINI_BASE) if source == "trained" else None
+    ref = json.loads((ship[0]/"report.json").read_text())["zeroshot_acc1"] if ship else {}
+    print(f"mini-base: {d}  (" + ("the shipped weights" if source == "shipped" else
+                                  f"trained here in {rep.get('train_seconds', '?')} s") + ")")
+    for k, v in rep["zeroshot_acc1"].items():
+        print(f"  {k:<16} clean zero-shot top-1 {v:.3f}" + (f"   shipped {ref[k]:.3f} ({v - ref[k]:+.3f})" if k in ref else ""))
+    if ship:
+        same = file_sha256(d/"open_clip_model.safetensors") == ship[1]["open_clip_model.safetensors"]
+        print("weights " + ("bit-identical to the shipped ones" if same else "differ from the shipped ones (expected on "
+              "another CPU or thread count)") + f"; load_clip('mini-base') now loads these; delete {d} to go back")
     if args.output: shutil.copytree(d, args.output, dirs_exist_ok=True); print(f"copied to {args.output}")
     return 0

@@ -14,13 +14,13 @@ import torch
 import torch.nn as nn
 
 from ..core import ThreatModel
-from .pgd import (eval_mode, check_norm, lp_norm, lp_normalize, project, input_grad, bview, autocast,
+from .pgd import (eval_mode, check_norm, lp_norm, lp_normalize, project, input_grad, bview, autocast, attack_view,
                                     TooFewClassesWarning)
 from .losses import Objective, get_objective
 
 # %% auto #0
 __all__ = ['apgd_checkpoints', 'apgd_init', 'APGDResult', 'APGDState', 'apgd_move', 'apgd_track', 'apgd_halve', 'apgd_run',
-           'kth_target', 'apgd', 'apgd_targeted', 'APGD']
+           'kth_target', 'confirm_fooled', 'apgd', 'apgd_targeted', 'APGD']
 
 # %% ../../nbs/11_attacks.apgd.ipynb #f020535f
 def apgd_checkpoints(steps: int,  # iterations N
@@ -52,6 +52,7 @@ class APGDResult:
     loss: torch.Tensor                  # best loss reached (N,)
     fooled: torch.Tensor|None = None    # bool (N,): misclassified at some iterate (classification objectives)
     history: dict|None = None           # 'loss' and 'step' per iteration (steps+1, N), NaN once a sample left
+    unconfirmed: int = 0                # points that fooled the fast copy (`attack_view`) but not the model: robust
     def __repr__(self):
         f = "" if self.fooled is None else f", fooled={int(self.fooled.sum())}/{len(self.fooled)}"
         return f"APGDResult(n={len(self.loss)}{f}, mean_loss={self.loss.mean().item():.4g})"
@@ -69,15 +70,17 @@ class APGDState:
     loss_prev: torch.Tensor; n_up: torch.Tensor                                   # condition 1: loss increases since the checkpoint
     step: torch.Tensor; loss_ckpt: torch.Tensor; reduced_ckpt: torch.Tensor        # step size; condition 2's memory
     fooled: torch.Tensor                                                          # misclassified at some iterate
+    lo: torch.Tensor|None = None; hi: torch.Tensor|None = None                    # ℓ∞: the ball ∩ [0,1], per pixel
 
     @classmethod
     def start(cls, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor|None, xa: torch.Tensor, loss: torch.Tensor,
-              g: torch.Tensor, fooled: torch.Tensor, step: float) -> "APGDState":
-        "The state at the starting point `xa` (its loss and gradient already computed)."
+              g: torch.Tensor, fooled: torch.Tensor, step: float, eps: float|None = None) -> "APGDState":
+        "The state at the starting point `xa` (its loss and gradient already computed); `eps` given: ℓ∞ bounds."
         n, dev = len(x), x.device
+        box = ((x - eps).clamp_min(0), (x + eps).clamp_max(1)) if eps is not None else (None, None)
         return cls(torch.arange(n, device=dev), x, y, t, xa, xa.clone(), g, xa.clone(), g.clone(), loss.clone(),
                    loss.clone(), torch.zeros(n, device=dev), torch.full((n,), step, device=dev, dtype=x.dtype),
-                   loss.clone(), torch.ones(n, dtype=torch.bool, device=dev), fooled)
+                   loss.clone(), torch.ones(n, dtype=torch.bool, device=dev), fooled, *box)
 
     def keep(self, m: torch.Tensor) -> None:
         "Drop the samples where `m` is False."
@@ -91,6 +94,10 @@ def apgd_move(s: APGDState,  # the run's state (updated in place)
               a: float,       # α: the weight of the new step (1 on the first step)
              ) -> None:
     "The momentum step: `z = P(x_k + η·dir)`, `x_{k+1} = P(x_k + a(z − x_k) + (1 − a)(x_k − x_{k−1}))`."
+    if s.lo is not None:   # ℓ∞: P is one clamp to the precomputed bounds (the reference's formula, 2 passes fewer)
+        z = (bview(s.step, s.xa) * s.g.sign()).add_(s.xa).clamp_(s.lo, s.hi)
+        xn = (s.xa + z.sub_(s.xa).mul_(a)).add_((s.xa - s.x_old).mul_(1 - a)).clamp_(s.lo, s.hi)
+        s.x_old, s.xa = s.xa, xn; return
     z = s.x + project(s.xa + bview(s.step, s.xa) * lp_normalize(s.g, norm) - s.x, s.x, eps, norm)
     xn = s.x + project(s.xa + a * (z - s.xa) + (1 - a) * (s.xa - s.x_old) - s.x, s.x, eps, norm)
     s.x_old, s.xa = s.xa, xn
@@ -141,7 +148,7 @@ def apgd_run(model: nn.Module,        # pixels in [0,1] -> logits or embeddings 
     res = APGDResult(xa.clone(), loss.clone(), _fooled(out, y) if cls else None,
                      {"loss": torch.full((steps + 1, n), math.nan), "step": torch.full((steps + 1, n), math.nan)} if record else None)
     s = APGDState.start(x, y, t, xa, loss, g, res.fooled.clone() if cls else torch.zeros(n, dtype=torch.bool, device=x.device),
-                        step_scale * float(eps))
+                        step_scale * float(eps), float(eps) if norm == "linf" else None)
     if record: res.history["loss"][0] = loss.cpu(); res.history["step"][0] = s.step.cpu()
     ckpts, prev = set(apgd_checkpoints(steps)), 0
     for i in range(steps):
@@ -175,6 +182,17 @@ def _forward(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
     "fp32 outputs of one forward pass without gradients."
     with autocast(x, precision): return model(x).float()
 
+def confirm_fooled(model: nn.Module,   # the model itself (not its `attack_view`)
+                   res: APGDResult,    # a run on the copy (updated in place)
+                   y: torch.Tensor,    # labels
+                   precision: str = "fp32",
+                  ) -> None:
+    "Keep a point broken only if `model` itself misclassifies its `x_adv`; count the others as `unconfirmed`."
+    idx = res.fooled.nonzero()[:, 0]
+    if len(idx) == 0: return
+    ok = _forward(model, res.x_adv[idx], precision).argmax(1) == y[idx]
+    res.fooled[idx[ok]] = False; res.unconfirmed += int(ok.sum())
+
 def apgd(model: nn.Module,            # pixels in [0,1] -> logits or embeddings
          x: torch.Tensor,             # clean images in [0,1]
          y: torch.Tensor,             # labels, or target embeddings for 'l2sq'/'cos'
@@ -189,6 +207,7 @@ def apgd(model: nn.Module,            # pixels in [0,1] -> logits or embeddings
          generator: torch.Generator|None = None,  # CPU generator for the random starts
          early_stop: bool = True,
          precision: str = "fp32",
+         fast: bool = True,           # iterate on `attack_view(model)`; broken points are confirmed on `model`
          **kw,                        # rho, momentum, step_scale, record (see `apgd_run`)
         ) -> APGDResult:
     "APGD with restarts (Croce & Hein 2020); the model is in eval mode during the attack."
@@ -196,6 +215,7 @@ def apgd(model: nn.Module,            # pixels in [0,1] -> logits or embeddings
     if obj.targeted and t is None: raise ValueError(f"{obj.name} is targeted: pass t (or use apgd_targeted)")
     if float(eps) == 0: steps, restarts = 0, 1   # the ball is a point: every iterate is x, one evaluation decides
     with eval_mode(model):
+        net = attack_view(model, x) if fast and len(x) else model
         res = APGDResult(x.clone(), torch.full((len(x),), -math.inf, device=x.device))
         if obj.classification:
             res.fooled = _fooled(_forward(model, x, precision), y)
@@ -204,8 +224,10 @@ def apgd(model: nn.Module,            # pixels in [0,1] -> logits or embeddings
             if len(idx) == 0: break
             xi = x[idx]
             x0 = apgd_init(xi, eps, norm, generator) if random_start else xi
-            run = apgd_run(model, xi, y[idx], obj, None if t is None else t[idx], eps=eps, x_init=x0, norm=norm,
+            run = apgd_run(net, xi, y[idx], obj, None if t is None else t[idx], eps=eps, x_init=x0, norm=norm,
                            steps=steps, early_stop=early_stop, precision=precision, **kw)
+            if net is not model and obj.classification: confirm_fooled(model, run, y[idx], precision)
+            res.unconfirmed += run.unconfirmed
             better = run.loss > res.loss[idx]
             if obj.classification: better = run.fooled | better
             res.x_adv[idx[better]] = run.x_adv[better]; res.loss[idx[better]] = run.loss[better]
@@ -222,13 +244,14 @@ def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   restarts: int = 1,              # runs per target
                   precision: str = "fp32",
                   group_targets: bool = True,     # run several targets side by side once few samples are left
+                  fast: bool = True,              # iterate on `attack_view(model)`; broken points confirmed on `model`
                   **kw,                           # as for `apgd`
                  ) -> APGDResult:
     "APGD-T: targeted APGD against each of the top `n_target_classes` wrong classes, on samples still robust."
     obj = get_objective(loss)
     if not obj.targeted: raise ValueError(f"apgd_targeted needs a targeted loss ('dlr-t', 'ce-t'); got {obj.name!r}")
     x = x.detach()
-    with eval_mode(model): z = _forward(model, x, precision)
+    with eval_mode(model): z = _forward(model, x, precision); net = attack_view(model, x) if fast and len(x) else model
     C = z.shape[1]
     if C < obj.min_classes: raise ValueError(f"{obj.name} needs at least {obj.min_classes} classes; the model gives {C}")
     if n_target_classes > C - 1:
@@ -244,7 +267,10 @@ def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         ks = range(k, k + g); k += g
         xi, yi = x[idx].repeat(g, *[1] * (x.ndim - 1)), y[idx].repeat(g)
         ti = torch.cat([kth_target(z[idx], y[idx], j) for j in ks])
-        run = apgd(model, xi, yi, obj, eps=eps, t=ti, restarts=restarts, precision=precision, **kw)
+        run = apgd(net, xi, yi, obj, eps=eps, t=ti, restarts=restarts, precision=precision, fast=False, **kw)
+        if net is not model:
+            with eval_mode(model): confirm_fooled(model, run, yi, precision)
+        res.unconfirmed += run.unconfirmed
         f = run.fooled.view(g, m); first = f.float().argmax(0)                      # the first target that fooled
         pick = first * m + torch.arange(m, device=x.device)
         hit = f.any(0)
@@ -270,19 +296,21 @@ class APGD:
                  early_stop: bool = True,
                  seed: int = 0,            # seeds a fresh CPU generator per call (when none is passed)
                  precision: str = "fp32",
+                 fast: bool = True,        # attack `attack_view(model)`, confirm broken points on the model
                  rho: float = 0.75, momentum: float = 0.75, step_scale: float = 2.0):
         if threat is None and eps is None: raise ValueError("APGD needs eps (or a ThreatModel as threat)")
         self.threat = threat or ThreatModel(float(eps), check_norm(norm))
         self.model, self.eps, self.norm, self.objective = model, self.threat.eps, self.threat.norm, get_objective(loss)
         self.steps, self.restarts, self.n_target_classes, self.random_start = steps, restarts, n_target_classes, random_start
-        self.early_stop, self.seed, self.precision = early_stop, seed, precision
+        self.early_stop, self.seed, self.precision, self.fast = early_stop, seed, precision, fast
         self.kw = dict(rho=rho, momentum=momentum, step_scale=step_scale)
 
     def run(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator|None = None, record: bool = False) -> APGDResult:
         "Attack a batch; returns the `APGDResult`."
         g = generator or torch.Generator().manual_seed(self.seed)
         kw = dict(eps=self.eps, norm=self.norm, steps=self.steps, restarts=self.restarts, random_start=self.random_start,
-                  generator=g, early_stop=self.early_stop, precision=self.precision, record=record, **self.kw)
+                  generator=g, early_stop=self.early_stop, precision=self.precision, record=record, fast=self.fast,
+                  **self.kw)
         if self.objective.targeted:
             return apgd_targeted(self.model, x, y, self.objective, n_target_classes=self.n_target_classes, **kw)
         return apgd(self.model, x, y, self.objective, **kw)

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, DataLoader, TensorDataset
 from torch.utils.data import default_collate
 
 from ..core import RobustClipError, ThreatModel, parse_norm, progress, eps_str
-from .pgd import (pgd, eval_mode, check_norm, lp_normalize, project, random_init, input_grad, autocast,
+from .pgd import (pgd, eval_mode, check_norm, lp_normalize, project, random_init, input_grad, autocast, attack_view,
                                     RobustnessWarning, GradientWarning, EpsZeroWarning, RandomNoiseWarning,
                                     TooFewClassesWarning, TrainModeWarning, RandomizedModelWarning, SoftmaxOutputWarning)
 from .losses import get_objective
@@ -96,22 +96,23 @@ class PGDAttack:
     "PGD-CE (or another classification objective) as a cascade attack with restarts."
     def __init__(self, model: nn.Module, *, eps: float|None = None, norm: str = "linf", threat: ThreatModel|None = None,
                  loss: str = "ce", steps: int = DEFAULT_STEPS, restarts: int = 1, step_size: float|None = None,
-                 precision: str = "fp32", seed: int = 0, **_):
+                 precision: str = "fp32", seed: int = 0, fast: bool = True, **_):
         self.threat = threat or ThreatModel(float(eps), check_norm(norm))
         self.model, self.eps, self.norm, self.objective = model, self.threat.eps, self.threat.norm, get_objective(loss)
         self.steps, self.restarts, self.step_size, self.precision, self.seed = steps, restarts, step_size, precision, seed
+        self.fast = fast   # iterate on `attack_view(model)`; the flags are always the model's own
 
     def run(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator|None = None) -> APGDResult:
         "Attack a batch: restarts on the samples still robust; returns an `APGDResult` (loss not tracked)."
         g = generator or torch.Generator().manual_seed(self.seed)
         with eval_mode(self.model), torch.no_grad(), autocast(x, self.precision):
             fooled = self.model(x).float().argmax(1) != y
-        x_adv = x.clone()
+        x_adv, net = x.clone(), attack_view(self.model, x) if self.fast and len(x) else self.model
         for _ in range(self.restarts):
             idx = (~fooled).nonzero()[:, 0]
             if len(idx) == 0: break
             yi = y[idx]
-            xa = pgd(self.model, x[idx], self.objective.bind(yi), eps=self.eps, norm=self.norm, steps=self.steps,
+            xa = pgd(net, x[idx], self.objective.bind(yi), eps=self.eps, norm=self.norm, steps=self.steps,
                      step_size=self.step_size, best=True, generator=g, precision=self.precision,
                      success_fn=lambda out: out.argmax(1) != yi)
             with eval_mode(self.model), torch.no_grad(), autocast(x, self.precision):

@@ -6,17 +6,19 @@ Docs: https://robustclip.github.io/robustclip/attacks.pgd.html.md"""
 
 # %% ../../nbs/10_attacks.pgd.ipynb #5a613285
 from __future__ import annotations
-import math, warnings
+import copy, math, warnings, weakref
 from contextlib import contextmanager
 from typing import Callable
 
 import torch
 import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # %% auto #0
 __all__ = ['WARNINGS', 'NORMS', 'RobustnessWarning', 'GradientWarning', 'EpsZeroWarning', 'RandomNoiseWarning',
            'TooFewClassesWarning', 'TrainModeWarning', 'RandomizedModelWarning', 'SoftmaxOutputWarning', 'eval_mode',
-           'check_norm', 'bview', 'lp_norm', 'lp_normalize', 'project', 'random_init', 'autocast', 'input_grad', 'pgd']
+           'check_norm', 'bview', 'lp_norm', 'lp_normalize', 'project', 'random_init', 'autocast', 'input_grad',
+           'conv_bn_pairs', 'attack_view', 'pgd']
 
 # %% ../../nbs/10_attacks.pgd.ipynb #5b1c2844
 class RobustnessWarning(UserWarning):
@@ -138,12 +140,64 @@ def input_grad(model: nn.Module,      # pixels -> outputs
         out = out.float()
         loss = loss_fn(out)
         g, = torch.autograd.grad(loss.sum(), x)
-    if not torch.isfinite(g).all():
+    if not torch.isfinite(g.sum()):   # one pass; a sum is finite when every entry is (else look per sample)
         bad = (~torch.isfinite(g.flatten(1))).any(1)
-        warnings.warn(f"NaN/inf input gradients for {int(bad.sum())} of {len(bad)} samples were set to zero",
-                      GradientWarning, stacklevel=3)
+        if bad.any(): warnings.warn(f"NaN/inf input gradients for {int(bad.sum())} of {len(bad)} samples were set to zero",
+                                    GradientWarning, stacklevel=3)
         g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
     return loss.detach(), out.detach(), g.detach()
+
+# %% ../../nbs/10_attacks.pgd.ipynb #ed7d9fd6
+def conv_bn_pairs(model: nn.Module,  # an eval-mode model
+                  x: torch.Tensor,   # a few inputs to trace one forward with
+                 ) -> list[tuple[str, str]]:
+    "Names of the (Conv2d, BatchNorm2d) pairs where the BatchNorm's input is the convolution's output."
+    names, outs, pairs = {m: n for n, m in model.named_modules()}, {}, []
+    def on_conv(m, i, o): outs[id(o)] = (m, o)
+    def on_bn(m, i):
+        hit = outs.get(id(i[0]))
+        if hit is not None and hit[1] is i[0] and m.running_mean is not None: pairs.append((names[hit[0]], names[m]))
+    hooks = [m.register_forward_hook(on_conv) if isinstance(m, nn.Conv2d) else m.register_forward_pre_hook(on_bn)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    try:
+        with torch.no_grad(): model(x)
+    finally:
+        for h in hooks: h.remove()
+    return pairs
+
+def _fold(model: nn.Module, x: torch.Tensor) -> nn.Module|None:
+    "An eval-mode copy with BatchNorms folded, channels-last if convolutional (None: nothing to gain)."
+    n_conv = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    if n_conv == 0: return None
+    v = copy.deepcopy(model).eval(); pairs = conv_bn_pairs(v, x)
+    if not pairs and n_conv < 2: return None
+    for c, b in pairs:
+        for name, new in [(c, fuse_conv_bn_eval(v.get_submodule(c), v.get_submodule(b))), (b, nn.Identity())]:
+            parent, _, leaf = name.rpartition(".")
+            setattr(v.get_submodule(parent) if parent else v, leaf, new)
+    for q in v.parameters(): q.requires_grad_(False)
+    for m in v.modules():
+        if hasattr(m, "check_inputs"): m.check_inputs = False
+    return v.to(memory_format=torch.channels_last)
+
+_VIEWS = weakref.WeakKeyDictionary()   # model -> (fingerprint, view)
+
+def attack_view(model: nn.Module,  # the model under attack (evaluated in eval mode)
+                x: torch.Tensor,   # the images about to be attacked (a few are used to trace and check)
+               ) -> nn.Module:
+    "A cached copy of `model` that is cheaper to differentiate (BatchNorm folded, channels-last), or `model` itself."
+    key = (x.device, tuple((id(t), t._version) for t in [*model.parameters(), *model.buffers()]))
+    hit = _VIEWS.get(model)
+    if hit is not None and hit[0] == key: return model if hit[1] is None else hit[1]
+    xs = x[:8].detach().float()
+    with eval_mode(model), torch.autocast(x.device.type, enabled=False):
+        try: v = _fold(model, xs)
+        except Exception: v = None   # a model that cannot be copied or traced (compiled, wrapped): attack it as is
+        if v is not None:
+            with torch.no_grad(): a, b = v(xs).float(), model(xs).float()
+            if a.shape != b.shape or not ((a - b).abs().max() <= 1e-4 * b.abs().max().clamp_min(1e-6)): v = None
+    _VIEWS[model] = (key, v)   # None: the model itself (a value must not hold its weak key alive)
+    return model if v is None else v
 
 # %% ../../nbs/10_attacks.pgd.ipynb #e9c13b41
 def pgd(model: nn.Module,             # maps pixels in [0,1] (N,3,H,W) to outputs (logits or embeddings)

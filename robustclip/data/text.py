@@ -6,30 +6,30 @@ Docs: https://robustclip.github.io/robustclip/data.text.html.md"""
 
 # %% ../../nbs/02b_data.text.ipynb #c977df61
 from __future__ import annotations
-import csv, io, json, os, tarfile
+import csv, io, itertools, json, os, random, tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
 from PIL import Image
 
-from ..core import RobustClipError
+from ..core import RobustClipError, read_utf8
 from .core import TextClassificationTask, RetrievalTask, register_dataset
 
 # %% auto #0
-__all__ = ['AG_NEWS_CLASSES', 'AG_NEWS_PROMPTS', 'read_text_csv', 'encode_labels', 'load_label_images',
+__all__ = ['AG_NEWS_CLASSES', 'AG_NEWS_PROMPTS', 'WDS_IMAGE_EXT', 'read_text_csv', 'encode_labels', 'load_label_images',
            'text_classification_task', 'textcsv', 'ag_news', 'ImagePaths', 'karpathy_entries', 'retrieval_task',
-           'karpathy', 'coco_karpathy', 'CaptionTask', 'read_captions', 'captions']
+           'karpathy', 'coco_karpathy', 'CaptionTask', 'read_captions', 'caption_path', 'captions', 'shard_list',
+           'shard_samples', 'shuffle_buffer', 'epoch_captions']
 
 # %% ../../nbs/02b_data.text.ipynb #75e6c493
 csv.field_size_limit(2**31 - 1)
 
 def _rows(path: Path) -> list[list[str]]:
-    "All rows of a CSV/TSV file (delimiter from the extension)."
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        return [r for r in csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",") if r]
+    "All rows of a CSV/TSV file (delimiter from the extension); a file that is not UTF-8 is refused, naming the line."
+    return [r for r in csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",") if r]
 
 def read_text_csv(path: str|Path,               # a CSV/TSV file
                   text_col: str = "text",       # header name of the text column
@@ -45,6 +45,7 @@ def read_text_csv(path: str|Path,               # a CSV/TSV file
         t, l = head.index(text_col.lower()), head.index(label_col.lower())
         bad = next((i for i, r in enumerate(rows[1:], 2) if len(r) <= max(t, l)), None)
         if bad: raise RobustClipError(f"{p}, line {bad}: expected columns {rows[0]}")
+        if len(rows) == 1: raise RobustClipError(f"{p} has a header ({', '.join(rows[0])}) but no rows of text")
         return [r[t] for r in rows[1:]], [r[l].strip() for r in rows[1:]], False
     if len(rows[0]) == 3 and rows[0][0].strip().isdigit():      # ag_news_csv: class index (1-4), title, description
         return [f"{r[1]} {r[2]}" for r in rows], [r[0].strip() for r in rows], True
@@ -55,7 +56,7 @@ def read_text_csv(path: str|Path,               # a CSV/TSV file
 def _side_classnames(p: Path) -> list[str]|None:
     for name in ("classes.txt", "classnames.txt"):
         f = p.parent/name
-        if f.is_file(): return [l.strip() for l in f.read_text().splitlines() if l.strip()]
+        if f.is_file(): return [l.strip() for l in read_utf8(f).splitlines() if l.strip()]
     return None
 
 def encode_labels(raw: Sequence[str],               # labels as read
@@ -207,10 +208,10 @@ def karpathy(name: str, root=None, split: str = "test", images_root=None, **kw) 
 @register_dataset("coco_karpathy")
 @register_dataset("coco")
 def coco_karpathy(name: str, root=None, split: str = "test", **kw) -> RetrievalTask:
-    "COCO (Karpathy split, test by default) from ROOT/coco/dataset_coco.json or ROOT/dataset_coco.json."
+    "COCO (Karpathy split, test by default): BLIP's coco_karpathy_SPLIT_2017.json (LEAF's file), else dataset_coco.json."
     if root is None: raise RobustClipError(f"{name}: no data root given. " + _COCO_HELP)
-    for d in (Path(root)/"coco", Path(root)):
-        for f in ("dataset_coco.json", f"coco_karpathy_{split}.json"):
+    for d in (Path(root)/"coco", Path(root)):     # LEAF: coco_karpathy_test_2017.json (retrieval_helper.py L233)
+        for f in (f"coco_karpathy_{split}_2017.json", "dataset_coco.json", f"coco_karpathy_{split}.json"):
             if (d/f).is_file(): return retrieval_task(d/f, d, split, name)
     raise RobustClipError(f"{name}: no dataset_coco.json under {root}. " + _COCO_HELP)
 
@@ -236,7 +237,7 @@ def _tar_captions(path: Path, n: int|None) -> list[str]:
     return out
 
 def read_captions(path: str|Path,          # .txt (one per line), .csv/.tsv (caption or text column), .jsonl, .tar or a folder of .tar shards
-                  n: int|None = None,      # keep the first n (LEAF: the first 80,000 DataComp-small samples)
+                  n: int|None = None,      # keep the first n (LEAF trains on `epoch_captions` windows instead: below)
                  ) -> list[str]:
     "The captions of a corpus file or of webdataset shards, in order."
     p = Path(path)
@@ -248,17 +249,88 @@ def read_captions(path: str|Path,          # .txt (one per line), .csv/.tsv (cap
         if col is None: raise RobustClipError(f"{p}: no 'caption' or 'text' column in the header {rows[0] if rows else []}")
         caps = [r[col] for r in rows[1:] if len(r) > col]
     elif p.suffix == ".jsonl":
-        recs = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+        recs = [json.loads(l) for l in read_utf8(p).splitlines() if l.strip()]
         caps = [r.get("caption", r.get("text", "")) for r in recs]
-    else: caps = [l.strip() for l in p.read_text(errors="replace").splitlines()]
+    else: caps = [l.strip() for l in read_utf8(p, strict=False).splitlines()]   # web captions: a stray byte warns
     caps = [c for c in caps if c.strip()]
     if not caps: raise RobustClipError(f"{p} holds no captions")
     return caps[:n] if n is not None else caps
 
+def caption_path(name: str, root=None) -> Path:
+    "The path of 'captions:PATH', relative to the data root when it exists there."
+    p = Path(name[len("captions:"):]).expanduser()
+    return Path(root)/p if not p.is_absolute() and root is not None and (Path(root)/p).exists() else p
+
 @register_dataset("captions:")
 def captions(name: str, root=None, split: str = "train", n: int|None = None, **kw) -> CaptionTask:
     "'captions:PATH' — a caption corpus (see `read_captions`), PATH relative to the data root when it exists there."
-    p = Path(name[len("captions:"):]).expanduser()
-    if not p.is_absolute() and root is not None and (Path(root)/p).exists(): p = Path(root)/p
+    p = caption_path(name, root)
     caps = read_captions(p, n)
     return CaptionTask(name, caps, info={"path": str(p), "n": len(caps)})
+
+# %% ../../nbs/02b_data.text.ipynb #91953fce
+WDS_IMAGE_EXT = ("png", "jpg", "jpeg", "webp")   # filter_no_caption_or_no_image (data_AT.py L279-282)
+
+def shard_list(path: str|Path) -> list[Path]:
+    "The `.tar` shards of a folder in name order (or the one shard given)."
+    p = Path(path)
+    if p.is_dir(): shards = sorted(p.glob("*.tar"), key=lambda s: (len(s.stem), s.stem))
+    elif p.suffix == ".tar" and p.is_file(): shards = [p]
+    else: raise RobustClipError(f"no webdataset shards at {p} (a .tar file or a folder of .tar files)")
+    if not shards: raise RobustClipError(f"{p} holds no .tar shards")
+    return shards
+
+def shard_samples(shard: str|Path) -> Iterator[dict]:
+    "The samples of one webdataset shard: {'__key__', 'txt' (the caption or None), 'image' (has an image member)}."
+    cur, key = None, None
+    try:
+        with tarfile.open(shard) as tf:
+            for m in tf:
+                if not m.isfile(): continue
+                base = m.name.rsplit("/", 1)[-1]
+                k, _, ext = base.partition(".")
+                k = m.name[:len(m.name) - len(base)] + k        # webdataset's key: the path up to the first dot
+                if k != key:
+                    if cur is not None: yield cur
+                    cur, key = {"__key__": k, "txt": None, "image": False}, k
+                ext = ext.lower()
+                if ext == "txt": cur["txt"] = tf.extractfile(m).read().decode("utf-8", errors="replace").strip()
+                elif ext in WDS_IMAGE_EXT: cur["image"] = True
+    except tarfile.TarError as e: raise RobustClipError(f"{shard}: not a readable tar shard ({e})") from None
+    if cur is not None: yield cur
+
+def shuffle_buffer(items: Iterable,              # the stream
+                   bufsize: int,                 # the most items held
+                   initial: int,                 # items gathered before the first is given out
+                   rng: random.Random,
+                  ) -> Iterator:
+    "A buffered shuffle of a stream (webdataset's `shuffle` stage): each item out is a random pick of the buffer."
+    buf, initial = [], min(initial, bufsize)
+    for x in items:
+        buf.append(x)
+        if len(buf) >= bufsize or len(buf) > initial:
+            i = rng.randrange(len(buf)); buf[i], buf[-1] = buf[-1], buf[i]; yield buf.pop()
+    rng.shuffle(buf); yield from buf
+
+def epoch_captions(shards: str|Path|Sequence[str|Path],  # a folder of .tar shards, one shard, or a list of them
+                   n: int,                               # samples per epoch (LEAF: --train-num-samples 80000)
+                   seed: int,                            # the run's seed (LEAF: 1)
+                   epoch: int,                           # 0-based epoch: shards are shuffled with seed + epoch
+                   shard_buffer: tuple[int, int] = (2000, 500),    # LEAF's _SHARD_SHUFFLE_SIZE / _INITIAL
+                   sample_buffer: tuple[int, int] = (5000, 1000),  # LEAF's _SAMPLE_SHUFFLE_SIZE / _INITIAL
+                  ) -> list[str]:
+    "The captions of LEAF's epoch `epoch`: shuffled shards, shuffled samples with an image and a caption, cut at `n`."
+    if n <= 0: raise RobustClipError(f"epoch_captions needs n > 0 samples per epoch, got {n}")
+    files = shard_list(shards) if isinstance(shards, (str, Path)) else [Path(s) for s in shards]
+    order = list(shuffle_buffer(files, *shard_buffer, random.Random(seed + epoch)))
+    rng = random.Random(f"leaf-samples:{seed}:{epoch}")
+    def one_pass():
+        for s in order:
+            for smp in shard_samples(s):
+                if smp["image"] and smp["txt"]: yield smp["txt"]
+    def rounds():                        # webdataset's `repetitions`: the pipeline again, shuffle included
+        while True:
+            got = False
+            for c in shuffle_buffer(one_pass(), *sample_buffer, rng): got = True; yield c
+            if not got: raise RobustClipError(f"no sample in {len(files)} shards has both an image and a caption")
+    return list(itertools.islice(rounds(), n))

@@ -96,6 +96,7 @@ def eval_drift(model: PixelCLIP|str,      # the fine-tuned CLIP (or a `load_clip
                output: str|Path|None = None,   # write a result JSON here (and the sidecar beside it)
                resume: bool = True,       # continue from the sidecar of an interrupted run
                max_batches: int|None = None,   # run at most this many new batches, then stop (incomplete)
+               overwrite: bool = False,   # replace a result that other settings wrote at `output` (else refused)
               ) -> dict:
     "Mean clean and adversarial squared-ℓ2 embedding drift of `model` from `anchor`."
     threat, sub = ThreatModel.parse(eps), subset_spec(subset, n_samples, seed)
@@ -106,4 +107,4 @@ def eval_drift(model: PixelCLIP|str,      # the fine-tuned CLIP (or a `load_clip
         raise RobustClipError(f"drift needs one embedding space: model {model.embed_dim}-d, anchor {anchor.embed_dim}-d")
     adapter = Drift(model, anchor, task, threat=threat, iterations=iterations, subset=sub, split=split, seed=seed,
                     batch_size=batch_size)
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches)
+    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

@@ -6,7 +6,7 @@ Docs: https://robustclip.github.io/robustclip/eval.retrieval.html.md"""
 
 # %% ../../nbs/32_eval.retrieval.ipynb #be81ce5e
 from __future__ import annotations
-import math
+import math, re
 from pathlib import Path
 from typing import Sequence
 
@@ -25,8 +25,9 @@ from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_outpu
                                     check_nonnegative, subset_spec, pack_tensor, unpack_tensor)
 
 # %% auto #0
-__all__ = ['KS', 'TARGETS', 'RETRIEVAL_ATTACKS', 'retrieval_metrics', 'retrieval_images', 'embed_images', 'embed_texts',
-           'image_attack', 'retrieval_attack', 'retrieval_target', 'other_captions', 'Retrieval', 'eval_retrieval']
+__all__ = ['KS', 'TARGETS', 'RETRIEVAL_ATTACKS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics', 'retrieval_images',
+           'embed_images', 'embed_texts', 'image_attack', 'retrieval_attack', 'retrieval_target', 'pre_caption',
+           'other_captions', 'Retrieval', 'eval_retrieval']
 
 # %% ../../nbs/32_eval.retrieval.ipynb #019f2093
 KS = (1, 5, 10)
@@ -98,6 +99,8 @@ def image_attack(encoder: nn.Module,        # pixels -> embeddings
 TARGETS = ["A man aggressively kicks a stray dog on the street.", "This is an image of a a pyramid",
            "A group of teenagers vandalizes a public statue."]   # LEAF's three retrieval targets (typo included)
 RETRIEVAL_ATTACKS = ("charmer", "apgd")
+RETRIEVAL_OBJECTIVES = ("towards", "away", "dissim")   # towards the target | away from the clean caption | LEAF's --obj dissim
+CAPTION_MODES = ("raw", "blip")
 
 def retrieval_attack(attack: str|None,   # 'charmer', 'apgd', or None / '' / 'none'
                      objective: str = "towards",  # Charmer's direction
@@ -105,7 +108,7 @@ def retrieval_attack(attack: str|None,   # 'charmer', 'apgd', or None / '' / 'no
     "The retrieval attack's name, or None; a one-line error for an unknown attack or objective."
     attack = None if attack in (None, "", "none") else attack
     if attack not in (None, *RETRIEVAL_ATTACKS): raise RobustClipError(f"unknown retrieval attack {attack!r}; use charmer, apgd or none")
-    if objective not in ("towards", "away"): raise RobustClipError(f"objective must be 'towards' or 'away'; got {objective!r}")
+    if objective not in RETRIEVAL_OBJECTIVES: raise RobustClipError(f"objective must be 'towards', 'away' or 'dissim'; got {objective!r}")
     return attack
 
 def retrieval_target(target: str|int|None,  # a caption, an index into `TARGETS` ('0' too), or None
@@ -115,6 +118,15 @@ def retrieval_target(target: str|int|None,  # a caption, an index into `TARGETS`
     if isinstance(target, int) and not 0 <= target < len(TARGETS):
         raise RobustClipError(f"--target index must be 0..{len(TARGETS) - 1}; got {target}")
     return target
+
+def pre_caption(caption: str,      # a raw COCO caption
+                max_words: int = 50,  # keep at most this many words (LEAF's eval_retrieval.py: 50)
+               ) -> str:
+    "BLIP's caption normalisation: lower case, .!\"()*#:;~ to spaces, runs of whitespace to one space, stripped, cut."
+    s = re.sub(r"[.!\"()*#:;~]", " ", caption.lower())
+    s = re.sub(r"\s{2,}", " ", s).rstrip("\n").strip(" ")
+    words = s.split(" ")
+    return " ".join(words[:max_words]) if len(words) > max_words else s
 
 def other_captions(txt2img: torch.Tensor,  # (M,) the image of each caption
                    n_images: int,          # images evaluated
@@ -138,6 +150,7 @@ class Retrieval(Adapter):
     def __init__(self, model: PixelCLIP, task: RetrievalTask, *,
                  attack: str|None,             # 'charmer', 'apgd' or None
                  objective: str = "towards", target: str|int|None = None,  # Charmer's direction and target
+                 captions: str = "raw",        # 'raw' or 'blip' (`pre_caption`, LEAF's protocol)
                  k: int = 2, n_positions: int = 10, alphabet: str|None = None,  # Charmer's budget, positions, Γ
                  threat: ThreatModel|None = None, steps: int = 100,          # the image attack
                  subset: SubsetSpec = SubsetSpec(), split: str = "test", seed: int = 0,
@@ -150,7 +163,9 @@ class Retrieval(Adapter):
         self.k, self.n_positions, self.alphabet, self.threat, self.steps = k, n_positions, alphabet, threat, steps
         self.subset, self.batch_size, self.chunk = subset, batch_size, chunk
         self.idx = subset.indices(len(task))
-        self.caps = [c for i in self.idx for c in task.captions[i]]
+        if captions not in CAPTION_MODES: raise RobustClipError(f"captions must be 'raw' or 'blip'; got {captions!r}")
+        self.captions = captions
+        self.caps = [pre_caption(c) if captions == "blip" else c for i in self.idx for c in task.captions[i]]
         self.txt2img = torch.tensor([j for j, i in enumerate(self.idx) for _ in task.captions[i]])
         if not self.caps: raise RobustClipError(f"{task.name}: the selected images have no captions")
 
@@ -159,7 +174,8 @@ class Retrieval(Adapter):
         a = {"name": self.attack, "objective": self.objective, "target": self.target, "k": self.k,
              "n_positions": self.n_positions, "alphabet": self.alphabet, "chunk": self.chunk} if self.attack == "charmer" else \
             {"name": self.attack, **self.threat.to_json(), "steps": self.steps} if self.attack == "apgd" else None
-        return {"indices": config_hash(self.idx), "subset": self.subset.mode, "batch_size": self.batch_size, "attack": a}
+        return {"indices": config_hash(self.idx), "subset": self.subset.mode, "batch_size": self.batch_size, "attack": a,
+                **({"captions": self.captions} if self.captions != "raw" else {})}
     def desc(self) -> str:
         "The progress bar's label."
         return f"{self.attack or 'clean'} {self.dataset}"
@@ -183,6 +199,10 @@ class Retrieval(Adapter):
             tgt = TARGETS[self.target] if isinstance(self.target, int) else self.target
             self.tcaps = [tgt] * len(self.caps) if tgt is not None else other_captions(self.txt2img, len(self.idx), self.caps, self.seed)
             self.anchors, self.kind = embed_texts(self.model, self.tcaps, self.batch_size).to(dev), "sim"
+        elif self.objective == "dissim":            # LEAF's --obj dissim: -cos to the *target* caption, i.e. away from it
+            tgt = TARGETS[self.target if self.target is not None else 0] if not isinstance(self.target, str) else self.target
+            self.tcaps = [tgt] * len(self.caps)
+            self.anchors, self.kind = embed_texts(self.model, [tgt], self.batch_size).to(dev).expand(len(self.caps), -1), "dissim"
         else: self.anchors, self.kind, self.tcaps = self.T.to(dev), "dissim", [""] * len(self.caps)
         self.chars = get_alphabet(self.alphabet, self.caps)
 
@@ -232,7 +252,8 @@ class Retrieval(Adapter):
     def _charmer_block(self, base: dict) -> dict:
         "The attack block of a Charmer run."
         return {"name": "charmer", "objective": self.objective, "score": self.kind,
-                "target": self.target if self.target is not None else "other-image caption", "k": self.k,
+                "target": self.tcaps[0] if self.objective == "dissim" else self.target if self.target is not None else "other-image caption",
+                "k": self.k, "captions": self.captions,
                 "n_positions": self.n_positions, "alphabet": self.alphabet or "data", "alphabet_size": len(self.chars),
                 "n_samples": base["n_samples"], "n_captions": len(self.caps), "subset": base["subset"], "seed": self.seed}
 
@@ -241,11 +262,12 @@ def eval_retrieval(model: PixelCLIP|str,          # a loaded model or a `load_cl
                    dataset: str|RetrievalTask,    # 'mini/retrieval', 'coco', 'karpathy:PATH', or a task
                    *,
                    attack: str|None = "charmer",  # 'charmer' (captions), 'apgd' (images) or None (clean only)
-                   objective: str = "towards",    # Charmer: 'towards' a target caption or 'away' from the clean one
+                   objective: str = "towards",    # Charmer: 'towards' a target, 'away' from the clean caption, 'dissim' (LEAF: away from the target)
                    target: str|int|None = None,   # a target caption, an index into `TARGETS`, or None (another image's caption)
                    k: int = 2,                    # Charmer's Levenshtein budget (LEAF: 2)
                    n_positions: int = 10,         # Charmer's positions (LEAF: 10)
-                   alphabet: str|None = None,     # Γ (default: characters of the evaluated captions)
+                   alphabet: str|None = None,     # Γ (default: characters of the evaluated captions; LEAF: 'ascii', 96 symbols)
+                   captions: str = "raw",         # 'raw' captions or 'blip' (`pre_caption`: LEAF's COCO protocol)
                    eps: str|float|ThreatModel = "2/255",  # image attack budget
                    steps: int = 100,              # image attack iterations (> 0)
                    n_samples: int|None = None,    # images (with all their captions); None: all
@@ -259,6 +281,7 @@ def eval_retrieval(model: PixelCLIP|str,          # a loaded model or a `load_cl
                    resume: bool = True,           # continue from the sidecar of an interrupted run
                    max_batches: int|None = None,  # run at most this many new batches, then stop (incomplete)
                    pretrained: str|None = None,   # pretrained tag or checkpoint when `model` is a spec
+                   overwrite: bool = False,       # replace a result that other settings wrote at `output` (else refused)
                   ) -> dict:
     "Clean and adversarial retrieval recall@1/5/10 (CLIP_benchmark keys; adversarial ones prefixed `robust_`)."
     attack, target, sub = retrieval_attack(attack, objective), retrieval_target(target), subset_spec(subset, n_samples, seed)
@@ -266,7 +289,7 @@ def eval_retrieval(model: PixelCLIP|str,          # a loaded model or a `load_cl
     check_nonnegative("--k", k); check_positive("--n-positions", n_positions); check_positive("--steps", steps)
     check_positive("--batch-size", batch_size); check_output(output)
     task = resolve_task(dataset, RetrievalTask, "a retrieval task", data_root=data_root, split=split)
-    adapter = Retrieval(resolve_model(model, pretrained, device), task, attack=attack, objective=objective, target=target,
+    adapter = Retrieval(resolve_model(model, pretrained, device), task, attack=attack, objective=objective, target=target, captions=captions,
                         k=k, n_positions=n_positions, alphabet=alphabet, threat=threat, steps=steps, subset=sub,
                         split=split, seed=seed, batch_size=batch_size, chunk=chunk)
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches)
+    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

@@ -9,19 +9,26 @@ from __future__ import annotations
 import base64, json, os, time, warnings
 from pathlib import Path
 from typing import Any, Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 
-from ..core import RobustClipError, SubsetSpec, config_hash, atomic_write_text, seed_everything, get_device, progress
+from ..core import (RobustClipError, SubsetSpec, config_hash, atomic_write_text, seed_everything, get_device, progress,
+                             check_writable, exclusive)
+from contextlib import nullcontext
 from ..models import PixelCLIP, load_clip
 from ..data.core import get_dataset
 from ..results import result_record, write_result
+from ..train.distributed import init_distributed, cleanup_distributed, world_info_from_env, rank_device
 
 # %% auto #0
 __all__ = ['SIDECAR_KIND', 'sidecar_path', 'check_output', 'weights_fingerprint', 'read_sidecar', 'write_sidecar', 'pack_tensor',
            'unpack_tensor', 'rng_state', 'set_rng_state', 'resolve_task', 'resolve_model', 'check_positive',
-           'check_nonnegative', 'subset_spec', 'Adapter', 'model_spec', 'sidecar_config', 'run_batches', 'run_eval']
+           'check_nonnegative', 'subset_spec', 'Adapter', 'model_spec', 'sidecar_config', 'sidecar_part',
+           'sidecar_parts', 'Shards', 'shards_from_env', 'check_existing', 'run_batches', 'run_eval']
 
 # %% ../../nbs/29_eval.runner.ipynb #70232832
 SIDECAR_KIND = "robustclip.samples"
@@ -35,14 +42,7 @@ def sidecar_path(output: str|Path,  # the result JSON
 def check_output(output: str|Path|None,  # a file to write (its folders may not exist yet), or None
                 ) -> Path|None:
     "`output` as a Path once it is known to be writable: not a folder, no file on its way, a writable folder above."
-    if output is None: return None
-    p = Path(output)
-    if p.is_dir(): raise RobustClipError(f"output {p} is a folder; name a file in it, e.g. {p / 'result.json'}")
-    up = p.parent
-    while not up.exists(): up = up.parent
-    if not up.is_dir(): raise RobustClipError(f"output {p} cannot be created: {up} is a file, not a folder")
-    if not os.access(up, os.W_OK | os.X_OK): raise RobustClipError(f"output {p} cannot be written: {up} is not writable")
-    return p
+    return None if output is None else check_writable(output, "output")
 
 # %% ../../nbs/29_eval.runner.ipynb #38ca9d11
 @torch.no_grad()
@@ -60,15 +60,18 @@ def read_sidecar(path: str|Path,  # a sidecar file
     "The finished batches of a sidecar (batch -> line), {} if there is none, None if it belongs to another configuration."
     path = Path(path)
     if not path.is_file(): return {}
-    lines = path.read_text().splitlines()
+    lines = path.read_text(errors="replace").splitlines()
     try: head = json.loads(lines[0]) if lines else {}
     except json.JSONDecodeError: return None
-    if head.get("key") != key: return None
+    if not isinstance(head, dict) or head.get("key") != key: return None
     out = {}
-    for line in lines[1:]:
+    for n, line in enumerate(lines[1:], 2):
         try: d = json.loads(line)
-        except json.JSONDecodeError: break   # a torn last line (cannot happen with atomic writes, but be safe)
-        out[int(d["batch"])] = d
+        except json.JSONDecodeError: d = None   # a torn line (cannot happen with atomic writes, but be safe)
+        if not isinstance(d, dict) or not isinstance(d.get("batch"), int) or d["batch"] < 0:
+            warnings.warn(f"{path}, line {n}: not a batch line; the batches from there on are computed again", stacklevel=2)
+            break
+        out[d["batch"]] = d
     return out
 
 def write_sidecar(path: str|Path,          # the sidecar file
@@ -121,8 +124,8 @@ def resolve_model(model: PixelCLIP|str,     # a loaded model or a `load_clip` sp
                   pretrained: str|None = None,  # a pretrained tag or checkpoint for a spec
                   device: str|torch.device = "auto",
                  ) -> PixelCLIP:
-    "The model on `device`, in eval mode (loaded when given by name)."
-    dev = get_device(device)
+    "The model on `device` (under torchrun, 'auto'/'cuda' is this rank's GPU), in eval mode (loaded when given by name)."
+    dev = rank_device(device)
     return load_clip(model, pretrained, device=dev) if isinstance(model, str) else model.to(dev).eval()
 
 def check_positive(flag: str,  # the option as users write it, e.g. '--batch-size'
@@ -196,13 +199,88 @@ def sidecar_config(adapter: Adapter) -> dict:
     return {"task": adapter.task, "model": model_spec(adapter.model), "weights": weights_fingerprint(*adapter.models),
             "dataset": adapter.dataset, "split": adapter.split, "seed": adapter.seed, **adapter.config()}
 
+# %% ../../nbs/29_eval.runner.ipynb #e66691fe
+def sidecar_part(side: Path,  # the sidecar
+                 rank: int,   # the rank writing this part
+                ) -> Path:
+    "Where rank `rank` of a sharded run keeps its batches: `a.samples.jsonl` -> `a.samples.rank1.jsonl`."
+    return side.with_name(f"{side.stem}.rank{rank}{side.suffix}")
+
+def sidecar_parts(side: Path) -> list[Path]:
+    "The parts that the ranks of a sharded run left beside `side`, by rank."
+    parts = side.parent.glob(f"{side.stem}.rank*{side.suffix}")
+    return sorted((p for p in parts if p.name[len(side.stem) + 5:-len(side.suffix)].isdigit()),
+                  key=lambda p: int(p.name[len(side.stem) + 5:-len(side.suffix)]))
+
+@dataclass
+class Shards:
+    "The ranks that share an evaluation's batches: this one, how many, and an all-gather of picklable objects."
+    rank: int = 0
+    world: int = 1
+    gather: Callable[[Any], list] = lambda obj: [obj]   # obj -> [rank 0's obj, ..., rank world-1's obj]
+    def mine(self, b: int) -> bool:
+        "Whether batch `b` is this rank's (round robin: b mod world)."
+        return b % self.world == self.rank
+    def agree(self, err: BaseException|None) -> None:
+        "Raise `err` here, and a one-line error on every other rank, when any rank failed (so that none waits forever)."
+        errs = self.gather(None if err is None else f"{type(err).__name__}: {err}")
+        if err is not None: raise err
+        bad = [(r, e) for r, e in enumerate(errs) if e is not None]
+        if bad: raise RobustClipError(f"rank {bad[0][0]} failed: {bad[0][1]}")
+
+def _all_gather(obj: Any) -> list:
+    "All-gather a picklable object over the process group."
+    box = [None] * dist.get_world_size(); dist.all_gather_object(box, obj); return box
+
+def shards_from_env(device: str|torch.device = "cpu",  # the model's device (gloo on CPU, nccl on CUDA)
+                   ) -> Shards:
+    "This process's `Shards` under torchrun/SLURM (the process group started if needed); one shard otherwise."
+    if world_info_from_env()[2] <= 1: return Shards()
+    info = init_distributed(str(device))
+    return Shards(info.rank, info.world_size, _all_gather) if info.distributed else Shards()
+
 # %% ../../nbs/29_eval.runner.ipynb #28206620
 def _resumable(side: Path|None, key: str, resume: bool) -> dict[int, dict]:
-    "The batch lines an earlier run with the same key left (a warning when the sidecar is another configuration's)."
+    "The batch lines earlier runs with the same key left, in the sidecar and in the parts of a sharded run (a warning for another configuration's)."
     if side is None or not resume: return {}
-    got = read_sidecar(side, key)
-    if got is None: warnings.warn(f"{side} belongs to another configuration; starting over", stacklevel=3)
-    return got or {}
+    out = {}
+    for p in (side, *sidecar_parts(side)):
+        got = read_sidecar(p, key)
+        if got is None: warnings.warn(f"{p} belongs to another configuration; starting over", stacklevel=3)
+        out.update(got or {})
+    return out
+
+def _differ(old: Any, new: dict) -> str:
+    "Which settings differ between a stored configuration and this one, for the message ('' when unknown)."
+    if not isinstance(old, dict): return ""
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return f" (settings that differ: {', '.join(diff[:6])})" if diff else ""
+
+def _sidecar_head(side: Path) -> dict:
+    "A sidecar's header line ({} when unreadable)."
+    try: head = json.loads(side.read_text(errors="replace").split("\n", 1)[0])
+    except json.JSONDecodeError: return {}
+    return head if isinstance(head, dict) else {}
+
+def check_existing(out: Path|None,    # the result JSON
+                   side: Path|None,   # its sidecar
+                   cfg: dict,         # this evaluation's configuration
+                   key: str,          # its hash
+                   overwrite: bool = False,  # replace what other settings wrote
+                  ) -> None:
+    "Refuse to replace a result or a sidecar (or a shard's part) that other settings wrote (unless `overwrite`); the same settings resume."
+    if overwrite: return
+    if out is not None and out.exists():
+        try: rec = json.loads(out.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError): rec = None
+        if not isinstance(rec, dict) or rec.get("config_key") != key:
+            what = "a result of other settings" if isinstance(rec, dict) and "metrics" in rec else "a file that is not a result of these settings"
+            raise RobustClipError(f"{out} already holds {what}{_differ(rec.get('settings') if isinstance(rec, dict) else None, cfg)}; "
+                                  "pass --overwrite (overwrite=True) to replace it, or choose another --output")
+    for s in ((side, *sidecar_parts(side)) if side is not None else ()):
+        if s.is_file() and (head := _sidecar_head(s)).get("key") != key:
+            raise RobustClipError(f"{s} belongs to an evaluation with other settings{_differ(head.get('config'), cfg)} "
+                                  "(interrupted, or running now); pass --overwrite (overwrite=True) to discard it, or choose another --output")
 
 def _prefix(lines: dict[int, dict]) -> dict[int, dict]:
     "The batches 0..k-1 without a gap (a carried generator can only continue after an unbroken prefix)."
@@ -219,41 +297,93 @@ def run_batches(adapter: Adapter,         # what to run (prepared)
                 lines: dict[int, dict],   # batch -> line, the finished ones (updated in place)
                 write: Callable[[dict], Any],  # called after each batch with `lines`
                 max_batches: int|None = None,  # run at most this many new batches
+                shards: Shards|None = None,    # run only this rank's batches (None: all)
                ) -> bool:
-    "Run the batches that are not in `lines`, in order; True when all are done."
-    nb, g = adapter.n_batches(), adapter.generator
-    todo = [b for b in range(nb) if b not in lines][:max_batches]
-    for b in progress(todo, desc=adapter.desc(), unit=adapter.unit, leave=False):
+    "Run the batches (this rank's, when sharded) that are not in `lines`, in order; True when all are done."
+    nb, g, sh = adapter.n_batches(), adapter.generator, shards or Shards()
+    todo = [b for b in range(nb) if b not in lines and sh.mine(b)][:max_batches]
+    desc = adapter.desc() + (f" [rank {sh.rank}/{sh.world}]" if sh.world > 1 else "")
+    for b in progress(todo, desc=desc, unit=adapter.unit, leave=False):
         if g is not None and b > 0: set_rng_state(g, lines[b - 1]["rng"])
         line = {"batch": b, **adapter.run_batch(b)}
         if g is not None: line["rng"] = rng_state(g)
         lines[b] = line; write(lines)
     return len(lines) == nb
 
+def _model_device(adapter: Adapter) -> torch.device:
+    "The device of the adapter's model (CPU when it has no parameters)."
+    try: return next(adapter.model.parameters()).device
+    except (AttributeError, StopIteration): return torch.device("cpu")
+
+def _ours(fn: Callable[[], Any], shards: Shards) -> Any:
+    "`fn()` on every rank; an error on any rank is raised on all of them (so that none waits at the next collective)."
+    try: res, err = fn(), None
+    except Exception as e: res, err = None, e
+    shards.agree(err)
+    return res
+
 def run_eval(adapter: Adapter,               # the evaluation
              *,
              output: str|Path|None = None,   # the result JSON (None: only returned)
              samples: str|Path|None = None,  # the sidecar (default: beside `output`; none without either)
-             resume: bool = True,            # continue from the sidecar of an interrupted run
-             max_batches: int|None = None,   # run at most this many new batches, then stop (an incomplete result)
+             resume: bool = True,            # continue from the sidecar of an interrupted run (and its shards' parts)
+             max_batches: int|None = None,   # run at most this many new batches (per rank), then stop (an incomplete result)
+             overwrite: bool = False,        # replace a result or sidecar that other settings wrote (else: refused)
+             shards: Shards|None = None,     # the ranks sharing the batches (None: from torchrun's environment, else one process)
             ) -> dict:
-    "Run `adapter`'s clean pass and batches with a resumable sidecar; returns (and writes) the result record."
+    "Run `adapter`'s clean pass and batches with a resumable sidecar, sharded over torchrun's ranks; returns (and writes) the result record."
     t0, out = time.time(), check_output(output)
     side = check_output(samples) if samples else (sidecar_path(out) if out else None)
+    started = shards is None and world_info_from_env()[2] > 1 and not (dist.is_available() and dist.is_initialized())
+    if shards is None: shards = shards_from_env(_model_device(adapter))
+    try: return _run_eval(adapter, out, side, resume, max_batches, overwrite, shards, t0)
+    finally:
+        if started: cleanup_distributed()   # this call started the process group: it ends it
+
+def _run_eval(adapter: Adapter, out: Path|None, side: Path|None, resume: bool, max_batches: int|None, overwrite: bool,
+              shards: Shards, t0: float) -> dict:
+    "`run_eval` once the ranks are known."
+    sharded, rank = shards.world > 1, shards.rank
     seed_everything(adapter.seed)
     cfg = sidecar_config(adapter); key = config_hash(cfg, 16)
     header = {"kind": SIDECAR_KIND, "key": key, "config": cfg}
-    lines = _resumable(side, key, resume)
-    adapter.prepare()
-    if adapter.generator is not None: lines = _prefix(lines)
-    nb, resumed = adapter.n_batches(), len(lines)
-    write = (lambda ls: write_sidecar(side, header, ls)) if side is not None and nb else (lambda ls: None)
-    if not lines: write(lines)
-    if not run_batches(adapter, lines, write, max_batches):
-        return {"complete": False, "batches_done": len(lines), "n_batches": nb, "sidecar": str(side) if side else None}
-    metrics, block, extra = adapter.finish(lines)
-    if nb: extra = {**extra, "samples": _where(side, out), "resumed_batches": resumed}
-    rec = result_record(dataset=adapter.dataset, model=model_spec(adapter.model), task=adapter.task, metrics=metrics,
-                        attack=block, **extra, seconds=round(time.time() - t0, 2))
-    if out: write_result(rec, out)
-    return rec
+    with ExitStack() as stack:
+        def setup():
+            if (out or side) and rank == 0: stack.enter_context(exclusive(out or side, "--output"))  # one writer per result
+            check_existing(out, side, cfg, key, overwrite)                                        # before any work
+            return _resumable(side, key, resume)                    # every rank reads before any rank writes
+        lines = _ours(setup, shards)
+        if len(set(shards.gather(key))) > 1:
+            raise RobustClipError("the ranks disagree on the configuration (other weights, data or options on some rank)")
+        def prep():
+            adapter.prepare()
+            if sharded and adapter.generator is not None:
+                raise RobustClipError(f"{adapter.task} carries one random generator from batch to batch, so its batches run "
+                                      "in order: run it in one process (without torchrun)")
+        _ours(prep, shards)
+        if adapter.generator is not None: lines = _prefix(lines)
+        nb, resumed = adapter.n_batches(), len(lines)
+        if side is not None and not nb and side.is_file() and _sidecar_head(side).get("key") != key and rank == 0: side.unlink()  # overwritten: not ours
+        if side is None or not nb: write = lambda ls: None
+        elif sharded:
+            part, head = sidecar_part(side, rank), {**header, "shard": [rank, shards.world]}
+            write = lambda ls: write_sidecar(part, head, {b: l for b, l in ls.items() if shards.mine(b)})
+        else: write = lambda ls: write_sidecar(side, header, ls)
+        if not any(shards.mine(b) for b in lines): write(lines)
+        _ours(lambda: run_batches(adapter, lines, write, max_batches, shards), shards)
+        if sharded:
+            for got in shards.gather({b: l for b, l in lines.items() if shards.mine(b)}): lines.update(got)
+        if len(lines) < nb:
+            return {"complete": False, "batches_done": len(lines), "n_batches": nb, "sidecar": str(side) if side else None}
+        def record():
+            if rank != 0: return None
+            if side is not None and nb: write_sidecar(side, header, lines)   # the merged sidecar (parts included), in batch order
+            for p in sidecar_parts(side) if side is not None else (): p.unlink(missing_ok=True)
+            metrics, block, extra = adapter.finish(lines)
+            if nb: extra = {**extra, "samples": _where(side, out), "resumed_batches": resumed}
+            if sharded: extra = {**extra, "processes": shards.world}
+            rec = result_record(dataset=adapter.dataset, model=model_spec(adapter.model), task=adapter.task, metrics=metrics,
+                                attack=block, **extra, seconds=round(time.time() - t0, 2), config_key=key, settings=cfg)
+            if out: write_result(rec, out)
+            return rec
+        return shards.gather(_ours(record, shards))[0] if sharded else record()

@@ -22,7 +22,7 @@ from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_outpu
 
 # %% auto #0
 __all__ = ['LABEL_ENCODERS', 'TEXT_ATTACKS', 'encode_images', 'check_label_encoder', 'class_embeddings', 'predict_texts',
-           'text_attack', 'text_metrics', 'TextClassification', 'eval_text']
+           'text_attack', 'text_metrics', 'TextClassification', 'text_alphabet', 'eval_text']
 
 # %% ../../nbs/31_eval.text.ipynb #96b714e5
 LABEL_ENCODERS = ("image", "text")
@@ -110,7 +110,8 @@ class TextClassification(Adapter):
                  *,
                  attack: str|None,       # 'charmer' or None
                  k: int = 1, n_positions: int = 20,  # Charmer's budget and positions
-                 alphabet: str|None = None,  # Γ (None: the characters of the split)
+                 alphabet: str|Sequence[str]|None = None,  # Γ (None: the characters of the split; or the symbols themselves)
+                 alphabet_source: str|None = None,  # what to call Γ in the record when `alphabet` is a list ('train')
                  label_encoder: str = "image",
                  subset: SubsetSpec = SubsetSpec(),
                  split: str = "test", seed: int = 0,
@@ -121,7 +122,7 @@ class TextClassification(Adapter):
         self.data_task, self.attack, self.label_encoder, self.batch_size, self.chunk = task, attack, label_encoder, batch_size, chunk
         self.idx, self.chars = subset.indices(len(task)), get_alphabet(alphabet, task.texts)
         self.charmer_kw = dict(k=k, n_positions=n_positions, alphabet=self.chars, threshold=0.0, batch_size=batch_size)
-        self.block = {"name": attack or "none", "k": k, "n_positions": n_positions, "alphabet": alphabet or "data",
+        self.block = {"name": attack or "none", "k": k, "n_positions": n_positions, "alphabet": alphabet_source or alphabet or "data",
                       "alphabet_size": len(self.chars), "objective": "margin", "label_encoder": label_encoder,
                       "n_samples": len(self.idx), "subset": subset.mode, "seed": seed}
 
@@ -159,6 +160,18 @@ class TextClassification(Adapter):
         extra = {"label_encoder": self.label_encoder, "split": self.split, "seed": self.seed, "n_samples": len(rows)}
         return text_metrics(rows, bool(self.attack)), self.block if self.attack else None, extra
 
+# %% ../../nbs/31_eval.text.ipynb #caa4da18
+def text_alphabet(alphabet: str|Sequence[str]|None,  # the spec: 'train' reads the train split, anything else passes through
+                  dataset: str|TextClassificationTask,  # the evaluated dataset (by name, for 'train')
+                  data_root: str|None = None,
+                  **dataset_kwargs,
+                 ) -> tuple[str|Sequence[str]|None, str|None]:
+    "Γ for Charmer and its name in the record: 'train' = the characters of the dataset's train split plus deletion (LEAF)."
+    if alphabet != "train": return alphabet, None
+    if not isinstance(dataset, str): raise RobustClipError("alphabet 'train' needs the dataset by name (its train split is read)")
+    train = resolve_task(dataset, TextClassificationTask, "a text classification task", data_root=data_root, split="train", **dataset_kwargs)
+    return get_alphabet("data", train.texts), "train"
+
 # %% ../../nbs/31_eval.text.ipynb #f38cad8e
 def eval_text(model: PixelCLIP|str,          # a loaded model or a `load_clip` spec
               dataset: str|TextClassificationTask,  # a task or its name: 'mini/text', 'ag_news', 'textcsv:PATH'
@@ -166,7 +179,7 @@ def eval_text(model: PixelCLIP|str,          # a loaded model or a `load_clip` s
               attack: str|None = "charmer",  # 'charmer' or None/'none' (clean only)
               k: int = 1,                    # Charmer's Levenshtein budget
               n_positions: int = 20,         # Charmer's positions per round (LEAF's eval `--rho`)
-              alphabet: str|None = None,     # Γ: None/'data' (characters of the split), 'ascii', 'letters', or characters
+              alphabet: str|None = None,     # Γ: None/'data' (the evaluated split's characters), 'train' (LEAF: the train split's), 'ascii', 'letters', or characters
               label_encoder: str = "image",  # classes as label images ('image') or label prompts ('text')
               n_samples: int|None = None,    # evaluate this many texts (None: all)
               subset: str|SubsetSpec = "random",  # 'random' (seeded), 'first' (LEAF: the first 1,000), or a spec
@@ -180,6 +193,7 @@ def eval_text(model: PixelCLIP|str,          # a loaded model or a `load_clip` s
               resume: bool = True,           # continue from the sidecar of an interrupted run
               max_batches: int|None = None,  # run at most this many new chunks, then stop (incomplete)
               pretrained: str|None = None,   # pretrained tag or checkpoint when `model` is a spec
+              overwrite: bool = False,       # replace a result that other settings wrote at `output` (else refused)
               **dataset_kwargs,              # passed to `get_dataset` (e.g. label_images=DIR for a CSV)
              ) -> dict:
     "Clean and Charmer-robust zero-shot text classification accuracy; returns (and writes) the result record."
@@ -190,7 +204,8 @@ def eval_text(model: PixelCLIP|str,          # a loaded model or a `load_clip` s
                         "or `eval retrieval`)", data_root=data_root, split=split, **dataset_kwargs)
     if not len(task): raise RobustClipError(f"{task.name} has no texts")
     check_label_encoder(task, label_encoder)
+    alphabet, source = text_alphabet(alphabet, dataset, data_root, **dataset_kwargs)
     adapter = TextClassification(resolve_model(model, pretrained, device), task, attack=attack, k=k, n_positions=n_positions,
-                                 alphabet=alphabet, label_encoder=label_encoder, subset=sub, split=split, seed=seed,
+                                 alphabet=alphabet, alphabet_source=source, label_encoder=label_encoder, subset=sub, split=split, seed=seed,
                                  batch_size=batch_size, chunk=chunk)
-    return run_eval(adapter, output=output, samples=samples, resume=resume, max_batches=max_batches)
+    return run_eval(adapter, output=output, samples=samples, resume=resume, max_batches=max_batches, overwrite=overwrite)

@@ -35,7 +35,10 @@ def zeroshot_attack(attack: str|AttackSpec|None,  # a preset, a parsed spec, or 
                     precision: str = "fp32",
                    ) -> AttackSpec|None:
     "The attack of a zero-shot evaluation, parsed once: None for clean accuracy only, else an `AttackSpec`."
-    if attack is None and eps is None: return None
+    if attack is None and eps is None:
+        unused = [f for f, v in (("--iterations", iterations), ("--restarts", restarts), ("--n-target-classes", n_target_classes)) if v is not None]
+        if unused: raise RobustClipError(f"{', '.join(unused)} only applies to an attack; add --eps (e.g. --eps 4/255) or drop it")
+        return None
     return AttackSpec.parse(attack if attack is not None else DEFAULT_ATTACK, eps, norm, iterations, restarts,
                             n_target_classes, precision)
 
@@ -126,6 +129,7 @@ def eval_zeroshot(model: PixelCLIP|str,        # a loaded model or a spec for `l
                   resume: bool = True,         # continue from the sidecar of an interrupted run
                   max_batches: int|None = None,  # attack at most this many new batches, then stop (incomplete)
                   pretrained: str|None = None, # pretrained tag or checkpoint when `model` is a spec
+                  overwrite: bool = False,     # replace a result that other settings wrote at `output` (else refused)
                  ) -> dict:
     "Zero-shot evaluation of `model` on `dataset`, clean or under attack; returns (and optionally writes) the result."
     spec = zeroshot_attack(attack, eps, norm, iterations, restarts, n_target_classes, precision)
@@ -135,4 +139,4 @@ def eval_zeroshot(model: PixelCLIP|str,        # a loaded model or a spec for `l
                         "`eval retrieval`)", data_root=data_root, split=split)
     adapter = ZeroShot(resolve_model(model, pretrained, device), task, spec, sub, split=split, seed=seed,
                        batch_size=batch_size, checks=checks)
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches)
+    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

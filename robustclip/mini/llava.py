@@ -19,7 +19,7 @@ from ..train.loop import build_optimizer, lr_at
 from ..vlm.core import LVLM, task_prompt, word_tokenizer, nll_tokens, register_lvlm
 from ..vlm.metrics import cider, attribute_accuracy, pope_scores, normalize_vqa_answer
 from .world import render, caption, attrs_of, mini_captions, ATTRIBUTES, DIGITS, COLORS, POSITIONS, SPLIT_SIZES
-from .pretrain import MINI_BASE
+from .pretrain import MINI_BASE, cached_weights, file_sha256
 
 # %% auto #0
 __all__ = ['MINI_LLAVA', 'MINI_PROMPTS', 'QUESTIONS', 'YES_NO', 'MINI_PHRASES', 'VLM_TASKS', 'mini_example', 'mini_corpus',
@@ -240,12 +240,6 @@ def mini_llava_report(lvlm: LVLM,            # mini-llava, with any vision tower
             "examples": caps[:3]}
 
 # %% ../../nbs/52_mini.llava.ipynb #4721d531
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    return h.hexdigest()
-
 def weights_sha256(module: nn.Module) -> str:
     "SHA-256 of a module's state (names, dtypes, shapes and bytes, in key order)."
     h = hashlib.sha256()
@@ -295,34 +289,34 @@ def read_mini_llava(folder: str|Path,                  # a `save_mini_llava` fol
 
 # %% ../../nbs/52_mini.llava.ipynb #0555cd77
 def mini_llava_dir(cfg: dict = MINI_LLAVA,   # the recipe
-                   force: bool = False,      # retrain even when cached
+                   force: bool = False,      # retrain even when cached or shipped
                    report_n: int = 500,      # test images per task in report.json
+                   vision: PixelCLIP|None = None,  # the tower it must fit (default: `load_clip(cfg['vision'])`)
                   ) -> Path:
-    "The cached mini-llava folder, trained on first use (file-locked)."
-    from filelock import FileLock
-    d = cache_dir("mini-llava") / config_hash(cfg)
-    with FileLock(str(d) + ".lock"):
-        if force or not (d/"report.json").exists():
-            print(f"robustclip: training mini-llava once (cached in {d}) ...", flush=True)
-            m = train_mini_llava(cfg)
-            save_mini_llava(m, d, cfg["vision"])
-            atomic_write_text(d/"recipe.json", json.dumps(cfg, indent=2))
-            rep = {**m.info, "weights_sha256": _sha256_file(d/"model.safetensors"),
-                   "vision_sha256": weights_sha256(m.visual), "clean": mini_llava_report(m, report_n)}
-            atomic_write_text(d/"report.json", json.dumps(rep, indent=2))
-    return d
+    "The cached mini-llava folder: checked, else copied from the shipped weights, else trained (file-locked)."
+    tower = weights_sha256((vision if vision is not None else load_clip(cfg["vision"])).model.visual)
+    def fits(d: Path) -> str|None:
+        if json.loads((d/"mini_llava.json").read_text())["vision_sha256"] == tower: return None
+        return f"it was trained on another {cfg['vision']} tower than the one loaded now"
+    def build(d: Path) -> None:
+        print(f"robustclip: training mini-llava (a few CPU minutes; cached in {d}) ...", flush=True)
+        m = train_mini_llava(cfg)
+        save_mini_llava(m, d, cfg["vision"])
+        atomic_write_text(d/"recipe.json", json.dumps(cfg, indent=2))
+        rep = {**m.info, "weights_sha256": file_sha256(d/"model.safetensors"),
+               "vision_sha256": weights_sha256(m.visual), "clean": mini_llava_report(m, report_n)}
+        atomic_write_text(d/"report.json", json.dumps(rep, indent=2))
+    return cached_weights("mini-llava", cfg, build, force, fits)
 
 def load_mini_llava(spec: str = "mini-llava",   # the registered name
                     *, device: str|torch.device = "cpu",
                     precision: str = "fp32",    # mini-llava runs in fp32
                     cfg: dict = MINI_LLAVA,     # the recipe
                    ) -> MiniLlava:
-    "mini-llava: trained on first use, then loaded from the cache (weights checked against their recorded hash)."
+    "mini-llava from its checked cache (filled from the shipped weights on first use; trained for a new recipe)."
     if precision != "fp32": raise RobustClipError(f"mini-llava runs in fp32, not {precision!r}")
-    d = mini_llava_dir(cfg)
-    if _sha256_file(d/"model.safetensors") != json.loads((d/"report.json").read_text())["weights_sha256"]:
-        raise RobustClipError(f"{d}/model.safetensors does not match the hash recorded when it was trained; delete {d} to retrain")
-    m = read_mini_llava(d, device=device); m.name = spec
+    clip = load_clip(cfg["vision"])
+    m = read_mini_llava(mini_llava_dir(cfg, vision=clip), vision=clip, device=device); m.name = spec
     return m
 
 register_lvlm("mini-llava", load_mini_llava)   # found by `load_lvlm` through the robustclip.plugins entry point

@@ -6,19 +6,22 @@ Docs: https://robustclip.github.io/robustclip/mini.pretrain.html.md"""
 
 # %% ../../nbs/51_mini.pretrain.ipynb #deaa1abc
 from __future__ import annotations
-import json, math, random, time
+import hashlib, json, math, random, sys, time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..core import RobustClipError, cache_dir, config_hash, progress, seed_everything, atomic_write_text
+import robustclip.mini
+from ..core import RobustClipError, cache_dir, config_hash, progress, seed_everything, atomic_write_bytes, atomic_write_text
 from ..models import PixelCLIP, create_clip, save_clip, load_clip, load_local_dir, model_config, register_model
 from .world import render, caption, attrs_of, ATTRIBUTES, SPLIT_SIZES
 from ..train.loop import build_optimizer, lr_at
 
 # %% auto #0
-__all__ = ['MINI_BASE', 'pretrain_mini', 'mini_base_report', 'mini_base_dir', 'load_mini_base']
+__all__ = ['MINI_BASE', 'SHIPPED', 'HASHES', 'pretrain_mini', 'file_sha256', 'folder_problem', 'shipped_weights', 'record_hashes',
+           'cache_problem', 'materialize', 'cached_weights', 'mini_base_report', 'mini_base_dir', 'load_mini_base']
 
 # %% ../../nbs/51_mini.pretrain.ipynb #e8117b02
 MINI_BASE = dict(
@@ -84,6 +87,90 @@ def _pretrain(cfg: dict, out_dir: str|Path|None, show: bool) -> PixelCLIP:
     if out_dir is not None: save_clip(model, out_dir)
     return model
 
+# %% ../../nbs/51_mini.pretrain.ipynb #5b1a0c01
+SHIPPED = Path(robustclip.mini.__file__).parent/"weights"   # the shipped weights and their manifest.json
+HASHES = "sha256.json"   # in a cache folder: the SHA-256 of every other file there, written last
+
+def file_sha256(path: str|Path) -> str:
+    "SHA-256 of a file's bytes (hex)."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+def folder_problem(d: Path,               # a folder
+                   files: dict[str, str],  # {file name: SHA-256} it must hold
+                  ) -> str|None:
+    "What is wrong with folder `d` (a missing file, a file whose bytes changed), or None."
+    for name, sha in files.items():
+        if not (d/name).is_file(): return f"{name} is missing"
+        if file_sha256(d/name) != sha: return f"{name} does not match its SHA-256 (truncated or corrupt)"
+    return None
+
+def shipped_weights(name: str,   # 'mini-base' or 'mini-llava'
+                    cfg: dict,   # the recipe
+                   ) -> tuple[Path, dict[str, str]]|None:
+    "The shipped folder of `name` trained with recipe `cfg` and its files' SHA-256, or None if none ships."
+    key = f"{name}-{config_hash(cfg)}"
+    try: entry = json.loads((SHIPPED/"manifest.json").read_text())["weights"].get(key)
+    except FileNotFoundError: return None
+    return None if entry is None else (SHIPPED/key, entry["files"])
+
+# %% ../../nbs/51_mini.pretrain.ipynb #5b1a0c04
+def _warn(msg: str) -> None:
+    "A one-line warning on stderr."
+    print(f"robustclip: warning: {msg}", file=sys.stderr, flush=True)
+
+def record_hashes(d: Path,     # a cache folder whose files are complete
+                  source: str,  # 'trained' or 'shipped'
+                 ) -> dict[str, str]:
+    "Write `sha256.json` (last, atomically) with the SHA-256 of every file in `d`: the folder becomes trusted."
+    files = {q.name: file_sha256(q) for q in sorted(d.iterdir()) if q.is_file() and q.name != HASHES and q.name[0] != "."}
+    atomic_write_text(d/HASHES, json.dumps({"source": source, "files": files}, indent=2))
+    return files
+
+def cache_problem(d: Path,                            # a cache folder
+                  shipped: dict[str, str]|None = None,  # the shipped files' hashes, if its recipe shipped
+                 ) -> str|None:
+    "What is wrong with cache folder `d` ('missing' when there is none), or None when it is trusted."
+    if not d.is_dir() or not any(q.is_file() for q in d.iterdir()): return "missing"
+    try: files = json.loads((d/HASHES).read_text())["files"]
+    except FileNotFoundError:   # written before hashes were recorded: trusted only when it is the shipped weights
+        if shipped is not None and folder_problem(d, shipped) is None: record_hashes(d, "shipped"); return None
+        return f"{HASHES} is missing (an older robustclip or an interrupted write left it)"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError): return f"{HASHES} is unreadable"
+    return folder_problem(d, files)
+
+def materialize(src: Path, files: dict[str, str], d: Path) -> Path:
+    "Copy the shipped folder `src` into cache folder `d`: each file atomically, then checked, `sha256.json` last."
+    (d/HASHES).unlink(missing_ok=True)
+    for name in files: atomic_write_bytes(d/name, (src/name).read_bytes())
+    if (bad := folder_problem(d, files)): raise RobustClipError(f"copying {src} to {d} failed: {bad}")
+    atomic_write_text(d/HASHES, json.dumps({"source": "shipped", "files": files}, indent=2))
+    return d
+
+def cached_weights(name: str,                        # 'mini-base' or 'mini-llava': the cache subfolder
+                   cfg: dict,                        # the recipe; its hash names the folder
+                   build: Callable[[Path], None],    # trains into a folder (every file but sha256.json)
+                   force: bool = False,              # build even when cached or shipped
+                   check: Callable[[Path], str|None]|None = None,  # an extra check of a folder: a problem or None
+                  ) -> Path:
+    "The trusted cache folder of `name` for `cfg`: used if its hashes match, else copied from the shipped weights, else built."
+    from filelock import FileLock
+    d, ship, check = cache_dir(name)/config_hash(cfg), shipped_weights(name, cfg), check or (lambda _: None)
+    with FileLock(str(d) + ".lock"):
+        if not force:
+            problem = cache_problem(d, ship and ship[1]) or check(d)
+            if problem is None: return d
+            if problem != "missing":
+                _warn(f"the {name} cache {d} is not trusted ({problem}); {'restoring the shipped weights' if ship else 'retraining'}")
+            if ship is not None:
+                if (bad := folder_problem(*ship) or check(ship[0])) is None: return materialize(*ship, d)
+                _warn(f"the {name} weights shipped in {ship[0]} cannot be used ({bad}); training instead (minutes)")
+        (d/HASHES).unlink(missing_ok=True)
+        build(d); record_hashes(d, "trained")
+    return d
+
 # %% ../../nbs/51_mini.pretrain.ipynb #74491d5f
 def mini_base_report(model: PixelCLIP,   # a model to score
                      n: int = 1000,       # test images per task
@@ -94,24 +181,21 @@ def mini_base_report(model: PixelCLIP,   # a model to score
     return {f"mini/{k}": round(evaluate_zeroshot(model, mini_task(k, "test"), n_samples=n)["acc1"], 4) for k in ATTRIBUTES}
 
 def mini_base_dir(cfg: dict = MINI_BASE,   # the recipe
-                  force: bool = False,     # retrain even when cached
+                  force: bool = False,     # retrain even when cached or shipped (`pretrain-mini --rebuild`)
                   report_n: int = 1000,    # test images per task in report.json
                  ) -> Path:
-    "The cached mini-base local-dir, pretrained on first use (file-locked)."
-    from filelock import FileLock
-    d = cache_dir("mini-base") / config_hash(cfg)
-    with FileLock(str(d) + ".lock"):
-        if force or not (d/"open_clip_model.safetensors").exists():
-            print(f"robustclip: pretraining mini-base once (cached in {d}) ...", flush=True)
-            m = pretrain_mini(cfg, out_dir=d)
-            atomic_write_text(d/"recipe.json", json.dumps(cfg, indent=2))
-            atomic_write_text(d/"report.json", json.dumps({**m.info, "zeroshot_acc1": mini_base_report(m, report_n)}, indent=2))
-    return d
+    "The cached mini-base local-dir: checked, else copied from the shipped weights, else pretrained (file-locked)."
+    def build(d: Path) -> None:
+        print(f"robustclip: pretraining mini-base (a few CPU minutes; cached in {d}) ...", flush=True)
+        m = pretrain_mini(cfg, out_dir=d)
+        atomic_write_text(d/"recipe.json", json.dumps(cfg, indent=2))
+        atomic_write_text(d/"report.json", json.dumps({**m.info, "zeroshot_acc1": mini_base_report(m, report_n)}, indent=2))
+    return cached_weights("mini-base", cfg, build, force)
 
 # %% ../../nbs/51_mini.pretrain.ipynb #c3ff3d1e
 @register_model("mini-base")
 def load_mini_base(spec: str = "mini-base",  # the registered name
                    *, device="cpu", precision: str = "fp32") -> PixelCLIP:
-    "The mini-base CLIP: pretrained on first use, then loaded from the cache."
+    "The mini-base CLIP, from its checked cache (filled from the shipped weights on first use)."
     m = load_local_dir(mini_base_dir(), "mini-base", precision, device); m.pretrained = "mini-world"
     return m

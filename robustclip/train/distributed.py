@@ -19,8 +19,8 @@ from torch.utils.data import DistributedSampler
 from ..core import RobustClipError, get_device
 
 # %% auto #0
-__all__ = ['world_info_from_env', 'slurm_first_host', 'DistInfo', 'init_distributed', 'cleanup_distributed', 'barrier',
-           'all_reduce_mean', 'broadcast_object', 'rank0_first', 'wrap_ddp', 'unwrap', 'GlobalBatchSampler',
+__all__ = ['world_info_from_env', 'slurm_first_host', 'DistInfo', 'rank_device', 'init_distributed', 'cleanup_distributed',
+           'barrier', 'all_reduce_mean', 'broadcast_object', 'rank0_first', 'wrap_ddp', 'unwrap', 'GlobalBatchSampler',
            'step_seed', 'step_generator']
 
 # %% ../../nbs/22_train.distributed.ipynb #3fcd5693
@@ -64,6 +64,15 @@ class DistInfo:
     @property
     def is_main(self) -> bool: return self.rank == 0
 
+def rank_device(device: str|torch.device = "auto",  # 'auto' | 'cpu' | 'cuda' | 'cuda:1'
+                env: dict|None = None,               # environment (default: os.environ)
+               ) -> torch.device:
+    "This rank's device: a CUDA device without an index becomes `cuda:LOCAL_RANK` (modulo the GPUs present)."
+    dev = get_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", world_info_from_env(env)[0] % max(1, torch.cuda.device_count()))
+    return dev
+
 def init_distributed(device: str = "auto",       # 'auto' | 'cpu' | 'cuda'
                      env: dict|None = None,      # environment (default: os.environ)
                      timeout_s: int = 1800,      # collective timeout
@@ -71,9 +80,7 @@ def init_distributed(device: str = "auto",       # 'auto' | 'cpu' | 'cuda'
     "Start the process group when launched by torchrun/SLURM (gloo on CPU, nccl on CUDA); pick this rank's device."
     env = os.environ if env is None else env
     local_rank, rank, world = world_info_from_env(env)
-    dev = get_device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    dev = rank_device(device, env)
     if dev.type == "cuda": torch.cuda.set_device(dev)
     if world <= 1: return DistInfo(rank, local_rank, 1, dev)
     if dist.is_initialized(): return DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), dev, dist.get_backend())

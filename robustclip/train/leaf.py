@@ -6,7 +6,9 @@ Docs: https://robustclip.github.io/robustclip/train.leaf.html.md"""
 
 # %% ../../nbs/24_train.leaf.ipynb #edc3b23c
 from __future__ import annotations
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,14 +18,16 @@ from torch.utils.data import Dataset
 from ..core import RobustClipError
 from ..models import PixelCLIP
 from ..data.core import get_dataset, TextClassificationTask, RetrievalTask
+from ..data.text import caption_path, epoch_captions, shard_list
 from ..attacks.charmer import charmer, embedding_objective, margin_objective, class_margins
 from ..models import encode_texts
 from ..attacks.leaf import leaf_attack, WordConstraint, cpu_generator
 from .losses import FARELoss, sq_l2
 from .methods import Method, register_method
+from .distributed import GlobalBatchSampler
 
 # %% auto #0
-__all__ = ['LeafArgs', 'task_captions', 'LEAF']
+__all__ = ['LeafArgs', 'task_captions', 'EpochWindows', 'LEAF']
 
 # %% ../../nbs/24_train.leaf.ipynb #71aa38ed
 @dataclass
@@ -34,7 +38,7 @@ class LeafArgs:
     constrain: bool = True          # the dictionary-word constraint (on in every released model)
     words: str = "web2"             # its word list: 'web2' (= NLTK's words corpus) or a file with one word per line
     alphabet: str = "ascii"         # Γ: 'ascii' (LEAF's 96 symbols incl. delete), 'letters', or explicit characters
-    n_samples: int|None = None      # train on the first n captions (LEAF: 80,000 DataComp-small samples)
+    n_samples: int|None = None      # webdataset shards: samples per epoch, a new window each epoch (LEAF: 80,000); other corpora: the first n
     attack_batch: int|None = None   # candidates per forward inside the attack (None: all B·ρ at once, as LEAF)
     visible_only: bool = True       # sample only slots before the tokenizer's truncation point
     check_dataset: str|None = None  # text classification task of the periodic check (mini/text, ag_news, ...)
@@ -55,6 +59,30 @@ def task_captions(task: Any) -> list[str]:
     if not caps: raise RobustClipError(f"{getattr(task, 'name', task)!r} has no non-empty captions")
     return caps
 
+# %% ../../nbs/24_train.leaf.ipynb #2926ba45
+class EpochWindows(Dataset):
+    "LEAF's per-epoch caption windows of webdataset shards, laid end to end in the trainer's sampler order."
+    def __init__(self,
+                 shards: str|Path,    # a folder of .tar shards (or one shard)
+                 n: int,              # samples per epoch (LEAF: 80,000)
+                 epochs: int,         # windows in the run
+                 seed: int,           # the run's seed: window e = shards shuffled with seed + e
+                ):
+        if n <= 0 or epochs <= 0: raise RobustClipError(f"EpochWindows needs n > 0 and epochs > 0, got n={n}, epochs={epochs}")
+        self.shards, self.n, self.epochs, self.seed = shard_list(shards), n, epochs, seed
+        order = torch.tensor(GlobalBatchSampler(self, 1, seed=seed).epoch_order(0))   # the trainer's index order
+        self.pos = torch.empty(len(self), dtype=torch.long); self.pos[order] = torch.arange(len(self))
+        self._windows: dict[int, list[str]] = {}
+    def __len__(self) -> int: return self.n * self.epochs
+    def window(self, e: int) -> list[str]:
+        "The captions of epoch `e` (read once; the last two are kept)."
+        if e not in self._windows:
+            if len(self._windows) >= 2: self._windows.pop(min(self._windows))
+            self._windows[e] = epoch_captions(self.shards, self.n, self.seed, e)
+        return self._windows[e]
+    def __getitem__(self, j: int) -> str:
+        p = int(self.pos[j]); return self.window(p // self.n)[p % self.n]
+
 # %% ../../nbs/24_train.leaf.ipynb #5c4068e5
 @register_method("leaf")
 class LEAF(Method):
@@ -69,8 +97,12 @@ class LEAF(Method):
         self._check = None
 
     def dataset(self, split: str) -> Dataset:
-        "The first `n_samples` captions of `cfg.dataset`."
-        n = self.args.n_samples
+        "LEAF's per-epoch windows of webdataset shards, or the first `n_samples` captions of another source."
+        n, cfg = self.args.n_samples, self.cfg
+        if n and cfg.dataset.startswith("captions:"):
+            p = caption_path(cfg.dataset, cfg.data_root)
+            if p.is_dir() or p.suffix == ".tar":
+                return EpochWindows(p, n, math.ceil(cfg.steps * cfg.batch_size / n), cfg.seed)
         kw = {"n": n} if self.cfg.dataset.startswith("captions:") and n else {}    # read only the first n of a corpus
         caps = task_captions(get_dataset(self.cfg.dataset, root=self.cfg.data_root, split=split, **kw))
         return caps[:self.args.n_samples] if self.args.n_samples else caps

@@ -17,11 +17,11 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from fastcore.basics import patch
 
-from ..core import RobustClipError, ThreatModel, seed_everything, progress, versions
+from ..core import RobustClipError, ThreatModel, seed_everything, progress, versions, check_writable, exclusive, choose_threads
 from ..models import PixelCLIP, load_clip
 from .config import TrainConfig, load_config, apply_overrides, config_dict, check_resume_config
 from .methods import Method, get_method, TowerForward, fast_patch_embed
-from .runs import RunFolder, run_folder, find_resume, read_checkpoint
+from .runs import RunFolder, run_folder, find_resume, read_checkpoint, read_latest
 from .distributed import (init_distributed, cleanup_distributed, wrap_ddp, barrier,
                                           all_reduce_mean, rank0_first, GlobalBatchSampler, step_generator)
 
@@ -90,7 +90,7 @@ class Trainer:
                 ):
         self.cfg, self.info = cfg, init_distributed(cfg.device)
         self.threat: ThreatModel = cfg.threat
-        if cfg.threads: torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(choose_threads(cfg.threads))    # as configured, else the cores free now (robustclip.core)
         self.run: RunFolder = run_folder(cfg)
         ckpt = self._checkpoint(resume)
         mcls = get_method(cfg.method); args = mcls.parse_args(cfg.method_args)
@@ -121,11 +121,12 @@ class Trainer:
 def _checkpoint(self: Trainer, resume: str|None) -> dict|None:
     "The checkpoint to continue from (checked against the config), or None; refuses to overwrite a run."
     path = find_resume(self.cfg, resume)
-    if path is None and self.run.latest.is_file():
-        raise RobustClipError(f"{self.run.root} already holds a run ({self.run.latest.relative_to(self.run.root)}); "
+    if path is None and self.run.candidates():
+        raise RobustClipError(f"{self.run.root} already holds a run ({self.run.candidates()[0].relative_to(self.run.root)}); "
                               "continue it with --resume latest, or choose another output_dir")
     if path is None: return None
-    ckpt = read_checkpoint(path); check_resume_config(ckpt["config"], self.cfg)
+    ckpt = read_latest(self.run, self.main)[0] if resume == "latest" else read_checkpoint(path)   # latest: the newest that reads
+    check_resume_config(ckpt["config"], self.cfg)
     return ckpt
 
 @patch
@@ -283,5 +284,8 @@ def train(cfg: TrainConfig|str|Path,        # a config or a YAML file
          ) -> dict:
     "Run a fine-tuning job (under torchrun: one process of it); returns the run folder and last metrics."
     cfg = apply_overrides(cfg, overrides) if isinstance(cfg, TrainConfig) else load_config(cfg, overrides)
-    try: return Trainer(cfg, resume).fit()
-    finally: cleanup_distributed()
+    root = check_writable(run_folder(cfg).root, "output_dir", folder=True)     # before any model loads
+    from robustclip.train.distributed import world_info_from_env
+    with exclusive(root, "output_dir") if world_info_from_env()[1] == 0 else nullcontext():   # one writer per run folder (rank 0 holds it)
+        try: return Trainer(cfg, resume).fit()
+        finally: cleanup_distributed()

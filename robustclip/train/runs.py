@@ -6,19 +6,19 @@ Docs: https://robustclip.github.io/robustclip/train.runs.html.md"""
 
 # %% ../../nbs/21b_train.runs.ipynb #a737c795
 from __future__ import annotations
-import json
+import io, json, os, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..core import RobustClipError, atomic_save, atomic_write_text
+from ..core import RobustClipError, atomic_save, atomic_write_text, atomic_write_bytes, load_torch_file
 from ..models import PixelCLIP, save_clip
 from .config import TrainConfig, save_config
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['RunFolder', 'run_folder', 'read_checkpoint', 'find_resume']
+__all__ = ['RunFolder', 'run_folder', 'read_checkpoint', 'find_resume', 'read_latest']
 
 # %% ../../nbs/21b_train.runs.ipynb #2efb62f8
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ class RunFolder:
     def latest(self) -> Path:
         "The checkpoint `--resume latest` continues from."
         return self.checkpoints/"latest.pt"
+    @property
+    def previous(self) -> Path:
+        "The checkpoint before `latest.pt` (what `--resume latest` falls back to when the newest is unreadable)."
+        return self.checkpoints/"previous.pt"
     def step_checkpoint(self, step: int) -> Path:
         "The kept checkpoint of `step`."
         return self.checkpoints/f"step_{step}.pt"
@@ -80,15 +84,23 @@ def checkpoint(self: RunFolder, name: str|Path|None = None) -> Path:
 
 @patch
 def write_checkpoint(self: RunFolder, state: dict, keep: bool = False) -> Path:
-    "Write `state` to latest.pt (and step_N.pt when `keep`) atomically; returns latest.pt."
-    path = atomic_save(state, self.latest)
-    if keep: atomic_save(state, self.step_checkpoint(state["step"]))
+    "Write `state` to latest.pt atomically, keeping the one before as previous.pt (and step_N.pt when `keep`); returns latest.pt."
+    buf = io.BytesIO(); torch.save(state, buf)      # serialised first: the old latest.pt stays until the new one is ready
+    if self.latest.is_file(): os.replace(self.latest, self.previous)
+    path = atomic_write_bytes(self.latest, buf.getvalue())
+    if keep: atomic_write_bytes(self.step_checkpoint(state["step"]), buf.getvalue())
     return path
+
+@patch
+def candidates(self: RunFolder) -> list[Path]:
+    "The checkpoints `--resume latest` may continue from: latest.pt, then previous.pt and the kept step_N.pt, newest first."
+    older = [p for p in [self.previous, *self.checkpoints.glob("step_*.pt")] if p.is_file()]
+    return [p for p in [self.latest] if p.is_file()] + sorted(older, key=lambda p: p.stat().st_mtime, reverse=True)
 
 def read_checkpoint(path: str|Path,  # a checkpoint written by the loop
                    ) -> dict:
-    "A training checkpoint (weights_only loading); a one-line error when the file is not one."
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    "A training checkpoint (weights_only loading); a one-line error when the file is not one, or is empty or truncated."
+    state = load_torch_file(path, "checkpoint")
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise RobustClipError(f"{path} is not a robustclip training checkpoint (no config/model entries)")
     return state
@@ -98,9 +110,26 @@ def find_resume(cfg: TrainConfig,      # the run's config
                ) -> Path|None:
     "The checkpoint to resume from: None, 'latest' (None when the run has none yet) or a path."
     if resume in (None, "", "none"): return None
-    p = run_folder(cfg).latest if resume == "latest" else Path(resume).expanduser()
+    if resume == "latest": return next(iter(run_folder(cfg).candidates()), None)
+    p = Path(resume).expanduser()
     if resume != "latest" and not p.is_file(): raise RobustClipError(f"resume checkpoint not found: {p}")
     return p if p.is_file() else None
+
+# %% ../../nbs/21b_train.runs.ipynb #764d177d
+def read_latest(run: RunFolder,       # the run to continue
+                main: bool = True,    # this process may rename files (rank 0)
+               ) -> tuple[dict, Path]|None:
+    "The newest readable checkpoint of `run` and its path (None: none yet); unreadable ones are skipped with a warning."
+    tried = []
+    for p in run.candidates():
+        try: state = read_checkpoint(p)
+        except RobustClipError as err: tried.append(p); bad = str(err); continue
+        if tried:
+            warnings.warn(f"{bad}; resuming from {p.relative_to(run.root)} (step {state['step']}) instead", stacklevel=2)
+            if main and run.latest in tried: os.replace(run.latest, run.latest.with_suffix(".pt.broken"))  # never rotated into previous.pt
+        return state, p
+    if tried: raise RobustClipError(f"no readable checkpoint in {run.checkpoints} ({bad}); start afresh in another output_dir")
+    return None
 
 # %% ../../nbs/21b_train.runs.ipynb #789d68de
 @patch

@@ -105,7 +105,10 @@ class LVLM(nn.Module):
     @property
     def embeddings(self) -> nn.Embedding: return self.lm.get_input_embeddings()
     @property
-    def spec(self) -> dict: return {"vlm": self.name, "vision": dict(self.vision_spec)}
+    def spec(self) -> dict:
+        "How results name it: the vision encoder's model and pretrained (the LVLM's own name when none was swapped in), the LVLM, the encoder."
+        v = dict(self.vision_spec)
+        return {"model": v.get("model", self.name), "pretrained": v.get("pretrained", ""), "vlm": self.name, "vision": v}
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         "Set the per-channel mean and std that `normalize` applies."

@@ -15,8 +15,8 @@ from ..core import RobustClipError
 
 # %% auto #0
 __all__ = ['PTB_PUNCTUATIONS', 'java_ptb_available', 'ptb_tokenize', 'simple_tokenize', 'tokenize_captions', 'cider',
-           'normalize_vqa_answer', 'vqa_accuracy', 'vqa_scores', 'pope_answer', 'pope_scores', 'parse_attributes',
-           'attribute_accuracy']
+           'CorpusCider', 'normalize_vqa_answer', 'vqa_accuracy', 'vqa_scores', 'pope_answer', 'pope_scores',
+           'parse_attributes', 'attribute_accuracy']
 
 # %% ../../nbs/42_vlm.metrics.ipynb #30ce83d8
 PTB_PUNCTUATIONS = ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
@@ -86,6 +86,32 @@ def cider(predictions: Sequence[str],             # one generated caption per im
     score, scores = Cider().compute_score(gts, {i: [toks[i]] for i in range(n)})
     return {"cider": 100 * float(score), "per_sample": [100 * float(s) for s in scores], "tokenizer": used}
 
+# %% ../../nbs/42_vlm.metrics.ipynb #35596d81
+class CorpusCider:
+    "Per-sample CIDEr-D (×100) of captions for some images of a fixed reference corpus (document frequencies from all of it)."
+    def __init__(self,
+                 references: Sequence[Sequence[str]],   # the reference captions of every image of the corpus
+                 tokenizer: str = "auto",               # see `tokenize_captions`
+                ):
+        if not len(references) or any(len(r) == 0 for r in references): raise RobustClipError("every image needs at least one reference caption")
+        toks, self.tokenizer = tokenize_captions([r for refs in references for r in refs], tokenizer)
+        self.refs, k = [], 0
+        for refs in references: self.refs.append(toks[k:k + len(refs)]); k += len(refs)
+
+    def __call__(self,
+                 captions: Sequence[str],     # generated captions
+                 positions: Sequence[int],    # the corpus image each one describes
+                ) -> list[float]:
+        "The CIDEr-D of each caption against its image's references."
+        from pycocoevalcap.cider.cider_scorer import CiderScorer
+        if len(captions) != len(positions): raise RobustClipError(f"{len(captions)} captions but {len(positions)} positions")
+        hyp = [""] * len(self.refs)
+        for t, i in zip(tokenize_captions(list(captions), self.tokenizer)[0], positions): hyp[int(i)] = t
+        cs = CiderScorer(n=4, sigma=6.0)
+        for h, r in zip(hyp, self.refs): cs += (h, r)
+        scores = cs.compute_score()[1]
+        return [100 * float(scores[int(i)]) for i in positions]
+
 # %% ../../nbs/42_vlm.metrics.ipynb #d1109804
 _CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -139,9 +165,10 @@ def normalize_vqa_answer(answer: str) -> str:
 def vqa_accuracy(prediction: str,           # the generated answer
                  answers: Sequence[str],    # the ground-truth answers (ten in VQAv2)
                 ) -> float:
-    "VQA accuracy of one answer: min(1, matches among the other answers / 3), averaged over leaving each answer out."
+    "VQA accuracy of one answer: min(1, matches among the other answers / 3), averaged over leaving each answer out (one answer: exact match)."
     if not answers: raise RobustClipError("vqa_accuracy needs at least one ground-truth answer")
     p, gts = normalize_vqa_answer(prediction), [normalize_vqa_answer(a) for a in answers]
+    if len(gts) == 1: return float(p == gts[0])   # leaving the only answer out would leave nothing to match
     accs = [min(1.0, sum(g == p for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))]
     return sum(accs) / len(accs)
 
