@@ -10,16 +10,16 @@ import os, re, json, math, random, tempfile, platform
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['NORMS', 'SUBSET_MODES', 'PICKLE_HELP', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm', 'ThreatModel',
-           'SubsetSpec', 'seed_everything', 'get_device', 'free_cores', 'choose_threads', 'cache_dir', 'config_hash',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'check_writable', 'read_utf8', 'load_torch_file',
-           'exclusive', 'progress', 'versions', 'load_plugins']
+__all__ = ['NORMS', 'SUBSET_MODES', 'REFERENCE_MODES', 'PICKLE_HELP', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm',
+           'ThreatModel', 'SubsetSpec', 'seed_everything', 'get_device', 'free_cores', 'choose_threads', 'cache_dir',
+           'config_hash', 'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'check_writable', 'read_utf8',
+           'load_torch_file', 'exclusive', 'progress', 'versions', 'load_plugins', 'Registry']
 
 # %% ../nbs/00_core.ipynb #17cdebf6
 class RobustClipError(ValueError):
@@ -87,26 +87,38 @@ class ThreatModel:
     def __str__(self) -> str: return f"{self.norm} {self.eps_str}"
 
 # %% ../nbs/00_core.ipynb #53d6622b
-SUBSET_MODES = ("random", "first")
+SUBSET_MODES = ("random", "first", "robustbench", "clip-benchmark")
+REFERENCE_MODES = ("robustbench", "clip-benchmark")   # the task gives the order; the first `n` of it are taken
 
 @dataclass(frozen=True)
 class SubsetSpec:
-    "Which samples of a split to use: all, the first `n`, or a seeded random `n` (sorted)."
+    "Which samples of a split to use: all, the first `n`, a seeded random `n` (sorted), or the first `n` of a reference order."
     n: int|None = None     # how many (None: all)
-    mode: str = "random"   # 'random' (seeded permutation) or 'first' (LEAF: the first 1,000)
-    seed: int = 0          # seed of the permutation
+    mode: str = "random"   # 'random', 'first' (LEAF text), 'robustbench' (its fixed ImageNet-val list), 'clip-benchmark' (its seeded wds draw)
+    seed: int = 0          # seed of the permutation (of the draw's `random.Random` for 'clip-benchmark')
 
     def __post_init__(self):
         if self.n is not None and (not isinstance(self.n, int) or self.n <= 0):
             raise RobustClipError(f"n_samples must be a positive integer; got {self.n!r}")
-        if self.mode not in SUBSET_MODES: raise RobustClipError(f"subset must be 'random' or 'first'; got {self.mode!r}")
+        if self.mode not in SUBSET_MODES: raise RobustClipError(f"subset must be one of {', '.join(SUBSET_MODES)}; got {self.mode!r}")
 
-    def indices(self, n_total: int) -> list[int]:
-        "The chosen indices of range(n_total), sorted."
+    def indices(self, n_total: int,            # dataset size
+                order: Sequence[int]|None = None,  # the task's reference order (REFERENCE_MODES only)
+               ) -> list[int]:
+        "The chosen indices of range(n_total): sorted for 'random'/'first', the first `n` of `order` for reference modes."
+        if self.mode in REFERENCE_MODES: return self._first_of(order)
         if self.n is None or self.n >= n_total: return list(range(n_total))
         if self.mode == "first": return list(range(self.n))
         g = torch.Generator().manual_seed(self.seed)
         return sorted(torch.randperm(n_total, generator=g)[:self.n].tolist())
+
+    def _first_of(self, order: Sequence[int]|None) -> list[int]:
+        "The first `n` of `order` (refused when missing or too short)."
+        if order is None: raise RobustClipError(f"subset {self.mode!r} needs the task's reference order "
+                                                "(robustclip.data.core.select_samples gives it for the tasks that have one)")
+        if self.n is not None and self.n > len(order):
+            raise RobustClipError(f"subset {self.mode!r} holds {len(order)} samples; asked for {self.n}")
+        return list(order)[:self.n]
 
     def to_json(self) -> dict: return {"n": self.n, "subset": self.mode, "seed": self.seed}
 
@@ -336,3 +348,19 @@ def load_plugins(group: str = "robustclip.plugins",  # the entry-point group to 
         if ep.name not in _loaded_plugins:
             importlib.import_module(ep.value.split(":")[0]); _loaded_plugins[ep.name] = ep.value
     return dict(_loaded_plugins)
+
+# %% ../nbs/00_core.ipynb #33e37ff5
+class Registry(dict):
+    "Name -> entry, looked up by exact name or by the longest registered prefix ending in ':' or '/'."
+    def register(self, key: str,                 # exact name, or a prefix ending in ':' or '/'
+                 entry: Any = None,              # the entry (omit to use `register` as a decorator)
+                ) -> Any:
+        "Register `entry` under `key`; returns it (or a decorator that does)."
+        if entry is None: return lambda f: self.register(key, f)
+        self[key] = entry; return entry
+
+    def lookup(self, name: str) -> Any:
+        "The entry of `name` (exact, else the longest matching prefix), or None."
+        if name in self: return self[name]
+        pre = [k for k in self if k[-1:] in (":", "/") and name.startswith(k)]
+        return self[max(pre, key=len)] if pre else None

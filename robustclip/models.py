@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import open_clip
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-from .core import RobustClipError, load_plugins, atomic_save
+from .core import RobustClipError, Registry, load_plugins, atomic_save
 
 # %% auto #0
 __all__ = ['register_configs', 'model_config', 'check_pixels', 'PixelCLIP', 'tokenizer_for', 'create_clip', 'save_clip',
@@ -314,24 +314,18 @@ def _from_arch(name: str, pretrained: str|None, quick_gelu: bool|None, precision
                      name=name, pretrained=pretrained or "random")
 
 # %% ../nbs/01_models.ipynb #98ae7f40
-_MODELS: dict[str, Callable] = {}
+_MODELS = Registry()
 
 def register_model(key: str,                  # an exact name ('mini-base') or a prefix ending in ':' ('local-dir:')
                    loader: Callable|None = None,  # loader(spec, *, device, precision) -> PixelCLIP (or use as a decorator)
                   ):
     "Make `load_clip(key...)` call `loader`; the mini world registers 'mini-base' this way."
-    if loader is None: return lambda f: register_model(key, f)
-    _MODELS[key] = loader; return loader
-
-def _lookup(spec: str) -> Callable|None:
-    if spec in _MODELS: return _MODELS[spec]
-    pre = [k for k in _MODELS if k.endswith(":") and spec.startswith(k)]
-    return _MODELS[max(pre, key=len)] if pre else None
+    return _MODELS.register(key, loader)
 
 def model_loader(spec: str) -> Callable|None:
     "The registered loader of `spec` (exact name or longest prefix), importing plugins on a miss; None if none."
-    if _lookup(spec) is None and (spec in _PLUGIN_NAMES or ":" in spec): load_plugins()
-    return _lookup(spec)
+    if _MODELS.lookup(spec) is None and (spec in _PLUGIN_NAMES or ":" in spec): load_plugins()
+    return _MODELS.lookup(spec)
 
 _PLUGIN_NAMES = {"mini-base"}   # names registered by plugins (others are looked up in open_clip first)
 

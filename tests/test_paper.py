@@ -124,3 +124,22 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     assert "clean" in table4 and "16/255" in table4
     again = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lambda s: None)
     assert set(again.values()) == {"cached"}
+
+def test_retrieval_table_averages_charmer_over_targets(tmp_path):
+    "LEAF reports Charmer retrieval averaged over its three fixed targets: one record per target, the table shows the mean."
+    import papermill as pm
+    from robustclip.results import write_result
+    res = tmp_path / "results"
+    for t, r1 in enumerate([0.1, 0.2, 0.6]):
+        write_result({"task": "zeroshot_retrieval", "dataset": "coco", "run": "base", "model": "ViT-L-14",
+                      "attack": {"name": "charmer", "objective": "dissim", "target": t, "k": 2},
+                      "metrics": {"image_retrieval_recall@1": 0.5, "robust_image_retrieval_recall@1": r1,
+                                  "image_retrieval_recall@5": 0.8, "robust_image_retrieval_recall@5": 0.7}},
+                     res / f"charmer-t{t}.json")
+    pm.execute_notebook(str(ROOT / "nbs/paper/retrieval_table.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3", language="python",
+                        parameters=dict(results_dir=str(res), figures_dir=str(tmp_path / "fig"), scale="paper",
+                                        models=["base"], dataset="coco"), progress_bar=False, cwd=str(ROOT))
+    md = (tmp_path / "fig" / "retrieval_table.md").read_text()
+    assert "averaged over 3 fixed target(s)" in md and "objective dissim" in md
+    row = next(l for l in md.splitlines() if l.startswith("| CLIP"))
+    assert "| 30.0 |" in row and "| 50.0 |" in row                 # mean of 10, 20, 60 %; clean R@1 unchanged

@@ -31,6 +31,8 @@ COMMANDS: dict[str, Command] = {
                          "text_args", "run_text"),
     "eval retrieval": Command("robustclip.app.evals", "image-text retrieval, clean and under attack",
                               "retrieval_args", "run_retrieval"),
+    "eval textfare": Command("robustclip.app.evals", "TextFARE loss: text-embedding drift from the original CLIP, clean and attacked",
+                             "textfare_args", "run_textfare"),
     "eval vlm": Command("robustclip.app.vlm", "a vision-language model (LLaVA, mini-llava) with a vision encoder swapped in",
                         "vlm_args", "run_vlm"),
     "eval t2i": Command("robustclip.app.downstream", "text-to-image (SD, mini-t2i) under adversarial prompts, a text tower swapped in",

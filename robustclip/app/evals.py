@@ -8,15 +8,16 @@ Docs: https://robustclip.github.io/robustclip/app.evals.html.md"""
 from __future__ import annotations
 import argparse, json
 
-from ..core import RobustClipError, SubsetSpec, ThreatModel
+from ..core import RobustClipError, SubsetSpec, ThreatModel, SUBSET_MODES
 from ..attacks.cascade import ATTACKS
 from ..eval.zeroshot import eval_zeroshot, zeroshot_attack
 from ..eval.text import eval_text, text_attack, LABEL_ENCODERS
 from ..eval.retrieval import eval_retrieval, retrieval_attack, retrieval_target
+from ..eval.textfare import eval_textfare, TEXTFARE_ATTACKS
 
 # %% auto #0
 __all__ = ['add_model_data_args', 'subset_arg', 'refuse_unused', 'print_result', 'zeroshot_args', 'run_zeroshot', 'text_args',
-           'run_text', 'retrieval_args', 'run_retrieval']
+           'run_text', 'retrieval_args', 'run_retrieval', 'textfare_args', 'run_textfare']
 
 # %% ../../nbs/83_app.evals.ipynb #69808333
 def add_model_data_args(p: argparse.ArgumentParser,  # the command's parser
@@ -76,6 +77,9 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
     p.add_argument("--n-samples", type=int, default=None,
                    help="evaluate a seeded subset of this size (default: all; 1000 when attacking, as the papers)")
+    p.add_argument("--subset", default="random", choices=list(SUBSET_MODES),
+                   help="which N: seeded random (default), the first N, 'robustbench' (ImageNet val: RobustBench's fixed "
+                        "list, FARE 5000 / LEAF 1000) or 'clip-benchmark' (wds datasets: CLIP_benchmark's seeded draw, FARE)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and of random starts (default: 0)")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
@@ -99,7 +103,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     attack = zeroshot_attack(args.attack, args.eps, args.norm or "linf", args.iterations, args.restarts, args.n_target_classes,
                              args.precision or "fp32")
     rec = eval_zeroshot(args.model, args.dataset, pretrained=args.pretrained, data_root=args.data_root, split=args.split,
-                        subset=subset_arg(args.n_samples, "random", args.seed), seed=args.seed, batch_size=args.batch_size,
+                        subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed, batch_size=args.batch_size,
                         device=args.device, output=args.output, attack=attack, checks=args.checks, resume=args.resume,
                         overwrite=args.overwrite)
     m, a = rec["metrics"], rec.get("attack")
@@ -185,3 +189,37 @@ def run_retrieval(args: argparse.Namespace) -> int:
     m = rec["metrics"]
     line = "  ".join(f"{n.replace('_retrieval_recall', '')} {m[n]:.3f}" for n in m if n.endswith("@1") or n.endswith("@5"))
     return print_result(rec, line, args.output)
+
+# %% ../../nbs/83_app.evals.ipynb #1f81983d
+def textfare_args(p: argparse.ArgumentParser) -> None:
+    "Options of `robustclip eval textfare`."
+    add_model_data_args(p, "mini/text | ag_news | textcsv:PATH (only the texts are used)", "dataset split (default: test)")
+    p.add_argument("--anchor", default=None, help="the original CLIP the distances are measured to (default: --model itself)")
+    p.add_argument("--anchor-pretrained", default=None, help="pretrained tag or checkpoint of --anchor (e.g. openai)")
+    p.add_argument("--attack", default="leaf", choices=TEXTFARE_ATTACKS, help="leaf (default), charmer or bruteforce")
+    p.add_argument("--k", type=int, default=1, help="Levenshtein budget (default: 1; bruteforce: 1 only)")
+    p.add_argument("--rho", type=int, default=None, help="LEAF's rho / Charmer's positions (default: 20, as the reference)")
+    p.add_argument("--alphabet", default=None, help="data (default) | train (LEAF: the train split's characters + delete) | ascii | letters | characters")
+    p.add_argument("--constrain", action="store_true", help="LEAF's dictionary-word constraint (leaf, bruteforce; default: off)")
+    p.add_argument("--n-samples", type=int, default=100, help="number of texts (default: 100, as the reference)")
+    p.add_argument("--subset", default="first", choices=["random", "first"], help="the first N (default, LEAF) or a seeded random subset")
+    p.add_argument("--seed", type=int, default=0, help="seed of LEAF's sampling and of a random subset (default: 0)")
+    p.add_argument("--batch-size", type=int, default=512, help="candidates per encoder call (default: 512)")
+    p.add_argument("--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
+
+def run_textfare(args: argparse.Namespace) -> int:
+    "Run `robustclip eval textfare`: the flags as typed values, the evaluation, one line."
+    if args.attack == "bruteforce": refuse_unused("--attack bruteforce", "--attack leaf or charmer", rho=args.rho)
+    rec = eval_textfare(args.model, args.dataset, pretrained=args.pretrained, anchor=args.anchor,
+                        anchor_pretrained=args.anchor_pretrained, attack=args.attack, k=args.k,
+                        rho=20 if args.rho is None else args.rho, alphabet=args.alphabet, constrain=args.constrain,
+                        subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed,
+                        batch_size=args.batch_size, data_root=args.data_root, split=args.split, device=args.device,
+                        output=args.output, resume=args.resume, overwrite=args.overwrite)
+    m = rec["metrics"]
+    return print_result(rec, f"textfare_clean {m['textfare_clean']:.4f}  textfare_adv {m['textfare_adv']:.4f} "
+                             f"({args.attack} k={args.k})  (n={m['n']})", args.output)

@@ -73,7 +73,7 @@ def _pick(ctx: Context, value: Any, smoke: Any) -> Any:
 
 # %% ../../nbs/80_app.reproduce.ipynb #578ba23d
 _PAPER_GPU_HOURS = {"train": 4 * 24.0, "leaf": 4 * 10.0, "zeroshot": 1.5, "clean": 0.1, "drift": 0.5,
-                    "text": 0.2, "retrieval": 0.5, "vlm": 1.0,
+                    "text": 0.2, "textfare": 1.0, "retrieval": 0.5, "vlm": 1.0,
                     "vlm_attack": 8.0, "vlm_targeted": 25 * 2.0}   # rough A100-hour guesses per step at paper scale (ViT-L/14)
 
 def train_run(config: Path,          # the run's training config (YAML)
@@ -176,13 +176,21 @@ def _zeroshot_steps(ctx: Context, plan: dict) -> list[Step]:
     clean_n = _pick(ctx, z.get("clean_n_samples"), SMOKE["n_samples"])
     H, out = _PAPER_GPU_HOURS, []
     def clean(m, ds): return _eval_step(ctx, plan, "zeroshot", m, ds, "clean", dict(dataset=ds, n_samples=clean_n), _zeroshot, H["clean"])
-    def robust(m, ds, e): return _eval_step(ctx, plan, "zeroshot", m, ds, _eps_tag(e), dict(dataset=ds, eps=e, **atk), _zeroshot, H["zeroshot"])
+    def robust(m, ds, e, sub): return _eval_step(ctx, plan, "zeroshot", m, ds, _eps_tag(e), dict(dataset=ds, eps=e, **{**atk, **sub}), _zeroshot, H["zeroshot"])
     for m in z["models"]:
-        for ds in z["datasets"]: out += [clean(m, ds)] + [robust(m, ds, e) for e in z["eps"]]
+        for ds in z["datasets"]: out += [clean(m, ds)] + [robust(m, ds, e, _robust_subset(ctx, z, ds)) for e in z["eps"]]
     for m in (im or {}).get("models", []):
         if m in z["models"] and im["dataset"] in z["datasets"] and im["eps"] in z["eps"]: continue   # already in Table 4
-        out += [robust(m, im["dataset"], im["eps"]), clean(m, im["dataset"])]
+        out += [robust(m, im["dataset"], im["eps"], _robust_subset(ctx, im, None)), clean(m, im["dataset"])]
     return out
+
+def _robust_subset(ctx: Context, section: dict, ds: str|None) -> dict:
+    "The robust samples of `ds`: the section's `subset`/`n_samples`, or `source_subset`/`source_n_samples` for the source task."
+    src = ds is not None and ds == section.get("source")
+    mode = section.get("source_subset" if src else "subset", section.get("subset", "random"))
+    n = section.get("source_n_samples" if src else "n_samples", section.get("n_samples"))
+    if ctx.smoke: return {}                                   # smoke runs mini tasks: the plan's tiny random draw
+    return {k: v for k, v in (("subset", mode), ("n_samples", n)) if v is not None}
 
 def _drift(spec: tuple, path: Path, *, anchor: tuple, dataset: str, **kw) -> None:
     "Embedding drift of a model from the anchor (the base model)."
@@ -219,6 +227,25 @@ def _text_steps(ctx: Context, plan: dict) -> list[Step]:
                       n_samples=_pick(ctx, t["n_samples"], SMOKE["text_n"]), label_encoder=t.get("label_encoder", "image"),
                       **{f: t[f] for f in ("subset", "alphabet") if f in t})   # LEAF: the first 1,000; Γ of the train split
             out.append(_eval_step(ctx, plan, "text", m, t["dataset"], f"k{k}", kw, _text, _PAPER_GPU_HOURS["text"]))
+    return out
+
+def _textfare(spec: tuple, path: Path, *, anchor: tuple, dataset: str, **kw) -> None:
+    "The TextFARE loss of a model against the base model's text embeddings."
+    from robustclip.eval.textfare import eval_textfare
+    eval_textfare(_loaded(spec), dataset, anchor=_loaded(anchor), output=path, overwrite=True, **kw)
+
+def _textfare_steps(ctx: Context, plan: dict) -> list[Step]:
+    "LEAF's TextFARE loss (`eval_textfare.py`): each model x attack, distances to the base model's clean text embeddings."
+    f, out = plan.get("textfare"), []
+    if not f: return out
+    evaluate = partial(_textfare, anchor=model_spec(ctx, plan, "base"))
+    for m in f["models"]:
+        for a in f["attacks"]:
+            kw = dict(dataset=f["dataset"], attack=a, k=1, n_samples=_pick(ctx, f["n_samples"], SMOKE["text_n"]),
+                      **({"rho": f.get("rho", 20)} if a != "bruteforce" else {}),
+                      **{x: f[x] for x in ("subset", "alphabet", "constrain") if x in f})
+            s = _eval_step(ctx, plan, "textfare", m, f["dataset"], a, kw, evaluate, _PAPER_GPU_HOURS["textfare"])
+            s.deps = sorted(set(s.deps + ["base"])); out.append(s)
     return out
 
 def _retrieval(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
@@ -304,7 +331,8 @@ def _vlm_targeted_steps(ctx: Context, plan: dict) -> list[Step]:
 
 def _eval_steps(ctx: Context, plan: dict) -> list[Step]:
     "Every evaluation of the plan."
-    return (_zeroshot_steps(ctx, plan) + _drift_steps(ctx, plan) + _text_steps(ctx, plan) + _retrieval_steps(ctx, plan)
+    return (_zeroshot_steps(ctx, plan) + _drift_steps(ctx, plan) + _text_steps(ctx, plan) + _textfare_steps(ctx, plan)
+            + _retrieval_steps(ctx, plan)
             + _vlm_steps(ctx, plan) + _vlm_attack_steps(ctx, plan) + _vlm_targeted_steps(ctx, plan))
 
 # %% ../../nbs/80_app.reproduce.ipynb #11c5f5ef

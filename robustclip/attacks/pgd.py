@@ -209,6 +209,7 @@ def pgd(model: nn.Module,             # maps pixels in [0,1] (N,3,H,W) to output
         steps: int = 10,              # iterations
         step_size: float|None = None, # η (default 2.5·eps/steps)
         random_start: bool = True,    # start uniformly in the ball (else at x)
+        clip_start: bool = True,      # clip the random start into [0,1] (False: RobustVLM's training PGD, clipped after the first step)
         momentum: float = 0.0,        # 0.9 + sign-of-velocity = RobustVLM's training attack
         best: bool = False,           # return the best iterate per sample instead of the last
         generator: torch.Generator|None = None,  # CPU generator for the random start
@@ -223,7 +224,7 @@ def pgd(model: nn.Module,             # maps pixels in [0,1] (N,3,H,W) to output
     x = x.detach()
     eta = 2.5 * eps / max(steps, 1) if step_size is None else float(step_size)
     delta = random_init(x, eps, norm, generator) if random_start and eps > 0 else torch.zeros_like(x)
-    delta = project(delta, x, eps, norm)
+    if clip_start: delta = project(delta, x, eps, norm)
     v = torch.zeros_like(x)
     keep_best, keep_win = best, success_fn is not None
     with eval_mode(model):

@@ -6,21 +6,24 @@ Docs: https://robustclip.github.io/robustclip/data.core.html.md"""
 
 # %% ../../nbs/02_data.core.ipynb #d2daf560
 from __future__ import annotations
-import io, os, re, json, tarfile
+import io, os, re, json, random, tarfile
+from importlib.resources import files
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
 from PIL import Image
 
-from ..core import RobustClipError, load_plugins
+from ..core import RobustClipError, Registry, SubsetSpec, load_plugins
 
 # %% auto #0
-__all__ = ['CLIP_BENCHMARK', 'NATIVE_RESOLUTION', 'ClassificationTask', 'TextClassificationTask', 'RetrievalTask',
-           'register_dataset', 'get_dataset', 'available_datasets', 'ImageFiles', 'image_folder', 'imagenet',
-           'imagefolder', 'write_image_folder', 'wds_dir_name', 'TarShards', 'clip_benchmark_wds', 'write_wds']
+__all__ = ['ROBUSTBENCH_IMAGENET', 'CLIP_BENCHMARK', 'NATIVE_RESOLUTION', 'ClassificationTask', 'TextClassificationTask',
+           'RetrievalTask', 'register_dataset', 'get_dataset', 'available_datasets', 'ImageFiles', 'image_folder',
+           'imagenet', 'imagefolder', 'write_image_folder', 'subset_list', 'listed_indices', 'wds_dir_name',
+           'TarShards', 'clip_benchmark_templates', 'clip_benchmark_wds', 'write_wds', 'wds_shuffle',
+           'clip_benchmark_draw', 'reference_order', 'select_samples']
 
 # %% ../../nbs/02_data.core.ipynb #ae78a20e
 @dataclass
@@ -61,18 +64,12 @@ class RetrievalTask:
     def __len__(self): return len(self.captions)
 
 # %% ../../nbs/02_data.core.ipynb #4bb2de03
-_REGISTRY: dict[str, Callable] = {}
+_REGISTRY = Registry()
 
 def register_dataset(key: str,  # exact name ('imagenet') or prefix ending in '/' or ':' ('mini/', 'imagefolder:')
                      fn: Callable|None = None):
     "Register a task builder for `key` (usable as a decorator)."
-    if fn is None: return lambda f: register_dataset(key, f)
-    _REGISTRY[key] = fn; return fn
-
-def _builder(name: str) -> Callable|None:
-    if name in _REGISTRY: return _REGISTRY[name]
-    pre = [k for k in _REGISTRY if k[-1] in "/:" and name.startswith(k)]
-    return _REGISTRY[max(pre, key=len)] if pre else None
+    return _REGISTRY.register(key, fn)
 
 def get_dataset(name: str,               # 'mini/digit', 'imagenet', 'cifar10', 'wds/vtab/cifar10', 'imagefolder:PATH', ...
                 root: str|Path|None = None,  # data root for paper-scale datasets (env ROBUSTCLIP_DATA as default)
@@ -80,8 +77,8 @@ def get_dataset(name: str,               # 'mini/digit', 'imagenet', 'cifar10', 
                 **kwargs,
                ):
     "Build the task called `name` (a `ClassificationTask`, `TextClassificationTask` or `RetrievalTask`)."
-    if _builder(name) is None: load_plugins()   # the mini world and the text datasets register themselves
-    fn = _builder(name)
+    if _REGISTRY.lookup(name) is None: load_plugins()   # the mini world and the text datasets register themselves
+    fn = _REGISTRY.lookup(name)
     if fn is None:
         raise RobustClipError(f"unknown dataset {name!r}; known: {', '.join(sorted(available_datasets()))}")
     root = root if root is not None else os.environ.get("ROBUSTCLIP_DATA")
@@ -116,6 +113,8 @@ def image_folder(root: str|Path,          # a folder with one sub-folder per cla
     if not items: raise RobustClipError(f"{root} has class folders but no images ({', '.join(sorted(_IMG_EXT))})")
     return ImageFiles(items)
 
+ROBUSTBENCH_IMAGENET = "robustbench_imagenet_val"   # RobustBench's 5,000 ImageNet-val ids (subsets/sources.json)
+
 _IMAGENET_HELP = ("ImageNet is not downloadable automatically: get ILSVRC2012 from https://image-net.org and lay it out "
                   "as ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG (1000 synset folders each; e.g. with "
                   "the extract_ILSVRC.sh script), then pass --data-root ROOT or set ROBUSTCLIP_DATA")
@@ -133,7 +132,8 @@ def imagenet(name: str, root: str|Path|None = None, split: str = "val", **kw) ->
     n_cls = len({y for _, y in ds.items})
     classnames = list(IMAGENET_CLASSNAMES) if n_cls == 1000 else sorted(p.name for p in d.iterdir() if p.is_dir())
     templates = [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES]
-    return ClassificationTask(name, ds, classnames, templates, info={"root": str(root), "split": split})
+    info = {"root": str(root), "split": split, **({"subset_list": ROBUSTBENCH_IMAGENET} if split == "val" else {})}
+    return ClassificationTask(name, ds, classnames, templates, info=info)
 
 @register_dataset("imagefolder:")
 def imagefolder(name: str, root=None, split: str = "test", templates: Sequence[str] = ("a photo of a {c}.",), **kw):
@@ -152,6 +152,25 @@ def write_image_folder(root: str|Path, images: torch.Tensor, labels: Sequence[in
         (root/classes[y]).mkdir(parents=True, exist_ok=True); to_pil_image(x).save(root/classes[y]/f"{i:06d}{ext}")
     return root
 
+# %% ../../nbs/02_data.core.ipynb #964634e0
+def subset_list(name: str,  # a file of robustclip/data/subsets/ without '.txt', e.g. ROBUSTBENCH_IMAGENET
+               ) -> list[str]:
+    "A sample-id list shipped with the package, in order."
+    p = files("robustclip.data").joinpath(f"subsets/{name}.txt")
+    if not p.is_file(): raise RobustClipError(f"no subset list {name!r} in robustclip/data/subsets/")
+    return [l.strip() for l in p.read_text().splitlines() if l.strip()]
+
+def listed_indices(ds: ImageFiles,          # an image folder dataset
+                   listed: Sequence[str],   # '<class folder>/<file name>' ids
+                   what: str = "the list",  # named in the refusal
+                  ) -> list[int]:
+    "The indices of `ds` holding the listed images, in list order (refused when any is missing)."
+    pos = {f"{p.parent.name}/{p.name}": i for i, (p, _) in enumerate(ds.items)}
+    miss = [k for k in listed if k not in pos]
+    if miss: raise RobustClipError(f"{len(miss)} of the {len(listed)} images of {what} are missing from the folder "
+                                   f"(e.g. {miss[0]}): use the complete ILSVRC2012 val set, or another --subset")
+    return [pos[k] for k in listed]
+
 # %% ../../nbs/02_data.core.ipynb #a1fd505e
 CLIP_BENCHMARK = {   # short name -> CLIP_benchmark name (the FARE/TeCoA zero-shot suite + ImageNet)
     "cifar10": "wds/vtab/cifar10", "cifar100": "wds/vtab/cifar100", "stl10": "wds/stl10", "cars": "wds/cars",
@@ -168,20 +187,23 @@ def wds_dir_name(name: str) -> str:
     return "wds_" + name[len("wds/"):].replace("/", "-")
 
 # %% ../../nbs/02_data.core.ipynb #bb51d5ec
+_WDS_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")   # webdataset's split of a member name into key and extension
+
 class TarShards(Dataset):
-    "Random access to (image, label) samples stored in webdataset tar shards."
+    "Random access to (image, label) samples stored in webdataset tar shards, in webdataset's stream order."
     def __init__(self, shards: list[Path], transform: Callable|None = None):
-        self.transform, self.index = transform, []
+        self.transform, self.index, self.shard_sizes = transform, [], []   # shard_sizes: samples per shard
         for s in shards:
             with tarfile.open(s) as tf:
                 groups: dict[str, dict] = {}
                 for m in tf.getmembers():
-                    if not m.isfile(): continue
-                    key, _, ext = m.name.partition(".")
-                    groups.setdefault(key, {})["." + ext.lower()] = (m.offset_data, m.size)
+                    km = _WDS_KEY.match(m.name) if m.isfile() else None
+                    if km: groups.setdefault(km[1], {})["." + km[2].lower()] = (m.offset_data, m.size)
+            n0 = len(self.index)
             for key, g in groups.items():
                 img = next((e for e in _WDS_IMG if e in g), None)
                 if img and ".cls" in g: self.index.append((s, g[img], g[".cls"]))
+            self.shard_sizes.append(len(self.index) - n0)
     def __len__(self): return len(self.index)
     def _read(self, shard, off_size) -> bytes:
         with open(shard, "rb") as f: f.seek(off_size[0]); return f.read(off_size[1])
@@ -198,6 +220,21 @@ def _wds_help(name: str, path: Path) -> str:
             f"<split>/*.tar). Get it on a machine with internet: `hf download {hub} --repo-type dataset --local-dir "
             f"ROOT/{wds_dir_name(name)}`, then pass --data-root ROOT or set ROBUSTCLIP_DATA")
 
+def clip_benchmark_templates(name: str,  # a CLIP_benchmark wds name, e.g. 'wds/vtab/cifar10'
+                            ) -> list[str]:
+    "The clip-benchmark package's English templates for `name`, looked up as RobustVLM's fork does (last part, else imagenet1k)."
+    try: f = files("clip_benchmark").joinpath("datasets/en_zeroshot_classification_templates.json")
+    except ModuleNotFoundError:
+        raise RobustClipError(f"{name}: its templates come from the clip-benchmark package: pip install clip-benchmark==1.6.2 (robustclip[clip-benchmark])") from None
+    t = json.loads(f.read_text())
+    return list(t.get(name.split("/")[-1], t["imagenet1k"]))
+
+def _folder_templates(d: Path) -> list[str]:
+    "The folder's zeroshot_classification_templates.txt, else the 80 OpenAI templates."
+    tpath = d/"zeroshot_classification_templates.txt"
+    if tpath.is_file(): return [l.strip() for l in tpath.read_text().splitlines() if l.strip()]
+    from open_clip import OPENAI_IMAGENET_TEMPLATES; return [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES]
+
 @register_dataset("wds/")
 def clip_benchmark_wds(name: str, root: str|Path|None = None, split: str = "test", **kw) -> ClassificationTask:
     "A CLIP_benchmark webdataset read from `root/wds_<name>` (or `root` itself when it holds the files)."
@@ -208,10 +245,7 @@ def clip_benchmark_wds(name: str, root: str|Path|None = None, split: str = "test
     shards = sorted((d/split).glob("*.tar"), key=lambda p: (len(p.stem), p.stem))
     if not shards: raise RobustClipError(f"{name}: no .tar shards in {d/split}. " + _wds_help(name, d))
     classnames = [l.strip() for l in (d/"classnames.txt").read_text().splitlines() if l.strip()]
-    tpath = d/"zeroshot_classification_templates.txt"
-    if tpath.is_file(): templates = [l.strip() for l in tpath.read_text().splitlines() if l.strip()]
-    else:
-        from open_clip import OPENAI_IMAGENET_TEMPLATES; templates = [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES]
+    templates = clip_benchmark_templates(name) if name in CLIP_BENCHMARK.values() else _folder_templates(d)
     return ClassificationTask(name, TarShards(shards), classnames, templates, native_resolution=name in NATIVE_RESOLUTION,
                               info={"root": str(d), "split": split, "shards": len(shards)})
 
@@ -242,3 +276,64 @@ def write_wds(out: str|Path,              # dataset folder to create (e.g. ROOT/
                 add(tf, f"s{i:07d}.{ext}", buf.getvalue()); add(tf, f"s{i:07d}.cls", str(int(labels[i])).encode())
     (out/split/"nshards.txt").write_text(str((len(images) + shard_size - 1) // shard_size))
     return out
+
+# %% ../../nbs/02_data.core.ipynb #98c32ca1
+def wds_shuffle(items: Iterable,            # the sample stream
+                bufsize: int = 1000,        # shuffle buffer size
+                initial: int = 100,         # samples held before the first is yielded
+                rng: random.Random|None = None,
+               ) -> Iterator:
+    "webdataset's `shuffle` stage: fill a buffer, yield a random element (swap-with-last removal) per input."
+    data, rng, buf = iter(items), rng or random.Random(), []
+    initial = min(initial, bufsize)
+    def pick():
+        k = rng.randint(0, len(buf) - 1); x = buf[k]; buf[k] = buf[-1]; buf.pop(); return x
+    for x in data:
+        buf.append(x)
+        if len(buf) < bufsize:
+            try: buf.append(next(data))
+            except StopIteration: pass
+        if len(buf) >= initial: yield pick()
+    while buf: yield pick()
+
+def _worker_batches(shard_sizes: Sequence[int], w: int, workers: int, seed: int, batch_size: int, bufsize: int) -> list[list[int]]:
+    "The shuffled batches of DataLoader worker `w` (its shards `w::workers`), as stream positions."
+    starts = [sum(shard_sizes[:i]) for i in range(len(shard_sizes))]
+    mine = range(len(shard_sizes))[w::workers] if workers > 1 else range(len(shard_sizes))
+    pos = [p for s in mine for p in range(starts[s], starts[s] + shard_sizes[s])]
+    order = list(wds_shuffle(pos, bufsize, bufsize, random.Random(seed)))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+def clip_benchmark_draw(shard_sizes: Sequence[int],  # samples per shard, in shard order (`TarShards.shard_sizes`)
+                        n: int|None = 1000,          # how many (None: the whole shuffled stream)
+                        seed: int = 0,               # `random.Random(seed)` of the shuffle (the fork's --seed)
+                        workers: int = 4,            # the fork's --num_workers default
+                        batch_size: int = 50,        # the fork's required --batch_size
+                        bufsize: int = 10000,        # shuffle buffer (and `initial`)
+                       ) -> list[int]:
+    "Stream positions of the samples CLIP_benchmark (RobustVLM's fork) attacks, in its order."
+    queues = [_worker_batches(shard_sizes, w, workers, seed, batch_size, bufsize) for w in range(max(workers, 1))]
+    out, k = [], 0
+    while any(queues) and (n is None or len(out) < n):
+        if queues[k]: out += queues[k].pop(0)
+        k = (k + 1) % len(queues)
+    return out if n is None else out[:n]
+
+# %% ../../nbs/02_data.core.ipynb #746efd3d
+def reference_order(task: ClassificationTask, spec: SubsetSpec) -> list[int]|None:
+    "The dataset indices a reference subset mode takes its first `n` from (None for 'random' and 'first')."
+    if spec.mode == "robustbench":
+        name = task.info.get("subset_list")
+        if name is None or not isinstance(task.dataset, ImageFiles):
+            raise RobustClipError(f"subset 'robustbench' is RobustBench's ImageNet-val list; {task.name} has none (use --dataset imagenet)")
+        listed = subset_list(name)
+        return listed_indices(task.dataset, listed[:spec.n] if spec.n else listed, f"RobustBench's ImageNet-val list ({name}.txt)")
+    if spec.mode == "clip-benchmark":
+        if not isinstance(task.dataset, TarShards):
+            raise RobustClipError(f"subset 'clip-benchmark' draws from a CLIP_benchmark webdataset; {task.name} is not one")
+        return clip_benchmark_draw(task.dataset.shard_sizes, spec.n, spec.seed)
+    return None
+
+def select_samples(task: ClassificationTask, spec: SubsetSpec) -> list[int]:
+    "The dataset indices `spec` chooses from `task` (reference modes in their order)."
+    return spec.indices(len(task), reference_order(task, spec))

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core import RobustClipError, load_plugins
+from ..core import RobustClipError, Registry, load_plugins
 from ..models import PixelCLIP, encode_texts
 from ..convert import openclip_text_to_hf
 from ..attacks.charmer import charmer, embedding_objective, ScoreFn
@@ -243,19 +243,13 @@ def text_score(judge: PixelCLIP, a: Sequence[str], b: Sequence[str]) -> torch.Te
     return (encode_texts(judge, list(a), normalize=True) * encode_texts(judge, list(b), normalize=True)).sum(-1).clamp_min(0).float().cpu()
 
 # %% ../../nbs/44_t2i.ipynb #8b3b4911
-_T2I: dict[str, Callable] = {}
+_T2I = Registry()
 
 def register_t2i(key: str,                     # an exact name ('mini-t2i') or a prefix ending in ':' ('sd:')
                  loader: Callable|None = None,  # loader(spec, *, device, precision) -> TextToImage (or a decorator)
                 ):
     "Make `load_t2i(key...)` call `loader`."
-    if loader is None: return lambda f: register_t2i(key, f)
-    _T2I[key] = loader; return loader
-
-def _lookup(spec: str) -> Callable|None:
-    if spec in _T2I: return _T2I[spec]
-    pre = [k for k in _T2I if k.endswith(":") and spec.startswith(k)]
-    return _T2I[max(pre, key=len)] if pre else None
+    return _T2I.register(key, loader)
 
 def available_t2i() -> list[str]:
     "Registered generator names and prefixes."
@@ -269,8 +263,8 @@ def load_t2i(spec: str,                        # 'sd:<folder or hub id>', 'mini-
     "A text-to-image generator by name (eval mode), optionally with another text tower swapped in."
     if not isinstance(spec, str) or not spec.strip(): raise RobustClipError("generator spec must be a non-empty string")
     spec = spec.strip()
-    if _lookup(spec) is None: load_plugins()
-    loader = _lookup(spec)
+    if _T2I.lookup(spec) is None: load_plugins()
+    loader = _T2I.lookup(spec)
     if loader is None:
         raise RobustClipError(f"unknown generator {spec!r}: use 'sd:<pipeline folder or hub id>' or 'mini-t2i' "
                               f"(registered: {', '.join(available_t2i())})")

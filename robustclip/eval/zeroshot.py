@@ -14,7 +14,7 @@ import torch
 
 from ..core import RobustClipError, SubsetSpec, ThreatModel, config_hash
 from ..models import PixelCLIP
-from ..data.core import ClassificationTask
+from ..data.core import ClassificationTask, select_samples
 from ..zeroshot import build_classifier, task_inputs, predict, classification_metrics
 from ..attacks.cascade import Cascade, AttackSpec, BatchFlags, batch_of
 from ..attacks.pgd import RandomizedModelWarning
@@ -63,7 +63,7 @@ class ZeroShot(Adapter):
                 ):
         super().__init__(model, task.name, split=split, seed=seed)
         self.data_task, self.attack, self.batch_size, self.checks = task, attack, batch_size, checks
-        self.indices = subset.indices(len(task))
+        self.subset, self.indices = subset, select_samples(task, subset)
 
     def config(self) -> dict:
         "Subset, batching and the attack (with its seed)."
@@ -94,7 +94,8 @@ class ZeroShot(Adapter):
 
     def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
         "Clean metrics, or the cascade's flags as robust accuracy and the attack block."
-        if self.attack is None: return self.clean, None, {"n_samples": self.clean["n"], "seed": self.seed, "split": self.split}
+        extra = {"seed": self.seed, "split": self.split, "subset": self.subset.mode}
+        if self.attack is None: return self.clean, None, {"n_samples": self.clean["n"], **extra}
         res = self.cascade.collect({b: BatchFlags.from_json(d) for b, d in lines.items()}, fired=self.cascade.fired)
         if res.clean_acc != self.clean["acc1"] and self.checks:
             warnings.warn(f"clean accuracy of the attack batches ({res.clean_acc:.4f}) differs from the clean pass "
@@ -104,7 +105,7 @@ class ZeroShot(Adapter):
                    "robust_acc1": res.robust_acc, "per_attack": res.per_attack, "n": res.n}
         block = {**res.config, "n_samples": res.n, "batch_size": self.batch_size, "n_classes": self.clf.n_classes,
                  "native_resolution": bool(self.data_task.native_resolution), "checks": self.checks, "warnings": res.warnings}
-        return metrics, block, {"n_samples": res.n, "seed": self.seed, "split": self.split}
+        return metrics, block, {"n_samples": res.n, **extra}
 
 # %% ../../nbs/30_eval.zeroshot.ipynb #902c0dd7
 def eval_zeroshot(model: PixelCLIP|str,        # a loaded model or a spec for `load_clip`
@@ -113,7 +114,7 @@ def eval_zeroshot(model: PixelCLIP|str,        # a loaded model or a spec for `l
                   data_root: str|None = None,  # root of paper-scale data
                   split: str = "test",
                   n_samples: int|None = None,  # seeded subset (None: the whole split; 1000 when attacking)
-                  subset: str|SubsetSpec = "random",  # 'random' (seeded), 'first', or a parsed `SubsetSpec`
+                  subset: str|SubsetSpec = "random",  # 'random', 'first', 'robustbench' (ImageNet), 'clip-benchmark' (wds), or a spec
                   seed: int = 0,               # seeds the subset and the attacks' random starts
                   batch_size: int = 256,
                   device: str = "auto",

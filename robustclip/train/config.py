@@ -11,14 +11,15 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import yaml
 
 from ..core import RobustClipError, ThreatModel, NORMS, parse_eps, atomic_write_text
 
 # %% auto #0
-__all__ = ['RUNTIME_KEYS', 'TrainConfig', 'coerce', 'config_keys', 'unknown_key', 'validate', 'make_config', 'default_name',
-           'parse_overrides', 'load_config', 'merge_overrides', 'apply_overrides', 'config_dict', 'save_config',
-           'config_diff', 'check_resume_config']
+__all__ = ['RUNTIME_KEYS', 'PRECISIONS', 'TrainConfig', 'coerce', 'config_keys', 'unknown_key', 'resolve_precision', 'validate',
+           'make_config', 'default_name', 'parse_overrides', 'load_config', 'merge_overrides', 'apply_overrides',
+           'config_dict', 'save_config', 'config_diff', 'check_resume_config']
 
 # %% ../../nbs/21a_train.config.ipynb #7f8277fd
 def _f(default: Any, help: str) -> Any:
@@ -58,11 +59,12 @@ class TrainConfig:
     weight_decay: float = _f(1e-4, "AdamW weight decay")
     betas: list = _f([0.9, 0.999], "AdamW betas: [0.9, 0.999] = reference code; [0.9, 0.95] = FARE paper text")
     adam_eps: float = _f(1e-8, "AdamW eps")
-    no_decay_norm_bias: bool = _f(False, "exempt norms, biases, embeddings and logit_scale from decay (open_clip style)")
+    no_decay_norm_bias: bool = _f(False, "exempt ndim<2 parameters, norms (bn/ln), biases and logit_scale from decay (open_clip training)")
+    no_decay_embeddings: bool = _f(True, "with no_decay_norm_bias: exempt embeddings and tokens too (false: LEAF's / open_clip training's rule)")
     warmup: int = _f(1400, "linear warmup steps, lr=(step+1)/warmup*lr (open_clip cosine_lr)")
     schedule: str = _f("cosine", "lr schedule after warmup: cosine (to 0) | constant")
     grad_clip: float|None = _f(None, "clip the global gradient norm to this value (null: no clipping)")
-    precision: str = _f("fp32", "fp32 | bf16 (autocast; for CUDA, CPU works but is slow)")
+    precision: str = _f("fp32", "fp32 | bf16 (autocast; CPU works but is slow) | fp16 (autocast + GradScaler; CUDA only) | amp (fp16 on CUDA, fp32 elsewhere)")
     grad_checkpointing: bool = _f(False, "activation checkpointing in the trained tower (saves memory, costs time)")
     seed: int = _f(0, "seed of data order, attack starts and initialisation (each rank adds its rank)")
     # runtime
@@ -164,6 +166,18 @@ def unknown_key(key: str,                 # the name that was asked for
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return RobustClipError(f"unknown {what} {key!r}{hint}; valid keys: {', '.join(valid)}")
 
+PRECISIONS = ("fp32", "bf16", "fp16", "amp")
+
+def resolve_precision(precision: str,              # a config's precision: fp32 | bf16 | fp16 | amp
+                      device: str|torch.device,    # where the run trains
+                     ) -> str:
+    "The autocast dtype a run uses on `device`: 'amp' (LEAF's `--precision amp`) is fp16 on CUDA and fp32 elsewhere."
+    kind = torch.device(device).type
+    if precision == "amp": return "fp16" if kind == "cuda" else "fp32"
+    if precision == "fp16" and kind != "cuda":
+        raise RobustClipError(f"precision fp16 (autocast + GradScaler) needs CUDA, not {kind}; use amp, bf16 or fp32")
+    return precision
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     "Check cross-field constraints; raise a one-line `RobustClipError` on the first problem."
     if cfg.norm not in NORMS: raise RobustClipError(f"norm must be linf or l2; got {cfg.norm!r}")
@@ -174,7 +188,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if len(cfg.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in cfg.betas):
         raise RobustClipError(f"betas must be two numbers in [0,1), e.g. [0.9, 0.999]; got {cfg.betas}")
     if not 0 <= cfg.clean_weight <= 1: raise RobustClipError(f"clean_weight must be in [0,1]; got {cfg.clean_weight}")
-    if cfg.precision not in ("fp32", "bf16"): raise RobustClipError(f"precision must be fp32 or bf16; got {cfg.precision!r}")
+    if cfg.precision not in PRECISIONS: raise RobustClipError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     if cfg.schedule not in ("cosine", "constant"): raise RobustClipError(f"schedule must be cosine or constant; got {cfg.schedule!r}")
     if cfg.batch_size % cfg.accum_steps:
         raise RobustClipError(f"batch_size {cfg.batch_size} is not divisible by accum_steps {cfg.accum_steps}")
@@ -262,8 +276,8 @@ def config_diff(old: dict,   # the config a checkpoint was written with
     return [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys if old.get(k) != new.get(k)]
 
 def check_resume_config(old: dict, new: TrainConfig) -> None:
-    "Refuse to resume when a key that changes the weights differs; the error shows the difference."
-    diff = config_diff(old, config_dict(new))
+    "Refuse to resume when a key that changes the weights differs (a key newer than the checkpoint counts at its default)."
+    diff = config_diff({**config_dict(TrainConfig()), **old}, config_dict(new))
     if diff:
         raise RobustClipError("cannot resume: the config differs from the checkpoint's in " + "; ".join(diff)
                               + f" (only {', '.join(sorted(RUNTIME_KEYS))} may change; start a new run otherwise)")

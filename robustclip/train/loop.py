@@ -19,29 +19,35 @@ from fastcore.basics import patch
 
 from ..core import RobustClipError, ThreatModel, seed_everything, progress, versions, check_writable, exclusive, choose_threads
 from ..models import PixelCLIP, load_clip
-from .config import TrainConfig, load_config, apply_overrides, config_dict, check_resume_config
+from .config import TrainConfig, load_config, apply_overrides, config_dict, check_resume_config, resolve_precision
 from .methods import Method, get_method, TowerForward, fast_patch_embed
 from .runs import RunFolder, run_folder, find_resume, read_checkpoint, read_latest
 from .distributed import (init_distributed, cleanup_distributed, wrap_ddp, barrier,
                                           all_reduce_mean, rank0_first, GlobalBatchSampler, step_generator)
 
 # %% auto #0
-__all__ = ['build_optimizer', 'lr_at', 'config_optimizer', 'rng_state', 'set_rng_state', 'Trainer', 'train']
+__all__ = ['decay_exempt', 'build_optimizer', 'lr_at', 'config_optimizer', 'rng_state', 'set_rng_state', 'Trainer', 'train']
 
 # %% ../../nbs/21c_train.loop.ipynb #7c383a9e
+def decay_exempt(name: str,             # the parameter's name in the model
+                 p: nn.Parameter,       # the parameter
+                 embeddings: bool = True,  # also exempt embeddings and tokens (robustclip's rule; False: LEAF's)
+                ) -> bool:
+    "No weight decay for ndim<2 or names with bn/ln/bias/logit_scale (open_clip training, LEAF L326), and optionally embeddings."
+    if p.ndim < 2 or any(s in name for s in ("bn", "ln", "bias", "logit_scale")): return True
+    return embeddings and ("embedding" in name or "token" in name)
+
 def build_optimizer(named_params: list[tuple[str, nn.Parameter]],  # the parameters that train, with their names
                     lr: float,                  # peak learning rate
                     weight_decay: float,        # AdamW decoupled weight decay
                     betas: tuple|list,          # AdamW betas, e.g. (0.9, 0.999)
                     eps: float,                 # AdamW eps
-                    exempt: bool = False,       # no decay on norms, biases, embeddings, tokens and logit_scale
+                    exempt: bool = False,       # no decay on `decay_exempt` parameters
+                    embeddings: bool = True,    # with `exempt`: embeddings and tokens are exempt too (False: LEAF's rule)
                    ) -> torch.optim.AdamW:
-    "AdamW with explicit betas; decay on every parameter, or (`exempt`) not on norms, biases and embeddings."
+    "AdamW with explicit betas; decay on every parameter, or (`exempt`) not on norms, biases (and embeddings)."
     decay, no_decay = [], []
-    for n, p in named_params:
-        skip = exempt and (p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
-                           or "embedding" in n or "token" in n)
-        (no_decay if skip else decay).append(p)
+    for n, p in named_params: (no_decay if exempt and decay_exempt(n, p, embeddings) else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay: groups.append({"params": no_decay, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
@@ -60,7 +66,8 @@ def lr_at(step: int,              # the optimiser step (0-based)
 
 def config_optimizer(cfg: TrainConfig, named_params: list[tuple[str, nn.Parameter]]) -> torch.optim.AdamW:
     "`build_optimizer` with a config's lr, weight decay, betas, eps and decay exemption."
-    return build_optimizer(named_params, cfg.lr, cfg.weight_decay, cfg.betas, cfg.adam_eps, cfg.no_decay_norm_bias)
+    return build_optimizer(named_params, cfg.lr, cfg.weight_decay, cfg.betas, cfg.adam_eps, cfg.no_decay_norm_bias,
+                           cfg.no_decay_embeddings)
 
 # %% ../../nbs/21c_train.loop.ipynb #365c37a8
 def rng_state() -> dict:
@@ -101,6 +108,8 @@ class Trainer:
         self._trainable()
         self.encoder = wrap_ddp(TowerForward(self.model, self.method.tower), self.info)
         self.opt = config_optimizer(cfg, self.named_params)
+        fp16 = resolve_precision(cfg.precision, self.info.device) == "fp16"       # LEAF's amp: fp16 autocast + GradScaler
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, cfg.warmup, cfg.steps, schedule=cfg.schedule))
         self.step_ = 0
         if ckpt is not None: self._restore(ckpt)
@@ -112,9 +121,10 @@ class Trainer:
         return self.info.is_main
 
     def autocast(self) -> Any:
-        "bf16 autocast when asked for (CUDA, or CPU), else nothing."
-        if self.cfg.precision != "bf16": return nullcontext()
-        return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
+        "bf16 or fp16 autocast when asked for ('amp': fp16 on CUDA, nothing on CPU), else nothing."
+        p = resolve_precision(self.cfg.precision, self.info.device)
+        if p == "fp32": return nullcontext()
+        return torch.autocast(self.info.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 # %% ../../nbs/21c_train.loop.ipynb #dffc4450
 @patch
@@ -174,6 +184,7 @@ def state(self: Trainer) -> dict:
     return {"step": self.step_, "config": config_dict(self.cfg), "method": self.method.describe(),
             "model": {k: v.detach().cpu() for k, v in self.model.model.state_dict().items()},
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "rng": rngs,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             "world_size": self.info.world_size, "versions": versions()}
 
 @patch
@@ -181,6 +192,7 @@ def _restore(self: Trainer, ckpt: dict) -> None:
     "Load a checkpoint written by `state`."
     self.model.model.load_state_dict(ckpt["model"])
     self.opt.load_state_dict(ckpt["optimizer"]); self.sched.load_state_dict(ckpt["scheduler"])
+    if self.scaler is not None and "scaler" in ckpt: self.scaler.load_state_dict(ckpt["scaler"])
     self.step_ = int(ckpt["step"])
     rngs = ckpt.get("rng") or []
     if len(rngs) == self.info.world_size: set_rng_state(rngs[self.info.rank])
@@ -209,10 +221,15 @@ def train_step(self: Trainer, batches: list) -> dict[str, float]:
         sync = self.info.distributed and a < len(batches) - 1
         with (self.encoder.no_sync() if sync else nullcontext()):
             with self.autocast(): out = self.method.step(self.model, self.encoder, batch, gen)
-            (out["loss"] / len(batches)).backward()
+            loss = out["loss"] / len(batches)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         for k, v in out.items(): acc[k] = acc.get(k, 0.) + v.detach().float() / len(batches)
-    if cfg.grad_clip: acc["grad_norm"] = torch.nn.utils.clip_grad_norm_([p for _, p in self.named_params], cfg.grad_clip)
-    self.opt.step(); self.opt.zero_grad(set_to_none=True); self.sched.step(); self.step_ += 1
+    if cfg.grad_clip:
+        if self.scaler is not None: self.scaler.unscale_(self.opt)
+        acc["grad_norm"] = torch.nn.utils.clip_grad_norm_([p for _, p in self.named_params], cfg.grad_clip)
+    if self.scaler is not None: self.scaler.step(self.opt); self.scaler.update()    # skips a step with inf/NaN gradients
+    else: self.opt.step()
+    self.opt.zero_grad(set_to_none=True); self.sched.step(); self.step_ += 1
     return acc
 
 @patch

@@ -18,7 +18,7 @@ from ..core import RobustClipError, SubsetSpec, load_plugins
 from ..models import PixelCLIP
 from ..data.core import get_dataset, ClassificationTask
 from ..zeroshot import task_inputs, zeroshot_weights
-from .config import TrainConfig, coerce, unknown_key
+from .config import TrainConfig, coerce, unknown_key, resolve_precision
 from .losses import FARELoss, TeCoALoss, SimCLIPLoss
 from .distributed import DistInfo
 
@@ -115,11 +115,12 @@ def training_attack(cfg: TrainConfig,        # the run config (threat model, ste
     if cfg.attack_steps == 0: return x.detach()
     from robustclip.attacks.pgd import pgd
     check = getattr(model, "check_inputs", None)
-    if check is not None: model.check_inputs = False      # the reference's random start is not clipped to [0,1]
+    if check is not None: model.check_inputs = False      # the reference's random start is not clipped to [0,1] (clip_start=False)
     try:
         return pgd(model, x, objective, eps=cfg.threat.eps, norm=cfg.threat.norm, steps=cfg.attack_steps,
                    step_size=cfg.pgd_step, random_start=cfg.attack_random_start,
-                   momentum=cfg.attack_momentum, best=False, generator=generator, precision=cfg.precision).detach()
+                   momentum=cfg.attack_momentum, best=False, generator=generator, clip_start=False,
+                   precision=resolve_precision(cfg.precision, x.device)).detach()
     finally:
         if check is not None: model.check_inputs = check
 
@@ -201,11 +202,11 @@ def _image_check(self: ImageMethod, model: PixelCLIP, generator: torch.Generator
         if cfg.check_attack == "apgd-ce":
             from robustclip.attacks.apgd import apgd
             x_adv = apgd(clf, x, y, "ce", eps=eps, norm=norm, steps=cfg.check_steps, generator=generator,
-                         precision=cfg.precision).x_adv
+                         precision=resolve_precision(cfg.precision, x.device)).x_adv
         else:
             from robustclip.attacks.pgd import pgd
             ce = lambda logits: torch.nn.functional.cross_entropy(logits, y, reduction="none")
-            x_adv = pgd(clf, x, ce, eps=eps, norm=norm, steps=cfg.check_steps, generator=generator, precision=cfg.precision)
+            x_adv = pgd(clf, x, ce, eps=eps, norm=norm, steps=cfg.check_steps, generator=generator, precision=resolve_precision(cfg.precision, x.device))
         with torch.no_grad(): out["check_robust_acc"] = (clf(x_adv).argmax(1) == y).float().mean().item()
     model.train(was)
     return out

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from fastcore.basics import patch
 
-from ..core import RobustClipError, load_plugins
+from ..core import RobustClipError, Registry, load_plugins
 from ..models import PixelCLIP, check_pixels, load_clip
 
 # %% auto #0
@@ -264,24 +264,18 @@ def swap_vision(lvlm: LVLM,                 # the LVLM (changed in place)
     return lvlm
 
 # %% ../../nbs/40_vlm.core.ipynb #2695fb44
-_LVLMS: dict[str, Callable] = {}
+_LVLMS = Registry()
 
 def register_lvlm(key: str,                     # an exact name ('mini-llava') or a prefix ending in ':' ('llava-hf:')
                   loader: Callable|None = None,  # loader(spec, *, device, precision) -> LVLM (or use as a decorator)
                  ):
     "Make `load_lvlm(key...)` call `loader`."
-    if loader is None: return lambda f: register_lvlm(key, f)
-    _LVLMS[key] = loader; return loader
-
-def _lookup(spec: str) -> Callable|None:
-    if spec in _LVLMS: return _LVLMS[spec]
-    pre = [k for k in _LVLMS if k.endswith(":") and spec.startswith(k)]
-    return _LVLMS[max(pre, key=len)] if pre else None
+    return _LVLMS.register(key, loader)
 
 def lvlm_loader(spec: str) -> Callable|None:
     "The registered loader of `spec` (exact name or longest prefix), importing plugins on a miss; None if none."
-    if _lookup(spec) is None: load_plugins()
-    return _lookup(spec)
+    if _LVLMS.lookup(spec) is None: load_plugins()
+    return _LVLMS.lookup(spec)
 
 def available_lvlms() -> list[str]:
     "Registered LVLM names and prefixes."
