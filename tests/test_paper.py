@@ -103,7 +103,7 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     assert timing[0].split() == ["step", "seconds", "share"] and timing[-1].startswith("total")
     assert len(timing) == len(status) + 2
     records = load_results(runs / "results")
-    assert len(records) == sum(name.split("/")[0] in ("zeroshot", "drift", "text", "retrieval", "vlm") for name in status)
+    assert len(records) == sum(name.split("/")[0] in ("zeroshot", "drift", "text", "retrieval", "vlm", "t2i", "inversion") for name in status)
     plan_models = {"base", "tecoa2", "tecoa4", "fare2", "fare4", "simclip2", "simclip4", "leaf", "leaf-rho3",
                    "leaf-unconstrained", "fare2+leaf"}
     assert {r["run"] for r in records} == plan_models                 # every record names its plan model
@@ -113,7 +113,10 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     for name in _plan_templates("mini"):
         assert (fig / f"{name}.md").exists() and (fig / f"{name}.csv").exists(), name
         assert "mini scale" in (fig / f"{name}.md").read_text().splitlines()[0]
-    for png in ["table4_zeroshot", "leaf_fig1_domains", "leaf_fig3_ablation", "leaf_fig4_k"]:
+    g = select_result(records, run="leaf", task="t2i", dataset="mini/retrieval")
+    assert g["metrics"]["n"] == 2 and g["text_encoder"]["model"].endswith("leaf/final")
+    assert select_result(records, run="base", task="inversion")["metrics"]["n"] == 2
+    for png in ["table4_zeroshot", "leaf_fig1_domains", "leaf_fig3_ablation", "leaf_fig4_k", "leaf_t2i_grid"]:
         assert (fig / f"{png}.png").stat().st_size > 1000
     v = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack=None)
     assert v["vlm"] == "mini-llava" and v["vision"]["model"].endswith("fare4/final") and v["metrics"]["n"] == 8

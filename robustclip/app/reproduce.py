@@ -74,7 +74,7 @@ def _pick(ctx: Context, value: Any, smoke: Any) -> Any:
 # %% ../../nbs/80_app.reproduce.ipynb #578ba23d
 _PAPER_GPU_HOURS = {"train": 4 * 24.0, "leaf": 4 * 10.0, "zeroshot": 1.5, "clean": 0.1, "drift": 0.5,
                     "text": 0.2, "textfare": 1.0, "retrieval": 0.5, "vlm": 1.0,
-                    "vlm_attack": 8.0, "vlm_targeted": 25 * 2.0}   # rough A100-hour guesses per step at paper scale (ViT-L/14)
+                    "vlm_attack": 8.0, "vlm_targeted": 25 * 2.0, "t2i": 2.0, "inversion": 1.0}   # rough A100-hour guesses per step at paper scale (ViT-L/14)
 
 def train_run(config: Path,          # the run's training config (YAML)
               overrides: list[str],  # key=value overrides (output_dir=..., name=..., smoke settings)
@@ -329,11 +329,36 @@ def _vlm_targeted_steps(ctx: Context, plan: dict) -> list[Step]:
                 out.append(_eval_step(ctx, plan, "vlm", m, v["dataset"], f"target{j}-{_eps_tag(e)}", kw, _vlm, _PAPER_GPU_HOURS["vlm_targeted"]))
     return out
 
+def _t2i(spec: tuple, path: Path, *, dataset: str, generator: str, **kw) -> None:
+    "Text-to-image from clean and attacked prompts, the model's text tower swapped into the generator."
+    from robustclip.eval.t2i import eval_t2i
+    eval_t2i(generator, dataset, text_encoder=_loaded(spec), output=path, overwrite=True, **kw)
+
+def _inversion(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
+    "PEZ inversion of the model's text embeddings."
+    from robustclip.eval.inversion import eval_inversion
+    eval_inversion(_loaded(spec), dataset, output=path, overwrite=True, **kw)
+
+def _downstream_steps(ctx: Context, plan: dict) -> list[Step]:
+    "LEAF's downstream claims: generation under adversarial prompts (t2i) and embedding inversion (PEZ)."
+    out, t, v = [], plan.get("t2i"), plan.get("inversion")
+    for m in (t or {}).get("models", []):
+        kw = dict(dataset=t["dataset"], generator=t["generator"], n_samples=_pick(ctx, t["n_samples"], 2),
+                  k=_pick(ctx, t.get("k", 2), 1), **{f: t[f] for f in ("n_positions", "objective", "constrain", "judge",
+                                       "judge_pretrained", "batch_size", "n_examples", "precision", "subset") if f in t})
+        out.append(_eval_step(ctx, plan, "t2i", m, t["dataset"], "charmer", kw, _t2i, _PAPER_GPU_HOURS["t2i"]))
+    for m in (v or {}).get("models", []):
+        kw = dict(dataset=v["dataset"], n_samples=_pick(ctx, v["n_samples"], 2), steps=_pick(ctx, v["steps"], SMOKE["iterations"]),
+                  **{f: v[f] for f in ("vocab", "batch_size", "lr", "weight_decay", "subset") if f in v})
+        out.append(_eval_step(ctx, plan, "inversion", m, v["dataset"], "pez", kw, _inversion, _PAPER_GPU_HOURS["inversion"]))
+    return out
+
 def _eval_steps(ctx: Context, plan: dict) -> list[Step]:
     "Every evaluation of the plan."
     return (_zeroshot_steps(ctx, plan) + _drift_steps(ctx, plan) + _text_steps(ctx, plan) + _textfare_steps(ctx, plan)
             + _retrieval_steps(ctx, plan)
-            + _vlm_steps(ctx, plan) + _vlm_attack_steps(ctx, plan) + _vlm_targeted_steps(ctx, plan))
+            + _vlm_steps(ctx, plan) + _vlm_attack_steps(ctx, plan) + _vlm_targeted_steps(ctx, plan)
+            + _downstream_steps(ctx, plan))
 
 # %% ../../nbs/80_app.reproduce.ipynb #11c5f5ef
 CONTEXT_PARAMS = ("results_dir", "figures_dir", "scale")   # template parameters that come from the context, not the plan
