@@ -6,7 +6,7 @@ Docs: https://robustclip.github.io/robustclip/app.reproduce.html.md"""
 
 # %% ../../nbs/80_app.reproduce.ipynb #fb6677d9
 from __future__ import annotations
-import argparse, ast, json, re, time
+import argparse, ast, json, os, re, time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ..core import RobustClipError
+from ..core import RobustClipError, free_cores
 from ..results import label_result
 from .steps import Step, describe_steps, is_done, run_steps, select_steps, source_digest, step_keys
 
@@ -445,7 +445,8 @@ def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/
         todo = select_steps(steps, only)                         # --only narrows the plan shown too
         log(describe_plan([s for s in steps if s.name in todo], step_keys(steps, salt), state, scale)); return {}
     t0 = time.time()
-    status = run_steps(steps, state, only, salt, log)
+    workers = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, round(free_cores())))
+    status = run_steps(steps, state, only, salt, log, workers=workers)   # templates side by side on the free cores
     log(f"reproduce --scale {scale}: {sum(v == 'ran' for v in status.values())} steps ran, "
         f"{sum(v == 'cached' for v in status.values())} up to date, in {time.time() - t0:.0f} s; figures in {ctx.figures}")
     return status

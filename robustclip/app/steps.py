@@ -107,24 +107,43 @@ def timing_table(seconds: dict[str, float],  # wall seconds of each step that ra
     lines += [f"{n:<{w}}  {s:8.1f}  {share(s):>6}" for n, s in seconds.items()]
     return "\n".join(lines + [f"{'total':<{w}}  {total:8.1f}  {share(total):>6}"])
 
+def _run_one(s: Step, key: str, state: Path, label: str, log: Callable[[str], None]) -> float:
+    "Run one step, record its key as done; returns its wall seconds."
+    log(f"{label} {s.name} ..."); t0 = time.time()
+    if s.run is not None: s.run()
+    dt = time.time() - t0
+    atomic_write_text(_done_file(state, s.name), json.dumps({"key": key, "seconds": round(dt, 1)}))
+    log(f"{label} {s.name}: done in {dt:.1f} s"); return dt
+
+def _run_side_by_side(batch: list[tuple[str, Step]], keys: dict, state: Path, workers: int, log: Callable) -> dict[str, float]:
+    "Run independent steps in `workers` threads (steps whose work is another process); returns name -> seconds."
+    if len(batch) == 1 or workers == 1: return {s.name: _run_one(s, keys[s.name], state, lab, log) for lab, s in batch}
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {s.name: pool.submit(_run_one, s, keys[s.name], state, lab, log) for lab, s in batch}
+        return {n: f.result() for n, f in futures.items()}
+
 def run_steps(steps: list[Step],        # the plan, dependencies first
               state: Path,               # where finished keys are recorded
               only: str|None = None,     # run only steps whose name contains this (and what they need)
               salt: str = "",            # mixed into every key (the source digest)
               log: Callable[[str], None] = print,  # where progress lines and the timing table go
+              workers: int = 1,          # how many steps of kind 'notebook' (each runs in its own kernel) may run at once
              ) -> dict[str, str]:
     "Run the steps that are not done, then log their wall times; returns each step's status ('ran', 'cached', 'skipped')."
     keys = step_keys(steps, salt); state.mkdir(parents=True, exist_ok=True)
     todo = select_steps(steps, only)
-    status, seconds, i = {}, {}, 0
+    status, seconds, i, batch = {}, {}, 0, []
+    def flush():
+        seconds.update(_run_side_by_side(batch, keys, state, workers, log))
+        status.update({s.name: "ran" for _, s in batch}); batch.clear()
     for s in steps:
         if s.name not in todo: status[s.name] = "skipped"; continue
         i += 1
         if is_done(s, keys[s.name], state): status[s.name] = "cached"; log(f"[{i}/{len(todo)}] {s.name}: up to date"); continue
-        log(f"[{i}/{len(todo)}] {s.name} ..."); t0 = time.time()
-        if s.run is not None: s.run()
-        seconds[s.name] = dt = time.time() - t0
-        atomic_write_text(_done_file(state, s.name), json.dumps({"key": keys[s.name], "seconds": round(dt, 1)}))
-        status[s.name] = "ran"; log(f"[{i}/{len(todo)}] {s.name}: done in {dt:.1f} s")
+        if not (s.kind == "notebook" and not set(s.deps) & {b.name for _, b in batch}): flush()
+        batch.append((f"[{i}/{len(todo)}]", s))
+        if s.kind != "notebook": flush()
+    flush()
     if seconds: log(timing_table(seconds))
     return status
