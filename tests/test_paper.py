@@ -143,6 +143,6 @@ def test_retrieval_table_averages_charmer_over_targets(tmp_path):
                         parameters=dict(results_dir=str(res), figures_dir=str(tmp_path / "fig"), scale="paper",
                                         models=["base"], dataset="coco"), progress_bar=False, cwd=str(ROOT))
     md = (tmp_path / "fig" / "retrieval_table.md").read_text()
-    assert "averaged over 3 fixed target(s)" in md and "objective dissim" in md
+    assert "averaged over 3 fixed target caption(s)" in md and "objective dissim" in md
     row = next(l for l in md.splitlines() if l.startswith("| CLIP"))
     assert "| 30.0 |" in row and "| 50.0 |" in row                 # mean of 10, 20, 60 %; clean R@1 unchanged
