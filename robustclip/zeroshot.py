@@ -19,8 +19,9 @@ from .models import PixelCLIP, check_pixels
 from .data.core import ClassificationTask
 
 # %% auto #0
-__all__ = ['zeroshot_weights', 'resize_pixels', 'ImageEmbedder', 'ZeroShotClassifier', 'Mapped', 'task_inputs', 'subset_indices',
-           'build_classifier', 'classification_metrics', 'predict', 'evaluate_zeroshot']
+__all__ = ['zeroshot_weights', 'resize_pixels', 'ImageEmbedder', 'encode_images', 'label_embeddings', 'ZeroShotClassifier',
+           'Mapped', 'task_inputs', 'subset_indices', 'build_classifier', 'classification_metrics', 'predict',
+           'evaluate_zeroshot']
 
 # %% ../nbs/03_zeroshot.ipynb #e441703b
 def _fill(t: str) -> Callable[[str], str]:
@@ -59,6 +60,28 @@ class ImageEmbedder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         "Embeddings (N, D) of the images `x`."
         return self.model.encode_image(resize_pixels(x, self.model.image_size, self.antialias), normalize=self.normalize)
+
+# %% ../nbs/03_zeroshot.ipynb #1ef5184c
+@torch.no_grad()
+def encode_images(model: PixelCLIP,      # the CLIP
+                  images: torch.Tensor,  # (N,3,H,W) in [0,1], any size (resized to the model, anti-aliased)
+                  batch_size: int = 64,
+                 ) -> torch.Tensor:
+    "Normalised embeddings of `images`, resized to the model's input size when needed."
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = resize_pixels(images[i:i + batch_size].float(), model.image_size, antialias=True)
+        out.append(model.encode_image(x.to(model.device), normalize=True).float())
+    return torch.cat(out)
+
+@torch.no_grad()
+def label_embeddings(model: PixelCLIP,      # the CLIP
+                     images: torch.Tensor,  # (C,3,H,W): one image per class, or (C,n,3,H,W): n per class
+                    ) -> torch.Tensor:
+    "(C, D) normalised class embeddings: each class's image embedding, or the mean of its images' embeddings."
+    if images.ndim == 4: return encode_images(model, images)
+    e = encode_images(model, images.flatten(0, 1)).view(*images.shape[:2], -1)
+    return F.normalize(e.mean(1), dim=-1)
 
 # %% ../nbs/03_zeroshot.ipynb #02168c67
 class ZeroShotClassifier(nn.Module):

@@ -107,9 +107,9 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     plan_models = {"base", "tecoa2", "tecoa4", "fare2", "fare4", "simclip2", "simclip4", "leaf", "leaf-rho3",
                    "leaf-unconstrained", "fare2+leaf"}
     assert {r["run"] for r in records} == plan_models                 # every record names its plan model
-    r = select_result(records, run="fare4", task="zeroshot", dataset="mini/position", eps="16/255")
+    r = select_result(records, run="fare4", task="zeroshot", dataset="mini/layout", eps="20/255")
     assert r["model"].startswith("local-dir:") and r["model"].endswith("fare4/final")
-    assert f"| 16/255 · FARE4 | {100 * r['metrics']['robust_acc1']:.1f} |" in (fig / "table4_zeroshot.md").read_text()
+    assert f"| 20/255 · FARE4 | {100 * r['metrics']['robust_acc1']:.1f} |" in (fig / "table4_zeroshot.md").read_text()
     for name in _plan_templates("mini"):
         assert (fig / f"{name}.md").exists() and (fig / f"{name}.csv").exists(), name
         assert "mini scale" in (fig / f"{name}.md").read_text().splitlines()[0]
@@ -120,11 +120,11 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
         assert (fig / f"{png}.png").stat().st_size > 1000
     v = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack=None)
     assert v["vlm"] == "mini-llava" and v["vision"]["model"].endswith("fare4/final") and v["metrics"]["n"] == 8
-    e = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="ensemble", eps="16/255")
-    t = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="transfer", eps="16/255")
+    e = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="ensemble", eps="20/255")
+    t = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="transfer", eps="20/255")
     assert "robust_cider" in e["metrics"] and t["attack"]["source_attack"] == "ensemble" and t["transfer_from"]["vision"]["model"] == "mini-base"
     table4 = (fig / "table4_zeroshot.csv").read_text()
-    assert "clean" in table4 and "16/255" in table4
+    assert "clean" in table4 and "20/255" in table4
     again = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lambda s: None)
     assert set(again.values()) == {"cached"}
 
@@ -146,3 +146,40 @@ def test_retrieval_table_averages_charmer_over_targets(tmp_path):
     assert "averaged over 3 fixed target caption(s)" in md and "objective dissim" in md
     row = next(l for l in md.splitlines() if l.startswith("| CLIP"))
     assert "| 30.0 |" in row and "| 50.0 |" in row                 # mean of 10, 20, 60 %; clean R@1 unchanged
+
+
+def test_claims_verdicts_respect_the_seed_margins(tmp_path):
+    "A difference counts only beyond its kind's seed margin: holds / not shown / does not hold, and claims.json records it."
+    import papermill as pm
+    from robustclip.results import write_result
+    res = tmp_path / "results"
+    clean = {"base": 0.90, "fare2": 0.80, "tecoa2": 0.77}                    # FARE2 - TeCoA2 = 3 points, clean avg ZS
+    for m, acc in clean.items():
+        for ds in ("mini/color", "mini/size"):
+            write_result({"task": "zeroshot_classification", "dataset": ds, "run": m, "model": m, "attack": None,
+                          "metrics": {"acc1": acc}}, res / f"{m}-{ds[5:]}.json")
+    row = "FARE2 keeps clean zero-shot transfer better than TeCoA2"
+    verdicts = {}
+    for margin in (1.0, 5.0):
+        fig = tmp_path / f"fig{margin}"
+        pm.execute_notebook(str(ROOT / "nbs/paper/claims.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                            language="python", progress_bar=False, cwd=str(ROOT),
+                            parameters=dict(results_dir=str(res), figures_dir=str(fig), scale="mini",
+                                            datasets=["mini/layout", "mini/color", "mini/size"], source="mini/layout",
+                                            margins={"avg ZS clean": margin}))
+        line = next(l for l in (fig / "claims.md").read_text().splitlines() if l.startswith(f"| {row}"))
+        verdicts[margin] = line.rstrip(" |").rsplit("|", 1)[1].strip()
+        diffs = json.loads((fig / "claims.json").read_text())["differences"][row]
+        assert diffs == [{"kind": "avg ZS clean", "d": pytest.approx(3.0)}]
+    assert verdicts == {1.0: "holds", 5.0: "not shown (within seed margin)"}
+    # the same 3 points against the claim: TeCoA2 ahead
+    for ds in ("mini/color", "mini/size"):
+        write_result({"task": "zeroshot_classification", "dataset": ds, "run": "tecoa2", "model": "tecoa2", "attack": None,
+                      "metrics": {"acc1": 0.83}}, res / f"tecoa2-{ds[5:]}.json")
+    fig = tmp_path / "against"
+    pm.execute_notebook(str(ROOT / "nbs/paper/claims.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        language="python", progress_bar=False, cwd=str(ROOT),
+                        parameters=dict(results_dir=str(res), figures_dir=str(fig), scale="mini", source="mini/layout",
+                                        datasets=["mini/layout", "mini/color", "mini/size"], margins={"avg ZS clean": 1.0}))
+    line = next(l for l in (fig / "claims.md").read_text().splitlines() if l.startswith(f"| {row}"))
+    assert line.rstrip(" |").endswith("does not hold") and "avg ZS clean ±1" in line

@@ -6,7 +6,7 @@ Docs: https://robustclip.github.io/robustclip/app.reproduce.html.md"""
 
 # %% ../../nbs/80_app.reproduce.ipynb #fb6677d9
 from __future__ import annotations
-import argparse, ast, json, os, re, time
+import argparse, ast, json, os, re, subprocess, sys, time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,10 +31,12 @@ class Context:
     runs: Path|None = None            # default root/runs/<scale>
     figures: Path|None = None         # default root/figures (mini) or root/figures/<scale>
     smoke: bool = False               # tiny settings everywhere (tests): mechanics, not results
+    seed: int|None = None             # one training seed for every run (seed spread); None: each config's own
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        self.runs = Path(self.runs or self.root/"runs"/self.scale)
-        self.figures = Path(self.figures or (self.root/"figures" if self.scale == "mini" else self.root/"figures"/self.scale))
+        self.runs = Path(self.runs or self.root/"runs"/(self.scale if self.seed is None else f"{self.scale}-seed{self.seed}"))
+        default = (self.root/"figures" if self.scale == "mini" else self.root/"figures"/self.scale) if self.seed is None else self.runs/"figures"
+        self.figures = Path(self.figures or default)
     @property
     def results(self) -> Path: return self.runs/"results"
 
@@ -79,10 +81,10 @@ _PAPER_GPU_HOURS = {"train": 4 * 24.0, "leaf": 4 * 10.0, "zeroshot": 1.5, "clean
 def train_run(config: Path,          # the run's training config (YAML)
               overrides: list[str],  # key=value overrides (output_dir=..., name=..., smoke settings)
              ) -> None:
-    "Fine-tune one run of the plan, resuming from its latest checkpoint."
-    from robustclip.train.config import load_config
-    from robustclip.train.loop import train
-    train(load_config(str(config), overrides), resume="latest")
+    "Fine-tune one run of the plan in a `robustclip train` process of its own, resuming from its latest checkpoint."
+    cmd = [sys.executable, "-m", "robustclip", "train", str(config), *overrides, "--resume", "latest"]
+    rc = subprocess.run(cmd).returncode
+    if rc: raise RobustClipError(f"training {config} {' '.join(overrides)} failed (exit {rc}); its output is above")
 
 def _combine(ctx: Context, plan: dict,
              name: str,    # the combination's name in the plan
@@ -101,6 +103,7 @@ def _train_steps(ctx: Context, plan: dict) -> list[Step]:
     for name, r in plan.get("runs", {}).items():
         cfg_file = ctx.root/r["config"]
         over = list(r.get("overrides", [])) + [f"output_dir={ctx.runs/name}", f"name={name}"]
+        if ctx.seed is not None: over += [f"seed={ctx.seed}"]
         if ctx.smoke: over += SMOKE["train"]
         raw = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
         needs = [f"weights: {raw.get('model')} {raw.get('pretrained') or ''}".strip(), f"data: {raw.get('dataset')}"]
@@ -436,9 +439,10 @@ def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/
               runs: str|Path|None = None,     # where runs and results go (default ROOT/runs/SCALE)
               figures: str|Path|None = None,  # where tables and figures go (default ROOT/figures[/SCALE])
               log: Callable[[str], None] = print,  # where progress goes
+              seed: int|None = None,      # one training seed for every run (default runs: ROOT/runs/SCALE-seedN)
              ) -> dict[str, str]:
     "Regenerate the tables and figures of a scale; returns each step's status."
-    ctx = Context(Path(root), scale, runs, figures, smoke); _CACHE.clear()
+    ctx = Context(Path(root), scale, runs, figures, smoke, seed); _CACHE.clear()
     steps = build_plan(ctx); salt = source_digest(_package()) + ("smoke" if smoke else "")
     state = ctx.runs/".steps"
     if dry_run:
@@ -461,7 +465,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
                 "  robustclip reproduce --scale paper --dry-run   # the paper-scale plan with GPU-hour estimates")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--scale", default="mini", help="'mini' (CPU, minutes) or 'paper' (GPUs, real weights and data)")
-    p.add_argument("--only", help="run only steps whose name contains this (e.g. table4_zeroshot, train/fare4, zeroshot/fare4)")
+    p.add_argument("--only", help="run only steps whose name contains this, or any of several separated by commas "
+                                  "(e.g. table4_zeroshot, train/fare4, 'zeroshot/fare4,drift/fare4')")
+    p.add_argument("--seed", type=int, help="train every run with this seed instead of its config's (seed spread; "
+                                            "runs and figures go to ROOT/runs/SCALE-seedN unless --runs/--figures say)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (and GPU-hours at paper scale); run nothing")
     p.add_argument("--root", default=".", help="repository root with configs/ and nbs/paper/ (default: .)")
     p.add_argument("--runs", help="where runs and results go (default ROOT/runs/SCALE)")
@@ -471,5 +478,5 @@ def run(args: argparse.Namespace) -> int:
     "Run `robustclip reproduce`."
     root = Path(args.root)
     if not (root/"configs").is_dir(): raise RobustClipError(f"{root.resolve()} has no configs/: run from the repository root or pass --root")
-    reproduce(root, args.scale, args.only, args.dry_run, runs=args.runs, figures=args.figures)
+    reproduce(root, args.scale, args.only, args.dry_run, runs=args.runs, figures=args.figures, seed=args.seed)
     return 0

@@ -14,7 +14,8 @@ from typing import Any, Callable
 from ..core import RobustClipError, atomic_write_text, config_hash
 
 # %% auto #0
-__all__ = ['Step', 'source_digest', 'step_keys', 'is_done', 'select_steps', 'describe_steps', 'timing_table', 'run_steps']
+__all__ = ['OWN_PROCESS', 'Step', 'source_digest', 'step_keys', 'is_done', 'select_steps', 'describe_steps', 'timing_table',
+           'run_steps']
 
 # %% ../../nbs/79_app.steps.ipynb #ee8ed422
 @dataclass
@@ -70,10 +71,11 @@ def is_done(step: Step,   # a step of the plan
     return all(Path(o).exists() for o in step.outputs)
 
 def select_steps(steps: list[Step],  # the plan
-                 only: str|None,     # a substring of step names (None: every step)
+                 only: str|None,     # a substring of step names, or several separated by commas (None: every step)
                 ) -> set[str]:
-    "Names of the steps whose name contains `only`, and of every step they depend on."
-    wanted = {s.name for s in steps if only is None or only in s.name}
+    "Names of the steps whose name contains `only` (any of its comma-separated parts), and of every step they depend on."
+    parts = None if only is None else [o.strip() for o in only.split(",") if o.strip()]
+    wanted = {s.name for s in steps if parts is None or any(o in s.name for o in parts)}
     if only is not None and not wanted:
         raise RobustClipError(f"--only {only!r} matches no step; steps: {', '.join(s.name for s in steps[:8])}, ...")
     by_name, todo, stack = {s.name: s for s in steps}, set(), list(wanted)
@@ -123,12 +125,14 @@ def _run_side_by_side(batch: list[tuple[str, Step]], keys: dict, state: Path, wo
         futures = {s.name: pool.submit(_run_one, s, keys[s.name], state, lab, log) for lab, s in batch}
         return {n: f.result() for n, f in futures.items()}
 
+OWN_PROCESS = ("notebook", "train")   # step kinds whose work runs in a process of its own (a kernel, `robustclip train`)
+
 def run_steps(steps: list[Step],        # the plan, dependencies first
               state: Path,               # where finished keys are recorded
               only: str|None = None,     # run only steps whose name contains this (and what they need)
               salt: str = "",            # mixed into every key (the source digest)
               log: Callable[[str], None] = print,  # where progress lines and the timing table go
-              workers: int = 1,          # how many steps of kind 'notebook' (each runs in its own kernel) may run at once
+              workers: int = 1,          # how many steps of an OWN_PROCESS kind may run at once
              ) -> dict[str, str]:
     "Run the steps that are not done, then log their wall times; returns each step's status ('ran', 'cached', 'skipped')."
     keys = step_keys(steps, salt); state.mkdir(parents=True, exist_ok=True)
@@ -141,9 +145,9 @@ def run_steps(steps: list[Step],        # the plan, dependencies first
         if s.name not in todo: status[s.name] = "skipped"; continue
         i += 1
         if is_done(s, keys[s.name], state): status[s.name] = "cached"; log(f"[{i}/{len(todo)}] {s.name}: up to date"); continue
-        if not (s.kind == "notebook" and not set(s.deps) & {b.name for _, b in batch}): flush()
+        if not (s.kind in OWN_PROCESS and not set(s.deps) & {b.name for _, b in batch}): flush()
         batch.append((f"[{i}/{len(todo)}]", s))
-        if s.kind != "notebook": flush()
+        if s.kind not in OWN_PROCESS: flush()
     flush()
     if seconds: log(timing_table(seconds))
     return status

@@ -49,7 +49,7 @@ class TextClassificationTask:
     labels: list[int]
     classnames: list[str]
     label_prompts: list[str]                 # one prompt per class (LEAF's `--label_encoder text`)
-    label_images: torch.Tensor|None = None   # (C,3,H,W) in [0,1], one image per class (LEAF's default)
+    label_images: torch.Tensor|None = None   # (C,3,H,W) in [0,1], one image per class (LEAF's default), or (C,n,3,H,W): n per class, embeddings averaged
     info: dict = field(default_factory=dict)
     def __len__(self): return len(self.texts)
 

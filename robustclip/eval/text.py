@@ -15,29 +15,17 @@ import torch
 from ..core import RobustClipError, SubsetSpec, config_hash
 from ..models import PixelCLIP, encode_texts
 from ..data.core import TextClassificationTask
-from ..zeroshot import resize_pixels
+from ..zeroshot import encode_images, label_embeddings   # encode_images: re-exported for callers of this module
 from ..attacks.charmer import charmer, margin_objective, class_margins, get_alphabet
 from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
                                     check_nonnegative, subset_spec, sidecar_path)
 
 # %% auto #0
-__all__ = ['LABEL_ENCODERS', 'TEXT_ATTACKS', 'encode_images', 'check_label_encoder', 'class_embeddings', 'predict_texts',
-           'text_attack', 'text_metrics', 'TextClassification', 'text_alphabet', 'eval_text']
+__all__ = ['LABEL_ENCODERS', 'TEXT_ATTACKS', 'check_label_encoder', 'class_embeddings', 'predict_texts', 'text_attack',
+           'text_metrics', 'TextClassification', 'text_alphabet', 'eval_text']
 
 # %% ../../nbs/31_eval.text.ipynb #96b714e5
 LABEL_ENCODERS = ("image", "text")
-
-@torch.no_grad()
-def encode_images(model: PixelCLIP,      # the CLIP
-                  images: torch.Tensor,  # (N,3,H,W) in [0,1], any size (label images are resized, anti-aliased)
-                  batch_size: int = 64,
-                 ) -> torch.Tensor:
-    "Normalised embeddings of `images`, resized to the model's input size when needed."
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = resize_pixels(images[i:i + batch_size].float(), model.image_size, antialias=True)
-        out.append(model.encode_image(x.to(model.device), normalize=True).float())
-    return torch.cat(out)
 
 def check_label_encoder(task: TextClassificationTask,  # the task
                         label_encoder: str,            # 'image' or 'text'
@@ -57,9 +45,9 @@ def class_embeddings(model: PixelCLIP,              # the CLIP
                      task: TextClassificationTask,  # classes with label images and/or label prompts
                      label_encoder: str = "image",  # 'image' (LEAF's default) or 'text' (label prompts)
                     ) -> torch.Tensor:
-    "(C, D) normalised class embeddings: image embeddings of the label images, or text embeddings of the label prompts."
+    "(C, D) normalised class embeddings: of the label images (one or several per class), or of the label prompts."
     if check_label_encoder(task, label_encoder) == "text": return encode_texts(model, task.label_prompts, normalize=True).float()
-    return encode_images(model, task.label_images)
+    return label_embeddings(model, task.label_images)
 
 @torch.no_grad()
 def predict_texts(model: PixelCLIP,          # the CLIP

@@ -17,9 +17,9 @@ from ..data.core import ClassificationTask, TextClassificationTask, RetrievalTas
 from ..core import RobustClipError
 
 # %% auto #0
-__all__ = ['DIGITS', 'COLORS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'ATTRIBUTES', 'SPLIT_SIZES', 'TEMPLATES', 'MINI_TASKS',
-           'glyphs', 'split_glyphs', 'render', 'caption', 'attrs_of', 'MiniImages', 'mini_task', 'mini_captions',
-           'mini_text', 'mini_retrieval']
+__all__ = ['DIGITS', 'COLORS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'ATTRIBUTES', 'SPLIT_SIZES', 'TEMPLATES', 'COMPOUNDS',
+           'MINI_TASKS', 'LABEL_IMAGES', 'glyphs', 'split_glyphs', 'render', 'caption', 'attrs_of', 'MiniImages',
+           'mini_task', 'mini_captions', 'mini_text', 'mini_retrieval']
 
 # %% ../../nbs/50_mini.world.ipynb #bf4ea999
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -128,28 +128,40 @@ TEMPLATES = {
     "background": ["a digit on a {c} background.", "a number on {c}."],
     "size": ["a {c} digit.", "a picture of a {c} number."],
     "position": ["a digit in the {c}.", "a number at the {c}."],
+    "layout": ["a digit in the {c}.", "a number at the {c}."],
 }
 
 def _n_split(split: str, n: int|None) -> int:
     if split not in SPLIT_SIZES: raise RobustClipError(f"mini world split must be 'train' or 'test', not {split!r}")
     return n or SPLIT_SIZES[split]
 
-def mini_task(attribute: str,           # one of ATTRIBUTES
+COMPOUNDS = {"layout": ("position", "background")}   # compound tasks: one class per pair of values (the mini plan's source task)
+
+def _labels(attribute: str, a: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
+    "Labels and class names of an attribute or a compound of two."
+    if attribute not in COMPOUNDS: return a[attribute], list(ATTRIBUTES[attribute])
+    p, q = COMPOUNDS[attribute]
+    names = [f"{u} {_PHRASE[q].format(v)}" for u in ATTRIBUTES[p] for v in ATTRIBUTES[q]]
+    return a[p] * len(ATTRIBUTES[q]) + a[q], names
+
+_PHRASE = {"background": "on a {} background"}
+
+def mini_task(attribute: str,           # one of ATTRIBUTES or COMPOUNDS
               split: str = "test",      # 'train' or 'test'
               n: int|None = None,       # number of images (default SPLIT_SIZES[split])
               seed: int = 0,            # world seed
               image_size: int = 32,     # side in pixels
              ) -> ClassificationTask:
     "The zero-shot classification task `mini/<attribute>`."
-    if attribute not in ATTRIBUTES:
+    if attribute not in ATTRIBUTES and attribute not in COMPOUNDS:
         raise RobustClipError(f"unknown mini task 'mini/{attribute}'; mini tasks: {', '.join(MINI_TASKS)}")
     n = _n_split(split, n)
     x, a = render(n, split, seed, image_size)
-    return ClassificationTask(f"mini/{attribute}", MiniImages(x, a[attribute]), list(ATTRIBUTES[attribute]),
-                              TEMPLATES[attribute], native_resolution=True,
+    y, names = _labels(attribute, a)
+    return ClassificationTask(f"mini/{attribute}", MiniImages(x, y), names, TEMPLATES[attribute], native_resolution=True,
                               info={"split": split, "n": n, "seed": seed, "image_size": image_size})
 
-MINI_TASKS = [f"mini/{k}" for k in ATTRIBUTES] + ["mini/text", "mini/retrieval"]
+MINI_TASKS = [f"mini/{k}" for k in [*ATTRIBUTES, *COMPOUNDS]] + ["mini/text", "mini/retrieval"]
 
 # %% ../../nbs/50_mini.world.ipynb #07ae0caa
 def mini_captions(split: str = "train", n: int|None = None, seed: int = 0,
@@ -165,15 +177,12 @@ def mini_captions(split: str = "train", n: int|None = None, seed: int = 0,
     return out
 
 # %% ../../nbs/50_mini.world.ipynb #8b16860c
-def _label_images(split: str, seed: int, image_size: int, attribute: str = "color") -> torch.Tensor:
+LABEL_IMAGES = 8   # label images per class of mini/text (the rule in "The mini text task" below)
+
+def _label_images(split: str, seed: int, image_size: int, attribute: str = "color", n: int = LABEL_IMAGES) -> torch.Tensor:
+    "(C, n, 3, S, S): the first `n` images of each class in a separate render of the split."
     x, a = render(400, split, seed + 1000, image_size)
-    plain = (a["size"] == 1) & (a["background"] == 0)
-    out = []
-    for c in range(len(ATTRIBUTES[attribute])):
-        i = ((a[attribute] == c) & plain).nonzero().flatten()
-        i = i if len(i) else (a[attribute] == c).nonzero().flatten()
-        out.append(x[i[0]].float() / 255)
-    return torch.stack(out)
+    return torch.stack([x[(a[attribute] == c).nonzero().flatten()[:n]].float() / 255 for c in range(len(ATTRIBUTES[attribute]))])
 
 def _caption_naming(attrs: dict[str, int], rng: random.Random, attribute: str) -> str:
     "A caption that surely names `attribute` (and the digit only as a word)."

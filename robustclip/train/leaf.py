@@ -25,6 +25,7 @@ from ..attacks.leaf import leaf_attack, WordConstraint, cpu_generator
 from .losses import FARELoss, sq_l2
 from .methods import Method, register_method
 from .distributed import GlobalBatchSampler
+from ..zeroshot import label_embeddings
 
 # %% auto #0
 __all__ = ['LeafArgs', 'task_captions', 'EpochWindows', 'LEAF']
@@ -131,12 +132,10 @@ class LEAF(Method):
 # %% ../../nbs/24_train.leaf.ipynb #9f592d2b
 @torch.no_grad()
 def _class_emb(model: PixelCLIP, task: TextClassificationTask, label_encoder: str) -> torch.Tensor:
-    "Normalised class embeddings from label images (resized to the model) or label prompts."
+    "Normalised class embeddings from label images (one or several per class) or label prompts."
     if label_encoder == "text" or task.label_images is None:
         return model.encode_text(list(task.label_prompts), normalize=True).float()
-    x = F.interpolate(task.label_images.float(), size=(model.image_size, model.image_size), mode="bicubic",
-                      align_corners=False, antialias=True).clamp(0, 1).to(model.device)
-    return model.encode_image(x, normalize=True).float()
+    return label_embeddings(model, task.label_images)
 
 def _leaf_check(self: LEAF, model: PixelCLIP, generator: torch.Generator) -> dict[str, float]:
     "Clean and Charmer-robust text accuracy on the held-out texts (empty without `check_dataset`)."
