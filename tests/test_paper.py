@@ -39,11 +39,16 @@ def test_every_template_is_in_the_plan_with_declared_parameters(scale):
         assert all(type(params[k]) is type(known[k]) for k in declared), name   # the types the template expects
 
 
+RUN_LOG_TEMPLATES = {"training_loss"}   # read the runs' training logs (metrics.jsonl), not result records
+
+
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
 def test_templates_find_results_by_their_fields(path):
     "No template spells a result file name: they query records (robustclip.results), never paths or slugs."
     code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    assert "from robustclip.results import" in code and "select_result(" in code
+    if path.stem in RUN_LOG_TEMPLATES: code = code.replace('"metrics.jsonl"', "")
+    else: assert "from robustclip.results import" in code and "select_result(" in code
+    code = re.sub(r'Path\(figures_dir\)\s*/\s*"[a-z_]+\.json"', "", code)   # a template's own output beside its table is fine
     code = re.sub(r"\b[a-z]+__[a-z_]+\s*=", "", code)   # query keywords into nested fields (attack__target=) are fine
     for spelled in ["read_results", "slug", "__", ".json", "robustclip.app"]:
         assert spelled not in code, f"{path.name} uses {spelled!r}"
