@@ -6,8 +6,7 @@ Docs: https://robustclip.github.io/robustclip/mini.spread.html.md"""
 
 # %% ../../nbs/55_mini.spread.ipynb #76da9232
 from __future__ import annotations
-import json, math
-from pathlib import Path
+import math
 
 # %% auto #0
 __all__ = ['SPREAD_SEEDS', 'SPREAD_STEPS', 'spread_margins']
