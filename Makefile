@@ -49,7 +49,7 @@ nbdev-test: venv
 
 # everything under tests/, the notebooks included (one test each); prints the "N passed" line CI reads
 pytest: venv
-	$(TEST_ENV) $(BIN)/pytest -n 2
+	$(TEST_ENV) $(BIN)/pytest -n 2 --durations=15
 
 # the tests marked slow, and the attacks' hypothesis properties with 1,000 generated cases each (HYPOTHESIS_PROFILE=slow)
 test-slow: venv

@@ -20,9 +20,10 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 from .core import RobustClipError, Registry, load_plugins, atomic_save
 
 # %% auto #0
-__all__ = ['register_configs', 'model_config', 'check_pixels', 'PixelCLIP', 'tokenizer_for', 'create_clip', 'save_clip',
-           'read_checkpoint', 'apply_checkpoint', 'hub_dir', 'unknown_arch', 'load_local_dir', 'register_model',
-           'model_loader', 'available_models', 'load_clip', 'encode_texts', 'encode_tokens']
+__all__ = ['register_configs', 'model_config', 'check_pixels', 'PixelCLIP', 'FastTokenizer', 'fast_tokenizer', 'tokenizer_for',
+           'create_clip', 'save_clip', 'read_checkpoint', 'apply_checkpoint', 'hub_dir', 'unknown_arch',
+           'load_local_dir', 'register_model', 'model_loader', 'available_models', 'load_clip', 'encode_texts',
+           'encode_tokens']
 
 # %% ../nbs/01_models.ipynb #f7ecfa3f
 def register_configs() -> None:
@@ -135,13 +136,55 @@ class PixelCLIP(nn.Module):
         return f"name={self.name!r}, pretrained={self.pretrained!r}, image_size={self.image_size}, embed_dim={self.embed_dim}"
 
 # %% ../nbs/01_models.ipynb #7a71b0e7
+class FastTokenizer(open_clip.SimpleTokenizer):
+    "open_clip's BPE tokenizer, with the same ids, and a shortcut for printable-ASCII texts (attack candidates)."
+    MAX_WORDS = 200_000    # word -> ids entries kept before the table starts afresh
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw); self._word_ids: dict[str, list[int]] = {}
+
+    def _shortcut(self, text: str) -> bool:
+        "Whether cleaning `text` is whitespace folding and lower-casing ('lower' cleaning, printable ASCII, no '&')."
+        return (getattr(self.clean_fn, "__name__", "") == "_clean_lower" and text.isascii() and text.isprintable()
+                and "&" not in text)
+
+    def encode(self, text: str) -> list[int]:
+        "BPE ids of `text` (without start and end of text)."
+        if not self._shortcut(text): return super().encode(text)
+        if len(self._word_ids) > self.MAX_WORDS: self._word_ids.clear(); self.cache = {t: t for t in self.cache if t.startswith("<")}
+        ids: list[int] = []
+        for w in self.pat.findall(" ".join(text.split()).lower()):
+            got = self._word_ids.get(w)
+            if got is None:
+                bpe = self.bpe("".join(self.byte_encoder[b] for b in w.encode("utf-8")))
+                got = self._word_ids[w] = [self.encoder[t] for t in bpe.split(" ")]
+            ids.extend(got)
+        return ids
+
+    def __call__(self, texts: str|Sequence[str], context_length: int|None = None) -> torch.Tensor:
+        "Ids (N, context_length), zero-padded; a longer text is cut and its last kept id becomes end-of-text (as open_clip)."
+        if self.reduction_fn is not None: return super().__call__(texts, context_length)
+        n = context_length or self.context_length
+        rows = []
+        for t in ([texts] if isinstance(texts, str) else texts):
+            r = [self.sot_token_id] + self.encode(t) + [self.eot_token_id]
+            if len(r) > n: r = r[:n]; r[-1] = self.eot_token_id
+            rows.append(r + [0] * (n - len(r)))
+        return torch.tensor(rows, dtype=torch.long).reshape(len(rows), n)
+
+def fast_tokenizer(tok):  # an open_clip tokenizer
+    "`tok` as a `FastTokenizer` when it is a plain open_clip `SimpleTokenizer` (same vocabulary and settings), else `tok`."
+    if type(tok) is not open_clip.SimpleTokenizer: return tok
+    fast = FastTokenizer.__new__(FastTokenizer); fast.__dict__.update(tok.__dict__); fast._word_ids = {}
+    return fast
+
+# %% ../nbs/01_models.ipynb #6b0705c8
 def tokenizer_for(model_cfg: dict):
-    "The open_clip tokenizer a model config asks for (BPE by default, which works offline)."
+    "The open_clip tokenizer a model config asks for (BPE by default, which works offline; a `FastTokenizer`)."
     text_cfg = model_cfg.get("text_cfg", {})
     ctx = text_cfg.get("context_length", 77)
     if text_cfg.get("hf_tokenizer_name"):
         return open_clip.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=ctx, **text_cfg.get("tokenizer_kwargs", {}))
-    return open_clip.SimpleTokenizer(context_length=ctx, **text_cfg.get("tokenizer_kwargs", {}))
+    return FastTokenizer(context_length=ctx, **text_cfg.get("tokenizer_kwargs", {}))
 
 def create_clip(model_cfg: dict,                 # open_clip config: embed_dim, vision_cfg, text_cfg, ...
                 preprocess_cfg: dict|None = None,  # mean/std/... (default: OpenAI's)
@@ -310,7 +353,7 @@ def _from_arch(name: str, pretrained: str|None, quick_gelu: bool|None, precision
             f"as pretrained=PATH ({str(e).splitlines()[0][:120]})") from None
     cfg = open_clip.get_model_config(name)
     if qg: cfg["quick_gelu"] = True
-    return PixelCLIP(model, cfg, getattr(model.visual, "preprocess_cfg", None), open_clip.get_tokenizer(name),
+    return PixelCLIP(model, cfg, getattr(model.visual, "preprocess_cfg", None), fast_tokenizer(open_clip.get_tokenizer(name)),
                      name=name, pretrained=pretrained or "random")
 
 # %% ../nbs/01_models.ipynb #98ae7f40

@@ -151,3 +151,28 @@ def test_bad_images(tiny, bad, msg):
     with pytest.raises(RobustClipError) as e:
         tiny.encode_image(bad)
     assert msg in str(e.value)
+
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 ,.;:'\"!?-&<>#()\t\n" + "éüß\u201c\u201d\u00a0\u2019"
+_PIECES = ["&amp;", "&lt;b&gt;", "&#39;", "&quot", "\x1b[31m", "\r\n", "\x00", "\ufb01", "Ã©", " red ", "seven", "it's", "  "]
+
+
+def _texts():
+    from hypothesis import strategies as st
+    piece = st.one_of(st.text(alphabet=_ALPHABET, max_size=12), st.sampled_from(_PIECES))
+    return st.lists(st.lists(piece, max_size=8).map("".join), min_size=1, max_size=8)
+
+
+def test_fast_tokenizer_gives_open_clips_ids():
+    "FastTokenizer (every BPE model's tokenizer) returns open_clip's ids on any text: its shortcut and its fallback."
+    from hypothesis import given, settings
+    from robustclip.models import FastTokenizer, fast_tokenizer
+    slow = open_clip.SimpleTokenizer(context_length=16)
+    fast = fast_tokenizer(open_clip.SimpleTokenizer(context_length=16))
+    assert isinstance(fast, FastTokenizer) and isinstance(load_clip("mini-base").tokenizer, FastTokenizer)
+
+    @settings(max_examples=300, deadline=None)
+    @given(_texts())
+    def same(texts):
+        assert torch.equal(fast(texts), slow(texts))
+    same()

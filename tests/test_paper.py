@@ -102,7 +102,7 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     from robustclip.app.reproduce import reproduce
     from robustclip.results import load_results, select_result
     runs, fig, lines = tmp_path / "runs", tmp_path / "figures", []
-    status = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lines.append)
+    status = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lines.append, workers=1)   # every step here
     assert set(status.values()) == {"ran"}
     timing = lines[-2].splitlines()                                   # the runner's per-step wall times
     assert timing[0].split() == ["step", "seconds", "share"] and timing[-1].startswith("total")
@@ -132,6 +132,21 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     assert "clean" in table4 and "20/255" in table4
     again = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lambda s: None)
     assert set(again.values()) == {"cached"}
+
+def test_a_group_process_writes_the_records_this_process_writes(tmp_path, mini_base):
+    "One model's evaluations in a `robustclip reproduce --steps` process of their own give the records of running them here."
+    from robustclip.app.reproduce import reproduce
+    from robustclip.results import load_results
+    only, got, logs = "zeroshot/base/mini-color,text/base/mini-text", {}, {}
+    for workers in (2, 1):
+        runs, logs[workers] = tmp_path / f"w{workers}", []
+        status = reproduce(ROOT, "mini", only=only, smoke=True, runs=runs, figures=runs / "fig", log=logs[workers].append, workers=workers)
+        assert {n for n, v in status.items() if v == "ran"} >= {"zeroshot/base/mini-color/clean", "text/base/mini-text/k1"}
+        got[workers] = {(r["task"], r["dataset"], json.dumps(r.get("attack"), sort_keys=True)): r["metrics"] for r in load_results(runs / "results")}
+    assert any(l.startswith("evals/base (4 steps)") for l in logs[2][-2].splitlines())   # the group ran as one unit
+    assert not any("evals/" in l for l in logs[1][-2].splitlines())
+    assert len(got[1]) == 4 and got[2] == got[1]
+
 
 def test_retrieval_table_averages_charmer_over_targets(tmp_path):
     "LEAF reports Charmer retrieval averaged over its three fixed targets: one record per target, the table shows the mean."

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ..core import RobustClipError, free_cores
+from ..core import RobustClipError, choose_threads, free_cores
 from ..results import label_result
 from .steps import Step, describe_steps, is_done, run_steps, select_steps, source_digest, step_keys
 
@@ -32,10 +32,12 @@ class Context:
     figures: Path|None = None         # default root/figures (mini) or root/figures/<scale>
     smoke: bool = False               # tiny settings everywhere (tests): mechanics, not results
     seed: int|None = None             # one training seed for every run (seed spread); None: each config's own
+    threads: int|None = None          # intra-op threads of every run and evaluation (another machine's proxy); None: as configured
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        self.runs = Path(self.runs or self.root/"runs"/(self.scale if self.seed is None else f"{self.scale}-seed{self.seed}"))
-        default = (self.root/"figures" if self.scale == "mini" else self.root/"figures"/self.scale) if self.seed is None else self.runs/"figures"
+        variant = (f"-seed{self.seed}" if self.seed is not None else "") + (f"-threads{self.threads}" if self.threads else "")
+        self.runs = Path(self.runs or self.root/"runs"/f"{self.scale}{variant}")
+        default = (self.root/"figures" if self.scale == "mini" else self.root/"figures"/self.scale) if not variant else self.runs/"figures"
         self.figures = Path(self.figures or default)
     @property
     def results(self) -> Path: return self.runs/"results"
@@ -104,6 +106,7 @@ def _train_steps(ctx: Context, plan: dict) -> list[Step]:
         cfg_file = ctx.root/r["config"]
         over = list(r.get("overrides", [])) + [f"output_dir={ctx.runs/name}", f"name={name}"]
         if ctx.seed is not None: over += [f"seed={ctx.seed}"]
+        if ctx.threads: over += [f"threads={ctx.threads}"]
         if ctx.smoke: over += SMOKE["train"]
         raw = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
         needs = [f"weights: {raw.get('model')} {raw.get('pretrained') or ''}".strip(), f"data: {raw.get('dataset')}"]
@@ -157,11 +160,12 @@ def _eval_step(ctx: Context,                # where runs and results live
               ) -> Step:
     "A step that runs one evaluation and labels its record with `run=model`."
     path, spec = _result_path(ctx, kind, model, dataset, tag), model_spec(ctx, plan, model)
+    threads = ctx.threads or plan.get("eval_threads")   # decides the last bits of the numbers: part of the key
     def go():
         evaluate(spec, path, **settings)
         label_result(path, run=model)
-    return Step(f"{kind}/{model}/{_slug(dataset)}/{tag}", "eval", {**settings, "spec": spec}, [path], go,
-                _model_dep(plan, model), needs=[f"data: {dataset}"], gpu_hours=gpu_hours)
+    return Step(f"{kind}/{model}/{_slug(dataset)}/{tag}", "eval", {**settings, "spec": spec, "threads": threads}, [path], go,
+                _model_dep(plan, model), needs=[f"data: {dataset}"], gpu_hours=gpu_hours, group=f"evals/{model}")
 
 # %% ../../nbs/80_app.reproduce.ipynb #05abb388
 def _zeroshot(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
@@ -316,7 +320,7 @@ def _vlm_attack_steps(ctx: Context, plan: dict) -> list[Step]:
                 s0 = made[src, ds, e]
                 s = _eval_step(ctx, plan, "vlm", m, ds, f"transfer-{_slug(src)}{_eps_tag(e)}", dict(common, dataset=ds, transfer_from=str(s0.outputs[0])),
                                _vlm, _PAPER_GPU_HOURS["vlm"])
-                s.deps = sorted(set(s.deps + [s0.name])); out.append(s)
+                s.deps = sorted(set(s.deps + [s0.name])); s.group = None; out.append(s)   # here, after the groups (seconds each)
     return out
 
 def _vlm_targeted_steps(ctx: Context, plan: dict) -> list[Step]:
@@ -440,20 +444,45 @@ def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/
               figures: str|Path|None = None,  # where tables and figures go (default ROOT/figures[/SCALE])
               log: Callable[[str], None] = print,  # where progress goes
               seed: int|None = None,      # one training seed for every run (default runs: ROOT/runs/SCALE-seedN)
+              threads: int|None = None,   # intra-op threads of every run and evaluation (default runs: ROOT/runs/SCALE-threadsN)
+              workers: int|None = None,   # processes side by side (default: the free cores / threads per process)
+              exact: list[str]|None = None,   # run exactly these steps, their dependencies done (a group's process)
              ) -> dict[str, str]:
     "Regenerate the tables and figures of a scale; returns each step's status."
-    ctx = Context(Path(root), scale, runs, figures, smoke, seed); _CACHE.clear()
+    ctx = Context(Path(root), scale, runs, figures, smoke, seed, threads); _CACHE.clear()
     steps = build_plan(ctx); salt = source_digest(_package()) + ("smoke" if smoke else "")
     state = ctx.runs/".steps"
     if dry_run:
         todo = select_steps(steps, only)                         # --only narrows the plan shown too
         log(describe_plan([s for s in steps if s.name in todo], step_keys(steps, salt), state, scale)); return {}
-    t0 = time.time()
-    workers = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, round(free_cores())))
-    status = run_steps(steps, state, only, salt, log, workers=workers)   # templates side by side on the free cores
+    unknown = sorted(set(exact or []) - {s.name for s in steps})
+    if unknown: raise RobustClipError(f"no step named {', '.join(unknown[:3])} in the {scale} plan")
+    t0, eval_threads = time.time(), ctx.threads or load_plan(ctx).get("eval_threads")   # None: torch's default (GPU plans)
+    if workers is None:
+        cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, round(free_cores()))
+        workers = max(1, cores // (eval_threads or 1))   # processes side by side, each with its threads on a free core
+    groups = partial(_run_group, ctx, workers > 1) if eval_threads and workers > 1 and exact is None else None
+    import torch
+    before = torch.get_num_threads()
+    if eval_threads: torch.set_num_threads(eval_threads)    # evaluations here give what a group's process gives
+    try: status = run_steps(steps, state, only, salt, log, workers=workers, run_group=groups,
+                            names=None if exact is None else set(exact))
+    finally: torch.set_num_threads(before)
     log(f"reproduce --scale {scale}: {sum(v == 'ran' for v in status.values())} steps ran, "
         f"{sum(v == 'cached' for v in status.values())} up to date, in {time.time() - t0:.0f} s; figures in {ctx.figures}")
     return status
+
+def _run_group(ctx: Context,            # the reproduction
+               quiet: bool,             # no progress bars (groups run side by side)
+               members: list[Step],     # the group's steps to run (one model's evaluations)
+              ) -> None:
+    "Run the evaluations of one group in a `robustclip reproduce` process of its own (its model loads once)."
+    cmd = [sys.executable, "-m", "robustclip", "reproduce", "--scale", ctx.scale, "--root", str(ctx.root),
+           "--runs", str(ctx.runs), "--figures", str(ctx.figures), "--steps", ",".join(m.name for m in members)]
+    cmd += (["--seed", str(ctx.seed)] if ctx.seed is not None else []) + (["--threads", str(ctx.threads)] if ctx.threads else [])
+    cmd += ["--smoke"] if ctx.smoke else []
+    rc = subprocess.run(cmd, env={**os.environ, **({"ROBUSTCLIP_PROGRESS": "0"} if quiet else {})}).returncode
+    if rc: raise RobustClipError(f"the evaluations of {members[0].group} failed (exit {rc}); their output is above")
 
 # %% ../../nbs/80_app.reproduce.ipynb #2a14bd0b
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -469,7 +498,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
                                   "(e.g. table4_zeroshot, train/fare4, 'zeroshot/fare4,drift/fare4')")
     p.add_argument("--seed", type=int, help="train every run with this seed instead of its config's (seed spread; "
                                             "runs and figures go to ROOT/runs/SCALE-seedN unless --runs/--figures say)")
+    p.add_argument("--threads", type=int, help="train and evaluate everything with this many intra-op threads (the "
+                                               "cross-machine proxy; runs and figures go to ROOT/runs/SCALE-threadsN)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (and GPU-hours at paper scale); run nothing")
+    p.add_argument("--steps", help=argparse.SUPPRESS)               # a group's process: exactly these steps (comma-separated)
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)   # tiny settings (tests, and their groups)
     p.add_argument("--root", default=".", help="repository root with configs/ and nbs/paper/ (default: .)")
     p.add_argument("--runs", help="where runs and results go (default ROOT/runs/SCALE)")
     p.add_argument("--figures", help="where tables and figures go (default ROOT/figures, or ROOT/figures/SCALE)")
@@ -478,5 +511,7 @@ def run(args: argparse.Namespace) -> int:
     "Run `robustclip reproduce`."
     root = Path(args.root)
     if not (root/"configs").is_dir(): raise RobustClipError(f"{root.resolve()} has no configs/: run from the repository root or pass --root")
-    reproduce(root, args.scale, args.only, args.dry_run, runs=args.runs, figures=args.figures, seed=args.seed)
+    threads = None if args.threads is None else choose_threads(args.threads)   # checked: a positive integer
+    reproduce(root, args.scale, args.only, args.dry_run, args.smoke, runs=args.runs, figures=args.figures, seed=args.seed,
+              threads=threads, exact=None if args.steps is None else args.steps.split(","))
     return 0

@@ -30,6 +30,7 @@ class Step:
     files: list[Path] = field(default_factory=list)  # input files whose contents matter (configs, templates)
     needs: list[str] = field(default_factory=list)   # what it needs from outside (weights, data), for a dry run
     gpu_hours: float = 0.0            # estimated accelerator hours, for a dry run
+    group: str|None = None            # steps of one group may run together in one process (`run_steps`' `run_group`)
 
 def _file_digest(p: Path) -> str:
     "A short hash of a file's bytes ('missing' when there is no such file)."
@@ -117,13 +118,45 @@ def _run_one(s: Step, key: str, state: Path, label: str, log: Callable[[str], No
     atomic_write_text(_done_file(state, s.name), json.dumps({"key": key, "seconds": round(dt, 1)}))
     log(f"{label} {s.name}: done in {dt:.1f} s"); return dt
 
-def _run_side_by_side(batch: list[tuple[str, Step]], keys: dict, state: Path, workers: int, log: Callable) -> dict[str, float]:
-    "Run independent steps in `workers` threads (steps whose work is another process); returns name -> seconds."
-    if len(batch) == 1 or workers == 1: return {s.name: _run_one(s, keys[s.name], state, lab, log) for lab, s in batch}
+def _run_group(u: list[Step], keys: dict, state: Path, label: str, run_group: Callable, log: Callable) -> float:
+    "Hand the steps of one group to `run_group` (which marks each done), check that it did; returns its wall seconds."
+    g = u[0].group; log(f"{label} {g}: {len(u)} steps ..."); t0 = time.time()
+    run_group(u); dt = time.time() - t0
+    missing = [s.name for s in u if not is_done(s, keys[s.name], state)]
+    if missing: raise RobustClipError(f"group {g}: {len(missing)} of its steps did not finish ({', '.join(missing[:3])})")
+    log(f"{label} {g}: {len(u)} steps done in {dt:.1f} s"); return dt
+
+def _run_unit(u: list[Step], keys: dict, state: Path, label: str, run_group: Callable|None, log: Callable) -> tuple[str, float]:
+    "Run one unit (a step, or a group's steps); returns the timing table's row name and seconds."
+    if run_group is None or u[0].group is None: return u[0].name, _run_one(u[0], keys[u[0].name], state, label, log)
+    return f"{u[0].group} ({len(u)} steps)", _run_group(u, keys, state, label, run_group, log)
+
+def _run_side_by_side(batch: list[tuple[str, list[Step]]], keys: dict, state: Path, workers: int,
+                      run_group: Callable|None, log: Callable) -> dict[str, float]:
+    "Run independent units in `workers` threads (units whose work is another process); returns row name -> seconds."
+    if len(batch) == 1 or workers == 1: return dict(_run_unit(u, keys, state, lab, run_group, log) for lab, u in batch)
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(workers) as pool:
-        futures = {s.name: pool.submit(_run_one, s, keys[s.name], state, lab, log) for lab, s in batch}
-        return {n: f.result() for n, f in futures.items()}
+        futures = [pool.submit(_run_unit, u, keys, state, lab, run_group, log) for lab, u in batch]
+        return dict(f.result() for f in futures)
+
+def _units(pending: list[Step],  # the steps to run, dependencies first
+           grouped: bool,        # gather the steps of each `group` into one unit
+          ) -> list[list[Step]]:
+    "The steps to run as units (a step alone, or every pending step of one group), each after the units it depends on."
+    units, where = [], {}
+    for s in pending:
+        if grouped and s.group is not None and s.group in where: units[where[s.group]].append(s); continue
+        if grouped and s.group is not None: where[s.group] = len(units)
+        units.append([s])
+    owner = {s.name: j for j, u in enumerate(units) for s in u}
+    need = [{owner[d] for s in u for d in s.deps if d in owner} - {j} for j, u in enumerate(units)]
+    order, placed = [], set()
+    while len(order) < len(units):
+        j = next((j for j in range(len(units)) if j not in placed and need[j] <= placed), None)
+        if j is None: raise RobustClipError("the plan's step groups depend on each other in a cycle")
+        order.append(j); placed.add(j)
+    return [units[j] for j in order]
 
 OWN_PROCESS = ("notebook", "train")   # step kinds whose work runs in a process of its own (a kernel, `robustclip train`)
 
@@ -132,22 +165,29 @@ def run_steps(steps: list[Step],        # the plan, dependencies first
               only: str|None = None,     # run only steps whose name contains this (and what they need)
               salt: str = "",            # mixed into every key (the source digest)
               log: Callable[[str], None] = print,  # where progress lines and the timing table go
-              workers: int = 1,          # how many steps of an OWN_PROCESS kind may run at once
+              workers: int = 1,          # how many units of work in processes of their own may run at once
+              run_group: Callable[[list[Step]], None]|None = None,  # runs a group's steps in a process of its own, marking each done
+              names: set[str]|None = None,   # run exactly these steps (their dependencies are done): a group's process
              ) -> dict[str, str]:
     "Run the steps that are not done, then log their wall times; returns each step's status ('ran', 'cached', 'skipped')."
     keys = step_keys(steps, salt); state.mkdir(parents=True, exist_ok=True)
-    todo = select_steps(steps, only)
-    status, seconds, i, batch = {}, {}, 0, []
-    def flush():
-        seconds.update(_run_side_by_side(batch, keys, state, workers, log))
-        status.update({s.name: "ran" for _, s in batch}); batch.clear()
+    todo = select_steps(steps, only) if names is None else set(names)
+    status, seconds, pending, label = {}, {}, [], {}
     for s in steps:
         if s.name not in todo: status[s.name] = "skipped"; continue
-        i += 1
-        if is_done(s, keys[s.name], state): status[s.name] = "cached"; log(f"[{i}/{len(todo)}] {s.name}: up to date"); continue
-        if not (s.kind in OWN_PROCESS and not set(s.deps) & {b.name for _, b in batch}): flush()
-        batch.append((f"[{i}/{len(todo)}]", s))
-        if s.kind not in OWN_PROCESS: flush()
+        label[s.name] = f"[{len(label) + 1}/{len(todo)}]"
+        if is_done(s, keys[s.name], state): status[s.name] = "cached"; log(f"{label[s.name]} {s.name}: up to date"); continue
+        pending.append(s)
+    batch: list[tuple[str, list[Step]]] = []
+    def flush():
+        seconds.update(_run_side_by_side(batch, keys, state, workers, run_group, log))
+        status.update({s.name: "ran" for _, u in batch for s in u}); batch.clear()
+    for u in _units(pending, run_group is not None):
+        own = (run_group is not None and u[0].group is not None) or u[0].kind in OWN_PROCESS
+        inside, deps = {s.name for _, b in batch for s in b}, {d for s in u for d in s.deps}
+        if not (own and not deps & inside): flush()
+        batch.append((label[u[0].name], u))
+        if not own: flush()
     flush()
     if seconds: log(timing_table(seconds))
     return status

@@ -35,9 +35,15 @@ ATTRIBUTES = {"digit": DIGITS, "color": list(COLORS), "background": BACKGROUNDS,
 @lru_cache(maxsize=1)
 def glyphs() -> tuple[torch.Tensor, torch.Tensor]:
     "sklearn's 1,797 digit glyphs as (N,8,8) floats in [0,1] and their labels."
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    return torch.tensor(d.images, dtype=torch.float32) / 16, torch.tensor(d.target, dtype=torch.long)
+    import importlib.util, numpy as np
+    from pathlib import Path
+    spec = importlib.util.find_spec("sklearn")           # read its data file: importing sklearn costs seconds per process
+    f = Path(spec.submodule_search_locations[0])/"datasets"/"data"/"digits.csv.gz" if spec and spec.submodule_search_locations else None
+    if f is not None and f.is_file(): d = np.loadtxt(f, delimiter=","); images, target = d[:, :-1].reshape(-1, 8, 8), d[:, -1]
+    else:
+        from sklearn.datasets import load_digits
+        b = load_digits(); images, target = b.images, b.target
+    return torch.tensor(images, dtype=torch.float32) / 16, torch.tensor(target, dtype=torch.long)
 
 def split_glyphs(split: str,  # 'train' or 'test'
                 ) -> torch.Tensor:
