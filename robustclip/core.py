@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import torch
+import importlib, sys
+
+class _LazyModule:
+    "A module imported on first attribute access: reading result tables (`robustclip.results`) never pays for torch."
+    def __init__(self, name: str): self._name = name
+    def __getattr__(self, attr: str):
+        mod = importlib.import_module(self._name); globals()[self._name] = mod   # later uses see the module itself
+        return getattr(mod, attr)
+
+globals()["torch"] = sys.modules.get("torch") or _LazyModule("torch")   # `torch` here: imported on first use, not exported
 
 # %% auto #0
 __all__ = ['NORMS', 'SUBSET_MODES', 'REFERENCE_MODES', 'PICKLE_HELP', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm',

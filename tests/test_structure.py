@@ -297,3 +297,10 @@ def test_checks_catch_what_they_should():
     long_src = "@dec\ndef f():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1) + "class C:\n    def g(self):\n        pass\n"
     assert [(q, fn.end_lineno - fn.lineno + 1) for q, fn in _functions(ast.parse(long_src))] == [
         ("f", MAX_FUNCTION_LINES), ("C.g", 2)]
+
+
+def test_reading_results_does_not_import_torch():
+    "The paper templates read result tables with robustclip.results: that must not cost a torch import per kernel."
+    import subprocess, sys
+    code = "import sys, robustclip.results; assert 'torch' not in sys.modules, 'torch imported'"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -51,7 +51,7 @@ def load_plan(ctx: Context) -> dict:
     return yaml.safe_load(p.read_text())
 
 # %% ../../nbs/80_app.reproduce.ipynb #66f25f92
-SMOKE = {"train": ["steps=2", "batch_size=8", "warmup=1", "save_every=2", "check_every=0"],
+SMOKE = {"train": ["steps=2", "batch_size=8", "warmup=1", "save_every=2", "check_every=0", "check_samples=8"],
          "n_samples": 8, "iterations": 2, "k": [1], "text_n": 6, "retrieval_n": 8, "restarts": 1, "n_target_classes": 1,
          "templates": {"leaf_fig3_ablation": {"k": 1}, "leaf_fig4_k": {"ks": [1]}}}
 
