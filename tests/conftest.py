@@ -32,3 +32,11 @@ def tiny():
     from robustclip.models import load_clip
     torch.manual_seed(0)
     return load_clip("RC-Tiny-ViT")
+
+
+LONG_POLES = ("test_smoke_reproduction_end_to_end",)   # minutes each: started first, so no worker waits on them at the end
+
+
+def pytest_collection_modifyitems(config, items):
+    "Run the longest tests first (xdist hands tests out in collection order), the rest in their usual order."
+    items.sort(key=lambda it: it.name not in LONG_POLES)
