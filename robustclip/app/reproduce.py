@@ -461,7 +461,7 @@ def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/
     if workers is None:
         cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, round(free_cores()))
         workers = max(1, cores // (eval_threads or 1))   # processes side by side, each with its threads on a free core
-    groups = partial(_run_group, ctx, workers > 1) if eval_threads and workers > 1 and exact is None else None
+    groups = partial(_run_group, ctx) if eval_threads and workers > 1 and exact is None else None
     import torch
     before = torch.get_num_threads()
     if eval_threads: torch.set_num_threads(eval_threads)    # evaluations here give what a group's process gives
@@ -473,15 +473,14 @@ def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/
     return status
 
 def _run_group(ctx: Context,            # the reproduction
-               quiet: bool,             # no progress bars (groups run side by side)
                members: list[Step],     # the group's steps to run (one model's evaluations)
               ) -> None:
-    "Run the evaluations of one group in a `robustclip reproduce` process of its own (its model loads once)."
+    "Run the evaluations of one group in a `robustclip reproduce` process of its own, without progress bars (groups run side by side)."
     cmd = [sys.executable, "-m", "robustclip", "reproduce", "--scale", ctx.scale, "--root", str(ctx.root),
            "--runs", str(ctx.runs), "--figures", str(ctx.figures), "--steps", ",".join(m.name for m in members)]
     cmd += (["--seed", str(ctx.seed)] if ctx.seed is not None else []) + (["--threads", str(ctx.threads)] if ctx.threads else [])
     cmd += ["--smoke"] if ctx.smoke else []
-    rc = subprocess.run(cmd, env={**os.environ, **({"ROBUSTCLIP_PROGRESS": "0"} if quiet else {})}).returncode
+    rc = subprocess.run(cmd, env={**os.environ, "ROBUSTCLIP_PROGRESS": "0"}).returncode
     if rc: raise RobustClipError(f"the evaluations of {members[0].group} failed (exit {rc}); their output is above")
 
 # %% ../../nbs/80_app.reproduce.ipynb #2a14bd0b
