@@ -11,9 +11,10 @@ QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory'
 export ROBUSTCLIP_HOME ?= $(CURDIR)/.cache/robustclip
 export PYTHONHASHSEED := 0
 
-.PHONY: venv reproduce test test-slow check-export nbdev-test pytest clean-nbs help
+.PHONY: venv reproduce reproduce-retrain test test-slow check-export nbdev-test pytest clean-nbs help
 help:
-	@echo "make reproduce   - fine-tune the shipped mini-base, evaluate, regenerate figures/ (mini scale, CPU)"
+	@echo "make reproduce   - evaluate the shipped mini fine-tunes, regenerate figures/ (mini scale, CPU)"
+	@echo "make reproduce-retrain - fine-tune every mini run from mini-base first (~24 min more), into runs/mini-retrain/"
 	@echo "make test        - export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
 	@echo "make test-slow   - the slow tests and the attacks' hypothesis properties with 1,000 cases each"
 	@echo "make nbdev-test  - run the notebooks with nbdev-test alone (make test already runs them, through pytest)"
@@ -29,6 +30,10 @@ venv: $(BIN)/.installed
 
 reproduce: venv
 	$(BIN)/robustclip reproduce --scale mini
+
+# the same plan with every fine-tune trained from the shipped mini-base instead of unpacked (runs/mini-retrain/figures/)
+reproduce-retrain: venv
+	$(BIN)/robustclip reproduce --scale mini --retrain
 
 # notebooks are the source: exporting them into a scratch copy must reproduce robustclip/ exactly
 check-export: venv

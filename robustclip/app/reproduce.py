@@ -19,8 +19,8 @@ from ..results import label_result
 from .steps import Step, describe_steps, is_done, run_steps, select_steps, source_digest, step_keys
 
 # %% auto #0
-__all__ = ['SMOKE', 'CONTEXT_PARAMS', 'Context', 'load_plan', 'model_spec', 'train_run', 'template_parameters', 'notebook_params',
-           'build_plan', 'describe_plan', 'reproduce', 'add_args', 'run']
+__all__ = ['SMOKE', 'CONTEXT_PARAMS', 'Context', 'load_plan', 'model_spec', 'train_run', 'unpack_shipped', 'template_parameters',
+           'notebook_params', 'build_plan', 'describe_plan', 'reproduce', 'add_args', 'run']
 
 # %% ../../nbs/80_app.reproduce.ipynb #9f43028c
 @dataclass
@@ -33,9 +33,11 @@ class Context:
     smoke: bool = False               # tiny settings everywhere (tests): mechanics, not results
     seed: int|None = None             # one training seed for every run (seed spread); None: each config's own
     threads: int|None = None          # intra-op threads of every run and evaluation (another machine's proxy); None: as configured
+    retrain: bool = False             # fine-tune every run, even those whose weights ship (mini: robustclip/mini/weights/)
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        variant = (f"-seed{self.seed}" if self.seed is not None else "") + (f"-threads{self.threads}" if self.threads else "")
+        variant = (f"-seed{self.seed}" if self.seed is not None else "") + (f"-threads{self.threads}" if self.threads else "") + \
+                  ("-retrain" if self.retrain else "")
         self.runs = Path(self.runs or self.root/"runs"/f"{self.scale}{variant}")
         default = (self.root/"figures" if self.scale == "mini" else self.root/"figures"/self.scale) if not variant else self.runs/"figures"
         self.figures = Path(self.figures or default)
@@ -88,6 +90,22 @@ def train_run(config: Path,          # the run's training config (YAML)
     rc = subprocess.run(cmd).returncode
     if rc: raise RobustClipError(f"training {config} {' '.join(overrides)} failed (exit {rc}); its output is above")
 
+def unpack_shipped(config: Path,          # the run's training config (YAML)
+                   overrides: list[str],  # its overrides, as `train_run` gets them
+                  ) -> None:
+    "Write the shipped fine-tune of this run into its run folder (seconds) instead of training it (nbs/56_mini.finetunes)."
+    from robustclip.train.config import load_config
+    from robustclip.mini.finetunes import unpack_run
+    unpack_run(load_config(config, overrides))
+
+def _shipped(config: Path, overrides: list[str]) -> str|None:
+    "The name of the shipped fine-tune whose recipe is this run's, or None (then the run trains)."
+    from robustclip.train.config import load_config
+    from robustclip.mini.finetunes import shipped_run
+    try: ship = shipped_run(load_config(config, overrides))
+    except RobustClipError: return None   # a config that does not load fails when its run trains, with its message
+    return None if ship is None else ship[0].name
+
 def _combine(ctx: Context, plan: dict,
              name: str,    # the combination's name in the plan
              vision: str,  # the plan model whose vision tower it takes
@@ -111,8 +129,10 @@ def _train_steps(ctx: Context, plan: dict) -> list[Step]:
         raw = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
         needs = [f"weights: {raw.get('model')} {raw.get('pretrained') or ''}".strip(), f"data: {raw.get('dataset')}"]
         gpu = _PAPER_GPU_HOURS["leaf" if raw.get("method") == "leaf" else "train"]
-        out.append(Step(f"train/{name}", "train", {"overrides": over}, [ctx.runs/name/"final"],
-                        partial(train_run, cfg_file, over), ["base"], [cfg_file], needs, gpu))
+        ship = None if ctx.retrain or not cfg_file.exists() else _shipped(cfg_file, over)
+        go = partial(unpack_shipped if ship else train_run, cfg_file, over)
+        out.append(Step(f"train/{name}", "train", {"overrides": over, **({"shipped": ship} if ship else {})},
+                        [ctx.runs/name/"final"], go, ["base"], [cfg_file], needs + ([f"shipped: {ship}"] if ship else []), gpu))
     for name, c in plan.get("combos", {}).items():
         out.append(Step(f"combine/{name}", "combine", c, [ctx.runs/"combos"/name],
                         partial(_combine, ctx, plan, name, c["vision"], c["text"]),
@@ -447,9 +467,10 @@ def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/
               threads: int|None = None,   # intra-op threads of every run and evaluation (default runs: ROOT/runs/SCALE-threadsN)
               workers: int|None = None,   # processes side by side (default: the free cores / threads per process)
               exact: list[str]|None = None,   # run exactly these steps, their dependencies done (a group's process)
+              retrain: bool = False,      # fine-tune the runs whose weights ship too (default runs: ROOT/runs/SCALE-retrain)
              ) -> dict[str, str]:
     "Regenerate the tables and figures of a scale; returns each step's status."
-    ctx = Context(Path(root), scale, runs, figures, smoke, seed, threads); _CACHE.clear()
+    ctx = Context(Path(root), scale, runs, figures, smoke, seed, threads, retrain); _CACHE.clear()
     steps = build_plan(ctx); salt = source_digest(_package()) + ("smoke" if smoke else "")
     state = ctx.runs/".steps"
     if dry_run:
@@ -479,14 +500,15 @@ def _run_group(ctx: Context,            # the reproduction
     cmd = [sys.executable, "-m", "robustclip", "reproduce", "--scale", ctx.scale, "--root", str(ctx.root),
            "--runs", str(ctx.runs), "--figures", str(ctx.figures), "--steps", ",".join(m.name for m in members)]
     cmd += (["--seed", str(ctx.seed)] if ctx.seed is not None else []) + (["--threads", str(ctx.threads)] if ctx.threads else [])
-    cmd += ["--smoke"] if ctx.smoke else []
+    cmd += (["--smoke"] if ctx.smoke else []) + (["--retrain"] if ctx.retrain else [])
     rc = subprocess.run(cmd, env={**os.environ, "ROBUSTCLIP_PROGRESS": "0"}).returncode
     if rc: raise RobustClipError(f"the evaluations of {members[0].group} failed (exit {rc}); their output is above")
 
 # %% ../../nbs/80_app.reproduce.ipynb #2a14bd0b
 def add_args(p: argparse.ArgumentParser) -> None:
     "Arguments of `robustclip reproduce`."
-    p.description = ("Regenerate every table and figure: pretrain the base model, fine-tune every method, evaluate, and run "
+    p.description = ("Regenerate every table and figure: load the base model, fine-tune every method (mini: unpack the "
+                     "shipped fine-tunes; --retrain trains them), evaluate, and run "
                      "the paper notebooks (nbs/paper/) with papermill. Steps whose inputs have not changed are skipped.")
     p.epilog = ("examples:\n  robustclip reproduce                      # mini scale, minutes on 2 CPU cores (timings: README)\n"
                 "  robustclip reproduce --only table4        # just FARE Table 4 and what it needs\n"
@@ -499,6 +521,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                                             "runs and figures go to ROOT/runs/SCALE-seedN unless --runs/--figures say)")
     p.add_argument("--threads", type=int, help="train and evaluate everything with this many intra-op threads (the "
                                                "cross-machine proxy; runs and figures go to ROOT/runs/SCALE-threadsN)")
+    p.add_argument("--retrain", action="store_true", help="fine-tune every run from the base model, also those whose weights "
+                                                          "ship with robustclip (mini: about 24 min more on 2 cores); runs and "
+                                                          "figures go to ROOT/runs/SCALE-retrain")
     p.add_argument("--dry-run", action="store_true", help="print the plan (and GPU-hours at paper scale); run nothing")
     p.add_argument("--steps", help=argparse.SUPPRESS)               # a group's process: exactly these steps (comma-separated)
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)   # tiny settings (tests, and their groups)
@@ -512,5 +537,5 @@ def run(args: argparse.Namespace) -> int:
     if not (root/"configs").is_dir(): raise RobustClipError(f"{root.resolve()} has no configs/: run from the repository root or pass --root")
     threads = None if args.threads is None else choose_threads(args.threads)   # checked: a positive integer
     reproduce(root, args.scale, args.only, args.dry_run, args.smoke, runs=args.runs, figures=args.figures, seed=args.seed,
-              threads=threads, exact=None if args.steps is None else args.steps.split(","))
+              threads=threads, exact=None if args.steps is None else args.steps.split(","), retrain=args.retrain)
     return 0

@@ -107,14 +107,15 @@ def folder_problem(d: Path,               # a folder
         if file_sha256(d/name) != sha: return f"{name} does not match its SHA-256 (truncated or corrupt)"
     return None
 
-def shipped_weights(name: str,   # 'mini-base' or 'mini-llava'
-                    cfg: dict,   # the recipe
+def shipped_weights(name: str,                # 'mini-base', 'mini-llava', a mini fine-tune's run name
+                    cfg: dict,                # the recipe
+                    dest: str|Path = SHIPPED,  # the shipped-weights folder (its manifest.json)
                    ) -> tuple[Path, dict[str, str]]|None:
     "The shipped folder of `name` trained with recipe `cfg` and its files' SHA-256, or None if none ships."
-    key = f"{name}-{config_hash(cfg)}"
-    try: entry = json.loads((SHIPPED/"manifest.json").read_text())["weights"].get(key)
+    key, dest = f"{name}-{config_hash(cfg)}", Path(dest)
+    try: entry = json.loads((dest/"manifest.json").read_text())["weights"].get(key)
     except FileNotFoundError: return None
-    return None if entry is None else (SHIPPED/key, entry["files"])
+    return None if entry is None else (dest/key, entry["files"])
 
 # %% ../../nbs/51_mini.pretrain.ipynb #5b1a0c04
 def _warn(msg: str) -> None:
