@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/pip install -q --disable-pip-version-check
+PIP := $(BIN)/pip install -q --disable-pip-version-check --no-compile
 # pip on the build machines warns about find-links folders that do not exist; keep the log readable
 QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 export ROBUSTCLIP_HOME ?= $(CURDIR)/.cache/robustclip

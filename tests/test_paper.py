@@ -134,7 +134,7 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     assert set(again.values()) == {"cached"}
 
 def test_a_group_process_writes_the_records_this_process_writes(tmp_path, mini_base):
-    "One model's evaluations in a `robustclip reproduce --steps` process of their own give the records of running them here."
+    "One model's evaluations in a group worker process give the records of running them here."
     from robustclip.app.reproduce import reproduce
     from robustclip.results import load_results
     only, got, logs = "zeroshot/base/mini-color,text/base/mini-text", {}, {}

@@ -280,19 +280,36 @@ def _retrieval(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
     from robustclip.eval.retrieval import eval_retrieval
     eval_retrieval(_loaded(spec), dataset, output=path, overwrite=True, **kw)
 
+def _text_source(ctx: Context, plan: dict, name: str) -> str:
+    "The plan model whose text tower `name` has by construction: the base for an image-tower fine-tune of it, a combination's text side, else itself."
+    if (c := plan.get("combos", {}).get(name)): return _text_source(ctx, plan, c["text"])
+    r = plan.get("runs", {}).get(name)
+    if r is None: return name
+    from robustclip.train.config import load_config
+    from robustclip.train.methods import get_method
+    try: cfg = load_config(ctx.root/r["config"], list(r.get("overrides", [])))
+    except RobustClipError: return name                  # a config that does not load fails when its run trains
+    same_base = (cfg.model, cfg.pretrained or None) == (plan["base"], plan.get("base_pretrained") or None)
+    return "base" if same_base and get_method(cfg.method).tower == "vision" else name
+
 def _retrieval_steps(ctx: Context, plan: dict) -> list[Step]:
     "The retrieval table: Charmer on captions (the plan's objective and targets; LEAF: dissim), APGD on images (an addition)."
     r, out = plan.get("retrieval"), []
     if not r: return out
     targets = r.get("targets")                       # LEAF's fixed targets (indices into eval.retrieval.TARGETS), or none
+    first: dict[str, str] = {}                       # text tower (by construction) -> the first model listed with it
     for m in r["models"]:
+        twin = first.setdefault(_text_source(ctx, plan, m), m)   # an earlier model with this text tower: reuse its captions
         base = dict(dataset=r["dataset"], n_samples=_pick(ctx, r["n_samples"], SMOKE["retrieval_n"]),
                     **{f: r[f] for f in ("subset",) if f in r})
         ch = dict(base, attack="charmer", objective=r.get("objective", "towards"), k=_pick(ctx, r["k"], 1),
                   n_positions=r.get("n_positions", 10), **{f: r[f] for f in ("alphabet", "captions") if f in r})
         for t in (targets if targets is not None else [None]):
             kw, tag = (ch, "charmer") if t is None else (dict(ch, target=t), f"charmer-t{t}")
+            if twin != m: kw = dict(kw, captions_from=str(_result_path(ctx, "retrieval", twin, r["dataset"], tag)))
             out.append(_eval_step(ctx, plan, "retrieval", m, r["dataset"], tag, kw, _retrieval, _PAPER_GPU_HOURS["retrieval"]))
+            if twin != m:                            # after the twin's attack, in this process (it reads the twin's sidecar)
+                out[-1].deps.append(f"retrieval/{twin}/{_slug(r['dataset'])}/{tag}"); out[-1].group = None
         kw = dict(base, attack="apgd", eps=r["eps"], steps=_pick(ctx, r["iterations"], SMOKE["iterations"]))
         out.append(_eval_step(ctx, plan, "retrieval", m, r["dataset"], "apgd", kw, _retrieval, _PAPER_GPU_HOURS["retrieval"]))
     return out
@@ -482,27 +499,46 @@ def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/
     if workers is None:
         cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, round(free_cores()))
         workers = max(1, cores // (eval_threads or 1))   # processes side by side, each with its threads on a free core
-    groups = partial(_run_group, ctx) if eval_threads and workers > 1 and exact is None else None
+    pool = _group_pool(workers) if eval_threads and workers > 1 and exact is None else None
     import torch
     before = torch.get_num_threads()
     if eval_threads: torch.set_num_threads(eval_threads)    # evaluations here give what a group's process gives
-    try: status = run_steps(steps, state, only, salt, log, workers=workers, run_group=groups,
+    try: status = run_steps(steps, state, only, salt, log, workers=workers, run_group=pool and partial(_run_group, ctx, pool),
                             names=None if exact is None else set(exact))
-    finally: torch.set_num_threads(before)
+    finally:
+        torch.set_num_threads(before)
+        if pool is not None: pool.shutdown(cancel_futures=True)
     log(f"reproduce --scale {scale}: {sum(v == 'ran' for v in status.values())} steps ran, "
         f"{sum(v == 'cached' for v in status.values())} up to date, in {time.time() - t0:.0f} s; figures in {ctx.figures}")
     return status
 
+def _quiet_worker() -> None:
+    "A group worker shows no progress bars (groups run side by side)."
+    os.environ["ROBUSTCLIP_PROGRESS"] = "0"
+
+def _group_pool(workers: int) -> Any:
+    "`workers` fresh Python processes that run groups one after another: imports and start-up paid once per worker."
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet_worker)
+
+def _group_in_worker(ctx: Context, names: list[str]) -> None:
+    "In a pool worker: run exactly the steps `names` (their dependencies done); print the traceback of a failure here."
+    try: reproduce(ctx.root, ctx.scale, smoke=ctx.smoke, runs=ctx.runs, figures=ctx.figures, seed=ctx.seed, threads=ctx.threads,
+                   exact=names, retrain=ctx.retrain)
+    except Exception:
+        import traceback; traceback.print_exc(); raise
+
 def _run_group(ctx: Context,            # the reproduction
+               pool: Any,               # the group workers (`_group_pool`)
                members: list[Step],     # the group's steps to run (one model's evaluations)
               ) -> None:
-    "Run the evaluations of one group in a `robustclip reproduce` process of its own, without progress bars (groups run side by side)."
-    cmd = [sys.executable, "-m", "robustclip", "reproduce", "--scale", ctx.scale, "--root", str(ctx.root),
-           "--runs", str(ctx.runs), "--figures", str(ctx.figures), "--steps", ",".join(m.name for m in members)]
-    cmd += (["--seed", str(ctx.seed)] if ctx.seed is not None else []) + (["--threads", str(ctx.threads)] if ctx.threads else [])
-    cmd += (["--smoke"] if ctx.smoke else []) + (["--retrain"] if ctx.retrain else [])
-    rc = subprocess.run(cmd, env={**os.environ, "ROBUSTCLIP_PROGRESS": "0"}).returncode
-    if rc: raise RobustClipError(f"the evaluations of {members[0].group} failed (exit {rc}); their output is above")
+    "Run the evaluations of one group in a worker process (a fresh interpreter, reused by the next group), without progress bars."
+    from concurrent.futures.process import BrokenProcessPool
+    try: pool.submit(_group_in_worker, ctx, [m.name for m in members]).result()
+    except BrokenProcessPool: raise RobustClipError(f"the process running the evaluations of {members[0].group} died "
+                                                    "(out of memory?); rerun to continue where it stopped") from None
+    except Exception as e: raise RobustClipError(f"the evaluations of {members[0].group} failed: {e}") from None
 
 # %% ../../nbs/80_app.reproduce.ipynb #2a14bd0b
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -525,7 +561,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                                                           "ship with robustclip (mini: about 24 min more on 2 cores); runs and "
                                                           "figures go to ROOT/runs/SCALE-retrain")
     p.add_argument("--dry-run", action="store_true", help="print the plan (and GPU-hours at paper scale); run nothing")
-    p.add_argument("--steps", help=argparse.SUPPRESS)               # a group's process: exactly these steps (comma-separated)
+    p.add_argument("--steps", help=argparse.SUPPRESS)               # exactly these steps, their dependencies done (comma-separated; what a group worker runs)
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)   # tiny settings (tests, and their groups)
     p.add_argument("--root", default=".", help="repository root with configs/ and nbs/paper/ (default: .)")
     p.add_argument("--runs", help="where runs and results go (default ROOT/runs/SCALE)")

@@ -147,14 +147,25 @@ def _check_args(k: int, n_positions: int, batch_size: int) -> None:
     if batch_size <= 0: raise RobustClipError(f"batch_size must be positive; got {batch_size}")
 
 # %% ../../nbs/13_attacks.charmer.ipynb #933c2cf9
+def _snapshot(cur, best, best_s, clean, queries, active, g) -> tuple:
+    "The state of a group between rounds (copies)."
+    return list(cur), list(best), best_s.clone(), clean, list(queries), list(active), g.get_state()
+
 def _charmer_group(texts: list[str], idx: list[int], score_fn: ScoreFn, k: int, n_positions: int, chars: list[str],
-                   threshold: float|None, batch_size: int, n_chars: int|None, g: torch.Generator, tokenizer):
+                   threshold: float|None, batch_size: int, n_chars: int|None, g: torch.Generator, tokenizer,
+                   rounds: list|None = None):   # states after rounds 0, 1, ... of earlier calls with these settings (extended)
     "Charmer on one group of texts (global indices `idx`): returns (texts, scores, clean_scores, queries)."
-    clean = score_texts(score_fn, texts, idx, batch_size)
-    cur, best, best_s, queries = list(texts), list(texts), clean.clone(), [1] * len(texts)
     done = lambda j: threshold is not None and best_s[j] > threshold
-    active = [j for j, t in enumerate(texts) if t.strip() and not done(j)]
-    for _ in range(k):
+    if rounds:                                       # resume from the last stored round this budget reaches
+        start = min(k, len(rounds) - 1)
+        cur, best, best_s, clean, queries, active, gs = _snapshot(*rounds[start][:6], torch.Generator().set_state(rounds[start][6]))
+        g.set_state(gs)
+    else:
+        clean = score_texts(score_fn, texts, idx, batch_size)
+        cur, best, best_s, queries, start = list(texts), list(texts), clean.clone(), [1] * len(texts), 0
+        active = [j for j, t in enumerate(texts) if t.strip() and not done(j)]
+        if rounds is not None: rounds.append(_snapshot(cur, best, best_s, clean, queries, active, g))
+    for r in range(start, k):
         if not active: break
         cands, own, slot = [], [], []                  # 1) position stage: a space (or a deletion) in every slot
         for j in active:
@@ -179,6 +190,7 @@ def _charmer_group(texts: list[str], idx: list[int], score_fn: ScoreFn, k: int, 
             cur[j] = cands[b]
             if sc2[b] > best_s[j]: best[j], best_s[j] = cands[b], sc2[b]
         active = [j for j in active if not done(j)]
+        if rounds is not None and len(rounds) == r + 1: rounds.append(_snapshot(cur, best, best_s, clean, queries, active, g))
     return best, best_s, clean, queries
 
 # %% ../../nbs/13_attacks.charmer.ipynb #a4618d30
@@ -193,21 +205,22 @@ def charmer(texts: Sequence[str],        # the texts to attack
             n_chars: int|None = None,    # score a random subset of this many symbols of Γ per round (None: all of Γ)
             tokenizer=None,              # the model's tokenizer: skip slots past the truncation point
             group_size: int = 16,        # texts attacked together (their candidates share batches)
-            seed: int = 0,               # seeds the character subsets (the attack is deterministic otherwise)
+            seed: int = 0,               # seeds the character subsets (group at offset s: seed + s; deterministic otherwise)
             desc: str = "charmer",       # progress bar label
+            rounds: dict|None = None,    # a memo shared by calls that differ only in `k`: rounds one of them ran are not run again
            ) -> TextAttackResult:
     "Charmer: greedy one-character edits (best slots by a space probe, then best character), `k` rounds."
     _check_args(k, n_positions, batch_size)
     texts = list(texts)
     if not all(isinstance(t, str) for t in texts): raise RobustClipError("texts must be strings")
     chars = get_alphabet(alphabet, texts)
-    g = torch.Generator().manual_seed(seed)
     adv, scores, clean, queries = [], [], [], []
     bar = progress(total=len(texts), desc=desc, unit="text", leave=False)
     for s in range(0, len(texts), group_size):
         idx = list(range(s, min(s + group_size, len(texts))))
+        g = torch.Generator().manual_seed(seed + s)   # a group's own: its rounds do not depend on another group's budget
         a, sc, cl, q = _charmer_group(texts[s:idx[-1] + 1], idx, score_fn, k, n_positions, chars, threshold,
-                                      batch_size, n_chars, g, tokenizer)
+                                      batch_size, n_chars, g, tokenizer, None if rounds is None else rounds.setdefault(s, []))
         adv += a; scores.append(sc); clean.append(cl); queries += q; bar.update(len(idx))
     bar.close()
     scores = torch.cat(scores) if scores else torch.empty(0); clean = torch.cat(clean) if clean else torch.empty(0)

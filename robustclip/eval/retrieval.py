@@ -6,7 +6,7 @@ Docs: https://robustclip.github.io/robustclip/eval.retrieval.html.md"""
 
 # %% ../../nbs/32_eval.retrieval.ipynb #be81ce5e
 from __future__ import annotations
-import math, re
+import json, math, re
 from pathlib import Path
 from typing import Sequence
 
@@ -22,12 +22,12 @@ from ..zeroshot import ImageEmbedder
 from ..attacks.charmer import charmer, embedding_objective, get_alphabet
 from ..attacks.apgd import apgd
 from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
-                                    check_nonnegative, subset_spec, pack_tensor, unpack_tensor)
+                                    check_nonnegative, subset_spec, pack_tensor, unpack_tensor, sidecar_path, read_sidecar)
 
 # %% auto #0
 __all__ = ['KS', 'TARGETS', 'RETRIEVAL_ATTACKS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics', 'retrieval_images',
            'embed_images', 'embed_texts', 'image_attack', 'retrieval_attack', 'retrieval_target', 'pre_caption',
-           'other_captions', 'Retrieval', 'eval_retrieval']
+           'other_captions', 'text_tower_digest', 'borrowed_lines', 'Retrieval', 'eval_retrieval']
 
 # %% ../../nbs/32_eval.retrieval.ipynb #019f2093
 KS = (1, 5, 10)
@@ -144,6 +144,32 @@ def other_captions(txt2img: torch.Tensor,  # (M,) the image of each caption
     return out
 
 # %% ../../nbs/32_eval.retrieval.ipynb #ec937447
+def text_tower_digest(model: PixelCLIP,  # the CLIP
+                     ) -> str:
+    "SHA-256 (16 hex) of every tensor of the model outside its vision tower (and logit scale/bias): what text embeddings read."
+    import hashlib
+    h = hashlib.sha256()
+    for k, t in sorted(model.model.state_dict().items()):
+        if k.startswith("visual.") or k in ("logit_scale", "logit_bias") or not torch.is_tensor(t): continue
+        h.update(k.encode()); h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+def borrowed_lines(record: str|Path,  # a finished Charmer retrieval record (its sidecar beside it)
+                   adapter: Adapter,  # the evaluation that would compute the same lines
+                  ) -> dict[int, dict]:
+    "The batch lines of `record`'s sidecar, if its settings, data and text tower are this evaluation's (else a one-line error)."
+    side = sidecar_path(record)
+    try: head = json.loads(side.read_text().split("\n", 1)[0])
+    except (FileNotFoundError, json.JSONDecodeError): raise RobustClipError(f"captions_from: {side} is missing or unreadable") from None
+    cfg, ours = head.get("config", {}), {"task": adapter.task, "dataset": adapter.dataset, "split": adapter.split,
+                                         "seed": adapter.seed, **adapter.config()}
+    differ = [k for k in ours if cfg.get(k) != ours[k]]
+    if differ: raise RobustClipError(f"captions_from: {record} was computed with other settings or another text tower ({', '.join(differ)})")
+    lines = read_sidecar(side, head["key"]) or {}
+    if len(lines) < adapter.n_batches(): raise RobustClipError(f"captions_from: {record} is not finished ({len(lines)} of {adapter.n_batches()} batches)")
+    return lines
+
+# %% ../../nbs/32_eval.retrieval.ipynb #c3b19f9e
 class Retrieval(Adapter):
     "Retrieval as a runner adapter: clean embeddings, then Charmer on caption chunks or APGD on image batches."
     task = "retrieval"
@@ -156,6 +182,7 @@ class Retrieval(Adapter):
                  subset: SubsetSpec = SubsetSpec(), split: str = "test", seed: int = 0,
                  batch_size: int = 256,        # images / captions / candidates per forward; images per APGD batch
                  chunk: int = 64,              # captions per Charmer line (a multiple of Charmer's group of 16)
+                 captions_from: str|Path|None = None,  # a finished Charmer record of a model with this text tower: its captions
                 ):
         super().__init__(model, task.name, split=split, seed=seed)
         if chunk % 16: raise RobustClipError(f"chunk must be a multiple of 16 (Charmer's group size); got {chunk}")
@@ -164,7 +191,9 @@ class Retrieval(Adapter):
         self.subset, self.batch_size, self.chunk = subset, batch_size, chunk
         self.idx = subset.indices(len(task))
         if captions not in CAPTION_MODES: raise RobustClipError(f"captions must be 'raw' or 'blip'; got {captions!r}")
-        self.captions = captions
+        self.captions, self.captions_from, self.borrowed = captions, captions_from, None
+        self.text_weights = text_tower_digest(model) if attack == "charmer" else None
+        if captions_from is not None and attack != "charmer": raise RobustClipError("captions_from needs attack='charmer'")
         self.caps = [pre_caption(c) if captions == "blip" else c for i in self.idx for c in task.captions[i]]
         self.txt2img = torch.tensor([j for j, i in enumerate(self.idx) for _ in task.captions[i]])
         if not self.caps: raise RobustClipError(f"{task.name}: the selected images have no captions")
@@ -172,7 +201,8 @@ class Retrieval(Adapter):
     def config(self) -> dict:
         "What decides the numbers besides model and data."
         a = {"name": self.attack, "objective": self.objective, "target": self.target, "k": self.k,
-             "n_positions": self.n_positions, "alphabet": self.alphabet, "chunk": self.chunk} if self.attack == "charmer" else \
+             "n_positions": self.n_positions, "alphabet": self.alphabet, "chunk": self.chunk, "text_weights": self.text_weights} \
+            if self.attack == "charmer" else \
             {"name": self.attack, **self.threat.to_json(), "steps": self.steps} if self.attack == "apgd" else None
         return {"indices": config_hash(self.idx), "subset": self.subset.mode, "batch_size": self.batch_size, "attack": a,
                 **({"captions": self.captions} if self.captions != "raw" else {})}
@@ -190,6 +220,7 @@ class Retrieval(Adapter):
         self.images = retrieval_images(self.data_task, self.model, self.idx)
         self.I, self.T = embed_images(self.enc, self.images, self.batch_size), embed_texts(self.model, self.caps, self.batch_size)
         if self.attack == "charmer": self._charmer_setup()
+        if self.captions_from is not None: self.borrowed = borrowed_lines(self.captions_from, self)
         if self.attack == "apgd": self.generator = torch.Generator().manual_seed(self.seed)
 
     def _charmer_setup(self) -> None:
@@ -208,6 +239,7 @@ class Retrieval(Adapter):
 
     def run_batch(self, b: int) -> dict:
         "Charmer on caption chunk `b`, or APGD on image batch `b`."
+        if self.borrowed is not None: return {"rows": self.borrowed[b]["rows"]}     # the same text tower's captions
         return self._charmer_chunk(b) if self.attack == "charmer" else self._apgd_batch(b)
 
     def _charmer_chunk(self, b: int) -> dict:
@@ -255,9 +287,10 @@ class Retrieval(Adapter):
                 "target": self.tcaps[0] if self.objective == "dissim" else self.target if self.target is not None else "other-image caption",
                 "k": self.k, "captions": self.captions,
                 "n_positions": self.n_positions, "alphabet": self.alphabet or "data", "alphabet_size": len(self.chars),
-                "n_samples": base["n_samples"], "n_captions": len(self.caps), "subset": base["subset"], "seed": self.seed}
+                "n_samples": base["n_samples"], "n_captions": len(self.caps), "subset": base["subset"], "seed": self.seed,
+                **({"captions_from": Path(self.captions_from).name} if self.captions_from is not None else {})}
 
-# %% ../../nbs/32_eval.retrieval.ipynb #c3b19f9e
+# %% ../../nbs/32_eval.retrieval.ipynb #e63c88e6
 def eval_retrieval(model: PixelCLIP|str,          # a loaded model or a `load_clip` spec
                    dataset: str|RetrievalTask,    # 'mini/retrieval', 'coco', 'karpathy:PATH', or a task
                    *,
@@ -282,6 +315,7 @@ def eval_retrieval(model: PixelCLIP|str,          # a loaded model or a `load_cl
                    max_batches: int|None = None,  # run at most this many new batches, then stop (incomplete)
                    pretrained: str|None = None,   # pretrained tag or checkpoint when `model` is a spec
                    overwrite: bool = False,       # replace a result that other settings wrote at `output` (else refused)
+                   captions_from: str|Path|None = None,  # Charmer: take the captions of this finished record of a model with the same text tower (checked)
                   ) -> dict:
     "Clean and adversarial retrieval recall@1/5/10 (CLIP_benchmark keys; adversarial ones prefixed `robust_`)."
     attack, target, sub = retrieval_attack(attack, objective), retrieval_target(target), subset_spec(subset, n_samples, seed)
@@ -291,5 +325,5 @@ def eval_retrieval(model: PixelCLIP|str,          # a loaded model or a `load_cl
     task = resolve_task(dataset, RetrievalTask, "a retrieval task", data_root=data_root, split=split)
     adapter = Retrieval(resolve_model(model, pretrained, device), task, attack=attack, objective=objective, target=target, captions=captions,
                         k=k, n_positions=n_positions, alphabet=alphabet, threat=threat, steps=steps, subset=sub,
-                        split=split, seed=seed, batch_size=batch_size, chunk=chunk)
+                        split=split, seed=seed, batch_size=batch_size, chunk=chunk, captions_from=captions_from)
     return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

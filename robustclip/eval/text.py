@@ -17,7 +17,7 @@ from ..models import PixelCLIP, encode_texts
 from ..data.core import TextClassificationTask
 from ..zeroshot import encode_images, label_embeddings   # encode_images: re-exported for callers of this module
 from ..attacks.charmer import charmer, margin_objective, class_margins, get_alphabet
-from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
+from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive, weights_fingerprint,
                                     check_nonnegative, subset_spec, sidecar_path)
 
 # %% auto #0
@@ -90,6 +90,12 @@ def text_metrics(rows: list[dict],  # one row per text: label, prediction, adv_p
     return metrics
 
 # %% ../../nbs/31_eval.text.ipynb #e5994a12
+_ROUNDS: dict[str, dict] = {}   # Charmer's rounds per (evaluation without its budget, chunk), shared across budgets k
+def _rounds(key: str) -> dict:
+    "The rounds memo of one chunk of one evaluation (the process keeps the latest few hundred)."
+    if key not in _ROUNDS and len(_ROUNDS) >= 256: _ROUNDS.clear()
+    return _ROUNDS.setdefault(key, {})
+
 class TextClassification(Adapter):
     "Zero-shot text classification as a runner adapter: chunks of texts, classified, then attacked with Charmer."
     task, unit = "text", "chunk"
@@ -121,8 +127,10 @@ class TextClassification(Adapter):
         "The progress bar's label."
         return f"{self.attack or 'clean'} {self.dataset}"
     def prepare(self) -> None:
-        "The class embeddings."
+        "The class embeddings, and the key under which Charmer's rounds are shared with the same evaluation at other budgets."
         self.W = class_embeddings(self.model, self.data_task, self.label_encoder)
+        same = {k: v for k, v in self.config().items() if k != "k"}
+        self.rounds_key = config_hash([same, self.dataset, self.split, id(self.model), weights_fingerprint(self.model)], 16)
     def n_batches(self) -> int:
         "Chunks of `chunk` texts."
         return math.ceil(len(self.idx) / self.chunk)
@@ -134,7 +142,7 @@ class TextClassification(Adapter):
         pred, _ = predict_texts(self.model, tx, self.W, ys, self.batch_size)
         if self.attack:
             r = charmer(tx, margin_objective(self.model, self.W, ys), tokenizer=self.model.tokenizer, seed=self.seed + s,
-                        desc="charmer", **self.charmer_kw)
+                        desc="charmer", rounds=_rounds(f"{self.rounds_key}/{c}"), **self.charmer_kw)
             adv, dist, q = r.texts, r.distance, r.queries
             adv_pred, _ = predict_texts(self.model, adv, self.W, ys, self.batch_size)
         else: adv, dist, q, adv_pred = tx, [0] * len(tx), [0] * len(tx), pred

@@ -11,25 +11,29 @@ import json, shutil
 import torch
 from pathlib import Path
 
+import robustclip.mini
 from ..core import RobustClipError, atomic_write_text, cache_dir, config_hash
 from ..train.config import TrainConfig, config_dict, make_config
-from ..train.runs import RunFolder, run_folder
-from .pretrain import MINI_BASE, SHIPPED, HASHES, file_sha256, folder_problem, shipped_weights
 
 # %% auto #0
-__all__ = ['FINETUNES', 'BOOKKEEPING', 'base_sha', 'run_recipe', 'ship_run', 'shipped_run', 'unpack_run']
+__all__ = ['WEIGHTS', 'FINETUNES', 'BOOKKEEPING', 'base_sha', 'run_recipe', 'ship_run', 'shipped_run', 'unpack_run']
 
 # %% ../../nbs/56_mini.finetunes.ipynb #e45e3360
-FINETUNES = SHIPPED/"finetunes"   # the shipped mini fine-tunes and their manifest.json (in the repository, not in the wheel)
+WEIGHTS = Path(robustclip.mini.__file__).parent/"weights"   # `mini.pretrain.SHIPPED`, without importing open_clip to find it
+FINETUNES = WEIGHTS/"finetunes"   # the shipped mini fine-tunes and their manifest.json (in the repository, not in the wheel)
 BOOKKEEPING = ("output_dir", "device", "workers", "save_every", "keep_every", "stop_after")   # keys that do not change the weights
+
+def _manifest(dest: Path) -> dict:
+    "The entries of a shipped-weights folder's manifest.json ({} when it has none)."
+    try: return json.loads((Path(dest)/"manifest.json").read_text())["weights"]
+    except FileNotFoundError: return {}
 
 def base_sha() -> str:
     "SHA-256 of the mini-base weights a fine-tune starts from (the trusted cache's record, else the shipped file's)."
-    try: return json.loads((cache_dir("mini-base")/config_hash(MINI_BASE)/HASHES).read_text())["files"]["open_clip_model.safetensors"]
-    except (FileNotFoundError, KeyError, ValueError): pass
-    ship = shipped_weights("mini-base", MINI_BASE)
-    if ship is None: raise RobustClipError("no mini-base weights ship with this robustclip and none are cached")
-    return ship[1]["open_clip_model.safetensors"]
+    key, e = next(((k, e) for k, e in _manifest(WEIGHTS).items() if e["name"] == "mini-base"), (None, None))
+    if e is None: raise RobustClipError(f"no mini-base weights ship in {WEIGHTS}")
+    try: return json.loads((cache_dir("mini-base")/e["recipe"]/"sha256.json").read_text())["files"]["open_clip_model.safetensors"]
+    except (FileNotFoundError, KeyError, ValueError): return e["files"]["open_clip_model.safetensors"]
 
 def run_recipe(cfg: TrainConfig,  # a validated training config
               ) -> dict|None:
@@ -52,6 +56,8 @@ def ship_run(run_dir: str|Path,          # a finished fine-tune of mini-base (ha
             ) -> Path:
     "Pack a finished mini fine-tune into `dest/<name>-<recipe hash>/` and enter it in `dest/manifest.json`."
     from safetensors.torch import save_file
+    from robustclip.train.runs import RunFolder
+    from robustclip.mini.pretrain import file_sha256
     run, dest = RunFolder(run_dir), Path(dest)
     if not run.has_final(): raise RobustClipError(f"{run.root} has no final/: train it first")
     record = json.loads(run.final_record.read_text())
@@ -79,18 +85,23 @@ def shipped_run(cfg: TrainConfig,          # a validated training config
                ) -> tuple[Path, dict[str, str]]|None:
     "The shipped folder of the run `cfg` describes and its files' SHA-256, or None (then it must be trained)."
     recipe = run_recipe(cfg)
-    ship = None if recipe is None else shipped_weights(cfg.name, recipe, dest)
-    return ship if ship is not None and ship[0].is_dir() else None   # an installed wheel has the manifest's names only
+    key = None if recipe is None else f"{cfg.name}-{config_hash(recipe)}"
+    e = _manifest(dest).get(key) if key else None
+    return (Path(dest)/key, e["files"]) if e is not None and (Path(dest)/key).is_dir() else None   # a wheel has no folders
 
 def unpack_run(cfg: TrainConfig,          # a config whose run ships (`shipped_run`)
                dest: str|Path = FINETUNES,  # the shipped fine-tunes folder
               ) -> Path:
     "Write the shipped run of `cfg` into its run folder as a finished run; returns its final/."
-    from robustclip.models import load_clip
+    from robustclip.models import load_clip               # (imported here: finding a shipped run needs no open_clip)
+    from robustclip.train.runs import run_folder
+    from robustclip.mini.pretrain import file_sha256, folder_problem, mini_base_dir
     ship = shipped_run(cfg, dest)
     if ship is None: raise RobustClipError(f"no shipped fine-tune matches run {cfg.name}'s config: train it")
     src, files = ship
     if (bad := folder_problem(src, files)): raise RobustClipError(f"the shipped run {src} cannot be used: {bad}")
+    if file_sha256(mini_base_dir()/"open_clip_model.safetensors") != json.loads((src/"recipe.json").read_text())["base"]:
+        raise RobustClipError(f"the mini-base in use is not the one {src.name} was trained from: retrain (--retrain)")
     m = load_clip("mini-base")
     missing, unexpected = m.model.load_state_dict(_state(src/"delta.safetensors"), strict=False)
     if unexpected: raise RobustClipError(f"{src}: tensors mini-base does not have: {unexpected[:3]}")

@@ -109,10 +109,10 @@ def folder_problem(d: Path,               # a folder
 
 def shipped_weights(name: str,                # 'mini-base', 'mini-llava', a mini fine-tune's run name
                     cfg: dict,                # the recipe
-                    dest: str|Path = SHIPPED,  # the shipped-weights folder (its manifest.json)
+                    dest: str|Path|None = None,  # the shipped-weights folder (its manifest.json); None: `SHIPPED`
                    ) -> tuple[Path, dict[str, str]]|None:
     "The shipped folder of `name` trained with recipe `cfg` and its files' SHA-256, or None if none ships."
-    key, dest = f"{name}-{config_hash(cfg)}", Path(dest)
+    key, dest = f"{name}-{config_hash(cfg)}", Path(dest) if dest is not None else SHIPPED
     try: entry = json.loads((dest/"manifest.json").read_text())["weights"].get(key)
     except FileNotFoundError: return None
     return None if entry is None else (dest/key, entry["files"])
