@@ -169,6 +169,9 @@ def _result_path(ctx: Context, kind: str, model: str, dataset: str, tag: str) ->
     "Where the record of one evaluation goes (readers find records by their fields, not by this name)."
     return ctx.results/kind/f"{_slug(model)}__{_slug(dataset)}__{tag}.json"
 
+_STEP_SECONDS = {"retrieval/charmer": 90.0, "inversion": 75.0, "t2i": 52.0, "vlm/ensemble": 11.0}   # the heavy mini steps on
+# one core, roughly (2026-12-02; the rest about 5 s): the groups that hold them start first, so none runs alone at the end
+
 def _eval_step(ctx: Context,                # where runs and results live
                plan: dict,                  # the plan (model names -> specs and steps)
                kind: str,                   # 'zeroshot', 'drift', 'text', 'retrieval'
@@ -185,7 +188,8 @@ def _eval_step(ctx: Context,                # where runs and results live
         evaluate(spec, path, **settings)
         label_result(path, run=model)
     return Step(f"{kind}/{model}/{_slug(dataset)}/{tag}", "eval", {**settings, "spec": spec, "threads": threads}, [path], go,
-                _model_dep(plan, model), needs=[f"data: {dataset}"], gpu_hours=gpu_hours, group=f"evals/{model}")
+                _model_dep(plan, model), needs=[f"data: {dataset}"], gpu_hours=gpu_hours, group=f"evals/{model}",
+                cost=next((v for k, v in _STEP_SECONDS.items() if f"{kind}/{tag}".startswith(k)), 5.0))
 
 # %% ../../nbs/80_app.reproduce.ipynb #05abb388
 def _zeroshot(spec: tuple, path: Path, *, dataset: str, **kw) -> None:

@@ -15,7 +15,7 @@ from ..core import RobustClipError, atomic_write_text, config_hash
 
 # %% auto #0
 __all__ = ['OWN_PROCESS', 'Step', 'source_digest', 'step_keys', 'is_done', 'select_steps', 'describe_steps', 'timing_table',
-           'run_steps']
+           'longest_first', 'run_steps']
 
 # %% ../../nbs/79_app.steps.ipynb #ee8ed422
 @dataclass
@@ -31,6 +31,7 @@ class Step:
     needs: list[str] = field(default_factory=list)   # what it needs from outside (weights, data), for a dry run
     gpu_hours: float = 0.0            # estimated accelerator hours, for a dry run
     group: str|None = None            # steps of one group may run together in one process (`run_steps`' `run_group`)
+    cost: float = 1.0                 # expected seconds, roughly: of units that run side by side the costliest start first
 
 def _file_digest(p: Path) -> str:
     "A short hash of a file's bytes ('missing' when there is no such file)."
@@ -131,13 +132,18 @@ def _run_unit(u: list[Step], keys: dict, state: Path, label: str, run_group: Cal
     if run_group is None or u[0].group is None: return u[0].name, _run_one(u[0], keys[u[0].name], state, label, log)
     return f"{u[0].group} ({len(u)} steps)", _run_group(u, keys, state, label, run_group, log)
 
+def longest_first(batch: list[tuple[str, list[Step]]],  # independent units (label, steps)
+                 ) -> list[tuple[str, list[Step]]]:
+    "The units by their steps' summed `cost`, costliest first (ties in plan order): a long unit started last ends last."
+    return sorted(batch, key=lambda lu: -sum(s.cost for s in lu[1]))
+
 def _run_side_by_side(batch: list[tuple[str, list[Step]]], keys: dict, state: Path, workers: int,
                       run_group: Callable|None, log: Callable) -> dict[str, float]:
     "Run independent units in `workers` threads (units whose work is another process); returns row name -> seconds."
     if len(batch) == 1 or workers == 1: return dict(_run_unit(u, keys, state, lab, run_group, log) for lab, u in batch)
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_run_unit, u, keys, state, lab, run_group, log) for lab, u in batch]
+        futures = [pool.submit(_run_unit, u, keys, state, lab, run_group, log) for lab, u in longest_first(batch)]
         return dict(f.result() for f in futures)
 
 def _units(pending: list[Step],  # the steps to run, dependencies first
