@@ -552,6 +552,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                      "the paper notebooks (nbs/paper/) with papermill. Steps whose inputs have not changed are skipped.")
     p.epilog = ("examples:\n  robustclip reproduce                      # mini scale, minutes on 2 CPU cores (timings: README)\n"
                 "  robustclip reproduce --only table4        # just FARE Table 4 and what it needs\n"
+                "  robustclip reproduce --retrain            # train the nine mini fine-tunes too (~24 min more), into runs/mini-retrain\n"
                 "  robustclip reproduce --scale paper --dry-run   # the paper-scale plan with GPU-hour estimates")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--scale", default="mini", help="'mini' (CPU, minutes) or 'paper' (GPUs, real weights and data)")
