@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# --no-compile: pip would byte-compile every module it installs (install 274 s; 107-131 s without); Python compiles
+# what a process imports, once, on first use
 PIP := $(BIN)/pip install -q --disable-pip-version-check --no-compile
 # pip on the build machines warns about find-links folders that do not exist; keep the log readable
 QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
