@@ -158,7 +158,8 @@ def _charmer_group(texts: list[str], idx: list[int], score_fn: ScoreFn, k: int, 
     done = lambda j: threshold is not None and best_s[j] > threshold
     if rounds:                                       # resume from the last stored round this budget reaches
         start = min(k, len(rounds) - 1)
-        cur, best, best_s, clean, queries, active, gs = _snapshot(*rounds[start][:6], torch.Generator().set_state(rounds[start][6]))
+        cur, best, best_s, clean, queries, active, gs = rounds[start]
+        cur, best, best_s, queries, active = list(cur), list(best), best_s.clone(), list(queries), list(active)
         g.set_state(gs)
     else:
         clean = score_texts(score_fn, texts, idx, batch_size)

@@ -6,7 +6,7 @@ Docs: https://robustclip.github.io/robustclip/eval.retrieval.html.md"""
 
 # %% ../../nbs/32_eval.retrieval.ipynb #be81ce5e
 from __future__ import annotations
-import json, math, re
+import math, re
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +22,8 @@ from ..zeroshot import ImageEmbedder
 from ..attacks.charmer import charmer, embedding_objective, get_alphabet
 from ..attacks.apgd import apgd
 from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
-                                    check_nonnegative, subset_spec, pack_tensor, unpack_tensor, sidecar_path, read_sidecar)
+                                    check_nonnegative, subset_spec, pack_tensor, unpack_tensor, sidecar_path, read_sidecar,
+                                    _sidecar_head)
 
 # %% auto #0
 __all__ = ['KS', 'TARGETS', 'RETRIEVAL_ATTACKS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics', 'retrieval_images',
@@ -158,9 +159,8 @@ def borrowed_lines(record: str|Path,  # a finished Charmer retrieval record (its
                    adapter: Adapter,  # the evaluation that would compute the same lines
                   ) -> dict[int, dict]:
     "The batch lines of `record`'s sidecar, if its settings, data and text tower are this evaluation's (else a one-line error)."
-    side = sidecar_path(record)
-    try: head = json.loads(side.read_text().split("\n", 1)[0])
-    except (FileNotFoundError, json.JSONDecodeError): raise RobustClipError(f"captions_from: {side} is missing or unreadable") from None
+    side = sidecar_path(record); head = _sidecar_head(side) if side.is_file() else {}
+    if "key" not in head: raise RobustClipError(f"captions_from: {side} is missing or unreadable")
     cfg, ours = head.get("config", {}), {"task": adapter.task, "dataset": adapter.dataset, "split": adapter.split,
                                          "seed": adapter.seed, **adapter.config()}
     differ = [k for k in ours if cfg.get(k) != ours[k]]
