@@ -23,7 +23,7 @@ from ..attacks.charmer import charmer, embedding_objective, get_alphabet
 from ..attacks.apgd import apgd
 from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
                                     check_nonnegative, subset_spec, pack_tensor, unpack_tensor, sidecar_path, read_sidecar,
-                                    _sidecar_head)
+                                    sidecar_head)
 
 # %% auto #0
 __all__ = ['KS', 'TARGETS', 'RETRIEVAL_ATTACKS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics', 'retrieval_images',
@@ -159,7 +159,7 @@ def borrowed_lines(record: str|Path,  # a finished Charmer retrieval record (its
                    adapter: Adapter,  # the evaluation that would compute the same lines
                   ) -> dict[int, dict]:
     "The batch lines of `record`'s sidecar, if its settings, data and text tower are this evaluation's (else a one-line error)."
-    side = sidecar_path(record); head = _sidecar_head(side) if side.is_file() else {}
+    side = sidecar_path(record); head = sidecar_head(side) if side.is_file() else {}
     if "key" not in head: raise RobustClipError(f"captions_from: {side} is missing or unreadable")
     cfg, ours = head.get("config", {}), {"task": adapter.task, "dataset": adapter.dataset, "split": adapter.split,
                                          "seed": adapter.seed, **adapter.config()}

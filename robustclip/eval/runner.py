@@ -28,7 +28,7 @@ from ..train.distributed import init_distributed, cleanup_distributed, world_inf
 __all__ = ['SIDECAR_KIND', 'sidecar_path', 'check_output', 'weights_fingerprint', 'read_sidecar', 'write_sidecar', 'pack_tensor',
            'unpack_tensor', 'rng_state', 'set_rng_state', 'resolve_task', 'resolve_model', 'check_positive',
            'check_nonnegative', 'subset_spec', 'Adapter', 'model_spec', 'sidecar_config', 'sidecar_part',
-           'sidecar_parts', 'Shards', 'shards_from_env', 'check_existing', 'run_batches', 'run_eval']
+           'sidecar_parts', 'Shards', 'shards_from_env', 'sidecar_head', 'check_existing', 'run_batches', 'run_eval']
 
 # %% ../../nbs/29_eval.runner.ipynb #70232832
 SIDECAR_KIND = "robustclip.samples"
@@ -256,7 +256,8 @@ def _differ(old: Any, new: dict) -> str:
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return f" (settings that differ: {', '.join(diff[:6])})" if diff else ""
 
-def _sidecar_head(side: Path) -> dict:
+def sidecar_head(side: Path,  # a sidecar file
+                ) -> dict:
     "A sidecar's header line ({} when unreadable)."
     try: head = json.loads(side.read_text(errors="replace").split("\n", 1)[0])
     except json.JSONDecodeError: return {}
@@ -278,7 +279,7 @@ def check_existing(out: Path|None,    # the result JSON
             raise RobustClipError(f"{out} already holds {what}{_differ(rec.get('settings') if isinstance(rec, dict) else None, cfg)}; "
                                   "pass --overwrite (overwrite=True) to replace it, or choose another --output")
     for s in ((side, *sidecar_parts(side)) if side is not None else ()):
-        if s.is_file() and (head := _sidecar_head(s)).get("key") != key:
+        if s.is_file() and (head := sidecar_head(s)).get("key") != key:
             raise RobustClipError(f"{s} belongs to an evaluation with other settings{_differ(head.get('config'), cfg)} "
                                   "(interrupted, or running now); pass --overwrite (overwrite=True) to discard it, or choose another --output")
 
@@ -363,7 +364,7 @@ def _run_eval(adapter: Adapter, out: Path|None, side: Path|None, resume: bool, m
         _ours(prep, shards)
         if adapter.generator is not None: lines = _prefix(lines)
         nb, resumed = adapter.n_batches(), len(lines)
-        if side is not None and not nb and side.is_file() and _sidecar_head(side).get("key") != key and rank == 0: side.unlink()  # overwritten: not ours
+        if side is not None and not nb and side.is_file() and sidecar_head(side).get("key") != key and rank == 0: side.unlink()  # overwritten: not ours
         if side is None or not nb: write = lambda ls: None
         elif sharded:
             part, head = sidecar_part(side, rank), {**header, "shard": [rank, shards.world]}
