@@ -13,12 +13,14 @@ QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory'
 export ROBUSTCLIP_HOME ?= $(CURDIR)/.cache/robustclip
 export PYTHONHASHSEED := 0
 
-.PHONY: venv reproduce reproduce-retrain test test-slow check-export nbdev-test pytest clean-nbs help
+.PHONY: venv reproduce reproduce-retrain test test-slow export check-export lint nbdev-test pytest clean-nbs help
 help:
 	@echo "make reproduce   - evaluate the shipped mini fine-tunes, regenerate figures/ (mini scale, CPU)"
 	@echo "make reproduce-retrain - fine-tune every mini run from mini-base first (~24 min more), into runs/mini-retrain/"
 	@echo "make test        - export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
 	@echo "make test-slow   - the slow tests and the attacks' hypothesis properties with 1,000 cases each"
+	@echo "make export      - write robustclip/ from the notebooks (nbdev-export, then tools/wrap_all.py)"
+	@echo "make lint        - ruff check and ruff format --check (the rules in CONTRIBUTING.md)"
 	@echo "make nbdev-test  - run the notebooks with nbdev-test alone (make test already runs them, through pytest)"
 
 $(BIN)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
@@ -37,13 +39,25 @@ reproduce: venv
 reproduce-retrain: venv
 	$(BIN)/robustclip reproduce --scale mini --retrain
 
-# notebooks are the source: exporting them into a scratch copy must reproduce robustclip/ exactly
+# notebooks are the source: `make export` writes robustclip/ from nbs/ (nbdev-export, then nbdev's `__all__` wrapped
+# to the lint rules' 120 columns by tools/wrap_all.py)
+export: venv
+	$(BIN)/nbdev-export
+	$(BIN)/python tools/wrap_all.py
+
+# exporting the notebooks into a scratch copy must reproduce robustclip/ exactly
 check-export: venv
 	@tmp=$$(mktemp -d); cp -r nbs pyproject.toml $$tmp/; cp -r robustclip $$tmp/robustclip; \
-	  (cd $$tmp && $(CURDIR)/$(BIN)/nbdev-export); \
+	  (cd $$tmp && $(CURDIR)/$(BIN)/nbdev-export && $(CURDIR)/$(BIN)/python $(CURDIR)/tools/wrap_all.py $$tmp/robustclip >/dev/null); \
 	  if ! diff -r -q -x __pycache__ $$tmp/robustclip robustclip; then \
 	    echo "nbdev-export changes robustclip/: edit the notebooks in nbs/, then run nbdev-export"; rm -rf $$tmp; exit 1; fi; \
 	  rm -rf $$tmp; echo "export check: robustclip/ matches nbs/"
+
+# the rules of CONTRIBUTING.md ("Lint"): ruff's checks and its formatter over the notebooks and every .py we write
+LINTED := nbs robustclip tests benchmarks tools
+lint: venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check --quiet $(LINTED)
 
 # two workers on two cores: one thread each, or they oversubscribe the CPU and everything crawls.
 # Progress bars off: they flood the logs of notebooks and subprocesses.
@@ -67,6 +81,7 @@ test-slow: venv
 # robustclip/mini/weights/, in seconds; no pretraining) before the pytest workers share it
 test: venv
 	$(BIN)/robustclip pretrain-mini
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory check-export
 	$(MAKE) --no-print-directory pytest
 

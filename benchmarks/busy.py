@@ -12,8 +12,16 @@ count did not change the numerics), and the peak resident memory of the training
 The machine this runs on may be shared: the load average is printed, and `alone` means without *our* competitor.
 The last line printed is one JSON object with every figure.
 """
+
 from __future__ import annotations
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 CHILD = r'''
@@ -45,12 +53,18 @@ def run_child(policy: str, steps: int, config: str, competitor: bool, nice: int)
     try:
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ROBUSTCLIP_THREADS")}
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-c", CHILD, policy, str(steps), config], capture_output=True, text=True, env=env)
+        p = subprocess.run(
+            [sys.executable, "-c", CHILD, policy, str(steps), config], capture_output=True, text=True, env=env
+        )
         wall = time.perf_counter() - t0
     finally:
-        if comp is not None: comp.kill(); comp.wait()
-    if p.returncode != 0: raise RuntimeError(f"training process failed:\n{p.stderr[-3000:]}")
-    out = json.loads(p.stdout.strip().splitlines()[-1]); out["process_s"] = round(wall, 1)
+        if comp is not None:
+            comp.kill()
+            comp.wait()
+    if p.returncode != 0:
+        raise RuntimeError(f"training process failed:\n{p.stderr[-3000:]}")
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["process_s"] = round(wall, 1)
     return out
 
 
@@ -67,30 +81,48 @@ def main(argv=None) -> dict:
     for pol in [s.strip() for s in args.policies.split(",") if s.strip()]:
         runs = {"alone": [], "busy": []}
         for r in range(args.repeats):
-            for busy in ([False, True] if r % 2 == 0 else [True, False]):
+            for busy in [False, True] if r % 2 == 0 else [True, False]:
                 runs["busy" if busy else "alone"].append(run_child(pol, args.steps, args.config, busy, args.nice))
         med = {k: statistics.median(t for o in v for t in o["times"]) for k, v in runs.items()}
-        row = {"policy": pol, "threads_alone": [o["threads"] for o in runs["alone"]],
-               "threads_busy": [o["threads"] for o in runs["busy"]],
-               "alone_s_per_step": round(med["alone"], 3), "busy_s_per_step": round(med["busy"], 3),
-               "alone_spread": [round(min(t for o in runs["alone"] for t in o["times"]), 3),
-                                round(max(t for o in runs["alone"] for t in o["times"]), 3)],
-               "busy_spread": [round(min(t for o in runs["busy"] for t in o["times"]), 3),
-                               round(max(t for o in runs["busy"] for t in o["times"]), 3)],
-               "slowdown": round(med["busy"] / med["alone"], 2),
-               "losses_alone": [round(v, 6) for v in runs["alone"][0]["losses"]],
-               "losses_busy": [round(v, 6) for v in runs["busy"][0]["losses"]],
-               "peak_rss_mib": round(max(o["peak_rss_mib"] for v in runs.values() for o in v), 1)}
+        row = {
+            "policy": pol,
+            "threads_alone": [o["threads"] for o in runs["alone"]],
+            "threads_busy": [o["threads"] for o in runs["busy"]],
+            "alone_s_per_step": round(med["alone"], 3),
+            "busy_s_per_step": round(med["busy"], 3),
+            "alone_spread": [
+                round(min(t for o in runs["alone"] for t in o["times"]), 3),
+                round(max(t for o in runs["alone"] for t in o["times"]), 3),
+            ],
+            "busy_spread": [
+                round(min(t for o in runs["busy"] for t in o["times"]), 3),
+                round(max(t for o in runs["busy"] for t in o["times"]), 3),
+            ],
+            "slowdown": round(med["busy"] / med["alone"], 2),
+            "losses_alone": [round(v, 6) for v in runs["alone"][0]["losses"]],
+            "losses_busy": [round(v, 6) for v in runs["busy"][0]["losses"]],
+            "peak_rss_mib": round(max(o["peak_rss_mib"] for v in runs.values() for o in v), 1),
+        }
         row["goal_ok"] = row["slowdown"] <= 2.0
         rows.append(row)
-        print(f"threads {pol:>4} ({row['threads_alone']}/{row['threads_busy']}): {row['alone_s_per_step']:.3f} s/step alone, "
-              f"{row['busy_s_per_step']:.3f} beside a competitor -> {row['slowdown']:.2f}x | peak RSS "
-              f"{row['peak_rss_mib']:.0f} MiB | load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"threads {pol:>4} ({row['threads_alone']}/{row['threads_busy']}): {row['alone_s_per_step']:.3f} s/step alone, "
+            f"{row['busy_s_per_step']:.3f} beside a competitor -> {row['slowdown']:.2f}x | peak RSS "
+            f"{row['peak_rss_mib']:.0f} MiB | load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     same = len({tuple(r["losses_alone"]) for r in rows}) == 1
-    out = {"benchmark": "busy", "config": Path(args.config).name, "steps": args.steps, "nice": args.nice,
-           "cores": len(os.sched_getaffinity(0)), "loadavg_end": round(os.getloadavg()[0], 2), "rows": rows,
-           "losses_equal_across_policies": same,
-           "best_busy_policy": min(rows, key=lambda r: r["busy_s_per_step"])["policy"] if rows else None}
+    out = {
+        "benchmark": "busy",
+        "config": Path(args.config).name,
+        "steps": args.steps,
+        "nice": args.nice,
+        "cores": len(os.sched_getaffinity(0)),
+        "loadavg_end": round(os.getloadavg()[0], 2),
+        "rows": rows,
+        "losses_equal_across_policies": same,
+        "best_busy_policy": min(rows, key=lambda r: r["busy_s_per_step"])["policy"] if rows else None,
+    }
     print(json.dumps(out))
     return out
 

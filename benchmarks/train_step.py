@@ -12,36 +12,65 @@ torch.cuda.max_memory_allocated on CUDA, else the process's peak RSS (each case 
     python benchmarks/train_step.py --device cuda --precision bf16
 Prints a table, then one line of JSON.
 """
-from __future__ import annotations
-import argparse, json, os, resource, statistics, subprocess, sys, tempfile, time
 
-CASES = [("RC-Tiny-ViT", 64, 20), ("ViT-B-32", 8, 3)]   # (model, batch, repeats on CPU)
+from __future__ import annotations
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CASES = [("RC-Tiny-ViT", 64, 20), ("ViT-B-32", 8, 3)]  # (model, batch, repeats on CPU)
 
 
 def _sync(dev):
     import torch
-    if dev.type == "cuda": torch.cuda.synchronize()
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 
-def worker(model_name: str, method: str, batch: int, repeats: int, device: str, precision: str, threads: int|None, K: int) -> dict:
+def worker(
+    model_name: str, method: str, batch: int, repeats: int, device: str, precision: str, threads: int | None, K: int
+) -> dict:
     import torch
     from robustclip.data.core import register_dataset, ClassificationTask
     from robustclip.train.config import make_config
     from robustclip.train.loop import Trainer
     from robustclip.models import load_clip
-    if threads: torch.set_num_threads(threads)
+
+    if threads:
+        torch.set_num_threads(threads)
     size = load_clip(model_name).image_size
 
     @register_dataset("bench/synthetic")
     def _synth(name, root=None, split="train", **kw):
         g = torch.Generator().manual_seed(0)
         xs = torch.rand(batch * (repeats + 2), 3, size, size, generator=g)
-        return ClassificationTask(name, [(x, i % 10) for i, x in enumerate(xs)], [f"class {i}" for i in range(10)], ["a photo of a {c}."])
+        return ClassificationTask(
+            name, [(x, i % 10) for i, x in enumerate(xs)], [f"class {i}" for i in range(10)], ["a photo of a {c}."]
+        )
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = make_config(method=method, model=model_name, pretrained=None, dataset="bench/synthetic", steps=repeats + 2,
-                          batch_size=batch, warmup=1, attack_steps=K, device=device, precision=precision,
-                          check_every=-1, output_dir=d, threads=threads)
+        cfg = make_config(
+            method=method,
+            model=model_name,
+            pretrained=None,
+            dataset="bench/synthetic",
+            steps=repeats + 2,
+            batch_size=batch,
+            warmup=1,
+            attack_steps=K,
+            device=device,
+            precision=precision,
+            check_every=-1,
+            output_dir=d,
+            threads=threads,
+        )
         tr = Trainer(cfg)
         dev = tr.info.device
         it = iter(tr.loader)
@@ -49,56 +78,99 @@ def worker(model_name: str, method: str, batch: int, repeats: int, device: str, 
         x = torch.rand(batch, 3, size, size, device=dev)
 
         def fb():
-            with tr.autocast(): e = model.encode_image(x)
+            with tr.autocast():
+                e = model.encode_image(x)
             e.float().sum().backward()
 
-        def fb_input():                                   # an attack pass: the gradient w.r.t. the input only
+        def fb_input():  # an attack pass: the gradient w.r.t. the input only
             xi = x.detach().requires_grad_(True)
-            with tr.autocast(): e = model.encode_image(xi)
+            with tr.autocast():
+                e = model.encode_image(xi)
             torch.autograd.grad(e.float().sum(), xi)
 
         def frozen():
-            with torch.no_grad(), tr.autocast(): (anchor or model).encode_image(x)
+            with torch.no_grad(), tr.autocast():
+                (anchor or model).encode_image(x)
 
         def floor() -> float:
-            _sync(dev); t = time.perf_counter()
-            for _ in range(K + 1): fb()
-            if method == "fare": frozen()
-            _sync(dev); dt = time.perf_counter() - t
-            model.zero_grad(set_to_none=True); return dt
+            _sync(dev)
+            t = time.perf_counter()
+            for _ in range(K + 1):
+                fb()
+            if method == "fare":
+                frozen()
+            _sync(dev)
+            dt = time.perf_counter() - t
+            model.zero_grad(set_to_none=True)
+            return dt
 
         def tight() -> float:
-            _sync(dev); t = time.perf_counter()
+            _sync(dev)
+            t = time.perf_counter()
             flags = [p.requires_grad for p in model.parameters()]
-            for p in model.parameters(): p.requires_grad_(False)
-            for _ in range(K): fb_input()
-            for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for _ in range(K):
+                fb_input()
+            for p, f in zip(model.parameters(), flags):
+                p.requires_grad_(f)
             fb()
-            if method == "fare": frozen()
-            _sync(dev); dt = time.perf_counter() - t
-            model.zero_grad(set_to_none=True); return dt
+            if method == "fare":
+                frozen()
+            _sync(dev)
+            dt = time.perf_counter() - t
+            model.zero_grad(set_to_none=True)
+            return dt
 
         def step() -> float:
             b = [next(it)]
-            _sync(dev); t = time.perf_counter(); tr.train_step(b); _sync(dev); return time.perf_counter() - t
+            _sync(dev)
+            t = time.perf_counter()
+            tr.train_step(b)
+            _sync(dev)
+            return time.perf_counter() - t
 
-        floor(); tight(); step()                          # warm-up (allocator, kernels)
-        if dev.type == "cuda": torch.cuda.reset_peak_memory_stats()
+        floor()
+        tight()
+        step()  # warm-up (allocator, kernels)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         fl, tl, st = [], [], []
-        for _ in range(repeats): fl.append(floor()); tl.append(tight()); st.append(step())   # interleaved
-        mem = (torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda"
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        for _ in range(repeats):
+            fl.append(floor())
+            tl.append(tight())
+            st.append(step())  # interleaved
+        mem = (
+            torch.cuda.max_memory_allocated() / 2**30
+            if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        )
     f, ft, s = statistics.median(fl), statistics.median(tl), statistics.median(st)
-    return {"model": model_name, "method": method, "batch": batch, "attack_steps": K, "device": str(dev), "precision": precision,
-            "step_s": round(s, 4), "floor_s": round(f, 4), "ratio": round(s / f, 3),
-            "tight_floor_s": round(ft, 4), "tight_ratio": round(s / ft, 3), "img_s": round(batch / s, 1),
-            "peak_mem_gb": round(mem, 3), "mem_kind": "cuda_max_allocated" if dev.type == "cuda" else "peak_rss", "repeats": repeats}
+    return {
+        "model": model_name,
+        "method": method,
+        "batch": batch,
+        "attack_steps": K,
+        "device": str(dev),
+        "precision": precision,
+        "step_s": round(s, 4),
+        "floor_s": round(f, 4),
+        "ratio": round(s / f, 3),
+        "tight_floor_s": round(ft, 4),
+        "tight_ratio": round(s / ft, 3),
+        "img_s": round(batch / s, 1),
+        "peak_mem_gb": round(mem, 3),
+        "mem_kind": "cuda_max_allocated" if dev.type == "cuda" else "peak_rss",
+        "repeats": repeats,
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu"); p.add_argument("--precision", default="fp32")
-    p.add_argument("--threads", type=int, default=None); p.add_argument("--attack-steps", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--attack-steps", type=int, default=10)
     p.add_argument("--models", default=",".join(m for m, _, _ in CASES))
     p.add_argument("--repeats", type=int, default=None, help="override the per-model repeat count")
     p.add_argument("--worker", nargs=3, metavar=("MODEL", "METHOD", "BATCH"), help=argparse.SUPPRESS)
@@ -106,22 +178,53 @@ def main(argv=None) -> int:
     os.environ.setdefault("ROBUSTCLIP_PROGRESS", "0")
     if a.worker:
         m, meth, b = a.worker
-        print(json.dumps(worker(m, meth, int(b), a.repeats or 3, a.device, a.precision, a.threads, a.attack_steps))); return 0
+        print(json.dumps(worker(m, meth, int(b), a.repeats or 3, a.device, a.precision, a.threads, a.attack_steps)))
+        return 0
     rows = []
     for model, batch, reps in CASES:
-        if model not in a.models.split(","): continue
+        if model not in a.models.split(","):
+            continue
         for meth in ("fare", "tecoa"):
-            cmd = [sys.executable, __file__, "--worker", model, meth, str(batch), "--device", a.device, "--precision", a.precision,
-                   "--attack-steps", str(a.attack_steps), "--repeats", str(a.repeats or reps)] + (["--threads", str(a.threads)] if a.threads else [])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                model,
+                meth,
+                str(batch),
+                "--device",
+                a.device,
+                "--precision",
+                a.precision,
+                "--attack-steps",
+                str(a.attack_steps),
+                "--repeats",
+                str(a.repeats or reps),
+            ] + (["--threads", str(a.threads)] if a.threads else [])
             r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode: print(r.stderr[-2000:], file=sys.stderr); return 1
+            if r.returncode:
+                print(r.stderr[-2000:], file=sys.stderr)
+                return 1
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
             x = rows[-1]
-            print(f"{x['model']:<12} {x['method']:<6} batch {x['batch']:<3} step {x['step_s']:8.4f}s  floor {x['floor_s']:8.4f}s  "
-                  f"ratio {x['ratio']:.3f}  tight {x['tight_floor_s']:8.4f}s ratio {x['tight_ratio']:.3f}  {x['img_s']:8.1f} img/s  peak {x['peak_mem_gb']:.2f} GB ({x['mem_kind']})", flush=True)
+            print(
+                f"{x['model']:<12} {x['method']:<6} batch {x['batch']:<3} step {x['step_s']:8.4f}s  floor {x['floor_s']:8.4f}s  "
+                f"ratio {x['ratio']:.3f}  tight {x['tight_floor_s']:8.4f}s ratio {x['tight_ratio']:.3f}  {x['img_s']:8.1f} img/s  peak {x['peak_mem_gb']:.2f} GB ({x['mem_kind']})",
+                flush=True,
+            )
     import torch
-    print(json.dumps({"benchmark": "train_step", "target_ratio": 1.15, "torch": torch.__version__, "threads": a.threads or torch.get_num_threads(),
-                      "results": rows}))
+
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step",
+                "target_ratio": 1.15,
+                "torch": torch.__version__,
+                "threads": a.threads or torch.get_num_threads(),
+                "results": rows,
+            }
+        )
+    )
     return 0
 
 

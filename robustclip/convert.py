@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/convert.html.md"""
 
 # %% ../nbs/06_convert.ipynb #181868a3
 from __future__ import annotations
-import json, math
+import json
+import math
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -21,60 +22,85 @@ from .core import RobustClipError
 from .models import PixelCLIP, register_model
 
 # %% auto #0
-__all__ = ['EOT_ID', 'VISION_KEYS', 'TEXT_KEYS', 'hf_vision_config', 'hf_text_config', 'hf_clip_config', 'openclip_vision_cfg',
-           'openclip_text_cfg', 'openclip_config', 'key_pairs', 'tower_to_hf', 'tower_from_hf', 'openclip_vision_to_hf',
-           'openclip_text_to_hf', 'hf_vision_to_openclip', 'hf_text_to_openclip', 'openclip_to_hf', 'hf_to_openclip',
-           'resize_pos_grid', 'interpolate_pos_embed', 'save_hf_tokenizer', 'save_hf_clip', 'is_hf_clip_folder',
-           'load_hf_clip', 'hf_clip_loader']
+__all__ = [
+    'EOT_ID', 'VISION_KEYS', 'TEXT_KEYS', 'hf_vision_config', 'hf_text_config', 'hf_clip_config', 'openclip_vision_cfg',
+    'openclip_text_cfg', 'openclip_config', 'key_pairs', 'tower_to_hf', 'tower_from_hf', 'openclip_vision_to_hf',
+    'openclip_text_to_hf', 'hf_vision_to_openclip', 'hf_text_to_openclip', 'openclip_to_hf', 'hf_to_openclip',
+    'resize_pos_grid', 'interpolate_pos_embed', 'save_hf_tokenizer', 'save_hf_clip', 'is_hf_clip_folder',
+    'load_hf_clip', 'hf_clip_loader'
+]
 
 # %% ../nbs/06_convert.ipynb #67ab71a2
 def _tf():
     "The `transformers` module, or a one-line error saying how to install it."
-    try: import transformers
+    try:
+        import transformers
     except ImportError:
-        raise RobustClipError("converting to or from transformers CLIP needs `transformers`: "
-                              "pip install 'robustclip[downstream]'") from None
+        raise RobustClipError(
+            "converting to or from transformers CLIP needs `transformers`: pip install 'robustclip[downstream]'"
+        ) from None
     return transformers
+
 
 def _oc(model: nn.Module) -> nn.Module:
     "The open_clip model inside a `PixelCLIP` (or the model itself)."
     return model.model if isinstance(model, PixelCLIP) else model
 
+
 @contextmanager
 def _no_init():
     "Skip random initialisation while building a model whose every weight is loaded next (transformers' own trick)."
-    try: from transformers.initialization import no_init_weights
-    except ImportError: no_init_weights = nullcontext
-    with no_init_weights(): yield
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        no_init_weights = nullcontext
+    with no_init_weights():
+        yield
+
 
 def _text(model: nn.Module) -> nn.Module:
     "What holds the text tower: an open_clip `CLIP` (flat attributes), `CustomTextCLIP.text`, or a `TextTransformer`."
-    m = _oc(model); return getattr(m, "text", m)
+    m = _oc(model)
+    return getattr(m, "text", m)
 
 # %% ../nbs/06_convert.ipynb #f0bfa9d0
-EOT_ID = 49407   # open_clip's (and OpenAI's) end-of-text token: the largest id of the 49408-token BPE vocabulary
+EOT_ID = 49407  # open_clip's (and OpenAI's) end-of-text token: the largest id of the 49408-token BPE vocabulary
+
 
 def _act(block: nn.Module) -> str:
     "transformers' `hidden_act` for an open_clip block's MLP activation."
     act = block.mlp.gelu
-    if isinstance(act, QuickGELU): return "quick_gelu"
-    if type(act) is nn.GELU and act.approximate == "none": return "gelu"
+    if isinstance(act, QuickGELU):
+        return "quick_gelu"
+    if type(act) is nn.GELU and act.approximate == "none":
+        return "gelu"
     raise RobustClipError(f"transformers CLIP has no activation equal to open_clip's {act!r}")
 
-def _encoder_config(transformer: nn.Module,  # an open_clip `Transformer` (a tower's resblocks)
-                    what: str,               # 'vision tower' or 'text tower', for errors
-                   ) -> dict:
+
+def _encoder_config(
+    transformer: nn.Module,  # an open_clip `Transformer` (a tower's resblocks)
+    what: str,  # 'vision tower' or 'text tower', for errors
+) -> dict:
     "The encoder fields of a transformers CLIP config, read off an open_clip `Transformer`."
-    blocks = list(transformer.resblocks); b = blocks[0]
+    blocks = list(transformer.resblocks)
+    b = blocks[0]
     if not all(type(x) is ResidualAttentionBlock and isinstance(x.ls_1, nn.Identity) for x in blocks):
         raise RobustClipError(f"the {what} has layer scale or custom attention blocks, which transformers CLIP lacks")
-    return dict(hidden_size=b.attn.embed_dim, intermediate_size=b.mlp.c_fc.out_features, num_hidden_layers=len(blocks),
-                num_attention_heads=b.attn.num_heads, hidden_act=_act(b), layer_norm_eps=b.ln_1.eps)
+    return dict(
+        hidden_size=b.attn.embed_dim,
+        intermediate_size=b.mlp.c_fc.out_features,
+        num_hidden_layers=len(blocks),
+        num_attention_heads=b.attn.num_heads,
+        hidden_act=_act(b),
+        layer_norm_eps=b.ln_1.eps,
+    )
+
 
 def _refuse(what: str, lacks: dict) -> None:
     "A one-line error naming every feature of `what` that transformers CLIP lacks."
     bad = [k for k, v in lacks.items() if v]
-    if bad: raise RobustClipError(f"transformers CLIP cannot express this {what}: {', '.join(bad)}")
+    if bad:
+        raise RobustClipError(f"transformers CLIP cannot express this {what}: {', '.join(bad)}")
 
 # %% ../nbs/06_convert.ipynb #f9a097e1
 def _visual(model: nn.Module) -> VisionTransformer:
@@ -84,49 +110,89 @@ def _visual(model: nn.Module) -> VisionTransformer:
         raise RobustClipError(f"only ViT vision towers convert to transformers CLIP; got {type(v).__name__}")
     return v
 
-def hf_vision_config(model: nn.Module,  # a `PixelCLIP`, an open_clip CLIP or its `VisionTransformer`
-                    ) -> dict:
+
+def hf_vision_config(
+    model: nn.Module,  # a `PixelCLIP`, an open_clip CLIP or its `VisionTransformer`
+) -> dict:
     "The `CLIPVisionConfig` fields of an open_clip ViT tower."
-    v = _visual(model); (h, w), (ph, pw) = v.image_size, v.patch_size
-    _refuse("vision tower", {"attentional pooling": v.attn_pool is not None,
-                             f"{v.pool_type!r} pooling": v.pool_type != "tok", "no ln_pre": isinstance(v.ln_pre, nn.Identity),
-                             "non-square images": h != w or ph != pw, "a patch bias": v.conv1.bias is not None})
+    v = _visual(model)
+    (h, w), (ph, pw) = v.image_size, v.patch_size
+    _refuse(
+        "vision tower",
+        {
+            "attentional pooling": v.attn_pool is not None,
+            f"{v.pool_type!r} pooling": v.pool_type != "tok",
+            "no ln_pre": isinstance(v.ln_pre, nn.Identity),
+            "non-square images": h != w or ph != pw,
+            "a patch bias": v.conv1.bias is not None,
+        },
+    )
     cfg = _encoder_config(v.transformer, "vision tower")
     cfg.update(image_size=h, patch_size=ph, num_channels=v.conv1.in_channels)
-    if v.proj is not None: cfg["projection_dim"] = v.proj.shape[1]
+    if v.proj is not None:
+        cfg["projection_dim"] = v.proj.shape[1]
     return cfg
 
 # %% ../nbs/06_convert.ipynb #350d04aa
-def _text_pool(text: nn.Module) -> tuple[str, int|None]:
+def _text_pool(text: nn.Module) -> tuple[str, int | None]:
     "The pooling of an open_clip text tower and its eos id."
-    if hasattr(text, "text_pool_type"): return text.text_pool_type, getattr(text, "text_eos_id", None)
+    if hasattr(text, "text_pool_type"):
+        return text.text_pool_type, getattr(text, "text_eos_id", None)
     return getattr(text, "pool_type", "argmax"), getattr(text, "eos_id", None)
 
-def hf_text_config(model: nn.Module,  # a `PixelCLIP`, an open_clip CLIP or an open_clip `TextTransformer`
-                  ) -> dict:
+
+def hf_text_config(
+    model: nn.Module,  # a `PixelCLIP`, an open_clip CLIP or an open_clip `TextTransformer`
+) -> dict:
     "The `CLIPTextConfig` fields of an open_clip text tower."
-    t = _text(model); pool, eos = _text_pool(t); proj = getattr(t, "text_projection", None)
-    if not hasattr(t, "token_embedding"): raise RobustClipError(f"{type(t).__name__} has no open_clip text transformer")
-    _refuse("text tower", {"a class token (CoCa)": getattr(t, "cls_emb", None) is not None,
-                           "no causal mask": t.attn_mask is None, f"{pool!r} pooling": pool not in ("argmax", "eos"),
-                           "a projection bias": isinstance(proj, nn.Linear) and proj.bias is not None})
+    t = _text(model)
+    pool, eos = _text_pool(t)
+    proj = getattr(t, "text_projection", None)
+    if not hasattr(t, "token_embedding"):
+        raise RobustClipError(f"{type(t).__name__} has no open_clip text transformer")
+    _refuse(
+        "text tower",
+        {
+            "a class token (CoCa)": getattr(t, "cls_emb", None) is not None,
+            "no causal mask": t.attn_mask is None,
+            f"{pool!r} pooling": pool not in ("argmax", "eos"),
+            "a projection bias": isinstance(proj, nn.Linear) and proj.bias is not None,
+        },
+    )
     vocab = t.token_embedding.num_embeddings
     cfg = _encoder_config(t.transformer, "text tower")
-    cfg.update(vocab_size=vocab, max_position_embeddings=t.positional_embedding.shape[0], pad_token_id=0,
-               eos_token_id=vocab - 1 if pool == "argmax" else eos, bos_token_id=vocab - 2)
-    if proj is not None: cfg["projection_dim"] = (proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])
+    cfg.update(
+        vocab_size=vocab,
+        max_position_embeddings=t.positional_embedding.shape[0],
+        pad_token_id=0,
+        eos_token_id=vocab - 1 if pool == "argmax" else eos,
+        bos_token_id=vocab - 2,
+    )
+    if proj is not None:
+        cfg["projection_dim"] = proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1]
     return cfg
 
 # %% ../nbs/06_convert.ipynb #1a54f942
-def hf_clip_config(model: nn.Module,  # a `PixelCLIP` or an open_clip CLIP
-                  ) -> "transformers.CLIPConfig":
+def hf_clip_config(
+    model: nn.Module,  # a `PixelCLIP` or an open_clip CLIP
+) -> "transformers.CLIPConfig":
     "The transformers `CLIPConfig` of an open_clip ViT CLIP."
-    m = _oc(model); v, t = hf_vision_config(m), hf_text_config(m)
-    _refuse("model", {"SigLIP's logit bias": getattr(m, "logit_bias", None) is not None,
-                      "a tower without projection": "projection_dim" not in v or "projection_dim" not in t,
-                      "towers of different embedding sizes": v.get("projection_dim") != t.get("projection_dim")})
-    return _tf().CLIPConfig(text_config=t, vision_config=v, projection_dim=v["projection_dim"],
-                            logit_scale_init_value=float(m.logit_scale.detach().reshape(-1)[0]))
+    m = _oc(model)
+    v, t = hf_vision_config(m), hf_text_config(m)
+    _refuse(
+        "model",
+        {
+            "SigLIP's logit bias": getattr(m, "logit_bias", None) is not None,
+            "a tower without projection": "projection_dim" not in v or "projection_dim" not in t,
+            "towers of different embedding sizes": v.get("projection_dim") != t.get("projection_dim"),
+        },
+    )
+    return _tf().CLIPConfig(
+        text_config=t,
+        vision_config=v,
+        projection_dim=v["projection_dim"],
+        logit_scale_init_value=float(m.logit_scale.detach().reshape(-1)[0]),
+    )
 
 # %% ../nbs/06_convert.ipynb #e2bffd97
 def _quick_gelu(c) -> bool:
@@ -135,64 +201,109 @@ def _quick_gelu(c) -> bool:
         raise RobustClipError(f"open_clip has no activation equal to transformers' {c.hidden_act!r}")
     return c.hidden_act == "quick_gelu"
 
+
 def _tower_cfg(c) -> dict:
     "The open_clip tower fields shared by both towers of a transformers config."
     ratio = c.intermediate_size / c.hidden_size
     if int(c.hidden_size * ratio) != c.intermediate_size:
-        raise RobustClipError(f"intermediate size {c.intermediate_size} is not an open_clip mlp_ratio of {c.hidden_size}")
+        raise RobustClipError(
+            f"intermediate size {c.intermediate_size} is not an open_clip mlp_ratio of {c.hidden_size}"
+        )
     out = {"width": c.hidden_size, "layers": c.num_hidden_layers, "mlp_ratio": ratio}
-    if c.layer_norm_eps != 1e-5: out["norm_kwargs"] = {"eps": c.layer_norm_eps}
+    if c.layer_norm_eps != 1e-5:
+        out["norm_kwargs"] = {"eps": c.layer_norm_eps}
     return out
+
 
 def _side(x) -> int:
     "A square size given as an int or a pair."
-    if isinstance(x, int): return x
-    if len(set(x)) != 1: raise RobustClipError(f"only square images and patches convert; got {tuple(x)}")
+    if isinstance(x, int):
+        return x
+    if len(set(x)) != 1:
+        raise RobustClipError(f"only square images and patches convert; got {tuple(x)}")
     return x[0]
+
 
 def openclip_vision_cfg(c: "transformers.CLIPVisionConfig") -> dict:
     "The open_clip `vision_cfg` of a transformers `CLIPVisionConfig`."
-    if c.num_channels != 3: raise RobustClipError(f"open_clip's ViT takes 3 channels; this one takes {c.num_channels}")
-    return {"image_size": _side(c.image_size), "patch_size": _side(c.patch_size),
-            "head_width": c.hidden_size // c.num_attention_heads, **_tower_cfg(c)}
+    if c.num_channels != 3:
+        raise RobustClipError(f"open_clip's ViT takes 3 channels; this one takes {c.num_channels}")
+    return {
+        "image_size": _side(c.image_size),
+        "patch_size": _side(c.patch_size),
+        "head_width": c.hidden_size // c.num_attention_heads,
+        **_tower_cfg(c),
+    }
+
 
 def openclip_text_cfg(c: "transformers.CLIPTextConfig") -> dict:
     "The open_clip `text_cfg` of a transformers `CLIPTextConfig`."
-    out = {"context_length": c.max_position_embeddings, "vocab_size": c.vocab_size, "heads": c.num_attention_heads,
-           **_tower_cfg(c)}
-    if not isinstance(c.eos_token_id, int): raise RobustClipError(f"eos_token_id {c.eos_token_id!r} is not one id")
-    if c.eos_token_id not in (2, c.vocab_size - 1): out.update(pool_type="eos", eos_id=c.eos_token_id)
+    out = {
+        "context_length": c.max_position_embeddings,
+        "vocab_size": c.vocab_size,
+        "heads": c.num_attention_heads,
+        **_tower_cfg(c),
+    }
+    if not isinstance(c.eos_token_id, int):
+        raise RobustClipError(f"eos_token_id {c.eos_token_id!r} is not one id")
+    if c.eos_token_id not in (2, c.vocab_size - 1):
+        out.update(pool_type="eos", eos_id=c.eos_token_id)
     return out
+
 
 def openclip_config(config: "transformers.CLIPConfig") -> dict:
     "The open_clip model config (for `create_clip`) of a transformers `CLIPConfig`."
     v, t = config.vision_config, config.text_config
     if _quick_gelu(v) != _quick_gelu(t):
-        raise RobustClipError(f"the towers use different activations ({v.hidden_act} / {t.hidden_act}); "
-                              "open_clip has one for both")
-    return {"embed_dim": config.projection_dim, "quick_gelu": _quick_gelu(v),
-            "vision_cfg": openclip_vision_cfg(v), "text_cfg": openclip_text_cfg(t)}
+        raise RobustClipError(
+            f"the towers use different activations ({v.hidden_act} / {t.hidden_act}); open_clip has one for both"
+        )
+    return {
+        "embed_dim": config.projection_dim,
+        "quick_gelu": _quick_gelu(v),
+        "vision_cfg": openclip_vision_cfg(v),
+        "text_cfg": openclip_text_cfg(t),
+    }
 
 # %% ../nbs/06_convert.ipynb #1adfe981
-_BLOCK = [("ln_1", "layer_norm1"), ("attn.out_proj", "self_attn.out_proj"), ("ln_2", "layer_norm2"),
-          ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")]
-VISION_KEYS = [("conv1.weight", "embeddings.patch_embedding.weight"), ("class_embedding", "embeddings.class_embedding"),
-               ("positional_embedding", "embeddings.position_embedding.weight"),
-               ("ln_pre.weight", "pre_layrnorm.weight"), ("ln_pre.bias", "pre_layrnorm.bias"),
-               ("ln_post.weight", "post_layernorm.weight"), ("ln_post.bias", "post_layernorm.bias")]
-TEXT_KEYS = [("token_embedding.weight", "embeddings.token_embedding.weight"),
-             ("positional_embedding", "embeddings.position_embedding.weight"),
-             ("ln_final.weight", "final_layer_norm.weight"), ("ln_final.bias", "final_layer_norm.bias")]
+_BLOCK = [
+    ("ln_1", "layer_norm1"),
+    ("attn.out_proj", "self_attn.out_proj"),
+    ("ln_2", "layer_norm2"),
+    ("mlp.c_fc", "mlp.fc1"),
+    ("mlp.c_proj", "mlp.fc2"),
+]
+VISION_KEYS = [
+    ("conv1.weight", "embeddings.patch_embedding.weight"),
+    ("class_embedding", "embeddings.class_embedding"),
+    ("positional_embedding", "embeddings.position_embedding.weight"),
+    ("ln_pre.weight", "pre_layrnorm.weight"),
+    ("ln_pre.bias", "pre_layrnorm.bias"),
+    ("ln_post.weight", "post_layernorm.weight"),
+    ("ln_post.bias", "post_layernorm.bias"),
+]
+TEXT_KEYS = [
+    ("token_embedding.weight", "embeddings.token_embedding.weight"),
+    ("positional_embedding", "embeddings.position_embedding.weight"),
+    ("ln_final.weight", "final_layer_norm.weight"),
+    ("ln_final.bias", "final_layer_norm.bias"),
+]
 
-def key_pairs(top: list,    # the tower's own (open_clip, transformers) pairs: VISION_KEYS or TEXT_KEYS
-              layers: int,  # number of transformer blocks
-             ) -> list[tuple[str, str]]:
+
+def key_pairs(
+    top: list,  # the tower's own (open_clip, transformers) pairs: VISION_KEYS or TEXT_KEYS
+    layers: int,  # number of transformer blocks
+) -> list[tuple[str, str]]:
     "The (open_clip, transformers) state-dict key pairs of a tower, the fused attention projection left out."
     pairs = list(top)
     for i in range(layers):
-        pairs += [(f"transformer.resblocks.{i}.{o}.{p}", f"encoder.layers.{i}.{h}.{p}")
-                  for o, h in _BLOCK for p in ("weight", "bias")]
+        pairs += [
+            (f"transformer.resblocks.{i}.{o}.{p}", f"encoder.layers.{i}.{h}.{p}")
+            for o, h in _BLOCK
+            for p in ("weight", "bias")
+        ]
     return pairs
+
 
 def tower_to_hf(sd: dict, top: list, layers: int) -> dict:
     "An open_clip tower's state dict as a transformers `CLIPVisionModel` / `CLIPTextModel` state dict."
@@ -202,6 +313,7 @@ def tower_to_hf(sd: dict, top: list, layers: int) -> dict:
             for n, part in zip("qkv", sd[f"transformer.resblocks.{i}.attn.in_proj_{p}"].chunk(3)):
                 out[f"encoder.layers.{i}.self_attn.{n}_proj.{p}"] = part
     return out
+
 
 def tower_from_hf(sd: dict, top: list, layers: int) -> dict:
     "A transformers `CLIPVisionModel` / `CLIPTextModel` state dict as an open_clip tower's."
@@ -215,67 +327,89 @@ def tower_from_hf(sd: dict, top: list, layers: int) -> dict:
 # %% ../nbs/06_convert.ipynb #ebcbea23
 def _like(hf: nn.Module, src: nn.Module) -> nn.Module:
     "`hf` on the device and dtype of `src`, in eval mode."
-    p = next(src.parameters()); return hf.to(device=p.device, dtype=p.dtype).eval()
+    p = next(src.parameters())
+    return hf.to(device=p.device, dtype=p.dtype).eval()
 
-def _proj_weight(p: nn.Parameter|nn.Linear) -> torch.Tensor:
+
+def _proj_weight(p: nn.Parameter | nn.Linear) -> torch.Tensor:
     "An open_clip projection (W×E parameter, or a Linear) as a transformers `Linear` weight (E×W)."
     return (p.weight if isinstance(p, nn.Linear) else p.T).detach()
+
 
 def _text_state(t: nn.Module) -> dict:
     "The text tower's state dict (projection left out) of an open_clip CLIP or `TextTransformer`."
     keep = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.")
     return {k: v for k, v in t.state_dict().items() if k.startswith(keep)}
 
-@torch.no_grad()
-def openclip_vision_to_hf(model: nn.Module,       # a `PixelCLIP`, an open_clip CLIP or its `VisionTransformer`
-                          projection: bool = True,  # `CLIPVisionModelWithProjection`; else `CLIPVisionModel` (LLaVA's)
-                         ) -> nn.Module:
-    "An open_clip ViT tower as transformers' `CLIPVisionModelWithProjection` (or `CLIPVisionModel`)."
-    v, tf = _visual(model), _tf(); cfg = tf.CLIPVisionConfig(**hf_vision_config(v))
-    with _no_init(): hf = (tf.CLIPVisionModelWithProjection if projection else tf.CLIPVisionModel)(cfg)
-    body = hf.vision_model if projection else hf
-    body.load_state_dict(tower_to_hf(v.state_dict(), VISION_KEYS, cfg.num_hidden_layers), strict=True)
-    if projection: hf.visual_projection.weight.copy_(_proj_weight(v.proj))
-    return _like(hf, v)
 
 @torch.no_grad()
-def openclip_text_to_hf(model: nn.Module,         # a `PixelCLIP`, an open_clip CLIP or an open_clip `TextTransformer`
-                        projection: bool = True,    # `CLIPTextModelWithProjection`; else `CLIPTextModel` (SD's)
-                       ) -> nn.Module:
+def openclip_vision_to_hf(
+    model: nn.Module,  # a `PixelCLIP`, an open_clip CLIP or its `VisionTransformer`
+    projection: bool = True,  # `CLIPVisionModelWithProjection`; else `CLIPVisionModel` (LLaVA's)
+) -> nn.Module:
+    "An open_clip ViT tower as transformers' `CLIPVisionModelWithProjection` (or `CLIPVisionModel`)."
+    v, tf = _visual(model), _tf()
+    cfg = tf.CLIPVisionConfig(**hf_vision_config(v))
+    with _no_init():
+        hf = (tf.CLIPVisionModelWithProjection if projection else tf.CLIPVisionModel)(cfg)
+    body = hf.vision_model if projection else hf
+    body.load_state_dict(tower_to_hf(v.state_dict(), VISION_KEYS, cfg.num_hidden_layers), strict=True)
+    if projection:
+        hf.visual_projection.weight.copy_(_proj_weight(v.proj))
+    return _like(hf, v)
+
+
+@torch.no_grad()
+def openclip_text_to_hf(
+    model: nn.Module,  # a `PixelCLIP`, an open_clip CLIP or an open_clip `TextTransformer`
+    projection: bool = True,  # `CLIPTextModelWithProjection`; else `CLIPTextModel` (SD's)
+) -> nn.Module:
     "An open_clip text tower as transformers' `CLIPTextModelWithProjection` (or `CLIPTextModel`)."
-    t, tf = _text(model), _tf(); cfg = tf.CLIPTextConfig(**hf_text_config(t))
-    with _no_init(): hf = (tf.CLIPTextModelWithProjection if projection else tf.CLIPTextModel)(cfg)
+    t, tf = _text(model), _tf()
+    cfg = tf.CLIPTextConfig(**hf_text_config(t))
+    with _no_init():
+        hf = (tf.CLIPTextModelWithProjection if projection else tf.CLIPTextModel)(cfg)
     body = hf.text_model if projection else hf
     body.load_state_dict(tower_to_hf(_text_state(t), TEXT_KEYS, cfg.num_hidden_layers), strict=True)
-    if projection: hf.text_projection.weight.copy_(_proj_weight(t.text_projection))
+    if projection:
+        hf.text_projection.weight.copy_(_proj_weight(t.text_projection))
     return _like(hf, t.token_embedding)
 
 # %% ../nbs/06_convert.ipynb #5f5bc7d9
 @torch.no_grad()
-def hf_vision_to_openclip(hf: nn.Module,  # `CLIPVisionModel(WithProjection)` or `CLIPModel`
-                         ) -> VisionTransformer:
+def hf_vision_to_openclip(
+    hf: nn.Module,  # `CLIPVisionModel(WithProjection)` or `CLIPModel`
+) -> VisionTransformer:
     "transformers' CLIP vision tower as an open_clip `VisionTransformer`."
     body, proj = getattr(hf, "vision_model", hf), getattr(hf, "visual_projection", None)
     c = body.config
     dim = proj.out_features if proj is not None else c.hidden_size
-    with _no_init(): v = open_clip.model._build_vision_tower(dim, openclip_vision_cfg(c), quick_gelu=_quick_gelu(c))
+    with _no_init():
+        v = open_clip.model._build_vision_tower(dim, openclip_vision_cfg(c), quick_gelu=_quick_gelu(c))
     sd = tower_from_hf(body.state_dict(), VISION_KEYS, c.num_hidden_layers)
-    if proj is None: v.proj = None
-    else: sd["proj"] = proj.weight.T
+    if proj is None:
+        v.proj = None
+    else:
+        sd["proj"] = proj.weight.T
     v.load_state_dict(sd, strict=True)
     return _like(v, body)
 
+
 @torch.no_grad()
-def hf_text_to_openclip(hf: nn.Module,  # `CLIPTextModel(WithProjection)` or `CLIPModel`
-                       ) -> nn.Module:
+def hf_text_to_openclip(
+    hf: nn.Module,  # `CLIPTextModel(WithProjection)` or `CLIPModel`
+) -> nn.Module:
     "transformers' CLIP text tower as an open_clip `TextTransformer`."
     body, proj = getattr(hf, "text_model", hf), getattr(hf, "text_projection", None)
     c, tc = body.config, openclip_text_cfg(body.config)
     dim = proj.out_features if proj is not None else c.hidden_size
-    if proj is None: tc["proj_type"] = "none"
-    with _no_init(): t = open_clip.model._build_text_tower(dim, tc, quick_gelu=_quick_gelu(c))
+    if proj is None:
+        tc["proj_type"] = "none"
+    with _no_init():
+        t = open_clip.model._build_text_tower(dim, tc, quick_gelu=_quick_gelu(c))
     sd = tower_from_hf(body.state_dict(), TEXT_KEYS, c.num_hidden_layers)
-    if proj is not None: sd["text_projection"] = proj.weight.T
+    if proj is not None:
+        sd["text_projection"] = proj.weight.T
     t.load_state_dict(sd, strict=True)
     return _like(t, body)
 
@@ -285,12 +419,16 @@ def _bpe(context_length: int) -> open_clip.SimpleTokenizer:
     "open_clip's BPE tokenizer (the one CLIP's weights were trained with), built once per context length."
     return open_clip.SimpleTokenizer(context_length=context_length)
 
+
 @torch.no_grad()
-def openclip_to_hf(model: nn.Module,  # a `PixelCLIP` or an open_clip CLIP with a ViT vision tower
-                  ) -> "transformers.CLIPModel":
+def openclip_to_hf(
+    model: nn.Module,  # a `PixelCLIP` or an open_clip CLIP with a ViT vision tower
+) -> "transformers.CLIPModel":
     "An open_clip ViT CLIP as a transformers `CLIPModel` computing the same embeddings."
-    m = _oc(model); cfg = hf_clip_config(m)
-    with _no_init(): hf = _tf().CLIPModel(cfg)
+    m = _oc(model)
+    cfg = hf_clip_config(m)
+    with _no_init():
+        hf = _tf().CLIPModel(cfg)
     v, t = cfg.vision_config.num_hidden_layers, cfg.text_config.num_hidden_layers
     hf.vision_model.load_state_dict(tower_to_hf(m.visual.state_dict(), VISION_KEYS, v), strict=True)
     hf.text_model.load_state_dict(tower_to_hf(_text_state(_text(m)), TEXT_KEYS, t), strict=True)
@@ -299,32 +437,47 @@ def openclip_to_hf(model: nn.Module,  # a `PixelCLIP` or an open_clip CLIP with 
     hf.logit_scale.copy_(m.logit_scale.reshape(hf.logit_scale.shape))
     return _like(hf, m)
 
+
 @torch.no_grad()
-def hf_to_openclip(hf: "transformers.CLIPModel",     # a transformers CLIP with both towers
-                   preprocess_cfg: dict|None = None,  # mean/std/size/... (default: OpenAI's mean/std)
-                   name: str = "",                    # recorded in results
-                  ) -> PixelCLIP:
+def hf_to_openclip(
+    hf: "transformers.CLIPModel",  # a transformers CLIP with both towers
+    preprocess_cfg: dict | None = None,  # mean/std/size/... (default: OpenAI's mean/std)
+    name: str = "",  # recorded in results
+) -> PixelCLIP:
     "A transformers `CLIPModel` as a `PixelCLIP` computing the same embeddings."
     cfg = openclip_config(hf.config)
-    with _no_init(): model = open_clip.CLIP(**cfg)
-    pc = PixelCLIP(model, cfg, {"size": cfg["vision_cfg"]["image_size"], **(preprocess_cfg or {})},
-                   _bpe(cfg["text_cfg"]["context_length"]), name=name)
+    with _no_init():
+        model = open_clip.CLIP(**cfg)
+    pc = PixelCLIP(
+        model,
+        cfg,
+        {"size": cfg["vision_cfg"]["image_size"], **(preprocess_cfg or {})},
+        _bpe(cfg["text_cfg"]["context_length"]),
+        name=name,
+    )
     v, t = hf.vision_model, hf.text_model
     sd = {f"visual.{k}": w for k, w in tower_from_hf(v.state_dict(), VISION_KEYS, v.config.num_hidden_layers).items()}
     sd.update(tower_from_hf(t.state_dict(), TEXT_KEYS, t.config.num_hidden_layers))
-    sd.update({"visual.proj": hf.visual_projection.weight.T, "text_projection": hf.text_projection.weight.T,
-               "logit_scale": hf.logit_scale.reshape(pc.model.logit_scale.shape)})
+    sd.update(
+        {
+            "visual.proj": hf.visual_projection.weight.T,
+            "text_projection": hf.text_projection.weight.T,
+            "logit_scale": hf.logit_scale.reshape(pc.model.logit_scale.shape),
+        }
+    )
     pc.model.load_state_dict(sd, strict=True)
     pc.pretrained = str(getattr(hf.config, "_name_or_path", "") or "transformers")
     return _like(pc, hf)
 
 # %% ../nbs/06_convert.ipynb #d8da0bca
-def resize_pos_grid(pos: torch.Tensor,  # (1 + g·g, C): the class token's row, then the g×g grid row by row
-                    grid: int,          # the new side n
-                   ) -> torch.Tensor:
+def resize_pos_grid(
+    pos: torch.Tensor,  # (1 + g·g, C): the class token's row, then the g×g grid row by row
+    grid: int,  # the new side n
+) -> torch.Tensor:
     "A ViT position table resized bicubically to (1 + n·n, C), the class token's row kept."
     g = math.isqrt(pos.shape[0] - 1)
-    if g * g != pos.shape[0] - 1: raise RobustClipError(f"{pos.shape[0] - 1} patch positions do not form a square grid")
+    if g * g != pos.shape[0] - 1:
+        raise RobustClipError(f"{pos.shape[0] - 1} patch positions do not form a square grid")
     x = pos[1:].float().reshape(1, g, g, -1).permute(0, 3, 1, 2)
     x = F.interpolate(x, size=(grid, grid), mode="bicubic", align_corners=False)
     return torch.cat([pos[:1], x.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(pos.dtype)])
@@ -332,128 +485,193 @@ def resize_pos_grid(pos: torch.Tensor,  # (1 + g·g, C): the class token's row, 
 # %% ../nbs/06_convert.ipynb #df696a11
 def _set_size(obj: nn.Module, size: int) -> None:
     "Record the new image size in a transformers model's (vision) config, if it has one."
-    c = getattr(obj, "config", None); c = getattr(c, "vision_config", c)
-    if c is not None: c.image_size = size
+    c = getattr(obj, "config", None)
+    c = getattr(c, "vision_config", c)
+    if c is not None:
+        c.image_size = size
+
 
 def _interp_hf(tower: nn.Module, size: int) -> None:
     "Resize a transformers CLIP vision tower's position embedding in place."
-    body = getattr(tower, "vision_model", tower); emb = body.embeddings
-    n = size // emb.patch_size; w = emb.position_embedding.weight
+    body = getattr(tower, "vision_model", tower)
+    emb = body.embeddings
+    n = size // emb.patch_size
+    w = emb.position_embedding.weight
     emb.position_embedding.weight = nn.Parameter(resize_pos_grid(w.detach(), n), requires_grad=w.requires_grad)
     emb.position_embedding.num_embeddings = n * n + 1
     emb.image_size, emb.num_patches, emb.num_positions = size, n * n, n * n + 1
     emb.position_ids = torch.arange(n * n + 1, device=w.device).expand((1, -1))
-    for o in (tower, body, emb): _set_size(o, size)
+    for o in (tower, body, emb):
+        _set_size(o, size)
+
 
 def _interp_openclip(tower: nn.Module, size: int) -> None:
     "Resize an open_clip ViT's position embedding in place (and a `PixelCLIP`'s recorded sizes)."
-    v = _visual(tower); n = size // v.patch_size[0]; p = v.positional_embedding
+    v = _visual(tower)
+    n = size // v.patch_size[0]
+    p = v.positional_embedding
     v.positional_embedding = nn.Parameter(resize_pos_grid(p.detach(), n), requires_grad=p.requires_grad)
     v.image_size, v.grid_size = (size, size), (n, n)
     cfgs = [tower.preprocess_cfg] if isinstance(tower, PixelCLIP) else []
-    if isinstance(getattr(v, "preprocess_cfg", None), dict): cfgs.append(v.preprocess_cfg)
-    for c in cfgs: c["size"] = size if isinstance(c.get("size", size), int) else [size, size]
-    if isinstance(tower, PixelCLIP): tower.model_cfg["vision_cfg"]["image_size"] = size
+    if isinstance(getattr(v, "preprocess_cfg", None), dict):
+        cfgs.append(v.preprocess_cfg)
+    for c in cfgs:
+        c["size"] = size if isinstance(c.get("size", size), int) else [size, size]
+    if isinstance(tower, PixelCLIP):
+        tower.model_cfg["vision_cfg"]["image_size"] = size
 
-def interpolate_pos_embed(tower: nn.Module,  # PixelCLIP, open_clip CLIP/ViT, transformers CLIPModel/CLIPVisionModel(WithProjection)
-                          image_size: int,   # the new input side in pixels, a multiple of the patch size
-                         ) -> nn.Module:
+
+def interpolate_pos_embed(
+    tower: nn.Module,  # PixelCLIP, open_clip CLIP/ViT, transformers CLIPModel/CLIPVisionModel(WithProjection)
+    image_size: int,  # the new input side in pixels, a multiple of the patch size
+) -> nn.Module:
     "Resize a ViT's position embeddings in place so it takes `image_size`-px images; returns `tower`."
     emb = getattr(getattr(tower, "vision_model", tower), "embeddings", None)
     patch = emb.patch_size if emb is not None else _visual(tower).patch_size[0]
-    if image_size % patch: raise RobustClipError(f"image size {image_size} is not a multiple of the patch size {patch}")
+    if image_size % patch:
+        raise RobustClipError(f"image size {image_size} is not a multiple of the patch size {patch}")
     old = emb.image_size if emb is not None else _visual(tower).image_size[0]
-    if image_size != old: (_interp_hf if emb is not None else _interp_openclip)(tower, image_size)
+    if image_size != old:
+        (_interp_hf if emb is not None else _interp_openclip)(tower, image_size)
     return tower
 
 # %% ../nbs/06_convert.ipynb #6144c334
 def _processor_config(model: PixelCLIP) -> dict:
     "transformers `CLIPImageProcessor` settings equal to the model's open_clip preprocessing."
     s, p = model.image_size, model.preprocess_cfg
-    return {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": s},
-            "resample": 3 if p.get("interpolation", "bicubic") == "bicubic" else 2, "do_center_crop": True,
-            "crop_size": {"height": s, "width": s}, "do_rescale": True, "rescale_factor": 1 / 255,
-            "do_normalize": True, "image_mean": list(p["mean"]), "image_std": list(p["std"]), "do_convert_rgb": True}
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": s},
+        "resample": 3 if p.get("interpolation", "bicubic") == "bicubic" else 2,
+        "do_center_crop": True,
+        "crop_size": {"height": s, "width": s},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(p["mean"]),
+        "image_std": list(p["std"]),
+        "do_convert_rgb": True,
+    }
 
-def _read_processor_config(folder: Path) -> dict|None:
+
+def _read_processor_config(folder: Path) -> dict | None:
     "open_clip preprocess settings from a folder's `preprocessor_config.json` (None when it has none)."
-    f = folder/"preprocessor_config.json"
-    if not f.is_file(): return None
+    f = folder / "preprocessor_config.json"
+    if not f.is_file():
+        return None
     p = json.loads(f.read_text())
     out = {k: p[j] for k, j in (("mean", "image_mean"), ("std", "image_std")) if j in p}
-    if "resample" in p: out["interpolation"] = "bicubic" if p["resample"] == 3 else "bilinear"
+    if "resample" in p:
+        out["interpolation"] = "bicubic" if p["resample"] == 3 else "bilinear"
     return out
+
 
 @contextmanager
 def _quiet():
     "Hide transformers' progress bars (shard writing, weight loading) for the duration."
-    log = _tf().utils.logging; was = log.is_progress_bar_enabled()
+    log = _tf().utils.logging
+    was = log.is_progress_bar_enabled()
     log.disable_progress_bar()
-    try: yield
+    try:
+        yield
     finally:
-        if was: log.enable_progress_bar()
+        if was:
+            log.enable_progress_bar()
 
-def save_hf_tokenizer(model: PixelCLIP,  # a model with open_clip's BPE tokenizer
-                      folder: str|Path,  # where `vocab.json`, `merges.txt`, `tokenizer.json`, ... go
-                     ) -> bool:
+
+def save_hf_tokenizer(
+    model: PixelCLIP,  # a model with open_clip's BPE tokenizer
+    folder: str | Path,  # where `vocab.json`, `merges.txt`, `tokenizer.json`, ... go
+) -> bool:
     "Write open_clip's BPE tokenizer as transformers `CLIPTokenizer` files; False if the model has another tokenizer."
     st = model.tokenizer
-    if not isinstance(st, open_clip.SimpleTokenizer) or len(st.encoder) != 49408: return False
-    names = {st.sot_token_id: "<|startoftext|>", st.eot_token_id: "<|endoftext|>"}   # transformers' names
-    out = Path(folder).expanduser(); out.mkdir(parents=True, exist_ok=True)
-    (out/"vocab.json").write_text(json.dumps({names.get(i, k): i for k, i in st.encoder.items()}))
+    if not isinstance(st, open_clip.SimpleTokenizer) or len(st.encoder) != 49408:
+        return False
+    names = {st.sot_token_id: "<|startoftext|>", st.eot_token_id: "<|endoftext|>"}  # transformers' names
+    out = Path(folder).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps({names.get(i, k): i for k, i in st.encoder.items()}))
     merges = [" ".join(pair) for pair, _ in sorted(st.bpe_ranks.items(), key=lambda kv: kv[1])]
-    (out/"merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     cfg = {"tokenizer_class": "CLIPTokenizer", "model_max_length": model.context_length}
-    (out/"tokenizer_config.json").write_text(json.dumps(cfg))
-    with _quiet(): _tf().CLIPTokenizer.from_pretrained(str(out)).save_pretrained(str(out))
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with _quiet():
+        _tf().CLIPTokenizer.from_pretrained(str(out)).save_pretrained(str(out))
     return True
 
-def save_hf_clip(model: PixelCLIP,      # the model to write
-                 folder: str|Path,      # created if missing
-                 tokenizer: bool = True,  # also write the tokenizer files (when the model has open_clip's BPE tokenizer)
-                ) -> Path:
+
+def save_hf_clip(
+    model: PixelCLIP,  # the model to write
+    folder: str | Path,  # created if missing
+    tokenizer: bool = True,  # also write the tokenizer files (when the model has open_clip's BPE tokenizer)
+) -> Path:
     "Write `model` as a transformers CLIP folder: `config.json`, `model.safetensors`, preprocessor and tokenizer files."
-    out = Path(folder).expanduser(); out.mkdir(parents=True, exist_ok=True)
-    with _quiet(): openclip_to_hf(model).to(device="cpu").save_pretrained(str(out))
-    (out/"preprocessor_config.json").write_text(json.dumps(_processor_config(model), indent=2) + "\n")
-    if tokenizer: save_hf_tokenizer(model, out)
+    out = Path(folder).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    with _quiet():
+        openclip_to_hf(model).to(device="cpu").save_pretrained(str(out))
+    (out / "preprocessor_config.json").write_text(json.dumps(_processor_config(model), indent=2) + "\n")
+    if tokenizer:
+        save_hf_tokenizer(model, out)
     return out
 
-def is_hf_clip_folder(path: str|Path,  # any path
-                     ) -> bool:
+
+def is_hf_clip_folder(
+    path: str | Path,  # any path
+) -> bool:
     "Whether `path` is a folder holding a transformers CLIP (`config.json` with model_type 'clip')."
-    f = Path(path).expanduser()/"config.json"
-    try: return f.is_file() and json.loads(f.read_text()).get("model_type") == "clip"
-    except (OSError, ValueError): return False
+    f = Path(path).expanduser() / "config.json"
+    try:
+        return f.is_file() and json.loads(f.read_text()).get("model_type") == "clip"
+    except (OSError, ValueError):
+        return False
 
 # %% ../nbs/06_convert.ipynb #b0be1a7f
-_DTYPES = {"fp32": torch.float32, "amp": torch.float32, "amp_bf16": torch.float32, "amp_bfloat16": torch.float32,
-           "bf16": torch.bfloat16, "pure_bf16": torch.bfloat16, "fp16": torch.float16, "pure_fp16": torch.float16}
+_DTYPES = {
+    "fp32": torch.float32,
+    "amp": torch.float32,
+    "amp_bf16": torch.float32,
+    "amp_bfloat16": torch.float32,
+    "bf16": torch.bfloat16,
+    "pure_bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "pure_fp16": torch.float16,
+}
 
-def load_hf_clip(folder: str|Path,             # a transformers CLIP folder (LEAF's release format)
-                 *,
-                 device: str|torch.device = "cpu",
-                 precision: str = "fp32",      # fp32 (also amp, amp_bf16), bf16, fp16 (weights cast)
-                 name: str|None = None,        # recorded in results (default 'hf-clip:FOLDER')
-                ) -> PixelCLIP:
+
+def load_hf_clip(
+    folder: str | Path,  # a transformers CLIP folder (LEAF's release format)
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",  # fp32 (also amp, amp_bf16), bf16, fp16 (weights cast)
+    name: str | None = None,  # recorded in results (default 'hf-clip:FOLDER')
+) -> PixelCLIP:
     "A transformers CLIP folder as a `PixelCLIP` (images in [0,1], normalisation inside)."
     path = Path(folder).expanduser()
     if not is_hf_clip_folder(path):
         raise RobustClipError(f"{path} is not a transformers CLIP folder (config.json with model_type 'clip')")
-    if precision not in _DTYPES: raise RobustClipError(f"precision {precision!r} is not one of {', '.join(_DTYPES)}")
+    if precision not in _DTYPES:
+        raise RobustClipError(f"precision {precision!r} is not one of {', '.join(_DTYPES)}")
     try:
-        with _quiet(): hf = _tf().CLIPModel.from_pretrained(str(path), local_files_only=True)
+        with _quiet():
+            hf = _tf().CLIPModel.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise RobustClipError(f"cannot load the transformers CLIP in {path}: {str(e).splitlines()[0][:200]}") from None
     m = hf_to_openclip(hf, _read_processor_config(path), name=name or f"hf-clip:{folder}")
-    m.pretrained = str(path); m.model.to(_DTYPES[precision])
+    m.pretrained = str(path)
+    m.model.to(_DTYPES[precision])
     return m.to(device).eval()
 
 # %% ../nbs/06_convert.ipynb #31a19841
-def hf_clip_loader(spec: str,  # 'hf-clip:FOLDER'
-                   *, device: str|torch.device = "cpu", precision: str = "fp32") -> PixelCLIP:
+def hf_clip_loader(
+    spec: str,  # 'hf-clip:FOLDER'
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> PixelCLIP:
     "The `load_clip` loader of 'hf-clip:FOLDER' specs."
-    return load_hf_clip(spec[len("hf-clip:"):], device=device, precision=precision, name=spec)
+    return load_hf_clip(spec[len("hf-clip:") :], device=device, precision=precision, name=spec)
 
-register_model("hf-clip:", hf_clip_loader)   # found by `load_clip` through the robustclip.plugins entry point
+
+register_model("hf-clip:", hf_clip_loader)  # found by `load_clip` through the robustclip.plugins entry point

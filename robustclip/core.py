@@ -6,29 +6,46 @@ Docs: https://robustclip.github.io/robustclip/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #d11c49fd
 from __future__ import annotations
-import os, re, json, math, random, tempfile, platform
+import os
+import re
+import json
+import math
+import random
+import tempfile
+import platform
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import importlib, sys
+import importlib
+import sys
+
 
 class _LazyModule:
     "A module imported on first attribute access: reading result tables (`robustclip.results`) never pays for torch."
-    def __init__(self, name: str): self._name = name
+
+    def __init__(self, name: str):
+        self._name = name
+
     def __getattr__(self, attr: str):
-        mod = importlib.import_module(self._name); globals()[self._name] = mod   # later uses see the module itself
+        mod = importlib.import_module(self._name)
+        globals()[self._name] = mod  # later uses see the module itself
         return getattr(mod, attr)
 
-globals()["torch"] = sys.modules.get("torch") or _LazyModule("torch")   # `torch` here: imported on first use, not exported
+
+globals()["torch"] = sys.modules.get("torch") or _LazyModule(
+    "torch"
+)  # `torch` here: imported on first use, not exported
 
 # %% auto #0
-__all__ = ['NORMS', 'SUBSET_MODES', 'REFERENCE_MODES', 'PICKLE_HELP', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm',
-           'ThreatModel', 'SubsetSpec', 'seed_everything', 'get_device', 'free_cores', 'choose_threads', 'cache_dir',
-           'config_hash', 'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'check_writable', 'read_utf8',
-           'load_torch_file', 'exclusive', 'progress', 'versions', 'load_plugins', 'Registry']
+__all__ = [
+    'NORMS', 'SUBSET_MODES', 'REFERENCE_MODES', 'PICKLE_HELP', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm',
+    'ThreatModel', 'SubsetSpec', 'seed_everything', 'get_device', 'free_cores', 'choose_threads', 'cache_dir',
+    'config_hash', 'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'check_writable', 'read_utf8',
+    'load_torch_file', 'exclusive', 'progress', 'versions', 'load_plugins', 'Registry'
+]
 
 # %% ../nbs/00_core.ipynb #17cdebf6
 class RobustClipError(ValueError):
@@ -37,106 +54,142 @@ class RobustClipError(ValueError):
 # %% ../nbs/00_core.ipynb #ad2b8a74
 _FRAC = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
-def parse_eps(eps: str|float|int,  # "4/255", 4/255, "0.0157", 0; never a bare 4 for ℓ∞
-              norm: str = "linf",   # "linf" (eps must be < 1) or "l2" (any eps >= 0)
-             ) -> float:
+
+def parse_eps(
+    eps: str | float | int,  # "4/255", 4/255, "0.0157", 0; never a bare 4 for ℓ∞
+    norm: str = "linf",  # "linf" (eps must be < 1) or "l2" (any eps >= 0)
+) -> float:
     "Parse a perturbation budget written as users think of it; refuse ambiguous values."
     raw = eps
     if isinstance(eps, str):
         m = _FRAC.match(eps)
-        if m and float(m.group(2)) == 0: raise RobustClipError(f"eps {raw!r} divides by zero; write a fraction like '4/255'")
-        if m: eps = float(m.group(1)) / float(m.group(2))
+        if m and float(m.group(2)) == 0:
+            raise RobustClipError(f"eps {raw!r} divides by zero; write a fraction like '4/255'")
+        if m:
+            eps = float(m.group(1)) / float(m.group(2))
         else:
-            try: eps = float(eps)
-            except ValueError: raise RobustClipError(f"eps {raw!r} is not a number or a fraction like '4/255'") from None
+            try:
+                eps = float(eps)
+            except ValueError:
+                raise RobustClipError(f"eps {raw!r} is not a number or a fraction like '4/255'") from None
     eps = float(eps)
-    if not math.isfinite(eps) or eps < 0: raise RobustClipError(f"eps {raw!r} must be a finite number >= 0")
+    if not math.isfinite(eps) or eps < 0:
+        raise RobustClipError(f"eps {raw!r} must be a finite number >= 0")
     if norm.lower() in ("linf", "l_inf", "inf") and eps >= 1 and not (isinstance(raw, str) and _FRAC.match(raw)):
-        raise RobustClipError(f"eps {raw!r} is not in [0,1) for an l-inf attack on [0,1] images; "
-                              f"did you mean '{raw}/255'?")
+        raise RobustClipError(
+            f"eps {raw!r} is not in [0,1) for an l-inf attack on [0,1] images; did you mean '{raw}/255'?"
+        )
     if norm.lower() in ("linf", "l_inf", "inf") and eps >= 1:
         raise RobustClipError(f"eps {raw!r} = {eps:g} covers the whole [0,1] image box; an l-inf eps must be < 1")
     return eps
 
 # %% ../nbs/00_core.ipynb #7637f317
-def eps_str(eps: float,  # a budget in [0,1] pixel units
-           ) -> str:
+def eps_str(
+    eps: float,  # a budget in [0,1] pixel units
+) -> str:
     "Write `eps` the way papers do: '4/255' when it is a whole multiple of 1/255, else '%g'."
     k = round(eps * 255)
-    if eps == 0: return "0"
+    if eps == 0:
+        return "0"
     return f"{k}/255" if k > 0 and abs(k - eps * 255) < 1e-6 else f"{eps:g}"
 
 # %% ../nbs/00_core.ipynb #f9e9dfc7
 NORMS = ("linf", "l2")
 
-def parse_norm(norm: str,  # 'linf' (also 'Linf', 'inf', 'l_inf') or 'l2'
-              ) -> str:
+
+def parse_norm(
+    norm: str,  # 'linf' (also 'Linf', 'inf', 'l_inf') or 'l2'
+) -> str:
     "The canonical norm name; a one-line error for anything else."
     n = str(norm).lower().replace("_", "")
     n = {"inf": "linf", "linfty": "linf", "2": "l2"}.get(n, n)
-    if n not in NORMS: raise RobustClipError(f"unknown norm {norm!r}; use 'linf' or 'l2'")
+    if n not in NORMS:
+        raise RobustClipError(f"unknown norm {norm!r}; use 'linf' or 'l2'")
     return n
+
 
 @dataclass(frozen=True)
 class ThreatModel:
     "An ℓp ball of radius `eps` around images in [0,1], parsed once from what users write."
-    eps: float          # the budget in [0,1] pixel units
+
+    eps: float  # the budget in [0,1] pixel units
     norm: str = "linf"  # 'linf' or 'l2'
 
     @classmethod
     def parse(cls, eps: "str|float|ThreatModel", norm: str = "linf") -> "ThreatModel":
         "Parse `eps` ('4/255', 4/255, '0.0157') and `norm`; a ThreatModel passes through unchanged."
-        if isinstance(eps, ThreatModel): return eps
+        if isinstance(eps, ThreatModel):
+            return eps
         n = parse_norm(norm)
         return cls(parse_eps(eps, n), n)
 
     @property
-    def eps_str(self) -> str: return eps_str(self.eps)
-    def to_json(self) -> dict: return {"norm": self.norm, "eps": self.eps_str, "eps_float": self.eps}
-    def __str__(self) -> str: return f"{self.norm} {self.eps_str}"
+    def eps_str(self) -> str:
+        return eps_str(self.eps)
+
+    def to_json(self) -> dict:
+        return {"norm": self.norm, "eps": self.eps_str, "eps_float": self.eps}
+
+    def __str__(self) -> str:
+        return f"{self.norm} {self.eps_str}"
 
 # %% ../nbs/00_core.ipynb #53d6622b
 SUBSET_MODES = ("random", "first", "robustbench", "clip-benchmark")
-REFERENCE_MODES = ("robustbench", "clip-benchmark")   # the task gives the order; the first `n` of it are taken
+REFERENCE_MODES = ("robustbench", "clip-benchmark")  # the task gives the order; the first `n` of it are taken
+
 
 @dataclass(frozen=True)
 class SubsetSpec:
     "Which samples of a split to use: all, the first `n`, a seeded random `n` (sorted), or the first `n` of a reference order."
-    n: int|None = None     # how many (None: all)
-    mode: str = "random"   # 'random', 'first' (LEAF text), 'robustbench' (its fixed ImageNet-val list), 'clip-benchmark' (its seeded wds draw)
-    seed: int = 0          # seed of the permutation (of the draw's `random.Random` for 'clip-benchmark')
+
+    n: int | None = None  # how many (None: all)
+    mode: str = "random"  # 'random', 'first' (LEAF text), 'robustbench' (its fixed ImageNet-val list), 'clip-benchmark' (its seeded wds draw)
+    seed: int = 0  # seed of the permutation (of the draw's `random.Random` for 'clip-benchmark')
 
     def __post_init__(self):
         if self.n is not None and (not isinstance(self.n, int) or self.n <= 0):
             raise RobustClipError(f"n_samples must be a positive integer; got {self.n!r}")
-        if self.mode not in SUBSET_MODES: raise RobustClipError(f"subset must be one of {', '.join(SUBSET_MODES)}; got {self.mode!r}")
+        if self.mode not in SUBSET_MODES:
+            raise RobustClipError(f"subset must be one of {', '.join(SUBSET_MODES)}; got {self.mode!r}")
 
-    def indices(self, n_total: int,            # dataset size
-                order: Sequence[int]|None = None,  # the task's reference order (REFERENCE_MODES only)
-               ) -> list[int]:
+    def indices(
+        self,
+        n_total: int,  # dataset size
+        order: Sequence[int] | None = None,  # the task's reference order (REFERENCE_MODES only)
+    ) -> list[int]:
         "The chosen indices of range(n_total): sorted for 'random'/'first', the first `n` of `order` for reference modes."
-        if self.mode in REFERENCE_MODES: return self._first_of(order)
-        if self.n is None or self.n >= n_total: return list(range(n_total))
-        if self.mode == "first": return list(range(self.n))
+        if self.mode in REFERENCE_MODES:
+            return self._first_of(order)
+        if self.n is None or self.n >= n_total:
+            return list(range(n_total))
+        if self.mode == "first":
+            return list(range(self.n))
         g = torch.Generator().manual_seed(self.seed)
-        return sorted(torch.randperm(n_total, generator=g)[:self.n].tolist())
+        return sorted(torch.randperm(n_total, generator=g)[: self.n].tolist())
 
-    def _first_of(self, order: Sequence[int]|None) -> list[int]:
+    def _first_of(self, order: Sequence[int] | None) -> list[int]:
         "The first `n` of `order` (refused when missing or too short)."
-        if order is None: raise RobustClipError(f"subset {self.mode!r} needs the task's reference order "
-                                                "(robustclip.data.core.select_samples gives it for the tasks that have one)")
+        if order is None:
+            raise RobustClipError(
+                f"subset {self.mode!r} needs the task's reference order "
+                "(robustclip.data.core.select_samples gives it for the tasks that have one)"
+            )
         if self.n is not None and self.n > len(order):
             raise RobustClipError(f"subset {self.mode!r} holds {len(order)} samples; asked for {self.n}")
-        return list(order)[:self.n]
+        return list(order)[: self.n]
 
-    def to_json(self) -> dict: return {"n": self.n, "subset": self.mode, "seed": self.seed}
+    def to_json(self) -> dict:
+        return {"n": self.n, "subset": self.mode, "seed": self.seed}
 
 # %% ../nbs/00_core.ipynb #5e3c94e1
-def seed_everything(seed: int,               # the seed for python, numpy and torch (all devices)
-                    deterministic: bool = False,  # also ask torch for deterministic kernels (slower on GPU)
-                   ) -> torch.Generator:
+def seed_everything(
+    seed: int,  # the seed for python, numpy and torch (all devices)
+    deterministic: bool = False,  # also ask torch for deterministic kernels (slower on GPU)
+) -> torch.Generator:
     "Seed every RNG a run touches; returns a CPU `torch.Generator` seeded the same way."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -144,232 +197,345 @@ def seed_everything(seed: int,               # the seed for python, numpy and to
     return torch.Generator().manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #5b5ddbd5
-def get_device(device: str|torch.device|None = "auto",  # "auto" picks CUDA when present, else CPU
-              ) -> torch.device:
+def get_device(
+    device: str | torch.device | None = "auto",  # "auto" picks CUDA when present, else CPU
+) -> torch.device:
     "Resolve a device name; 'auto' means CUDA if available."
-    if device in (None, "auto"): return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try: d = torch.device(device)
-    except RuntimeError: raise RobustClipError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1' or 'auto'") from None
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        d = torch.device(device)
+    except RuntimeError:
+        raise RobustClipError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1' or 'auto'") from None
     if d.type == "cuda" and not torch.cuda.is_available():
         raise RobustClipError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
     return d
 
 # %% ../nbs/00_core.ipynb #3e5c39e4
-def _cpu_times(cpus: set[int]) -> tuple[int, int]|None:
+def _cpu_times(cpus: set[int]) -> tuple[int, int] | None:
     "(idle, total) jiffies of `cpus` from /proc/stat (None where unreadable)."
-    try: lines = Path("/proc/stat").read_text().splitlines()
-    except OSError: return None
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
     idle = total = 0
     for l in lines:
         f = l.split()
         if f and f[0].startswith("cpu") and f[0][3:].isdigit() and int(f[0][3:]) in cpus:
-            v = [int(x) for x in f[1:]]; idle += v[3] + (v[4] if len(v) > 4 else 0); total += sum(v[:8])
+            v = [int(x) for x in f[1:]]
+            idle += v[3] + (v[4] if len(v) > 4 else 0)
+            total += sum(v[:8])
     return (idle, total) if total else None
 
-def free_cores(interval: float = 0.2,  # seconds to sample over
-              ) -> float:
+
+def free_cores(
+    interval: float = 0.2,  # seconds to sample over
+) -> float:
     "How many of the cores this process may use are idle right now (/proc/stat; else from the load average)."
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
     a = _cpu_times(cpus)
     if a is not None:
-        import time; time.sleep(interval); b = _cpu_times(cpus)
-        if b is not None and b[1] > a[1]: return len(cpus) * (b[0] - a[0]) / (b[1] - a[1])
-    try: return max(len(cpus) - os.getloadavg()[0], 0.0)
-    except OSError: return float(len(cpus))
+        import time
 
-_CHOSEN: int|None = None   # the count `choose_threads` decided on in this process
+        time.sleep(interval)
+        b = _cpu_times(cpus)
+        if b is not None and b[1] > a[1]:
+            return len(cpus) * (b[0] - a[0]) / (b[1] - a[1])
+    try:
+        return max(len(cpus) - os.getloadavg()[0], 0.0)
+    except OSError:
+        return float(len(cpus))
 
-def choose_threads(requested: int|None = None,  # a thread count asked for (a config's `threads`); None: decide
-                   interval: float = 0.2,       # seconds `free_cores` samples over
-                  ) -> int:
+
+_CHOSEN: int | None = None  # the count `choose_threads` decided on in this process
+
+
+def choose_threads(
+    requested: int | None = None,  # a thread count asked for (a config's `threads`); None: decide
+    interval: float = 0.2,  # seconds `free_cores` samples over
+) -> int:
     "Intra-op threads for this process: as asked (argument, $ROBUSTCLIP_THREADS, $OMP_NUM_THREADS), else the free cores."
     for v in (requested, os.environ.get("ROBUSTCLIP_THREADS"), os.environ.get("OMP_NUM_THREADS")):
         if v not in (None, ""):
-            try: n = int(v)
-            except ValueError: raise RobustClipError(f"thread count must be a positive integer; got {v!r}") from None
-            if n < 1: raise RobustClipError(f"thread count must be a positive integer; got {v!r}")
+            try:
+                n = int(v)
+            except ValueError:
+                raise RobustClipError(f"thread count must be a positive integer; got {v!r}") from None
+            if n < 1:
+                raise RobustClipError(f"thread count must be a positive integer; got {v!r}")
             return n
     global _CHOSEN
-    if _CHOSEN is None:   # decided once per process: every run in it then uses the same count (and numerics)
+    if _CHOSEN is None:  # decided once per process: every run in it then uses the same count (and numerics)
         n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         _CHOSEN = max(1, min(n_cpu, int(free_cores(interval) + 0.5)))
     return _CHOSEN
 
 # %% ../nbs/00_core.ipynb #66d2536c
-def cache_dir(*parts: str,  # optional sub-path inside the cache
-             ) -> Path:
+def cache_dir(
+    *parts: str,  # optional sub-path inside the cache
+) -> Path:
     "The robustclip cache (env `ROBUSTCLIP_HOME`, default `~/.cache/robustclip`), created on demand."
-    root = Path(os.environ.get("ROBUSTCLIP_HOME") or Path.home()/".cache"/"robustclip").expanduser()
-    p = root.joinpath(*parts); p.mkdir(parents=True, exist_ok=True)
+    root = Path(os.environ.get("ROBUSTCLIP_HOME") or Path.home() / ".cache" / "robustclip").expanduser()
+    p = root.joinpath(*parts)
+    p.mkdir(parents=True, exist_ok=True)
     return p
 
 # %% ../nbs/00_core.ipynb #800bbca4
-def config_hash(obj: Any,      # any JSON-serialisable config
-                n: int = 10,   # length of the hex digest
-               ) -> str:
+def config_hash(
+    obj: Any,  # any JSON-serialisable config
+    n: int = 10,  # length of the hex digest
+) -> str:
     "A short stable hash of a config (sorted-key JSON, sha256)."
     import hashlib
+
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 # %% ../nbs/00_core.ipynb #f97bac1c
 def _umask() -> int:
     "The process umask, read without changing it where /proc tells it."
-    try: return int(next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("Umask:")).split()[1], 8)
-    except (OSError, StopIteration, ValueError): old = os.umask(0o022); os.umask(old); return old
+    try:
+        return int(
+            next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("Umask:")).split()[1], 8
+        )
+    except (OSError, StopIteration, ValueError):
+        old = os.umask(0o022)
+        os.umask(old)
+        return old
 
-def atomic_write_bytes(path: str|Path,  # destination; its folder is created
-                       data: bytes,     # the full contents
-                      ) -> Path:
+
+def atomic_write_bytes(
+    path: str | Path,  # destination; its folder is created
+    data: bytes,  # the full contents
+) -> Path:
     "Write `data` to `path` atomically: a temp file in the same folder, fsync, then rename (mode as `open` gives)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; a cache or result others read should not be
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a cache or result others read should not be
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
-def atomic_write_text(path: str|Path, text: str) -> Path:
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
     "Write text atomically (UTF-8)."
     return atomic_write_bytes(path, text.encode("utf-8"))
 
-def atomic_save(obj: Any,          # anything `torch.save` takes
-                path: str|Path,    # destination (e.g. `latest.pt`)
-               ) -> Path:
+
+def atomic_save(
+    obj: Any,  # anything `torch.save` takes
+    path: str | Path,  # destination (e.g. `latest.pt`)
+) -> Path:
     "`torch.save` to a temp file, then rename: readers never see a partial checkpoint."
     import io
-    buf = io.BytesIO(); torch.save(obj, buf)
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
 # %% ../nbs/00_core.ipynb #a047aad6
-def check_writable(path: str|Path,       # a file or folder to create (its folders may not exist yet)
-                   what: str = "output",  # how messages name it, e.g. 'output' or 'output_dir'
-                   folder: bool = False,  # `path` is a folder (else a file)
-                  ) -> Path:
+def check_writable(
+    path: str | Path,  # a file or folder to create (its folders may not exist yet)
+    what: str = "output",  # how messages name it, e.g. 'output' or 'output_dir'
+    folder: bool = False,  # `path` is a folder (else a file)
+) -> Path:
     "`path` once it is known to be creatable: no file on its way, a writable folder above, and a file that is not a folder."
     p = Path(path).expanduser()
-    if not folder and p.is_dir(): raise RobustClipError(f"{what} {p} is a folder; name a file in it, e.g. {p / 'result.json'}")
-    if folder and p.exists() and not p.is_dir(): raise RobustClipError(f"{what} {p} is a file, not a folder")
+    if not folder and p.is_dir():
+        raise RobustClipError(f"{what} {p} is a folder; name a file in it, e.g. {p / 'result.json'}")
+    if folder and p.exists() and not p.is_dir():
+        raise RobustClipError(f"{what} {p} is a file, not a folder")
     up = p if folder and p.is_dir() else p.parent
-    while not up.exists() and up != up.parent: up = up.parent
-    if not up.is_dir(): raise RobustClipError(f"{what} {p} cannot be created: {up} is a file, not a folder")
-    if not os.access(up, os.W_OK | os.X_OK): raise RobustClipError(f"{what} {p} cannot be written: {up} is not writable")
+    while not up.exists() and up != up.parent:
+        up = up.parent
+    if not up.is_dir():
+        raise RobustClipError(f"{what} {p} cannot be created: {up} is a file, not a folder")
+    if not os.access(up, os.W_OK | os.X_OK):
+        raise RobustClipError(f"{what} {p} cannot be written: {up} is not writable")
     return p
 
 # %% ../nbs/00_core.ipynb #8a9dc1c3
-def read_utf8(path: str|Path,    # a text file (CSV, YAML, captions, class names)
-              strict: bool = True,  # refuse bytes that are not UTF-8 (else replace them, with a warning)
-             ) -> str:
+def read_utf8(
+    path: str | Path,  # a text file (CSV, YAML, captions, class names)
+    strict: bool = True,  # refuse bytes that are not UTF-8 (else replace them, with a warning)
+) -> str:
     "A text file's contents; bytes that are not UTF-8 are refused (or replaced with a warning), naming the line."
-    p = Path(path); data = p.read_bytes()
-    try: return data.decode("utf-8").removeprefix("\ufeff")
+    p = Path(path)
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         line, col = data.count(b"\n", 0, err.start) + 1, err.start - data.rfind(b"\n", 0, err.start)
-        msg = (f"{p}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {col}); "
-               "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
-        if strict: raise RobustClipError(msg) from None
-        import warnings; warnings.warn(msg + "; the bytes were replaced by U+FFFD", stacklevel=2)
+        msg = (
+            f"{p}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {col}); "
+            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        )
+        if strict:
+            raise RobustClipError(msg) from None
+        import warnings
+
+        warnings.warn(msg + "; the bytes were replaced by U+FFFD", stacklevel=2)
         return data.decode("utf-8", errors="replace").removeprefix("\ufeff")
 
 # %% ../nbs/00_core.ipynb #ac499672
-PICKLE_HELP = ("robustclip loads weights with weights_only=True and does not run code from checkpoints. If you trust "
-               "the file, re-save its tensors: torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pt')")
+PICKLE_HELP = (
+    "robustclip loads weights with weights_only=True and does not run code from checkpoints. If you trust "
+    "the file, re-save its tensors: torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pt')"
+)
+
 
 def _reason(err: BaseException) -> str:
     "The informative line of a torch.load failure (torch's own messages run to a dozen lines)."
     lines = [l.strip() for l in str(err).splitlines() if l.strip()]
     return next((l for l in lines if "Unsupported" in l), lines[0] if lines else type(err).__name__)[:160]
 
-def load_torch_file(path: str|Path,          # a file written by torch.save
-                    what: str = "checkpoint",  # how messages name it
-                   ) -> Any:
+
+def load_torch_file(
+    path: str | Path,  # a file written by torch.save
+    what: str = "checkpoint",  # how messages name it
+) -> Any:
     "`torch.load(weights_only=True)`, with one line for each way a file fails: missing, empty, not torch's, truncated, pickled code."
     import pickle
+
     p = Path(path).expanduser()
-    if not p.is_file(): raise RobustClipError(f"{what} file not found: {p}")
-    if p.stat().st_size == 0: raise RobustClipError(f"{what} {p} is empty (0 bytes): an interrupted copy or download?")
-    with open(p, "rb") as f: head = f.read(2)
-    if head != b"PK" and head[:1] != b"\x80":   # torch.save writes a zip archive; old torch and raw pickles start with 0x80
-        raise RobustClipError(f"{what} {p} is not a checkpoint (neither torch.save's zip archive nor a pickle); is it the right file?")
-    try: return torch.load(p, map_location="cpu", weights_only=True)
+    if not p.is_file():
+        raise RobustClipError(f"{what} file not found: {p}")
+    if p.stat().st_size == 0:
+        raise RobustClipError(f"{what} {p} is empty (0 bytes): an interrupted copy or download?")
+    with open(p, "rb") as f:
+        head = f.read(2)
+    if (
+        head != b"PK" and head[:1] != b"\x80"
+    ):  # torch.save writes a zip archive; old torch and raw pickles start with 0x80
+        raise RobustClipError(
+            f"{what} {p} is not a checkpoint (neither torch.save's zip archive nor a pickle); is it the right file?"
+        )
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "GLOBAL" in str(err): raise RobustClipError(f"{what} {p} needs pickled code to load ({_reason(err)}). " + PICKLE_HELP) from None
-        raise RobustClipError(f"{what} {p} cannot be read as weights ({_reason(err)}): damaged, or made with pickled code") from None
+        if "GLOBAL" in str(err):
+            raise RobustClipError(f"{what} {p} needs pickled code to load ({_reason(err)}). " + PICKLE_HELP) from None
+        raise RobustClipError(
+            f"{what} {p} cannot be read as weights ({_reason(err)}): damaged, or made with pickled code"
+        ) from None
     except (EOFError, RuntimeError, ValueError, KeyError, OSError) as err:
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             raise RobustClipError(f"{what} {p} needs pickled code to load. " + PICKLE_HELP) from None
-        raise RobustClipError(f"{what} {p} is truncated or damaged ({_reason(err)}); write it again or restore a copy") from None
+        raise RobustClipError(
+            f"{what} {p} is truncated or damaged ({_reason(err)}); write it again or restore a copy"
+        ) from None
 
 # %% ../nbs/00_core.ipynb #3d9ea841
 from contextlib import contextmanager
 
+
 @contextmanager
-def exclusive(path: str|Path,          # the result file or run folder this process is about to write
-              what: str = "--output",  # how messages name it
-             ):
+def exclusive(
+    path: str | Path,  # the result file or run folder this process is about to write
+    what: str = "--output",  # how messages name it
+):
     "Hold `path` for this process (an flock on a hidden `.NAME.lock` beside it, removed after); a one-line error if another holds it."
-    try: import fcntl
-    except ImportError: yield; return          # no flock (Windows): no lock
-    p = Path(path); lock = p.with_name(f".{p.name}.lock"); lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return  # no flock (Windows): no lock
+    p = Path(path)
+    lock = p.with_name(f".{p.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); ok = os.fstat(fd).st_ino == os.stat(lock).st_ino
-        except (BlockingIOError, FileNotFoundError): ok = False
-        if not ok: raise RobustClipError(f"{p} is being written by another robustclip process (lock {lock}); "
-                                         f"wait for it to finish, or choose another {what}")
-        try: yield p
-        finally: lock.unlink(missing_ok=True)  # while still held: the next writer makes a fresh lock file
-    finally: os.close(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            ok = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except (BlockingIOError, FileNotFoundError):
+            ok = False
+        if not ok:
+            raise RobustClipError(
+                f"{p} is being written by another robustclip process (lock {lock}); "
+                f"wait for it to finish, or choose another {what}"
+            )
+        try:
+            yield p
+        finally:
+            lock.unlink(missing_ok=True)  # while still held: the next writer makes a fresh lock file
+    finally:
+        os.close(fd)
 
 # %% ../nbs/00_core.ipynb #d5fbe42c
-def progress(iterable: Iterable|None = None,  # what to iterate (or None with `total=`)
-             **kwargs,                        # passed to tqdm (desc, total, unit, leave, ...)
-            ):
+def progress(
+    iterable: Iterable | None = None,  # what to iterate (or None with `total=`)
+    **kwargs,  # passed to tqdm (desc, total, unit, leave, ...)
+):
     "A tqdm progress bar (notebook-aware); silenced by env `ROBUSTCLIP_PROGRESS=0`."
     from tqdm.auto import tqdm
+
     kwargs.setdefault("disable", os.environ.get("ROBUSTCLIP_PROGRESS", "1") == "0")
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
 
 # %% ../nbs/00_core.ipynb #9bb46c0b
-def versions() -> dict[str, str|None]:
+def versions() -> dict[str, str | None]:
     "Versions of what produced a result (recorded in every result JSON); `cuda` is None on a machine without a GPU."
     import importlib.metadata as md
+
     out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
     for pkg in ("robustclip", "torch", "torchvision", "open_clip_torch", "numpy"):
-        try: out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError: pass
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
     if "robustclip" not in out:
-        from robustclip import __version__; out["robustclip"] = __version__
-    out["cuda"] = torch.version.cuda if torch.cuda.is_available() else None   # the CUDA that ran, not the one torch was built with
+        from robustclip import __version__
+
+        out["robustclip"] = __version__
+    out["cuda"] = (
+        torch.version.cuda if torch.cuda.is_available() else None
+    )  # the CUDA that ran, not the one torch was built with
     return out
 
 # %% ../nbs/00_core.ipynb #2d5b822a
 _loaded_plugins: dict[str, str] = {}
 
-def load_plugins(group: str = "robustclip.plugins",  # the entry-point group to import
-                ) -> dict[str, str]:
+
+def load_plugins(
+    group: str = "robustclip.plugins",  # the entry-point group to import
+) -> dict[str, str]:
     "Import every module declared as an entry point of `group` (once); returns name -> module."
-    import importlib, importlib.metadata as md
+    import importlib
+    import importlib.metadata as md
+
     for ep in md.entry_points(group=group):
         if ep.name not in _loaded_plugins:
-            importlib.import_module(ep.value.split(":")[0]); _loaded_plugins[ep.name] = ep.value
+            importlib.import_module(ep.value.split(":")[0])
+            _loaded_plugins[ep.name] = ep.value
     return dict(_loaded_plugins)
 
 # %% ../nbs/00_core.ipynb #33e37ff5
 class Registry(dict):
     "Name -> entry, looked up by exact name or by the longest registered prefix ending in ':' or '/'."
-    def register(self, key: str,                 # exact name, or a prefix ending in ':' or '/'
-                 entry: Any = None,              # the entry (omit to use `register` as a decorator)
-                ) -> Any:
+
+    def register(
+        self,
+        key: str,  # exact name, or a prefix ending in ':' or '/'
+        entry: Any = None,  # the entry (omit to use `register` as a decorator)
+    ) -> Any:
         "Register `entry` under `key`; returns it (or a decorator that does)."
-        if entry is None: return lambda f: self.register(key, f)
-        self[key] = entry; return entry
+        if entry is None:
+            return lambda f: self.register(key, f)
+        self[key] = entry
+        return entry
 
     def lookup(self, name: str) -> Any:
         "The entry of `name` (exact, else the longest matching prefix), or None."
-        if name in self: return self[name]
+        if name in self:
+            return self[name]
         pre = [k for k in self if k[-1:] in (":", "/") and name.startswith(k)]
         return self[max(pre, key=len)] if pre else None

@@ -6,7 +6,13 @@ Docs: https://robustclip.github.io/robustclip/models.html.md"""
 
 # %% ../nbs/01_models.ipynb #5604be77
 from __future__ import annotations
-import os, json, copy, difflib, pickle, logging, warnings
+import os
+import json
+import copy
+import difflib
+import pickle
+import logging
+import warnings
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Sequence
@@ -20,67 +26,86 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 from .core import RobustClipError, Registry, load_plugins, atomic_save
 
 # %% auto #0
-__all__ = ['register_configs', 'model_config', 'check_pixels', 'PixelCLIP', 'FastTokenizer', 'fast_tokenizer', 'tokenizer_for',
-           'create_clip', 'save_clip', 'read_checkpoint', 'apply_checkpoint', 'hub_dir', 'unknown_arch',
-           'load_local_dir', 'register_model', 'model_loader', 'available_models', 'load_clip', 'encode_texts',
-           'encode_tokens']
+__all__ = [
+    'register_configs', 'model_config', 'check_pixels', 'PixelCLIP', 'FastTokenizer', 'fast_tokenizer', 'tokenizer_for',
+    'create_clip', 'save_clip', 'read_checkpoint', 'apply_checkpoint', 'hub_dir', 'unknown_arch', 'load_local_dir',
+    'register_model', 'model_loader', 'available_models', 'load_clip', 'encode_texts', 'encode_tokens'
+]
 
 # %% ../nbs/01_models.ipynb #f7ecfa3f
 def register_configs() -> None:
     "Register robustclip's model configs (tiny architectures in `robustclip/model_configs`) with open_clip, once."
     if "RC-Tiny-ViT" not in open_clip.list_models():
         import robustclip
-        open_clip.add_model_config(Path(robustclip.__file__).parent/"model_configs")
 
-def model_config(arch: str,  # an open_clip architecture name, robustclip's included
-                ) -> dict:
+        open_clip.add_model_config(Path(robustclip.__file__).parent / "model_configs")
+
+
+def model_config(
+    arch: str,  # an open_clip architecture name, robustclip's included
+) -> dict:
     "The open_clip config of `arch` (a one-line error for an unknown name)."
     register_configs()
     cfg = open_clip.get_model_config(arch)
-    if cfg is None: raise unknown_arch(arch)
+    if cfg is None:
+        raise unknown_arch(arch)
     return cfg
+
+
 register_configs()
 
 # %% ../nbs/01_models.ipynb #319a0ae4
 def _no_normalize(preprocess):
     "Drop the Normalize step from an open_clip/torchvision Compose."
     from torchvision import transforms as T
+
     return T.Compose([t for t in preprocess.transforms if not isinstance(t, T.Normalize)])
 
-def check_pixels(x: torch.Tensor,     # images, expected (N,3,H,W) in [0,1]
-                 image_size: int|tuple|None = None,  # expected H (and W) when the model needs a fixed size
-                 tol: float = 1e-5,   # slack for float round-off
-                ) -> torch.Tensor:
+
+def check_pixels(
+    x: torch.Tensor,  # images, expected (N,3,H,W) in [0,1]
+    image_size: int | tuple | None = None,  # expected H (and W) when the model needs a fixed size
+    tol: float = 1e-5,  # slack for float round-off
+) -> torch.Tensor:
     "Raise a clear error unless `x` is a batch of RGB images in [0,1] of the expected size."
     if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise RobustClipError(f"images must be a float tensor of shape (N,3,H,W); got {shape}")
-    if not x.is_floating_point(): raise RobustClipError(f"images must be floats in [0,1]; got dtype {x.dtype}")
+    if not x.is_floating_point():
+        raise RobustClipError(f"images must be floats in [0,1]; got dtype {x.dtype}")
     if image_size is not None:
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if tuple(x.shape[-2:]) != hw:
-            raise RobustClipError(f"images are {x.shape[-2]}x{x.shape[-1]} but the model takes {hw[0]}x{hw[1]}; "
-                                  "resize them (model.preprocess, or ZeroShotClassifier(resize=...))")
+            raise RobustClipError(
+                f"images are {x.shape[-2]}x{x.shape[-1]} but the model takes {hw[0]}x{hw[1]}; "
+                "resize them (model.preprocess, or ZeroShotClassifier(resize=...))"
+            )
     lo, hi = torch.aminmax(x.detach())
     if lo < -tol or hi > 1 + tol or not torch.isfinite(lo + hi):
-        raise RobustClipError(f"images must lie in [0,1] (pixel space; normalisation happens inside the model); "
-                              f"got values in [{lo.item():.3g}, {hi.item():.3g}]")
+        raise RobustClipError(
+            f"images must lie in [0,1] (pixel space; normalisation happens inside the model); "
+            f"got values in [{lo.item():.3g}, {hi.item():.3g}]"
+        )
     return x
 
 # %% ../nbs/01_models.ipynb #02f194b4
 class PixelCLIP(nn.Module):
     "An open_clip model that takes images in [0,1] (normalisation inside) and texts as strings or tokens."
-    def __init__(self,
-                 model: nn.Module,              # an open_clip CLIP / CustomTextCLIP
-                 model_cfg: dict,               # its open_clip config (saved by `save_clip`)
-                 preprocess_cfg: dict|None = None,  # mean/std/size/interpolation (open_clip PreprocessCfg fields)
-                 tokenizer=None,                # open_clip tokenizer (default: from `model_cfg`)
-                 name: str = "",                # how the model was named (recorded in results)
-                 pretrained: str = "",          # which weights (recorded in results)
-                ):
+
+    def __init__(
+        self,
+        model: nn.Module,  # an open_clip CLIP / CustomTextCLIP
+        model_cfg: dict,  # its open_clip config (saved by `save_clip`)
+        preprocess_cfg: dict | None = None,  # mean/std/size/interpolation (open_clip PreprocessCfg fields)
+        tokenizer=None,  # open_clip tokenizer (default: from `model_cfg`)
+        name: str = "",  # how the model was named (recorded in results)
+        pretrained: str = "",  # which weights (recorded in results)
+    ):
         super().__init__()
         self.model, self.model_cfg, self.name, self.pretrained = model, copy.deepcopy(model_cfg), name, pretrained
-        cfg = merge_preprocess_dict(PreprocessCfg(), preprocess_cfg or getattr(model.visual, "preprocess_cfg", {}) or {})
+        cfg = merge_preprocess_dict(
+            PreprocessCfg(), preprocess_cfg or getattr(model.visual, "preprocess_cfg", {}) or {}
+        )
         self.preprocess_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
         self.register_buffer("mean", torch.tensor(cfg["mean"], dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"], dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -92,20 +117,31 @@ class PixelCLIP(nn.Module):
         "Input resolution of the vision tower."
         s = self.model_cfg["vision_cfg"].get("image_size", 224)
         return s if isinstance(s, int) else s[0]
+
     @property
-    def embed_dim(self) -> int: return self.model_cfg["embed_dim"]
+    def embed_dim(self) -> int:
+        return self.model_cfg["embed_dim"]
+
     @property
-    def context_length(self) -> int: return self.model_cfg["text_cfg"].get("context_length", 77)
+    def context_length(self) -> int:
+        return self.model_cfg["text_cfg"].get("context_length", 77)
+
     @property
-    def visual(self) -> nn.Module: return self.model.visual
+    def visual(self) -> nn.Module:
+        return self.model.visual
+
     @property
-    def device(self) -> torch.device: return next(self.model.parameters()).device
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     @property
     def preprocess(self):
         "PIL image -> tensor in [0,1] at the model's size (resize, centre crop, to tensor; no normalisation)."
         return _no_normalize(image_transform_v2(PreprocessCfg(**self.preprocess_cfg), is_train=False))
+
     @property
-    def spec(self) -> dict: return {"model": self.name, "pretrained": self.pretrained}
+    def spec(self) -> dict:
+        return {"model": self.name, "pretrained": self.pretrained}
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         "Map [0,1] pixels to the model's normalised input."
@@ -113,21 +149,23 @@ class PixelCLIP(nn.Module):
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         "Image embeddings of `pixels` (N,3,H,W) in [0,1]; unit-normalised if `normalize`."
-        if self.check_inputs: check_pixels(pixels, self.image_size)
+        if self.check_inputs:
+            check_pixels(pixels, self.image_size)
         return self.model.encode_image(self.normalize(pixels), normalize=normalize)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         "Unnormalised image embeddings: the module attacks and FARE work on."
         return self.encode_image(pixels)
 
-    def tokenize(self, texts: str|Sequence[str]) -> torch.Tensor:
+    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         "Token ids (truncated to the context length) on the model's device."
-        if isinstance(texts, str): texts = [texts]
+        if isinstance(texts, str):
+            texts = [texts]
         if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
             raise RobustClipError("texts must be a string or a list of strings")
         return self.tokenizer(list(texts)).to(self.device)
 
-    def encode_text(self, text: str|Sequence[str]|torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    def encode_text(self, text: str | Sequence[str] | torch.Tensor, normalize: bool = False) -> torch.Tensor:
         "Text embeddings of strings (tokenised here) or token ids; unit-normalised if `normalize`."
         tokens = text.to(self.device) if torch.is_tensor(text) else self.tokenize(text)
         return self.model.encode_text(tokens, normalize=normalize)
@@ -138,19 +176,29 @@ class PixelCLIP(nn.Module):
 # %% ../nbs/01_models.ipynb #7a71b0e7
 class FastTokenizer(open_clip.SimpleTokenizer):
     "open_clip's BPE tokenizer, with the same ids, and a shortcut for printable-ASCII texts (attack candidates)."
-    MAX_WORDS = 200_000    # word -> ids entries kept before the table starts afresh
+
+    MAX_WORDS = 200_000  # word -> ids entries kept before the table starts afresh
+
     def __init__(self, *args, **kw):
-        super().__init__(*args, **kw); self._word_ids: dict[str, list[int]] = {}
+        super().__init__(*args, **kw)
+        self._word_ids: dict[str, list[int]] = {}
 
     def _shortcut(self, text: str) -> bool:
         "Whether cleaning `text` is whitespace folding and lower-casing ('lower' cleaning, printable ASCII, no '&')."
-        return (getattr(self.clean_fn, "__name__", "") == "_clean_lower" and text.isascii() and text.isprintable()
-                and "&" not in text)
+        return (
+            getattr(self.clean_fn, "__name__", "") == "_clean_lower"
+            and text.isascii()
+            and text.isprintable()
+            and "&" not in text
+        )
 
     def encode(self, text: str) -> list[int]:
         "BPE ids of `text` (without start and end of text)."
-        if not self._shortcut(text): return super().encode(text)
-        if len(self._word_ids) > self.MAX_WORDS: self._word_ids.clear(); self.cache = {t: t for t in self.cache if t.startswith("<")}
+        if not self._shortcut(text):
+            return super().encode(text)
+        if len(self._word_ids) > self.MAX_WORDS:
+            self._word_ids.clear()
+            self.cache = {t: t for t in self.cache if t.startswith("<")}
         ids: list[int] = []
         for w in self.pat.findall(" ".join(text.split()).lower()):
             got = self._word_ids.get(w)
@@ -160,21 +208,28 @@ class FastTokenizer(open_clip.SimpleTokenizer):
             ids.extend(got)
         return ids
 
-    def __call__(self, texts: str|Sequence[str], context_length: int|None = None) -> torch.Tensor:
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         "Ids (N, context_length), zero-padded; a longer text is cut and its last kept id becomes end-of-text (as open_clip)."
-        if self.reduction_fn is not None: return super().__call__(texts, context_length)
+        if self.reduction_fn is not None:
+            return super().__call__(texts, context_length)
         n = context_length or self.context_length
         rows = []
-        for t in ([texts] if isinstance(texts, str) else texts):
+        for t in [texts] if isinstance(texts, str) else texts:
             r = [self.sot_token_id] + self.encode(t) + [self.eot_token_id]
-            if len(r) > n: r = r[:n]; r[-1] = self.eot_token_id
+            if len(r) > n:
+                r = r[:n]
+                r[-1] = self.eot_token_id
             rows.append(r + [0] * (n - len(r)))
         return torch.tensor(rows, dtype=torch.long).reshape(len(rows), n)
 
+
 def fast_tokenizer(tok):  # an open_clip tokenizer
     "`tok` as a `FastTokenizer` when it is a plain open_clip `SimpleTokenizer` (same vocabulary and settings), else `tok`."
-    if type(tok) is not open_clip.SimpleTokenizer: return tok
-    fast = FastTokenizer.__new__(FastTokenizer); fast.__dict__.update(tok.__dict__); fast._word_ids = {}
+    if type(tok) is not open_clip.SimpleTokenizer:
+        return tok
+    fast = FastTokenizer.__new__(FastTokenizer)
+    fast.__dict__.update(tok.__dict__)
+    fast._word_ids = {}
     return fast
 
 # %% ../nbs/01_models.ipynb #6b0705c8
@@ -183,33 +238,47 @@ def tokenizer_for(model_cfg: dict):
     text_cfg = model_cfg.get("text_cfg", {})
     ctx = text_cfg.get("context_length", 77)
     if text_cfg.get("hf_tokenizer_name"):
-        return open_clip.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=ctx, **text_cfg.get("tokenizer_kwargs", {}))
+        return open_clip.HFTokenizer(
+            text_cfg["hf_tokenizer_name"], context_length=ctx, **text_cfg.get("tokenizer_kwargs", {})
+        )
     return FastTokenizer(context_length=ctx, **text_cfg.get("tokenizer_kwargs", {}))
 
-def create_clip(model_cfg: dict,                 # open_clip config: embed_dim, vision_cfg, text_cfg, ...
-                preprocess_cfg: dict|None = None,  # mean/std/... (default: OpenAI's)
-                name: str = "custom",             # recorded in results
-                seed: int|None = None,            # seed the random initialisation
-               ) -> PixelCLIP:
+
+def create_clip(
+    model_cfg: dict,  # open_clip config: embed_dim, vision_cfg, text_cfg, ...
+    preprocess_cfg: dict | None = None,  # mean/std/... (default: OpenAI's)
+    name: str = "custom",  # recorded in results
+    seed: int | None = None,  # seed the random initialisation
+) -> PixelCLIP:
     "A randomly initialised `PixelCLIP` from an open_clip config dict."
-    if seed is not None: torch.manual_seed(seed)
-    cfg = copy.deepcopy(model_cfg); custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    if seed is not None:
+        torch.manual_seed(seed)
+    cfg = copy.deepcopy(model_cfg)
+    custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
     model = (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
     return PixelCLIP(model, model_cfg, preprocess_cfg, name=name, pretrained="random")
 
 # %% ../nbs/01_models.ipynb #6171983f
-def save_clip(model: PixelCLIP,            # the model to save
-              out_dir: str|Path,           # folder to create (an open_clip local-dir)
-              vision_only: str|Path|None = None,  # also write `model.visual.state_dict()` here (FARE release format)
-             ) -> Path:
+def save_clip(
+    model: PixelCLIP,  # the model to save
+    out_dir: str | Path,  # folder to create (an open_clip local-dir)
+    vision_only: str | Path | None = None,  # also write `model.visual.state_dict()` here (FARE release format)
+) -> Path:
     "Save `model` as an open_clip local-dir (config + safetensors); returns the folder."
     from safetensors.torch import save_file
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    cfg = {"model_cfg": model.model_cfg, "preprocess_cfg": model.preprocess_cfg,
-           "robustclip": {"name": model.name, "pretrained": model.pretrained}}
-    (out/"open_clip_config.json").write_text(json.dumps(cfg, indent=2))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "model_cfg": model.model_cfg,
+        "preprocess_cfg": model.preprocess_cfg,
+        "robustclip": {"name": model.name, "pretrained": model.pretrained},
+    }
+    (out / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
     sd = {k: v.detach().contiguous().cpu() for k, v in model.model.state_dict().items()}
-    tmp = out/".open_clip_model.safetensors.tmp"; save_file(sd, str(tmp)); os.replace(tmp, out/"open_clip_model.safetensors")
+    tmp = out / ".open_clip_model.safetensors.tmp"
+    save_file(sd, str(tmp))
+    os.replace(tmp, out / "open_clip_model.safetensors")
     if vision_only is not None:
         atomic_save({k: v.detach().cpu() for k, v in model.model.visual.state_dict().items()}, vision_only)
     return out
@@ -217,44 +286,66 @@ def save_clip(model: PixelCLIP,            # the model to save
 # %% ../nbs/01_models.ipynb #b642d5c7
 from .core import PICKLE_HELP as _PICKLE_HELP, load_torch_file, read_utf8
 
+
 def _torch_load(path: Path):
     "torch.load with weights_only=True: one line for an empty, truncated or foreign file, or one that needs pickled code."
     return load_torch_file(path, "checkpoint")
 
-def read_checkpoint(path: str|Path,  # .pt/.pth/.bin (torch) or .safetensors
-                   ) -> tuple[dict, str]:
+
+def read_checkpoint(
+    path: str | Path,  # .pt/.pth/.bin (torch) or .safetensors
+) -> tuple[dict, str]:
     "Load a checkpoint as (state_dict, kind) where kind is 'full', 'vision' or 'unknown' (decided later)."
     path = Path(path).expanduser()
-    if not path.is_file(): raise RobustClipError(f"checkpoint file not found: {path}")
+    if not path.is_file():
+        raise RobustClipError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        try: obj = load_file(str(path), device="cpu")
-        except Exception as e: raise RobustClipError(f"cannot read safetensors file {path}: {e}") from None
-    else: obj = _torch_load(path)
+
+        try:
+            obj = load_file(str(path), device="cpu")
+        except Exception as e:
+            raise RobustClipError(f"cannot read safetensors file {path}: {e}") from None
+    else:
+        obj = _torch_load(path)
     kind = "unknown"
-    if isinstance(obj, dict) and "vision_encoder_state_dict" in obj: obj, kind = obj["vision_encoder_state_dict"], "vision"
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict): obj = obj["state_dict"]
+    if isinstance(obj, dict) and "vision_encoder_state_dict" in obj:
+        obj, kind = obj["vision_encoder_state_dict"], "vision"
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        raise RobustClipError(f"{path} does not hold a state dict of tensors (keys: {list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__})")
-    if all(k.startswith("module.") for k in obj): obj = {k[len("module."):]: v for k, v in obj.items()}
+        raise RobustClipError(
+            f"{path} does not hold a state dict of tensors (keys: {list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__})"
+        )
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj, kind
 
 # %% ../nbs/01_models.ipynb #3239ab38
-def _describe_mismatch(sd: dict, target: nn.Module, what: str) -> str|None:
+def _describe_mismatch(sd: dict, target: nn.Module, what: str) -> str | None:
     "A one-line account of why `sd` does not fit `target`, or None when it fits exactly."
     ref = target.state_dict()
-    missing = [k for k in ref if k not in sd]; unexpected = [k for k in sd if k not in ref]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(ref[k].shape)}" for k in ref if k in sd and sd[k].shape != ref[k].shape]
-    if not (missing or unexpected or shapes): return None
+    missing = [k for k in ref if k not in sd]
+    unexpected = [k for k in sd if k not in ref]
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(ref[k].shape)}" for k in ref if k in sd and sd[k].shape != ref[k].shape
+    ]
+    if not (missing or unexpected or shapes):
+        return None
     parts = []
-    if missing: parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-    if unexpected: parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    if shapes: parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
     return f"checkpoint does not fit {what}: " + "; ".join(parts) + ". Is it a checkpoint of another architecture?"
 
-def apply_checkpoint(model: PixelCLIP,      # model whose weights are replaced (in place)
-                     path: str|Path,        # checkpoint file
-                    ) -> str:
+
+def apply_checkpoint(
+    model: PixelCLIP,  # model whose weights are replaced (in place)
+    path: str | Path,  # checkpoint file
+) -> str:
     "Load a full or vision-only checkpoint into `model`; returns the kind applied ('full' or 'vision')."
     sd, kind = read_checkpoint(path)
     if kind == "unknown":
@@ -264,166 +355,263 @@ def apply_checkpoint(model: PixelCLIP,      # model whose weights are replaced (
         else:
             kind = "vision" if len(set(sd) & vis_keys) > len(set(sd) & full_keys) else "full"
     target = model.model.visual if kind == "vision" else model.model
-    if kind == "full":   # let open_clip convert known third-party layouts (OpenAI jit / timm) first
+    if kind == "full":  # let open_clip convert known third-party layouts (OpenAI jit / timm) first
         from open_clip.convert import convert_state_dict
+
         sd = convert_state_dict(model.model, sd)
-    err = _describe_mismatch(sd, target, f"{model.name or 'the model'}" + (" (vision tower)" if kind == "vision" else ""))
-    if err: raise RobustClipError(f"{Path(path).name}: {err}")
+    err = _describe_mismatch(
+        sd, target, f"{model.name or 'the model'}" + (" (vision tower)" if kind == "vision" else "")
+    )
+    if err:
+        raise RobustClipError(f"{Path(path).name}: {err}")
     target.load_state_dict(sd, strict=True)
     return kind
 
 # %% ../nbs/01_models.ipynb #df3c8382
-_HUB_FILES = ["open_clip_config.json", "open_clip_model.safetensors", "open_clip_pytorch_model.bin",
-              "open_clip_pytorch_model.pth", "*.txt", "tokenizer*", "vocab*", "merges*", "special_tokens_map.json"]
+_HUB_FILES = [
+    "open_clip_config.json",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "*.txt",
+    "tokenizer*",
+    "vocab*",
+    "merges*",
+    "special_tokens_map.json",
+]
 
-def hub_dir(repo_id: str,                  # "org/name" on the Hugging Face hub
-            cache_dir: str|Path|None = None,  # HF hub cache (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub)
-           ) -> Path:
+
+def hub_dir(
+    repo_id: str,  # "org/name" on the Hugging Face hub
+    cache_dir: str | Path | None = None,  # HF hub cache (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub)
+) -> Path:
     "Local folder of an open_clip hub repo: the HF cache when present, else a download; a clear error offline."
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+
     cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None
-    try: return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True, allow_patterns=_HUB_FILES))
-    except LocalEntryNotFoundError: pass   # not cached: try the hub below
-    help_ = (f"hf-hub:{repo_id} is not in the Hugging Face cache ({cache_dir or '~/.cache/huggingface/hub'}) "
-             f"and the hub cannot be reached. On a machine with internet run `hf download {repo_id}`, then copy "
-             "its cache folder here (or point HF_HUB_CACHE at it)")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"): raise RobustClipError(help_)
-    try: return Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=_HUB_FILES, etag_timeout=10))
-    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:   # no network, unknown repo, ...
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True, allow_patterns=_HUB_FILES))
+    except LocalEntryNotFoundError:
+        pass  # not cached: try the hub below
+    help_ = (
+        f"hf-hub:{repo_id} is not in the Hugging Face cache ({cache_dir or '~/.cache/huggingface/hub'}) "
+        f"and the hub cannot be reached. On a machine with internet run `hf download {repo_id}`, then copy "
+        "its cache folder here (or point HF_HUB_CACHE at it)"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise RobustClipError(help_)
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=_HUB_FILES, etag_timeout=10))
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:  # no network, unknown repo, ...
         raise RobustClipError(help_ + f" ({type(e).__name__})") from None
 
 # %% ../nbs/01_models.ipynb #83c64fb4
 class _OpenClipInfo(logging.Filter):
     "Drops open_clip's routine warnings (e.g. 'initialized randomly') while a model is built; other records pass."
+
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno <= logging.WARNING and f"{os.sep}open_clip{os.sep}" in record.pathname)
+
 
 @contextmanager
 def _quiet_open_clip():
     "Silence open_clip's own info/warning records (it logs on the root logger) while a model is built."
-    f = _OpenClipInfo(); logging.root.addFilter(f)
-    try: yield
-    finally: logging.root.removeFilter(f)
+    f = _OpenClipInfo()
+    logging.root.addFilter(f)
+    try:
+        yield
+    finally:
+        logging.root.removeFilter(f)
+
 
 def unknown_arch(name: str) -> RobustClipError:
     "The error for a model name nothing knows (with close matches)."
     close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models() for names"
-    return RobustClipError(f"unknown model {name!r} (not an open_clip architecture, 'hf-hub:org/repo', "
-                           f"'local-dir:PATH' or 'mini-base'){hint}")
+    return RobustClipError(
+        f"unknown model {name!r} (not an open_clip architecture, 'hf-hub:org/repo', "
+        f"'local-dir:PATH' or 'mini-base'){hint}"
+    )
+
 
 def load_local_dir(path: Path, name: str, precision: str = "fp32", device="cpu") -> PixelCLIP:
     "Build a PixelCLIP from an open_clip local-dir folder."
-    if not path.is_dir(): raise RobustClipError(f"local-dir:{path} is not a folder")
-    cfg_path = path/"open_clip_config.json"
+    if not path.is_dir():
+        raise RobustClipError(f"local-dir:{path} is not a folder")
+    cfg_path = path / "open_clip_config.json"
     if not cfg_path.is_file():
-        raise RobustClipError(f"{path} has no open_clip_config.json; save models with robustclip.save_clip "
-                              "or open_clip's push_to_hf_hub layout")
-    try: cfg = json.loads(read_utf8(cfg_path))
-    except json.JSONDecodeError as e:
-        raise RobustClipError(f"{cfg_path} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); write it again") from None
-    if not isinstance(cfg, dict) or "model_cfg" not in cfg: raise RobustClipError(f"{cfg_path} has no 'model_cfg' entry")
+        raise RobustClipError(
+            f"{path} has no open_clip_config.json; save models with robustclip.save_clip "
+            "or open_clip's push_to_hf_hub layout"
+        )
     try:
-        with _quiet_open_clip(): model = open_clip.create_model(f"local-dir:{path}", precision=precision, device=device, weights_only=True)
-    except pickle.UnpicklingError: raise RobustClipError(f"weights in {path} need pickled code to load. " + _PICKLE_HELP) from None
+        cfg = json.loads(read_utf8(cfg_path))
+    except json.JSONDecodeError as e:
+        raise RobustClipError(
+            f"{cfg_path} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); write it again"
+        ) from None
+    if not isinstance(cfg, dict) or "model_cfg" not in cfg:
+        raise RobustClipError(f"{cfg_path} has no 'model_cfg' entry")
+    try:
+        with _quiet_open_clip():
+            model = open_clip.create_model(f"local-dir:{path}", precision=precision, device=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise RobustClipError(f"weights in {path} need pickled code to load. " + _PICKLE_HELP) from None
     except RuntimeError as e:
-        what = "do not fit its open_clip_config.json" if "size mismatch" in str(e) or "key" in str(e) else "cannot be read"
+        what = (
+            "do not fit its open_clip_config.json" if "size mismatch" in str(e) or "key" in str(e) else "cannot be read"
+        )
         raise RobustClipError(f"weights in {path} {what}: {str(e).splitlines()[0][:300]}") from None
-    except Exception as e:   # safetensors' and torch's errors on truncated or foreign weight files
-        raise RobustClipError(f"weights in {path} are damaged or unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    except Exception as e:  # safetensors' and torch's errors on truncated or foreign weight files
+        raise RobustClipError(
+            f"weights in {path} are damaged or unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        ) from None
     meta = cfg.get("robustclip", {})
-    return PixelCLIP(model, cfg["model_cfg"], cfg.get("preprocess_cfg"), tokenizer_for(cfg["model_cfg"]),
-                     name=name, pretrained=meta.get("pretrained", "") if name.startswith("local-dir:") else "")
+    return PixelCLIP(
+        model,
+        cfg["model_cfg"],
+        cfg.get("preprocess_cfg"),
+        tokenizer_for(cfg["model_cfg"]),
+        name=name,
+        pretrained=meta.get("pretrained", "") if name.startswith("local-dir:") else "",
+    )
 
-def _from_arch(name: str, pretrained: str|None, quick_gelu: bool|None, precision: str, device) -> PixelCLIP:
+
+def _from_arch(name: str, pretrained: str | None, quick_gelu: bool | None, precision: str, device) -> PixelCLIP:
     "Build an open_clip architecture by name, with a pretrained tag or random weights."
-    if name not in open_clip.list_models(): raise unknown_arch(name)
+    if name not in open_clip.list_models():
+        raise unknown_arch(name)
     tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
     qg = bool(tag_cfg.get("quick_gelu", False)) if quick_gelu is None else quick_gelu
     try:
         with _quiet_open_clip():
-            model = open_clip.create_model(name, pretrained=pretrained or None, force_quick_gelu=qg,
-                                           precision=precision, device=device, weights_only=True)
+            model = open_clip.create_model(
+                name,
+                pretrained=pretrained or None,
+                force_quick_gelu=qg,
+                precision=precision,
+                device=device,
+                weights_only=True,
+            )
     except RuntimeError as e:
         raise RobustClipError(
             f"weights {name}/{pretrained} are not in the local cache and could not be downloaded (no network?). "
             f"On a machine with internet run `python -c \"import open_clip; open_clip.create_model('{name}', "
             f"pretrained='{pretrained}')\"` and copy ~/.cache/huggingface here, or pass a checkpoint file "
-            f"as pretrained=PATH ({str(e).splitlines()[0][:120]})") from None
+            f"as pretrained=PATH ({str(e).splitlines()[0][:120]})"
+        ) from None
     cfg = open_clip.get_model_config(name)
-    if qg: cfg["quick_gelu"] = True
-    return PixelCLIP(model, cfg, getattr(model.visual, "preprocess_cfg", None), fast_tokenizer(open_clip.get_tokenizer(name)),
-                     name=name, pretrained=pretrained or "random")
+    if qg:
+        cfg["quick_gelu"] = True
+    return PixelCLIP(
+        model,
+        cfg,
+        getattr(model.visual, "preprocess_cfg", None),
+        fast_tokenizer(open_clip.get_tokenizer(name)),
+        name=name,
+        pretrained=pretrained or "random",
+    )
 
 # %% ../nbs/01_models.ipynb #98ae7f40
 _MODELS = Registry()
 
-def register_model(key: str,                  # an exact name ('mini-base') or a prefix ending in ':' ('local-dir:')
-                   loader: Callable|None = None,  # loader(spec, *, device, precision) -> PixelCLIP (or use as a decorator)
-                  ):
+
+def register_model(
+    key: str,  # an exact name ('mini-base') or a prefix ending in ':' ('local-dir:')
+    loader: Callable | None = None,  # loader(spec, *, device, precision) -> PixelCLIP (or use as a decorator)
+):
     "Make `load_clip(key...)` call `loader`; the mini world registers 'mini-base' this way."
     return _MODELS.register(key, loader)
 
-def model_loader(spec: str) -> Callable|None:
+
+def model_loader(spec: str) -> Callable | None:
     "The registered loader of `spec` (exact name or longest prefix), importing plugins on a miss; None if none."
-    if _MODELS.lookup(spec) is None and (spec in _PLUGIN_NAMES or ":" in spec): load_plugins()
+    if _MODELS.lookup(spec) is None and (spec in _PLUGIN_NAMES or ":" in spec):
+        load_plugins()
     return _MODELS.lookup(spec)
 
-_PLUGIN_NAMES = {"mini-base"}   # names registered by plugins (others are looked up in open_clip first)
+
+_PLUGIN_NAMES = {"mini-base"}  # names registered by plugins (others are looked up in open_clip first)
+
 
 def available_models() -> list[str]:
     "Registered names and prefixes (open_clip's architectures come on top)."
-    load_plugins(); return sorted(_MODELS)
+    load_plugins()
+    return sorted(_MODELS)
+
 
 @register_model("local-dir:")
 def _local_dir(spec: str, *, device="cpu", precision: str = "fp32") -> PixelCLIP:
-    path = Path(spec[len("local-dir:"):]).expanduser()
-    if not (path/"open_clip_config.json").is_file() and (path/"config.json").is_file():   # a transformers CLIP folder
-        hf = model_loader("hf-clip:")                                                    # (LEAF's releases)
-        if hf is not None: m = hf(f"hf-clip:{path}", device=device, precision=precision); m.name = spec; return m
+    path = Path(spec[len("local-dir:") :]).expanduser()
+    if (
+        not (path / "open_clip_config.json").is_file() and (path / "config.json").is_file()
+    ):  # a transformers CLIP folder
+        hf = model_loader("hf-clip:")  # (LEAF's releases)
+        if hf is not None:
+            m = hf(f"hf-clip:{path}", device=device, precision=precision)
+            m.name = spec
+            return m
     return load_local_dir(path, spec, precision, device)
+
 
 @register_model("hf-hub:")
 def _hf_hub(spec: str, *, device="cpu", precision: str = "fp32") -> PixelCLIP:
-    m = load_local_dir(hub_dir(spec[len("hf-hub:"):]), spec, precision, device); m.pretrained = ""; return m
+    m = load_local_dir(hub_dir(spec[len("hf-hub:") :]), spec, precision, device)
+    m.pretrained = ""
+    return m
 
 # %% ../nbs/01_models.ipynb #563e6033
-def load_clip(spec: str,                     # architecture name, 'hf-hub:org/repo', 'local-dir:PATH' or 'mini-base'
-              pretrained: str|None = None,   # a pretrained tag (e.g. 'openai') or a checkpoint file to load on top
-              *,
-              base: str|None = None,         # where the rest comes from for a vision-only checkpoint (tag or spec)
-              quick_gelu: bool|None = None,  # force QuickGELU on/off (default: what the weights were trained with)
-              device: str|torch.device = "cpu",
-              precision: str = "fp32",       # open_clip precision: fp32, bf16, fp16, amp_bf16, ...
-             ) -> PixelCLIP:
+def load_clip(
+    spec: str,  # architecture name, 'hf-hub:org/repo', 'local-dir:PATH' or 'mini-base'
+    pretrained: str | None = None,  # a pretrained tag (e.g. 'openai') or a checkpoint file to load on top
+    *,
+    base: str | None = None,  # where the rest comes from for a vision-only checkpoint (tag or spec)
+    quick_gelu: bool | None = None,  # force QuickGELU on/off (default: what the weights were trained with)
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",  # open_clip precision: fp32, bf16, fp16, amp_bf16, ...
+) -> PixelCLIP:
     "Load any CLIP the way users name it; returns a `PixelCLIP` (images in [0,1], normalisation inside)."
-    if not isinstance(spec, str) or not spec.strip(): raise RobustClipError("model spec must be a non-empty string")
-    spec = spec.strip(); ckpt = None
-    if pretrained is not None and (Path(str(pretrained)).expanduser().suffix in (".pt", ".pth", ".bin", ".safetensors")
-                                   or Path(str(pretrained)).expanduser().exists()):
+    if not isinstance(spec, str) or not spec.strip():
+        raise RobustClipError("model spec must be a non-empty string")
+    spec = spec.strip()
+    ckpt = None
+    if pretrained is not None and (
+        Path(str(pretrained)).expanduser().suffix in (".pt", ".pth", ".bin", ".safetensors")
+        or Path(str(pretrained)).expanduser().exists()
+    ):
         ckpt, pretrained = Path(pretrained).expanduser(), None
-        if not ckpt.is_file(): raise RobustClipError(f"checkpoint file not found: {ckpt}")
+        if not ckpt.is_file():
+            raise RobustClipError(f"checkpoint file not found: {ckpt}")
     loader = model_loader(spec)
-    if loader is not None: m = loader(spec, device=device, precision=precision)
+    if loader is not None:
+        m = loader(spec, device=device, precision=precision)
     else:
         if pretrained is not None and pretrained not in open_clip.list_pretrained_tags_by_model(spec):
-            if spec not in open_clip.list_models(): raise unknown_arch(spec)
+            if spec not in open_clip.list_models():
+                raise unknown_arch(spec)
             tags = open_clip.list_pretrained_tags_by_model(spec)
-            raise RobustClipError(f"pretrained {pretrained!r} is neither a checkpoint file nor a tag of {spec} "
-                                  f"(tags: {', '.join(tags) or 'none'})")
+            raise RobustClipError(
+                f"pretrained {pretrained!r} is neither a checkpoint file nor a tag of {spec} "
+                f"(tags: {', '.join(tags) or 'none'})"
+            )
         if ckpt is not None and base is None and "openai" in open_clip.list_pretrained_tags_by_model(spec):
             sd, kind = read_checkpoint(ckpt)
             if kind == "vision" or not any(k.startswith(("visual.", "token_embedding", "text.")) for k in sd):
-                base = "openai"   # released FARE/TeCoA checkpoints: vision tower only, text tower from OpenAI
+                base = "openai"  # released FARE/TeCoA checkpoints: vision tower only, text tower from OpenAI
         if base is not None and ckpt is not None:
-            m = load_clip(spec, base, quick_gelu=quick_gelu, device=device, precision=precision) \
-                if base in open_clip.list_pretrained_tags_by_model(spec) else load_clip(base, device=device, precision=precision)
+            m = (
+                load_clip(spec, base, quick_gelu=quick_gelu, device=device, precision=precision)
+                if base in open_clip.list_pretrained_tags_by_model(spec)
+                else load_clip(base, device=device, precision=precision)
+            )
         else:
             m = _from_arch(spec, pretrained, quick_gelu, precision, device)
             if ckpt is not None and quick_gelu is None and "openai" in open_clip.list_pretrained_tags_by_model(spec):
-                warnings.warn(f"{spec}: a full checkpoint of an architecture OpenAI released; if it descends from the "
-                              "OpenAI weights pass quick_gelu=True (as RobustVLM does), else quick_gelu=False")
+                warnings.warn(
+                    f"{spec}: a full checkpoint of an architecture OpenAI released; if it descends from the "
+                    "OpenAI weights pass quick_gelu=True (as RobustVLM does), else quick_gelu=False"
+                )
     if ckpt is not None:
         kind = apply_checkpoint(m, ckpt)
         m.pretrained = str(ckpt) if kind == "full" or not m.pretrained else f"{ckpt} (vision) + {m.pretrained}"
@@ -433,22 +621,33 @@ def load_clip(spec: str,                     # architecture name, 'hf-hub:org/re
 def _trimmable(model) -> bool:
     "Whether `model` is a PixelCLIP around an open_clip CLIP whose text tower is causal with end-token pooling."
     import open_clip
-    m = getattr(model, "model", None)
-    return (type(m) is open_clip.CLIP and getattr(m, "text_pool_type", None) == "argmax" and m.attn_mask is not None
-            and isinstance(getattr(model, "tokenizer", None), open_clip.SimpleTokenizer))
 
-def encode_texts(model,                 # a `PixelCLIP` (or anything with `encode_text(list[str])`)
-                 texts: Sequence[str],
-                 normalize: bool = False,
-                ) -> torch.Tensor:
+    m = getattr(model, "model", None)
+    return (
+        type(m) is open_clip.CLIP
+        and getattr(m, "text_pool_type", None) == "argmax"
+        and m.attn_mask is not None
+        and isinstance(getattr(model, "tokenizer", None), open_clip.SimpleTokenizer)
+    )
+
+
+def encode_texts(
+    model,  # a `PixelCLIP` (or anything with `encode_text(list[str])`)
+    texts: Sequence[str],
+    normalize: bool = False,
+) -> torch.Tensor:
     "Text embeddings, computed on the shortest token window that holds every text of the batch when that is exact."
-    if not _trimmable(model): return model.encode_text(list(texts), normalize=normalize)
+    if not _trimmable(model):
+        return model.encode_text(list(texts), normalize=normalize)
     return encode_tokens(model, model.tokenize(list(texts)), normalize)
+
 
 def encode_tokens(model, tok: torch.Tensor, normalize: bool = False) -> torch.Tensor:
     "`encode_texts` for token ids (N, context_length) already on the model's device."
-    if not _trimmable(model): return model.encode_text(tok, normalize=normalize)
+    if not _trimmable(model):
+        return model.encode_text(tok, normalize=normalize)
     from open_clip.transformer import text_global_pool
+
     m = model.model
     L = max(2, int((tok != 0).sum(1).max()))
     tok = tok[:, :L]

@@ -6,132 +6,190 @@ Docs: https://robustclip.github.io/robustclip/results.html.md"""
 
 # %% ../nbs/05_results.ipynb #853c4a30
 from __future__ import annotations
-import json, glob, datetime, math
+import json
+import glob
+import datetime
+import math
 from pathlib import Path
 from typing import Iterable, Any
 
 from .core import atomic_write_text, versions, RobustClipError, parse_eps
 
 # %% auto #0
-__all__ = ['TASK_NAMES', 'result_record', 'write_result', 'load_results', 'results_frame', 'find_results', 'select_result',
-           'label_result', 'markdown_table', 'save_table']
+__all__ = [
+    'TASK_NAMES', 'result_record', 'write_result', 'load_results', 'results_frame', 'find_results', 'select_result',
+    'label_result', 'markdown_table', 'save_table'
+]
 
 # %% ../nbs/05_results.ipynb #0f9f6289
-TASK_NAMES = {"zeroshot": "zeroshot_classification", "text": "zeroshot_text_classification",
-              "retrieval": "zeroshot_retrieval", "drift": "embedding_drift"}
+TASK_NAMES = {
+    "zeroshot": "zeroshot_classification",
+    "text": "zeroshot_text_classification",
+    "retrieval": "zeroshot_retrieval",
+    "drift": "embedding_drift",
+}
 
-def result_record(*,
-                  dataset: str,            # e.g. 'mini/digit', 'wds/vtab/cifar10'
-                  model: Any,              # a PixelCLIP (its .spec is used) or a dict with 'model' and 'pretrained'
-                  task: str,               # 'zeroshot_classification', ... (short names from TASK_NAMES accepted)
-                  metrics: dict,           # acc1, acc5, robust_acc1, per_attack, ...
-                  attack: dict|None = None,  # the attack block (None for clean-only results)
-                  **extra,                 # anything else worth keeping (config, timings, ...)
-                 ) -> dict:
+
+def result_record(
+    *,
+    dataset: str,  # e.g. 'mini/digit', 'wds/vtab/cifar10'
+    model: Any,  # a PixelCLIP (its .spec is used) or a dict with 'model' and 'pretrained'
+    task: str,  # 'zeroshot_classification', ... (short names from TASK_NAMES accepted)
+    metrics: dict,  # acc1, acc5, robust_acc1, per_attack, ...
+    attack: dict | None = None,  # the attack block (None for clean-only results)
+    **extra,  # anything else worth keeping (config, timings, ...)
+) -> dict:
     "A CLIP_benchmark-compatible result record with robustclip's extensions."
     spec = model.spec if hasattr(model, "spec") else dict(model)
-    rec = {"dataset": dataset, "model": spec.get("model", ""), "pretrained": spec.get("pretrained", ""),
-           "task": TASK_NAMES.get(task, task), "language": "en", "metrics": dict(metrics)}
-    if attack is not None: rec["attack"] = dict(attack)
+    rec = {
+        "dataset": dataset,
+        "model": spec.get("model", ""),
+        "pretrained": spec.get("pretrained", ""),
+        "task": TASK_NAMES.get(task, task),
+        "language": "en",
+        "metrics": dict(metrics),
+    }
+    if attack is not None:
+        rec["attack"] = dict(attack)
     rec.update(extra)
-    rec["versions"] = versions(); rec["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    rec["versions"] = versions()
+    rec["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return rec
 
-def write_result(record: dict, path: str|Path) -> Path:
+
+def write_result(record: dict, path: str | Path) -> Path:
     "Write a result record as indented JSON, atomically."
     return atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
 
 # %% ../nbs/05_results.ipynb #0c8699aa
-def load_results(*paths: str|Path) -> list[dict]:
+def load_results(*paths: str | Path) -> list[dict]:
     "Read result JSONs from files, folders (recursively) or glob patterns."
     files = []
     for p in paths:
         p = Path(p)
-        if p.is_dir(): files += sorted(p.rglob("*.json"))
-        elif p.is_file(): files.append(p)
-        else: files += [Path(f) for f in sorted(glob.glob(str(p), recursive=True))]
+        if p.is_dir():
+            files += sorted(p.rglob("*.json"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            files += [Path(f) for f in sorted(glob.glob(str(p), recursive=True))]
     out = []
     for f in files:
-        try: rec = json.loads(Path(f).read_text())
-        except json.JSONDecodeError as e: raise RobustClipError(f"{f} is not valid JSON: {e}") from None
-        if isinstance(rec, dict) and "metrics" in rec: rec["_path"] = str(f); out.append(rec)
+        try:
+            rec = json.loads(Path(f).read_text())
+        except json.JSONDecodeError as e:
+            raise RobustClipError(f"{f} is not valid JSON: {e}") from None
+        if isinstance(rec, dict) and "metrics" in rec:
+            rec["_path"] = str(f)
+            out.append(rec)
     return out
+
 
 def results_frame(records: Iterable[dict]):
     "Flatten result records into a pandas DataFrame: one row per record, metrics and attack fields as columns."
     import pandas as pd
+
     rows = []
     for r in records:
         row = {k: r.get(k) for k in ("dataset", "model", "pretrained", "task")}
         row.update({k: v for k, v in r.get("metrics", {}).items() if not isinstance(v, (dict, list))})
         a = r.get("attack") or {}
-        row.update({"attack": a.get("name"), "eps": a.get("eps"), "eps_float": a.get("eps_float"),
-                    "n_samples": a.get("n_samples")})
-        for name, acc in (r.get("metrics", {}).get("per_attack") or {}).items(): row[f"after_{name}"] = acc
-        row["path"] = r.get("_path"); rows.append(row)
+        row.update(
+            {
+                "attack": a.get("name"),
+                "eps": a.get("eps"),
+                "eps_float": a.get("eps_float"),
+                "n_samples": a.get("n_samples"),
+            }
+        )
+        for name, acc in (r.get("metrics", {}).get("per_attack") or {}).items():
+            row[f"after_{name}"] = acc
+        row["path"] = r.get("_path")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 # %% ../nbs/05_results.ipynb #840fbf85
-_IN_ATTACK = {"attack": "name", "eps": "eps", "k": "k"}   # short query names for fields of the attack block
+_IN_ATTACK = {"attack": "name", "eps": "eps", "k": "k"}  # short query names for fields of the attack block
+
 
 def _field(record: dict, key: str) -> Any:
     "The value that query name `key` names in `record` (None when absent)."
     path = ["attack", _IN_ATTACK[key]] if key in _IN_ATTACK else key.split("__")
     v: Any = record
-    for p in path: v = v.get(p) if isinstance(v, dict) else None
+    for p in path:
+        v = v.get(p) if isinstance(v, dict) else None
     return v
+
 
 def _matches(record: dict, key: str, want: Any) -> bool:
     "Whether `record` has `want` where `key` points (budgets compared as numbers, task short names accepted)."
-    if key == "task": want = TASK_NAMES.get(want, want)
+    if key == "task":
+        want = TASK_NAMES.get(want, want)
     got = _field(record, key)
-    if want is None or got is None: return want is None and got is None
-    if key == "eps": return math.isclose(parse_eps(got, "l2"), parse_eps(want, "l2"), rel_tol=1e-9, abs_tol=1e-12)
+    if want is None or got is None:
+        return want is None and got is None
+    if key == "eps":
+        return math.isclose(parse_eps(got, "l2"), parse_eps(want, "l2"), rel_tol=1e-9, abs_tol=1e-12)
     return got == want
 
-def find_results(records: Iterable[dict],  # result records, e.g. from `load_results`
-                 **where: Any,             # field=value: task, dataset, model, run, eps, attack, k, a__b, ...
-                ) -> list[dict]:
+
+def find_results(
+    records: Iterable[dict],  # result records, e.g. from `load_results`
+    **where: Any,  # field=value: task, dataset, model, run, eps, attack, k, a__b, ...
+) -> list[dict]:
     "The records whose fields match every `where` item, in their original order."
     return [r for r in records if all(_matches(r, k, v) for k, v in where.items())]
 
-def select_result(records: Iterable[dict],  # result records, e.g. from `load_results`
-                  **where: Any,             # as for `find_results`
-                 ) -> dict|None:
+
+def select_result(
+    records: Iterable[dict],  # result records, e.g. from `load_results`
+    **where: Any,  # as for `find_results`
+) -> dict | None:
     "The one record matching `where`, None if there is none; an error if the query matches several."
     found = find_results(records, **where)
     if len(found) > 1:
         names = ", ".join(str(r.get("_path", r.get("model"))) for r in found[:4])
-        raise RobustClipError(f"{len(found)} results match {where} ({names}{', ...' if len(found) > 4 else ''}); narrow the query")
+        raise RobustClipError(
+            f"{len(found)} results match {where} ({names}{', ...' if len(found) > 4 else ''}); narrow the query"
+        )
     return found[0] if found else None
 
-def label_result(path: str|Path,  # a result JSON written by an evaluation
-                 **labels: Any,   # fields to add, e.g. run='fare4'
-                ) -> dict:
+
+def label_result(
+    path: str | Path,  # a result JSON written by an evaluation
+    **labels: Any,  # fields to add, e.g. run='fare4'
+) -> dict:
     "Add fields to a written result record (in place, atomically); returns the record."
-    rec = json.loads(Path(path).read_text()); rec.update(labels)
+    rec = json.loads(Path(path).read_text())
+    rec.update(labels)
     write_result(rec, path)
     return rec
 
 # %% ../nbs/05_results.ipynb #079dee71
-def markdown_table(df: Any,               # a pandas DataFrame (its index becomes the first column)
-                   floatfmt: str = "{:.1f}",  # format of float cells
-                  ) -> str:
+def markdown_table(
+    df: Any,  # a pandas DataFrame (its index becomes the first column)
+    floatfmt: str = "{:.1f}",  # format of float cells
+) -> str:
     "A pandas DataFrame as a GitHub Markdown table (index included)."
     cols = [df.index.name or ""] + [str(c) for c in df.columns]
-    fmt = lambda v: (floatfmt.format(v) if isinstance(v, float) and v == v else ("–" if isinstance(v, float) else str(v)))
+    fmt = lambda v: floatfmt.format(v) if isinstance(v, float) and v == v else ("–" if isinstance(v, float) else str(v))
     rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    rows += ["| " + " | ".join([str(i)] + [fmt(v) for v in r]) + " |" for i, r in zip(df.index, df.itertuples(index=False))]
+    rows += [
+        "| " + " | ".join([str(i)] + [fmt(v) for v in r]) + " |" for i, r in zip(df.index, df.itertuples(index=False))
+    ]
     return "\n".join(rows)
 
-def save_table(df: Any,                   # the table (a pandas DataFrame)
-               figures_dir: str|Path,     # where tables and figures go
-               name: str,                 # file stem: NAME.md and NAME.csv
-               caption: str,              # first line of the Markdown file
-               floatfmt: str = "{:.1f}",  # format of float cells in the Markdown file (the CSV keeps 4 decimals)
-              ) -> Path:
+
+def save_table(
+    df: Any,  # the table (a pandas DataFrame)
+    figures_dir: str | Path,  # where tables and figures go
+    name: str,  # file stem: NAME.md and NAME.csv
+    caption: str,  # first line of the Markdown file
+    floatfmt: str = "{:.1f}",  # format of float cells in the Markdown file (the CSV keeps 4 decimals)
+) -> Path:
     "Write `name.md` (caption + table) and `name.csv` to `figures_dir`."
-    d = Path(figures_dir); d.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(d/f"{name}.md", f"{caption}\n\n{markdown_table(df, floatfmt)}\n")
-    df.to_csv(d/f"{name}.csv", float_format="%.4f")
-    return d/f"{name}.md"
+    d = Path(figures_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / f"{name}.md", f"{caption}\n\n{markdown_table(df, floatfmt)}\n")
+    df.to_csv(d / f"{name}.csv", float_format="%.4f")
+    return d / f"{name}.md"

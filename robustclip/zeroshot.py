@@ -19,88 +19,120 @@ from .models import PixelCLIP, check_pixels
 from .data.core import ClassificationTask
 
 # %% auto #0
-__all__ = ['zeroshot_weights', 'resize_pixels', 'ImageEmbedder', 'encode_images', 'label_embeddings', 'ZeroShotClassifier',
-           'Mapped', 'task_inputs', 'subset_indices', 'build_classifier', 'classification_metrics', 'predict',
-           'evaluate_zeroshot']
+__all__ = [
+    'zeroshot_weights', 'resize_pixels', 'ImageEmbedder', 'encode_images', 'label_embeddings', 'ZeroShotClassifier',
+    'Mapped', 'task_inputs', 'subset_indices', 'build_classifier', 'classification_metrics', 'predict',
+    'evaluate_zeroshot'
+]
 
 # %% ../nbs/03_zeroshot.ipynb #e441703b
 def _fill(t: str) -> Callable[[str], str]:
     return lambda c: t.replace("{c}", c).replace("{}", c)
 
-def zeroshot_weights(model: PixelCLIP,           # the CLIP whose text tower embeds the prompts
-                     classnames: Sequence[str],  # one name per class
-                     templates: Sequence[str],   # prompt templates with '{c}' or '{}'
-                     classes_per_batch: int = 10,  # classes embedded per text forward
-                    ) -> torch.Tensor:
+
+def zeroshot_weights(
+    model: PixelCLIP,  # the CLIP whose text tower embeds the prompts
+    classnames: Sequence[str],  # one name per class
+    templates: Sequence[str],  # prompt templates with '{c}' or '{}'
+    classes_per_batch: int = 10,  # classes embedded per text forward
+) -> torch.Tensor:
     "Zero-shot head (D, C): per class, the mean of normalised prompt embeddings, re-normalised."
     from open_clip import build_zero_shot_classifier
-    if not classnames or not templates: raise RobustClipError("a zero-shot head needs class names and templates")
-    return build_zero_shot_classifier(model, model.tokenizer, list(classnames), [_fill(t) for t in templates],
-                                      num_classes_per_batch=classes_per_batch, device=model.device)
+
+    if not classnames or not templates:
+        raise RobustClipError("a zero-shot head needs class names and templates")
+    return build_zero_shot_classifier(
+        model,
+        model.tokenizer,
+        list(classnames),
+        [_fill(t) for t in templates],
+        num_classes_per_batch=classes_per_batch,
+        device=model.device,
+    )
 
 # %% ../nbs/03_zeroshot.ipynb #a0358496
-def resize_pixels(x: torch.Tensor,  # images (N,3,H,W) in [0,1]
-                  size: int,        # the side to resize to
-                  antialias: bool|None = None,  # None: anti-alias when shrinking (the zero-shot and retrieval path)
-                 ) -> torch.Tensor:
+def resize_pixels(
+    x: torch.Tensor,  # images (N,3,H,W) in [0,1]
+    size: int,  # the side to resize to
+    antialias: bool | None = None,  # None: anti-alias when shrinking (the zero-shot and retrieval path)
+) -> torch.Tensor:
     "`x` resized to `size`×`size` (bicubic, clipped to [0,1]); unchanged if it already has that size."
-    if tuple(x.shape[-2:]) == (size, size): return x
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
     check_pixels(x)
     aa = x.shape[-1] > size if antialias is None else antialias
     return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=aa).clamp(0, 1)
 
+
 class ImageEmbedder(nn.Module):
     "Pixels in [0,1] of any size -> image embeddings of `model`, resized to its input size inside the forward."
-    def __init__(self,
-                 model: PixelCLIP,         # the image tower (+ normalisation)
-                 normalize: bool = False,  # unit-normalise the embeddings (False: raw, as FARE's loss uses them)
-                 antialias: bool|None = None,  # as in `resize_pixels`
-                ):
-        super().__init__(); self.model, self.normalize, self.antialias = model, normalize, antialias
+
+    def __init__(
+        self,
+        model: PixelCLIP,  # the image tower (+ normalisation)
+        normalize: bool = False,  # unit-normalise the embeddings (False: raw, as FARE's loss uses them)
+        antialias: bool | None = None,  # as in `resize_pixels`
+    ):
+        super().__init__()
+        self.model, self.normalize, self.antialias = model, normalize, antialias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         "Embeddings (N, D) of the images `x`."
-        return self.model.encode_image(resize_pixels(x, self.model.image_size, self.antialias), normalize=self.normalize)
+        return self.model.encode_image(
+            resize_pixels(x, self.model.image_size, self.antialias), normalize=self.normalize
+        )
 
 # %% ../nbs/03_zeroshot.ipynb #1ef5184c
 @torch.no_grad()
-def encode_images(model: PixelCLIP,      # the CLIP
-                  images: torch.Tensor,  # (N,3,H,W) in [0,1], any size (resized to the model, anti-aliased)
-                  batch_size: int = 64,
-                 ) -> torch.Tensor:
+def encode_images(
+    model: PixelCLIP,  # the CLIP
+    images: torch.Tensor,  # (N,3,H,W) in [0,1], any size (resized to the model, anti-aliased)
+    batch_size: int = 64,
+) -> torch.Tensor:
     "Normalised embeddings of `images`, resized to the model's input size when needed."
     out = []
     for i in range(0, len(images), batch_size):
-        x = resize_pixels(images[i:i + batch_size].float(), model.image_size, antialias=True)
+        x = resize_pixels(images[i : i + batch_size].float(), model.image_size, antialias=True)
         out.append(model.encode_image(x.to(model.device), normalize=True).float())
     return torch.cat(out)
 
+
 @torch.no_grad()
-def label_embeddings(model: PixelCLIP,      # the CLIP
-                     images: torch.Tensor,  # (C,3,H,W): one image per class, or (C,n,3,H,W): n per class
-                    ) -> torch.Tensor:
+def label_embeddings(
+    model: PixelCLIP,  # the CLIP
+    images: torch.Tensor,  # (C,3,H,W): one image per class, or (C,n,3,H,W): n per class
+) -> torch.Tensor:
     "(C, D) normalised class embeddings: each class's image embedding, or the mean of its images' embeddings."
-    if images.ndim == 4: return encode_images(model, images)
+    if images.ndim == 4:
+        return encode_images(model, images)
     e = encode_images(model, images.flatten(0, 1)).view(*images.shape[:2], -1)
     return F.normalize(e.mean(1), dim=-1)
 
 # %% ../nbs/03_zeroshot.ipynb #02168c67
 class ZeroShotClassifier(nn.Module):
     "Pixels in [0,1] -> zero-shot logits `scale * cos(image, class)`; optional resize inside the forward."
-    def __init__(self,
-                 model: PixelCLIP,         # image tower + normalisation
-                 weights: torch.Tensor,    # (D, C) zero-shot head
-                 logit_scale: float = 100.,  # the papers' fixed scale
-                 resize: int|None = None,  # resize inputs to this size inside the forward (native-resolution path)
-                ):
+
+    def __init__(
+        self,
+        model: PixelCLIP,  # image tower + normalisation
+        weights: torch.Tensor,  # (D, C) zero-shot head
+        logit_scale: float = 100.0,  # the papers' fixed scale
+        resize: int | None = None,  # resize inputs to this size inside the forward (native-resolution path)
+    ):
         super().__init__()
         self.model, self.logit_scale, self.resize = model, logit_scale, resize
         self.register_buffer("weights", weights.detach().float())
+
     @property
-    def n_classes(self) -> int: return self.weights.shape[1]
+    def n_classes(self) -> int:
+        return self.weights.shape[1]
+
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         "Normalised image embeddings (after the optional resize)."
-        if self.resize: pixels = resize_pixels(pixels, self.resize)
+        if self.resize:
+            pixels = resize_pixels(pixels, self.resize)
         return self.model.encode_image(pixels, normalize=True)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         "Logits (N, C) of the images `pixels`."
         return self.logit_scale * self.features(pixels) @ self.weights.to(pixels.dtype)
@@ -108,39 +140,57 @@ class ZeroShotClassifier(nn.Module):
 # %% ../nbs/03_zeroshot.ipynb #7c23e43b
 class Mapped(Dataset):
     "A dataset whose images pass through `fn` (labels untouched); optionally a subset of indices."
-    def __init__(self, ds: Dataset, fn: Callable, indices: Sequence[int]|None = None):
+
+    def __init__(self, ds: Dataset, fn: Callable, indices: Sequence[int] | None = None):
         self.ds, self.fn, self.indices = ds, fn, list(indices) if indices is not None else None
-    def __len__(self): return len(self.indices) if self.indices is not None else len(self.ds)
+
+    def __len__(self):
+        return len(self.indices) if self.indices is not None else len(self.ds)
+
     def __getitem__(self, i):
         j = self.indices[i] if self.indices is not None else i
         x, y = self.ds[j]
         return self.fn(x), y
 
+
 def _to_tensor(x) -> torch.Tensor:
     from torchvision.transforms.functional import to_tensor
+
     return x if torch.is_tensor(x) else to_tensor(x)
 
-def task_inputs(task: ClassificationTask,   # the task
-                model: PixelCLIP,           # decides the preprocess
-                indices: Sequence[int]|None = None,  # a subset (e.g. the seeded attack samples)
-               ) -> Mapped:
+
+def task_inputs(
+    task: ClassificationTask,  # the task
+    model: PixelCLIP,  # decides the preprocess
+    indices: Sequence[int] | None = None,  # a subset (e.g. the seeded attack samples)
+) -> Mapped:
     "The task's images as tensors in [0,1] ready for `model` (or for the native-resolution classifier)."
-    if task.native_resolution: return Mapped(task.dataset, _to_tensor, indices)
+    if task.native_resolution:
+        return Mapped(task.dataset, _to_tensor, indices)
     pre = model.preprocess
+
     def fn(x):
         if torch.is_tensor(x):
-            return x if x.shape[-1] == model.image_size else F.interpolate(x[None], size=model.image_size, mode="bicubic", antialias=True)[0].clamp(0, 1)
+            return (
+                x
+                if x.shape[-1] == model.image_size
+                else F.interpolate(x[None], size=model.image_size, mode="bicubic", antialias=True)[0].clamp(0, 1)
+            )
         return pre(x)
+
     return Mapped(task.dataset, fn, indices)
 
-def subset_indices(n_total: int,        # dataset size
-                   n: int|None,         # how many samples (None or >= n_total: all)
-                   seed: int = 0,       # the seed of the permutation
-                  ) -> list[int]:
+
+def subset_indices(
+    n_total: int,  # dataset size
+    n: int | None,  # how many samples (None or >= n_total: all)
+    seed: int = 0,  # the seed of the permutation
+) -> list[int]:
     "A seeded random subset of range(n_total), sorted: `SubsetSpec(n, 'random', seed).indices(n_total)`."
     return SubsetSpec(n, "random", seed).indices(n_total)
 
-def build_classifier(model: PixelCLIP, task: ClassificationTask, logit_scale: float = 100.) -> ZeroShotClassifier:
+
+def build_classifier(model: PixelCLIP, task: ClassificationTask, logit_scale: float = 100.0) -> ZeroShotClassifier:
     "The zero-shot classifier for `task` (with the resize the task needs)."
     W = zeroshot_weights(model, task.classnames, task.templates)
     return ZeroShotClassifier(model, W, logit_scale, resize=model.image_size if task.native_resolution else None).eval()
@@ -152,27 +202,35 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
     top = logits.topk(k, dim=1).indices
     acc1 = (top[:, 0] == labels).double().mean().item()
     acc5 = (top == labels[:, None]).any(1).double().mean().item()
-    pred = top[:, 0]; present = labels.unique()
+    pred = top[:, 0]
+    present = labels.unique()
     recall = torch.stack([(pred[labels == c] == c).double().mean() for c in present]).mean().item()
     return {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": recall}
 
+
 @torch.no_grad()
-def predict(clf: nn.Module, data: Dataset, batch_size: int = 256, device=None, desc: str = "clean") -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    clf: nn.Module, data: Dataset, batch_size: int = 256, device=None, desc: str = "clean"
+) -> tuple[torch.Tensor, torch.Tensor]:
     "Logits and labels for a dataset of (image, label), batch by batch (data stays on the CPU)."
     device = device or next(clf.parameters()).device
     outs, ys = [], []
     for x, y in progress(DataLoader(data, batch_size=batch_size), desc=desc, unit="batch", leave=False):
-        outs.append(clf(x.to(device)).float().cpu()); ys.append(torch.as_tensor(y))
+        outs.append(clf(x.to(device)).float().cpu())
+        ys.append(torch.as_tensor(y))
     return torch.cat(outs), torch.cat(ys)
 
-def evaluate_zeroshot(model: PixelCLIP,             # the CLIP
-                      task: ClassificationTask,     # what to classify
-                      batch_size: int = 256,
-                      n_samples: int|None = None,   # evaluate a seeded subset (None: all, as the papers do for clean)
-                      seed: int = 0,
-                     ) -> dict[str, float]:
+
+def evaluate_zeroshot(
+    model: PixelCLIP,  # the CLIP
+    task: ClassificationTask,  # what to classify
+    batch_size: int = 256,
+    n_samples: int | None = None,  # evaluate a seeded subset (None: all, as the papers do for clean)
+    seed: int = 0,
+) -> dict[str, float]:
     "Clean zero-shot metrics of `model` on `task`."
     clf = build_classifier(model, task)
-    logits, labels = predict(clf, task_inputs(task, model, subset_indices(len(task), n_samples, seed)), batch_size,
-                             desc=f"clean {task.name}")
+    logits, labels = predict(
+        clf, task_inputs(task, model, subset_indices(len(task), n_samples, seed)), batch_size, desc=f"clean {task.name}"
+    )
     return {**classification_metrics(logits, labels), "n": len(labels)}

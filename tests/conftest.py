@@ -1,4 +1,5 @@
 "Shared pytest setup: CPU only, quiet progress bars, the repo root, and the cached mini-base model."
+
 import os
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def root() -> Path:
 def mini_base():
     "The mini-base CLIP (pretrained once per cache, then loaded from it)."
     from robustclip.models import load_clip
+
     return load_clip("mini-base")
 
 
@@ -30,11 +32,14 @@ def mini_base():
 def tiny():
     "A random RC-Tiny-ViT (seconds to build; for mechanics, not accuracy)."
     from robustclip.models import load_clip
+
     torch.manual_seed(0)
     return load_clip("RC-Tiny-ViT")
 
 
-LONG_POLES = ("test_smoke_reproduction_end_to_end",)   # minutes each: started first, so no worker waits on them at the end
+LONG_POLES = (
+    "test_smoke_reproduction_end_to_end",
+)  # minutes each: started first, so no worker waits on them at the end
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,7 @@ of the expected line. Every case fails before a model loads or, where a model is
 checkpoint), with the tiny random RC-Tiny-ViT, so the table runs in seconds. Below it, the faults that need a real
 run: an output written by other settings, a concurrent writer, a damaged sidecar, an unwritable output folder.
 """
+
 import json
 import os
 from pathlib import Path
@@ -29,7 +30,8 @@ def _torch_file(p: Path):
 
 
 def _truncated(p: Path):
-    torch.save(GOOD_PT, p); p.write_bytes(p.read_bytes()[:200])
+    torch.save(GOOD_PT, p)
+    p.write_bytes(p.read_bytes()[:200])
 
 
 LATIN = "text,label\nblue sky,1\ncafé rouge,0\n".encode("latin-1")
@@ -38,7 +40,7 @@ ZS = ["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "mini/digit"]
 TXT = ["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "mini/text"]
 RET = ["eval", "retrieval", "--model", "RC-Tiny-ViT", "--dataset", "mini/retrieval"]
 
-CASES = {   # id -> (argv, files, expected piece of the line)
+CASES = {  # id -> (argv, files, expected piece of the line)
     # eval zeroshot: outputs, budgets, flags without an attack, checkpoints, local-dir folders, tasks of another kind
     "zs-output-is-folder": (ZS + ["--output", "{d}/adir"], _files(adir=None), "is a folder"),
     "zs-output-through-file": (ZS + ["--output", "{d}/afile/r.json"], _files(afile="x"), "is a file, not a folder"),
@@ -52,33 +54,79 @@ CASES = {   # id -> (argv, files, expected piece of the line)
     "zs-precision-no-attack": (ZS + ["--precision", "bf16"], {}, "--precision does nothing"),
     "zs-n-samples-zero": (ZS + ["--n-samples", "0"], {}, "--n-samples must be positive"),
     "zs-attack-without-eps": (ZS + ["--attack", "apgd-ce"], {}, "needs --eps"),
-    "zs-unknown-dataset": (["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "no-such-set"], {}, "unknown dataset"),
-    "zs-text-task": (["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "mini/text"], {}, "mini/text is not an image classification task"),
+    "zs-unknown-dataset": (
+        ["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "no-such-set"],
+        {},
+        "unknown dataset",
+    ),
+    "zs-text-task": (
+        ["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "mini/text"],
+        {},
+        "mini/text is not an image classification task",
+    ),
     "zs-empty-pt": (ZS + ["--pretrained", "{d}/empty.pt"], _files(**{"empty.pt": b""}), "is empty (0 bytes)"),
-    "zs-random-pt": (ZS + ["--pretrained", "{d}/rand.pt"], _files(**{"rand.pt": bytes(range(7, 250)) * 20}), "is not a checkpoint"),
+    "zs-random-pt": (
+        ZS + ["--pretrained", "{d}/rand.pt"],
+        _files(**{"rand.pt": bytes(range(7, 250)) * 20}),
+        "is not a checkpoint",
+    ),
     "zs-text-as-pt": (ZS + ["--pretrained", "{d}/notes.pt"], _files(**{"notes.pt": "hello\n"}), "is not a checkpoint"),
     "zs-truncated-pt": (ZS + ["--pretrained", "{d}/cut.pt"], _files(**{"cut.pt": _truncated}), "truncated or damaged"),
     "zs-missing-pt": (ZS + ["--pretrained", "{d}/none.pt"], {}, "not found"),
-    "zs-foreign-state-dict": (ZS + ["--pretrained", "{d}/other.pt"], _files(**{"other.pt": _torch_file}), "does not fit"),
-    "zs-local-dir-garbled-json": (["eval", "zeroshot", "--model", "local-dir:{d}/m", "--dataset", "mini/digit"],
-                                  _files(m=None, **{"m/open_clip_config.json": '{"model_cfg": {"embed'}), "open_clip_config.json is not valid JSON"),
-    "zs-local-dir-latin-json": (["eval", "zeroshot", "--model", "local-dir:{d}/m", "--dataset", "mini/digit"],
-                                _files(m=None, **{"m/open_clip_config.json": '{"name": "café"}'.encode("latin-1")}), "not UTF-8"),
-    "zs-local-dir-no-config": (["eval", "zeroshot", "--model", "local-dir:{d}/m", "--dataset", "mini/digit"], _files(m=None),
-                               "has no open_clip_config.json"),
+    "zs-foreign-state-dict": (
+        ZS + ["--pretrained", "{d}/other.pt"],
+        _files(**{"other.pt": _torch_file}),
+        "does not fit",
+    ),
+    "zs-local-dir-garbled-json": (
+        ["eval", "zeroshot", "--model", "local-dir:{d}/m", "--dataset", "mini/digit"],
+        _files(m=None, **{"m/open_clip_config.json": '{"model_cfg": {"embed'}),
+        "open_clip_config.json is not valid JSON",
+    ),
+    "zs-local-dir-latin-json": (
+        ["eval", "zeroshot", "--model", "local-dir:{d}/m", "--dataset", "mini/digit"],
+        _files(m=None, **{"m/open_clip_config.json": '{"name": "café"}'.encode("latin-1")}),
+        "not UTF-8",
+    ),
+    "zs-local-dir-no-config": (
+        ["eval", "zeroshot", "--model", "local-dir:{d}/m", "--dataset", "mini/digit"],
+        _files(m=None),
+        "has no open_clip_config.json",
+    ),
     # eval text
     "text-k-without-attack": (TXT + ["--attack", "none", "--k", "3"], {}, "--k does nothing with --attack none"),
-    "text-positions-without-attack": (TXT + ["--attack", "none", "--n-positions", "3", "--alphabet", "abc"], {},
-                                      "--n-positions, --alphabet do nothing"),
-    "text-header-only-csv": (["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "textcsv:{d}/h.csv"],
-                             _files(**{"h.csv": "text,label\n"}), "has a header (text, label) but no rows"),
-    "text-latin1-csv": (["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "textcsv:{d}/l.csv", "--label-encoder", "text"],
-                        _files(**{"l.csv": LATIN}), "l.csv, line 3: not UTF-8"),
-    "text-empty-csv": (["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "textcsv:{d}/e.csv"], _files(**{"e.csv": ""}), "is empty"),
-    "text-missing-csv": (["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "textcsv:{d}/none.csv"], {}, "not found"),
+    "text-positions-without-attack": (
+        TXT + ["--attack", "none", "--n-positions", "3", "--alphabet", "abc"],
+        {},
+        "--n-positions, --alphabet do nothing",
+    ),
+    "text-header-only-csv": (
+        ["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "textcsv:{d}/h.csv"],
+        _files(**{"h.csv": "text,label\n"}),
+        "has a header (text, label) but no rows",
+    ),
+    "text-latin1-csv": (
+        ["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "textcsv:{d}/l.csv", "--label-encoder", "text"],
+        _files(**{"l.csv": LATIN}),
+        "l.csv, line 3: not UTF-8",
+    ),
+    "text-empty-csv": (
+        ["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "textcsv:{d}/e.csv"],
+        _files(**{"e.csv": ""}),
+        "is empty",
+    ),
+    "text-missing-csv": (
+        ["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "textcsv:{d}/none.csv"],
+        {},
+        "not found",
+    ),
     "text-output-is-folder": (TXT + ["--output", "{d}"], {}, "is a folder"),
     "text-negative-k": (TXT + ["--k=-1"], {}, "--k must be an integer >= 0"),
-    "text-image-task": (["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "mini/digit"], {}, "is not a text classification task"),
+    "text-image-task": (
+        ["eval", "text", "--model", "RC-Tiny-ViT", "--dataset", "mini/digit"],
+        {},
+        "is not a text classification task",
+    ),
     # eval retrieval
     "ret-apgd-zero-steps": (RET + ["--attack", "apgd", "--steps", "0"], {}, "--steps must be a positive integer"),
     "ret-steps-without-apgd": (RET + ["--steps", "5"], {}, "--steps does nothing with --attack charmer"),
@@ -91,34 +139,74 @@ CASES = {   # id -> (argv, files, expected piece of the line)
     # train
     "train-empty-config": (["train", "{d}/c.yaml"], _files(**{"c.yaml": ""}), "c.yaml is empty"),
     "train-comment-only-config": (["train", "{d}/c.yaml"], _files(**{"c.yaml": "# to do\n"}), "is empty"),
-    "train-latin1-config": (["train", "{d}/c.yaml"], _files(**{"c.yaml": "method: fare\nname: café\n".encode("latin-1")}),
-                            "c.yaml, line 2: not UTF-8"),
+    "train-latin1-config": (
+        ["train", "{d}/c.yaml"],
+        _files(**{"c.yaml": "method: fare\nname: café\n".encode("latin-1")}),
+        "c.yaml, line 2: not UTF-8",
+    ),
     "train-invalid-yaml": (["train", "{d}/c.yaml"], _files(**{"c.yaml": "method: [fare\n"}), "is not valid YAML"),
     "train-list-config": (["train", "{d}/c.yaml"], _files(**{"c.yaml": "- fare\n"}), "must hold a mapping"),
     "train-unknown-key": (["train", "{d}/c.yaml", "stepz=3"], _files(**{"c.yaml": CFG}), "stepz"),
     "train-missing-config": (["train", "{d}/none.yaml"], {}, "none.yaml"),
-    "train-output-through-file": (["train", "{d}/c.yaml", "output_dir={d}/f/run"], _files(f="x", **{"c.yaml": CFG}),
-                                  "output_dir {d}/f/run cannot be created"),
-    "train-resume-random-bytes": (["train", "{d}/c.yaml", "output_dir={d}/run", "--resume", "{d}/r.pt"],
-                                  _files(run=None, **{"c.yaml": CFG, "r.pt": b"\x00" * 100}), "is not a checkpoint"),
-    "train-resume-missing": (["train", "{d}/c.yaml", "output_dir={d}/run", "--resume", "{d}/none.pt"],
-                             _files(run=None, **{"c.yaml": CFG}), "resume checkpoint not found"),
+    "train-output-through-file": (
+        ["train", "{d}/c.yaml", "output_dir={d}/f/run"],
+        _files(f="x", **{"c.yaml": CFG}),
+        "output_dir {d}/f/run cannot be created",
+    ),
+    "train-resume-random-bytes": (
+        ["train", "{d}/c.yaml", "output_dir={d}/run", "--resume", "{d}/r.pt"],
+        _files(run=None, **{"c.yaml": CFG, "r.pt": b"\x00" * 100}),
+        "is not a checkpoint",
+    ),
+    "train-resume-missing": (
+        ["train", "{d}/c.yaml", "output_dir={d}/run", "--resume", "{d}/none.pt"],
+        _files(run=None, **{"c.yaml": CFG}),
+        "resume checkpoint not found",
+    ),
     "train-eps-div-zero": (["train", "{d}/c.yaml", "eps=4/0"], _files(**{"c.yaml": CFG}), "divides by zero"),
     # export and push-to-hub
-    "export-existing-output": (["export", "--model", "RC-Tiny-ViT", "--output", "{d}/out"], _files(out=None, **{"out/keep.txt": "mine"}),
-                               "already holds 1 file(s) (keep.txt)"),
-    "export-output-through-file": (["export", "--model", "RC-Tiny-ViT", "--output", "{d}/f/out"], _files(f="x"), "is a file, not a folder"),
-    "export-output-is-file": (["export", "--model", "RC-Tiny-ViT", "--output", "{d}/f"], _files(f="x"), "is a file, not a folder"),
+    "export-existing-output": (
+        ["export", "--model", "RC-Tiny-ViT", "--output", "{d}/out"],
+        _files(out=None, **{"out/keep.txt": "mine"}),
+        "already holds 1 file(s) (keep.txt)",
+    ),
+    "export-output-through-file": (
+        ["export", "--model", "RC-Tiny-ViT", "--output", "{d}/f/out"],
+        _files(f="x"),
+        "is a file, not a folder",
+    ),
+    "export-output-is-file": (
+        ["export", "--model", "RC-Tiny-ViT", "--output", "{d}/f"],
+        _files(f="x"),
+        "is a file, not a folder",
+    ),
     "export-run-not-a-run": (["export", "--run", "{d}/nowhere", "--output", "{d}/out"], {}, "is it a training run?"),
-    "export-two-sources": (["export", "--model", "RC-Tiny-ViT", "--run", "{d}", "--output", "{d}/out"], {}, "name exactly one source"),
-    "export-random-checkpoint": (["export", "--model", "RC-Tiny-ViT", "--pretrained", "{d}/r.pt", "--output", "{d}/out"],
-                                 _files(**{"r.pt": bytes(range(7, 250)) * 4}), "is not a checkpoint"),
-    "hub-dry-run-existing": (["push-to-hub", "--model", "RC-Tiny-ViT", "--repo-id", "me/x", "--dry-run", "{d}/hub"],
-                             _files(hub=None, **{"hub/README.md": "old"}), "--dry-run {d}/hub already holds"),
-    "hub-bad-repo-id": (["push-to-hub", "--model", "RC-Tiny-ViT", "--repo-id", "noslash", "--dry-run", "{d}/hub"], {}, "org/name"),
+    "export-two-sources": (
+        ["export", "--model", "RC-Tiny-ViT", "--run", "{d}", "--output", "{d}/out"],
+        {},
+        "name exactly one source",
+    ),
+    "export-random-checkpoint": (
+        ["export", "--model", "RC-Tiny-ViT", "--pretrained", "{d}/r.pt", "--output", "{d}/out"],
+        _files(**{"r.pt": bytes(range(7, 250)) * 4}),
+        "is not a checkpoint",
+    ),
+    "hub-dry-run-existing": (
+        ["push-to-hub", "--model", "RC-Tiny-ViT", "--repo-id", "me/x", "--dry-run", "{d}/hub"],
+        _files(hub=None, **{"hub/README.md": "old"}),
+        "--dry-run {d}/hub already holds",
+    ),
+    "hub-bad-repo-id": (
+        ["push-to-hub", "--model", "RC-Tiny-ViT", "--repo-id", "noslash", "--dry-run", "{d}/hub"],
+        {},
+        "org/name",
+    ),
     # reproduce
-    "reproduce-only-matches-nothing": (["reproduce", "--root", str(ROOT), "--dry-run", "--only", "no-such-step", "--runs", "{d}/runs"], {},
-                                       "matches no step"),
+    "reproduce-only-matches-nothing": (
+        ["reproduce", "--root", str(ROOT), "--dry-run", "--only", "no-such-step", "--runs", "{d}/runs"],
+        {},
+        "matches no step",
+    ),
     "reproduce-no-configs": (["reproduce", "--root", "{d}", "--dry-run"], {}, "has no configs/"),
 }
 
@@ -126,20 +214,30 @@ CASES = {   # id -> (argv, files, expected piece of the line)
 def _make(d: Path, files: dict) -> None:
     for name, v in files.items():
         p = d / name
-        if v is None: p.mkdir(parents=True, exist_ok=True)
-        elif callable(v): p.parent.mkdir(parents=True, exist_ok=True); v(p)
-        else: p.parent.mkdir(parents=True, exist_ok=True); (p.write_bytes if isinstance(v, bytes) else p.write_text)(v)
+        if v is None:
+            p.mkdir(parents=True, exist_ok=True)
+        elif callable(v):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            v(p)
+        else:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            (p.write_bytes if isinstance(v, bytes) else p.write_text)(v)
 
 
 def _state(d: Path) -> dict:
     "Every path under d with its size and modification time: what 'nothing created or changed' compares."
-    return {str(p.relative_to(d)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns) for p in d.rglob("*")}
+    return {
+        str(p.relative_to(d)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+        for p in d.rglob("*")
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, capsys):
     argv, files, piece = CASES[case]
-    d = tmp_path / "case"; d.mkdir(); _make(d, files)
+    d = tmp_path / "case"
+    d.mkdir()
+    _make(d, files)
     before = _state(d)
     code = main([a.replace("{d}", str(d)) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
@@ -147,13 +245,21 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, capsys)
     assert len(err) == 1, err
     assert err[0].startswith("robustclip ") and ": error: " in err[0] and "Traceback" not in err[0]
     assert piece.replace("{d}", str(d)) in err[0], err[0]
-    assert len(err[0]) < 1000, f"{len(err[0])} characters"   # a line, not a dump (a task object was 66 KB)
+    assert len(err[0]) < 1000, f"{len(err[0])} characters"  # a line, not a dump (a task object was 66 KB)
     assert _state(d) == before
 
 
 def test_the_table_covers_every_command():
     commands = {" ".join(argv[:2]) if argv[0] == "eval" else argv[0] for argv, _, _ in CASES.values()}
-    assert commands == {"eval zeroshot", "eval text", "eval retrieval", "train", "export", "push-to-hub", "reproduce"}, commands
+    assert commands == {
+        "eval zeroshot",
+        "eval text",
+        "eval retrieval",
+        "train",
+        "export",
+        "push-to-hub",
+        "reproduce",
+    }, commands
     assert len(CASES) >= 60, len(CASES)
 
 
@@ -164,10 +270,12 @@ CLEAN = ["eval", "zeroshot", "--model", "mini-base", "--dataset", "mini/color"]
 def test_other_settings_on_one_output_are_refused_until_overwrite(tmp_path, mini_base, capsys):
     out = tmp_path / "r.json"
     assert main(CLEAN + ["--n-samples", "16", "--output", str(out)]) == 0
-    first = out.read_bytes(); rec = json.loads(first)
-    assert rec["metrics"]["n"] == 16 and rec["versions"]["cuda"] is None   # no GPU here: no CUDA version claimed
-    assert main(CLEAN + ["--n-samples", "16", "--output", str(out)]) == 0   # the same settings: fine (resumes)
-    capsys.readouterr(); same = out.read_bytes()
+    first = out.read_bytes()
+    rec = json.loads(first)
+    assert rec["metrics"]["n"] == 16 and rec["versions"]["cuda"] is None  # no GPU here: no CUDA version claimed
+    assert main(CLEAN + ["--n-samples", "16", "--output", str(out)]) == 0  # the same settings: fine (resumes)
+    capsys.readouterr()
+    same = out.read_bytes()
     assert main(CLEAN + ["--n-samples", "24", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already holds a result of other settings" in err[0] and "--overwrite" in err[0], err
@@ -180,21 +288,35 @@ def test_interrupted_sidecar_of_other_settings_is_refused(tmp_path, mini_base, c
     out = tmp_path / "a.json"
     atk = ["--eps", "8/255", "--attack", "apgd-ce", "--iterations", "2", "--restarts", "1", "--batch-size", "8"]
     from robustclip.eval.zeroshot import eval_zeroshot
-    part = eval_zeroshot(mini_base, "mini/color", n_samples=16, eps="8/255", attack="apgd-ce", iterations=2, restarts=1,
-                         batch_size=8, output=out, max_batches=1)
+
+    part = eval_zeroshot(
+        mini_base,
+        "mini/color",
+        n_samples=16,
+        eps="8/255",
+        attack="apgd-ce",
+        iterations=2,
+        restarts=1,
+        batch_size=8,
+        output=out,
+        max_batches=1,
+    )
     assert part["complete"] is False and not out.exists()
-    side = tmp_path / "a.samples.jsonl"; before = side.read_bytes()
+    side = tmp_path / "a.samples.jsonl"
+    before = side.read_bytes()
     assert main(CLEAN + atk[:-2] + ["--batch-size", "4", "--n-samples", "16", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "belongs to an evaluation with other settings (settings that differ: batch_size)" in err[0], err
+    assert (
+        len(err) == 1 and "belongs to an evaluation with other settings (settings that differ: batch_size)" in err[0]
+    ), err
     assert side.read_bytes() == before and not out.exists()
-    assert main(CLEAN + atk + ["--n-samples", "16", "--output", str(out)]) == 0        # its own settings resume it
+    assert main(CLEAN + atk + ["--n-samples", "16", "--output", str(out)]) == 0  # its own settings resume it
     assert json.loads(out.read_text())["resumed_batches"] == 1
 
 
 def test_a_result_being_written_is_refused(tmp_path, mini_base, capsys):
     out = tmp_path / "r.json"
-    with exclusive(out):                                          # as another process writing r.json right now
+    with exclusive(out):  # as another process writing r.json right now
         assert main(CLEAN + ["--n-samples", "8", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "being written by another robustclip process" in err[0], err
@@ -203,13 +325,32 @@ def test_a_result_being_written_is_refused(tmp_path, mini_base, capsys):
 
 def test_a_sidecar_line_without_its_key_is_recomputed(tmp_path, mini_base, capsys):
     out = tmp_path / "a.json"
-    args = CLEAN + ["--eps", "8/255", "--attack", "apgd-ce", "--iterations", "2", "--restarts", "1", "--batch-size", "8",
-                    "--n-samples", "16", "--output", str(out)]
+    args = CLEAN + [
+        "--eps",
+        "8/255",
+        "--attack",
+        "apgd-ce",
+        "--iterations",
+        "2",
+        "--restarts",
+        "1",
+        "--batch-size",
+        "8",
+        "--n-samples",
+        "16",
+        "--output",
+        str(out),
+    ]
     assert main(args) == 0
     once = json.loads(out.read_text())["metrics"]
-    side = tmp_path / "a.samples.jsonl"; lines = side.read_text().splitlines()
-    line = json.loads(lines[2]); del line["batch"]; lines[2] = json.dumps(line)
-    side.write_text("\n".join(lines) + "\n"); out.unlink(); capsys.readouterr()
+    side = tmp_path / "a.samples.jsonl"
+    lines = side.read_text().splitlines()
+    line = json.loads(lines[2])
+    del line["batch"]
+    lines[2] = json.dumps(line)
+    side.write_text("\n".join(lines) + "\n")
+    out.unlink()
+    capsys.readouterr()
     assert main(args) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("robustclip: warning:") and "line 3: not a batch line" in err[0], err
@@ -218,9 +359,13 @@ def test_a_sidecar_line_without_its_key_is_recomputed(tmp_path, mini_base, capsy
 
 
 def test_an_unwritable_output_is_refused_before_any_model_loads(tmp_path, monkeypatch, capsys):
-    import robustclip.core, robustclip.eval.zeroshot as zs
+    import robustclip.core
+    import robustclip.eval.zeroshot as zs
+
     real = os.access
-    monkeypatch.setattr(robustclip.core.os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real(p, mode))
+    monkeypatch.setattr(
+        robustclip.core.os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real(p, mode)
+    )
     monkeypatch.setattr(zs, "resolve_model", lambda *a, **k: pytest.fail("a model was loaded before the output check"))
     (tmp_path / "ro").mkdir()
     assert main(CLEAN + ["--output", str(tmp_path / "ro" / "r.json")]) == 2
@@ -231,7 +376,10 @@ def test_an_unwritable_output_is_refused_before_any_model_loads(tmp_path, monkey
 def test_reproduce_dry_run_honours_only_and_help_has_no_stale_timing(capsys, tmp_path):
     assert main(["reproduce", "--root", str(ROOT), "--dry-run", "--runs", str(tmp_path / "runs")]) == 0
     every = capsys.readouterr().out.strip().splitlines()
-    assert main(["reproduce", "--root", str(ROOT), "--dry-run", "--only", "table14", "--runs", str(tmp_path / "runs")]) == 0
+    assert (
+        main(["reproduce", "--root", str(ROOT), "--dry-run", "--only", "table14", "--runs", str(tmp_path / "runs")])
+        == 0
+    )
     only = capsys.readouterr().out.strip().splitlines()
     assert any("notebook/table14_drift" in l for l in only) and not any("notebook/claims" in l for l in only)
     assert len(only) < len(every)

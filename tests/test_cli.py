@@ -1,4 +1,5 @@
 "The `robustclip` command end to end: help, exit codes, one-line errors, and the clean zero-shot JSON on mini-base."
+
 import json
 import os
 import subprocess
@@ -31,13 +32,21 @@ def test_each_command_has_help(name, capsys):
     assert "usage: robustclip " + name in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["eval", "zeroshot", "--model", "ViT-L-41", "--dataset", "mini/digit"], "unknown model 'ViT-L-41'"),
-    (["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "no-such-set"], "unknown dataset"),
-    (["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "cifar10", "--data-root", "/nonexistent"],
-     "CLIP_benchmark layout"),
-    (["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "mini/digit", "--batch-size", "0"], "--batch-size"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["eval", "zeroshot", "--model", "ViT-L-41", "--dataset", "mini/digit"], "unknown model 'ViT-L-41'"),
+        (["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "no-such-set"], "unknown dataset"),
+        (
+            ["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "cifar10", "--data-root", "/nonexistent"],
+            "CLIP_benchmark layout",
+        ),
+        (
+            ["eval", "zeroshot", "--model", "RC-Tiny-ViT", "--dataset", "mini/digit", "--batch-size", "0"],
+            "--batch-size",
+        ),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(argv, msg, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

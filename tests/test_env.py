@@ -1,4 +1,5 @@
 "The pinned environment is stated once and repeated consistently: requirements.txt, environment.yml, Makefile, README."
+
 import re
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def test_readme_opens_with_the_two_commands():
 
 def test_nbdev_keeps_papermill_tags():
     import tomllib
+
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["nbdev"]
     assert "tags" in cfg["allowed_cell_metadata_keys"]
     assert {"slow", "gpu"} <= set(cfg["tst_flags"].split())

@@ -4,7 +4,14 @@ Skipped where no GPU is visible (CI). Run on a GPU machine with the GPU made vis
 
     CUDA_VISIBLE_DEVICES=0 python -m pytest -m gpu tests/test_gpu.py
 """
-import json, math, os, shutil, subprocess, sys, warnings
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,8 +24,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_cuda_encoders_match_cpu(tiny):
     "fp32 image and text embeddings on the GPU equal the CPU's up to float reordering (TF32 off)."
     from robustclip.models import load_clip
+
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    torch.manual_seed(0); gpu = load_clip("RC-Tiny-ViT", device="cuda")
+    torch.manual_seed(0)
+    gpu = load_clip("RC-Tiny-ViT", device="cuda")
     x = torch.rand(8, 3, tiny.image_size, tiny.image_size, generator=torch.Generator().manual_seed(0))
     texts = ["a red seven.", "a small digit in the top left"]
     with torch.no_grad():
@@ -29,17 +38,30 @@ def test_cuda_encoders_match_cpu(tiny):
 def _robust(model, device, precision, n=256):
     from robustclip.attacks.pgd import RobustnessWarning
     from robustclip.eval.zeroshot import eval_zeroshot
+
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        r = eval_zeroshot(model, "mini/position", n_samples=n, device=device, attack="apgd-ce,apgd-t", eps="8/255",
-                          iterations=30, restarts=1, n_target_classes=3, precision=precision, seed=0)
+        r = eval_zeroshot(
+            model,
+            "mini/position",
+            n_samples=n,
+            device=device,
+            attack="apgd-ce,apgd-t",
+            eps="8/255",
+            iterations=30,
+            restarts=1,
+            n_target_classes=3,
+            precision=precision,
+            seed=0,
+        )
     bad = [str(x.message) for x in w if issubclass(x.category, RobustnessWarning)]
-    assert not bad, bad                                      # the cascade's own sanity checks pass on this device
+    assert not bad, bad  # the cascade's own sanity checks pass on this device
     return r["metrics"]
 
 
 @pytest.fixture(scope="module")
-def robust_cpu(mini_base): return _robust(mini_base, "cpu", "fp32")
+def robust_cpu(mini_base):
+    return _robust(mini_base, "cpu", "fp32")
 
 
 def test_cuda_robust_accuracy_matches_cpu(mini_base, robust_cpu):
@@ -60,13 +82,31 @@ def _fare(tmp_path, name, **kw):
     from robustclip.data.core import write_image_folder
     from robustclip.train.config import make_config
     from robustclip.train.loop import train
+
     d = tmp_path / "data"
     if not d.exists():
         g = torch.Generator().manual_seed(0)
-        write_image_folder(d, torch.rand(128, 3, 32, 32, generator=g), [i % 4 for i in range(128)], ["a", "b", "c", "d"])
-    cfg = make_config(dict(method="fare", model="RC-Tiny-ViT", pretrained=None, dataset=f"imagefolder:{d}", eps="8/255",
-                           steps=6, batch_size=32, warmup=1, lr=1e-4, attack_steps=3, check_every=-1, log_every=1,
-                           output_dir=str(tmp_path / name), **kw))
+        write_image_folder(
+            d, torch.rand(128, 3, 32, 32, generator=g), [i % 4 for i in range(128)], ["a", "b", "c", "d"]
+        )
+    cfg = make_config(
+        dict(
+            method="fare",
+            model="RC-Tiny-ViT",
+            pretrained=None,
+            dataset=f"imagefolder:{d}",
+            eps="8/255",
+            steps=6,
+            batch_size=32,
+            warmup=1,
+            lr=1e-4,
+            attack_steps=3,
+            check_every=-1,
+            log_every=1,
+            output_dir=str(tmp_path / name),
+            **kw,
+        )
+    )
     out = train(cfg)
     return [json.loads(l) for l in (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
 
@@ -87,17 +127,45 @@ def test_torchrun_nccl(tmp_path, root):
     "torchrun on the GPU picks NCCL and the CUDA device of its local rank, and writes a loadable model."
     from robustclip.data.core import write_image_folder
     from robustclip.models import load_clip
+
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None: pytest.skip("torchrun not installed")
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
     g = torch.Generator().manual_seed(0)
-    write_image_folder(tmp_path / "data", torch.rand(32, 3, 32, 32, generator=g), [i % 4 for i in range(32)], ["a", "b", "c", "d"])
+    write_image_folder(
+        tmp_path / "data", torch.rand(32, 3, 32, 32, generator=g), [i % 4 for i in range(32)], ["a", "b", "c", "d"]
+    )
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(dict(method="tecoa", model="RC-Tiny-ViT", pretrained=None, dataset=f"imagefolder:{tmp_path}/data",
-                                       steps=4, batch_size=16, warmup=1, attack_steps=2, check_every=-1, log_every=2,
-                                       precision="bf16", output_dir=str(tmp_path / "run"))))
-    env = {**os.environ, "ROBUSTCLIP_PROGRESS": "0", "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    r = subprocess.run([torchrun, "--nproc_per_node", "1", "--master_port", "29541", "-m", "robustclip", "train", str(cfg)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    cfg.write_text(
+        yaml.safe_dump(
+            dict(
+                method="tecoa",
+                model="RC-Tiny-ViT",
+                pretrained=None,
+                dataset=f"imagefolder:{tmp_path}/data",
+                steps=4,
+                batch_size=16,
+                warmup=1,
+                attack_steps=2,
+                check_every=-1,
+                log_every=2,
+                precision="bf16",
+                output_dir=str(tmp_path / "run"),
+            )
+        )
+    )
+    env = {
+        **os.environ,
+        "ROBUSTCLIP_PROGRESS": "0",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    r = subprocess.run(
+        [torchrun, "--nproc_per_node", "1", "--master_port", "29541", "-m", "robustclip", "train", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and rows[-1]["mem_gb"] > 0

@@ -1,4 +1,5 @@
 "load_clip / save_clip: every spec users write, round trips, and one clear error per bad input."
+
 import json
 import os
 from pathlib import Path
@@ -33,6 +34,7 @@ def test_round_trip_bit_identical_through_load_clip_and_plain_open_clip(saved_ti
 
 def test_save_load_safetensors_and_pt_full_checkpoints(tmp_path, tiny):
     from safetensors.torch import save_file
+
     other = create_clip(tiny.model_cfg, seed=3)
     save_file({k: v.contiguous() for k, v in other.model.state_dict().items()}, str(tmp_path / "full.safetensors"))
     torch.save({"state_dict": {f"module.{k}": v for k, v in other.model.state_dict().items()}}, tmp_path / "full.pt")
@@ -43,7 +45,7 @@ def test_save_load_safetensors_and_pt_full_checkpoints(tmp_path, tiny):
 
 def test_vision_only_checkpoints_keep_the_base_text_tower(tmp_path, saved_tiny, tiny):
     robust = create_clip(tiny.model_cfg, seed=7)
-    torch.save(robust.visual.state_dict(), tmp_path / "fare.pt")                                # released FARE format
+    torch.save(robust.visual.state_dict(), tmp_path / "fare.pt")  # released FARE format
     torch.save({"vision_encoder_state_dict": robust.visual.state_dict()}, tmp_path / "tecoa.pt")  # TeCoA format
     torch.save({f"visual.{k}": v for k, v in robust.visual.state_dict().items()}, tmp_path / "prefixed.pt")
     for f in ("fare.pt", "tecoa.pt", "prefixed.pt"):
@@ -76,7 +78,7 @@ def test_openai_tags_get_quickgelu(monkeypatch):
     assert seen[("ViT-L-14", "openai")] is True and m.model_cfg["quick_gelu"] is True
     load_clip("ViT-B-32", pretrained="laion2b_s34b_b79k")
     assert seen[("ViT-B-32", "laion2b_s34b_b79k")] is False
-    load_clip("ViT-B-32", pretrained="openai", quick_gelu=False)     # an explicit choice wins
+    load_clip("ViT-B-32", pretrained="openai", quick_gelu=False)  # an explicit choice wins
     assert seen[("ViT-B-32", "openai")] is False
 
 
@@ -141,12 +143,15 @@ def test_local_dir_without_config(tmp_path):
         load_clip(f"local-dir:{tmp_path / 'd'}")
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (torch.rand(2, 3, 32, 32) * 2, "must lie in [0,1]"),
-    (torch.rand(2, 32, 32), "shape (N,3,H,W)"),
-    (torch.rand(2, 3, 64, 64), "model takes 32x32"),
-    (torch.full((1, 3, 32, 32), float("nan")), "must lie in [0,1]"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (torch.rand(2, 3, 32, 32) * 2, "must lie in [0,1]"),
+        (torch.rand(2, 32, 32), "shape (N,3,H,W)"),
+        (torch.rand(2, 3, 64, 64), "model takes 32x32"),
+        (torch.full((1, 3, 32, 32), float("nan")), "must lie in [0,1]"),
+    ],
+)
 def test_bad_images(tiny, bad, msg):
     with pytest.raises(RobustClipError) as e:
         tiny.encode_image(bad)
@@ -154,11 +159,26 @@ def test_bad_images(tiny, bad, msg):
 
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 ,.;:'\"!?-&<>#()\t\n" + "éüß\u201c\u201d\u00a0\u2019"
-_PIECES = ["&amp;", "&lt;b&gt;", "&#39;", "&quot", "\x1b[31m", "\r\n", "\x00", "\ufb01", "Ã©", " red ", "seven", "it's", "  "]
+_PIECES = [
+    "&amp;",
+    "&lt;b&gt;",
+    "&#39;",
+    "&quot",
+    "\x1b[31m",
+    "\r\n",
+    "\x00",
+    "\ufb01",
+    "Ã©",
+    " red ",
+    "seven",
+    "it's",
+    "  ",
+]
 
 
 def _texts():
     from hypothesis import strategies as st
+
     piece = st.one_of(st.text(alphabet=_ALPHABET, max_size=12), st.sampled_from(_PIECES))
     return st.lists(st.lists(piece, max_size=8).map("".join), min_size=1, max_size=8)
 
@@ -167,6 +187,7 @@ def test_fast_tokenizer_gives_open_clips_ids():
     "FastTokenizer (every BPE model's tokenizer) returns open_clip's ids on any text: its shortcut and its fallback."
     from hypothesis import given, settings
     from robustclip.models import FastTokenizer, fast_tokenizer
+
     slow = open_clip.SimpleTokenizer(context_length=16)
     fast = fast_tokenizer(open_clip.SimpleTokenizer(context_length=16))
     assert isinstance(fast, FastTokenizer) and isinstance(load_clip("mini-base").tokenizer, FastTokenizer)
@@ -175,4 +196,5 @@ def test_fast_tokenizer_gives_open_clips_ids():
     @given(_texts())
     def same(texts):
         assert torch.equal(fast(texts), slow(texts))
+
     same()

@@ -1,4 +1,5 @@
 "Execute every library notebook in nbs/ (the same runner as nbdev-test), one pytest test per notebook."
+
 import importlib
 from pathlib import Path
 
@@ -13,21 +14,31 @@ NOTEBOOKS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.start
 # A notebook runs in this process: its export cells define the module's functions and classes again and register them
 # (a `VLMTask` class of the notebook's own, say), which would leak into the tests that run after it in the same worker.
 # Every plugin is imported first (so the registries hold the library's objects), and each registry is put back after.
-REGISTRIES = [("robustclip.data.core", "_REGISTRY"), ("robustclip.models", "_MODELS"), ("robustclip.vlm.core", "_LVLMS"),
-              ("robustclip.downstream.t2i", "_T2I"), ("robustclip.downstream.t2i", "_JUDGES")]
+REGISTRIES = [
+    ("robustclip.data.core", "_REGISTRY"),
+    ("robustclip.models", "_MODELS"),
+    ("robustclip.vlm.core", "_LVLMS"),
+    ("robustclip.downstream.t2i", "_T2I"),
+    ("robustclip.downstream.t2i", "_JUDGES"),
+]
 
 
 @pytest.fixture(autouse=True)
 def keep_registries():
     from robustclip.core import load_plugins
+
     load_plugins()
     saved = {}
     for mod, name in REGISTRIES:
-        try: saved[mod, name] = dict(getattr(importlib.import_module(mod), name))
-        except ImportError: pass   # an optional part that is not installed
+        try:
+            saved[mod, name] = dict(getattr(importlib.import_module(mod), name))
+        except ImportError:
+            pass  # an optional part that is not installed
     yield
     for (mod, name), entries in saved.items():
-        reg = getattr(importlib.import_module(mod), name); reg.clear(); reg.update(entries)
+        reg = getattr(importlib.import_module(mod), name)
+        reg.clear()
+        reg.update(entries)
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,4 +1,5 @@
 "The paper templates and `robustclip reproduce`: parameters cells and the plan's `templates` section, tag survival, the smoke pipeline end to end, the paper plan."
+
 import ast
 import json
 import re
@@ -22,6 +23,7 @@ def _params_cell(path: Path) -> dict:
 
 def _plan_templates(scale: str) -> dict:
     import yaml
+
     return yaml.safe_load((ROOT / "configs" / scale / "reproduce.yaml").read_text())["templates"]
 
 
@@ -29,27 +31,32 @@ def _plan_templates(scale: str) -> dict:
 def test_every_template_is_in_the_plan_with_declared_parameters(scale):
     "Each plan runs every template once, claims last, and passes only parameters the template declares."
     from robustclip.app.reproduce import CONTEXT_PARAMS, Context, notebook_params, template_parameters
+
     names = list(_plan_templates(scale))
     assert sorted(names) == sorted(p.stem for p in TEMPLATES) and names[-1] == "claims"
     for name, declared in _plan_templates(scale).items():
         known = template_parameters(ROOT / "nbs" / "paper" / f"{name}.ipynb")
         assert set(CONTEXT_PARAMS) <= set(known), name
-        params = notebook_params(Context(ROOT, scale), name, declared)   # raises on an undeclared parameter
+        params = notebook_params(Context(ROOT, scale), name, declared)  # raises on an undeclared parameter
         assert set(params) == set(CONTEXT_PARAMS) | set(declared)
-        assert all(type(params[k]) is type(known[k]) for k in declared), name   # the types the template expects
+        assert all(type(params[k]) is type(known[k]) for k in declared), name  # the types the template expects
 
 
-RUN_LOG_TEMPLATES = {"training_loss"}   # read the runs' training logs (metrics.jsonl), not result records
+RUN_LOG_TEMPLATES = {"training_loss"}  # read the runs' training logs (metrics.jsonl), not result records
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
 def test_templates_find_results_by_their_fields(path):
     "No template spells a result file name: they query records (robustclip.results), never paths or slugs."
     code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    if path.stem in RUN_LOG_TEMPLATES: code = code.replace('"metrics.jsonl"', "")
-    else: assert "from robustclip.results import" in code and "select_result(" in code
-    code = re.sub(r'Path\(figures_dir\)\s*/\s*"[a-z_]+\.json"', "", code)   # a template's own output beside its table is fine
-    code = re.sub(r"\b[a-z]+__[a-z_]+\s*=", "", code)   # query keywords into nested fields (attack__target=) are fine
+    if path.stem in RUN_LOG_TEMPLATES:
+        code = code.replace('"metrics.jsonl"', "")
+    else:
+        assert "from robustclip.results import" in code and "select_result(" in code
+    code = re.sub(
+        r'Path\(figures_dir\)\s*/\s*"[a-z_]+\.json"', "", code
+    )  # a template's own output beside its table is fine
+    code = re.sub(r"\b[a-z]+__[a-z_]+\s*=", "", code)  # query keywords into nested fields (attack__target=) are fine
     for spelled in ["read_results", "slug", "__", ".json", "robustclip.app"]:
         assert spelled not in code, f"{path.name} uses {spelled!r}"
 
@@ -62,7 +69,7 @@ def test_parameters_cell_is_typed_commented_and_literal(path):
         assert "#" in line, f"{path.name}: parameter without a comment: {line}"
     for node in ast.parse(src).body:
         assert isinstance(node, ast.AnnAssign), f"{path.name}: not a typed assignment: {ast.unparse(node)}"
-        ast.literal_eval(node.value)   # raises on anything computed
+        ast.literal_eval(node.value)  # raises on anything computed
 
 
 def test_parameters_tags_survive_nbdev_clean(tmp_path):
@@ -70,16 +77,19 @@ def test_parameters_tags_survive_nbdev_clean(tmp_path):
     shutil.copytree(ROOT / "nbs" / "paper", tmp_path / "nbs" / "paper")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     nb = tmp_path / "nbs" / "paper" / "table4_zeroshot.ipynb"
-    d = json.loads(nb.read_text()); d["cells"][0]["metadata"]["noise"] = 1; nb.write_text(json.dumps(d))
+    d = json.loads(nb.read_text())
+    d["cells"][0]["metadata"]["noise"] = 1
+    nb.write_text(json.dumps(d))
     exe = Path(sys.executable).parent / "nbdev-clean"
     subprocess.run([str(exe), "--fname", str(nb)], cwd=tmp_path, check=True, capture_output=True)
     cleaned = json.loads(nb.read_text())
-    assert "noise" not in cleaned["cells"][0]["metadata"]                    # it did clean
+    assert "noise" not in cleaned["cells"][0]["metadata"]  # it did clean
     assert _params_cell(nb)["metadata"]["tags"] == ["parameters"]
 
 
 def test_paper_dry_run_lists_every_run_with_its_needs(capsys):
     from robustclip.app.reproduce import reproduce
+
     reproduce(ROOT, "paper", dry_run=True)
     out = capsys.readouterr().out
     for run in ["tecoa2", "tecoa4", "fare2", "fare4", "simclip2", "simclip4", "leaf"]:
@@ -91,27 +101,50 @@ def test_paper_dry_run_lists_every_run_with_its_needs(capsys):
 def test_unknown_scale_and_only_are_clear_errors(tmp_path):
     from robustclip.core import RobustClipError
     from robustclip.app.reproduce import reproduce
+
     with pytest.raises(RobustClipError, match="scales with a plan: mini, paper"):
         reproduce(ROOT, "huge", dry_run=True)
     with pytest.raises(RobustClipError, match="matches no step"):
-        reproduce(ROOT, "mini", only="no-such-step", smoke=True, runs=tmp_path / "runs", figures=tmp_path / "fig", log=lambda s: None)
+        reproduce(
+            ROOT,
+            "mini",
+            only="no-such-step",
+            smoke=True,
+            runs=tmp_path / "runs",
+            figures=tmp_path / "fig",
+            log=lambda s: None,
+        )
 
 
 def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     "Every step of the mini plan with tiny settings, every template through papermill; a rerun is all cached."
     from robustclip.app.reproduce import reproduce
     from robustclip.results import load_results, select_result
+
     runs, fig, lines = tmp_path / "runs", tmp_path / "figures", []
-    status = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lines.append, workers=1)   # every step here
+    status = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lines.append, workers=1)  # every step here
     assert set(status.values()) == {"ran"}
-    timing = lines[-2].splitlines()                                   # the runner's per-step wall times
+    timing = lines[-2].splitlines()  # the runner's per-step wall times
     assert timing[0].split() == ["step", "seconds", "share"] and timing[-1].startswith("total")
     assert len(timing) == len(status) + 2
     records = load_results(runs / "results")
-    assert len(records) == sum(name.split("/")[0] in ("zeroshot", "drift", "text", "retrieval", "vlm", "t2i", "inversion") for name in status)
-    plan_models = {"base", "tecoa2", "tecoa4", "fare2", "fare4", "simclip2", "simclip4", "leaf", "leaf-rho3",
-                   "leaf-unconstrained", "fare2+leaf"}
-    assert {r["run"] for r in records} == plan_models                 # every record names its plan model
+    assert len(records) == sum(
+        name.split("/")[0] in ("zeroshot", "drift", "text", "retrieval", "vlm", "t2i", "inversion") for name in status
+    )
+    plan_models = {
+        "base",
+        "tecoa2",
+        "tecoa4",
+        "fare2",
+        "fare4",
+        "simclip2",
+        "simclip4",
+        "leaf",
+        "leaf-rho3",
+        "leaf-unconstrained",
+        "fare2+leaf",
+    }
+    assert {r["run"] for r in records} == plan_models  # every record names its plan model
     r = select_result(records, run="fare4", task="zeroshot", dataset="mini/layout", eps="20/255")
     assert r["model"].startswith("local-dir:") and r["model"].endswith("fare4/final")
     assert f"| 20/255 · FARE4 | {100 * r['metrics']['robust_acc1']:.1f} |" in (fig / "table4_zeroshot.md").read_text()
@@ -125,25 +158,50 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
         assert (fig / f"{png}.png").stat().st_size > 1000
     v = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack=None)
     assert v["vlm"] == "mini-llava" and v["vision"]["model"].endswith("fare4/final") and v["metrics"]["n"] == 8
-    e = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="ensemble", eps="20/255")
-    t = select_result(records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="transfer", eps="20/255")
-    assert "robust_cider" in e["metrics"] and t["attack"]["source_attack"] == "ensemble" and t["transfer_from"]["vision"]["model"] == "mini-base"
+    e = select_result(
+        records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="ensemble", eps="20/255"
+    )
+    t = select_result(
+        records, run="fare4", task="lvlm_caption", dataset="mini/captions", attack="transfer", eps="20/255"
+    )
+    assert (
+        "robust_cider" in e["metrics"]
+        and t["attack"]["source_attack"] == "ensemble"
+        and t["transfer_from"]["vision"]["model"] == "mini-base"
+    )
     table4 = (fig / "table4_zeroshot.csv").read_text()
     assert "clean" in table4 and "20/255" in table4
     again = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lambda s: None)
     assert set(again.values()) == {"cached"}
 
+
 def test_a_group_process_writes_the_records_this_process_writes(tmp_path, mini_base):
     "One model's evaluations in a group worker process give the records of running them here."
     from robustclip.app.reproduce import reproduce
     from robustclip.results import load_results
+
     only, got, logs = "zeroshot/base/mini-color,text/base/mini-text", {}, {}
     for workers in (2, 1):
         runs, logs[workers] = tmp_path / f"w{workers}", []
-        status = reproduce(ROOT, "mini", only=only, smoke=True, runs=runs, figures=runs / "fig", log=logs[workers].append, workers=workers)
-        assert {n for n, v in status.items() if v == "ran"} >= {"zeroshot/base/mini-color/clean", "text/base/mini-text/k1"}
-        got[workers] = {(r["task"], r["dataset"], json.dumps(r.get("attack"), sort_keys=True)): r["metrics"] for r in load_results(runs / "results")}
-    assert any(l.startswith("evals/base (4 steps)") for l in logs[2][-2].splitlines())   # the group ran as one unit
+        status = reproduce(
+            ROOT,
+            "mini",
+            only=only,
+            smoke=True,
+            runs=runs,
+            figures=runs / "fig",
+            log=logs[workers].append,
+            workers=workers,
+        )
+        assert {n for n, v in status.items() if v == "ran"} >= {
+            "zeroshot/base/mini-color/clean",
+            "text/base/mini-text/k1",
+        }
+        got[workers] = {
+            (r["task"], r["dataset"], json.dumps(r.get("attack"), sort_keys=True)): r["metrics"]
+            for r in load_results(runs / "results")
+        }
+    assert any(l.startswith("evals/base (4 steps)") for l in logs[2][-2].splitlines())  # the group ran as one unit
     assert not any("evals/" in l for l in logs[1][-2].splitlines())
     assert len(got[1]) == 4 and got[2] == got[1]
 
@@ -152,41 +210,82 @@ def test_retrieval_table_averages_charmer_over_targets(tmp_path):
     "LEAF reports Charmer retrieval averaged over its three fixed targets: one record per target, the table shows the mean."
     import papermill as pm
     from robustclip.results import write_result
+
     res = tmp_path / "results"
     for t, r1 in enumerate([0.1, 0.2, 0.6]):
-        write_result({"task": "zeroshot_retrieval", "dataset": "coco", "run": "base", "model": "ViT-L-14",
-                      "attack": {"name": "charmer", "objective": "dissim", "target": t, "k": 2},
-                      "metrics": {"image_retrieval_recall@1": 0.5, "robust_image_retrieval_recall@1": r1,
-                                  "image_retrieval_recall@5": 0.8, "robust_image_retrieval_recall@5": 0.7}},
-                     res / f"charmer-t{t}.json")
-    pm.execute_notebook(str(ROOT / "nbs/paper/retrieval_table.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3", language="python",
-                        parameters=dict(results_dir=str(res), figures_dir=str(tmp_path / "fig"), scale="paper",
-                                        models=["base"], dataset="coco"), progress_bar=False, cwd=str(ROOT))
+        write_result(
+            {
+                "task": "zeroshot_retrieval",
+                "dataset": "coco",
+                "run": "base",
+                "model": "ViT-L-14",
+                "attack": {"name": "charmer", "objective": "dissim", "target": t, "k": 2},
+                "metrics": {
+                    "image_retrieval_recall@1": 0.5,
+                    "robust_image_retrieval_recall@1": r1,
+                    "image_retrieval_recall@5": 0.8,
+                    "robust_image_retrieval_recall@5": 0.7,
+                },
+            },
+            res / f"charmer-t{t}.json",
+        )
+    pm.execute_notebook(
+        str(ROOT / "nbs/paper/retrieval_table.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        kernel_name="python3",
+        language="python",
+        parameters=dict(
+            results_dir=str(res), figures_dir=str(tmp_path / "fig"), scale="paper", models=["base"], dataset="coco"
+        ),
+        progress_bar=False,
+        cwd=str(ROOT),
+    )
     md = (tmp_path / "fig" / "retrieval_table.md").read_text()
     assert "averaged over 3 fixed target caption(s)" in md and "objective dissim" in md
     row = next(l for l in md.splitlines() if l.startswith("| CLIP"))
-    assert "| 30.0 |" in row and "| 50.0 |" in row                 # mean of 10, 20, 60 %; clean R@1 unchanged
+    assert "| 30.0 |" in row and "| 50.0 |" in row  # mean of 10, 20, 60 %; clean R@1 unchanged
 
 
 def test_claims_verdicts_respect_the_seed_margins(tmp_path):
     "A difference counts only beyond its kind's seed margin: holds / not shown / does not hold, and claims.json records it."
     import papermill as pm
     from robustclip.results import write_result
+
     res = tmp_path / "results"
-    clean = {"base": 0.90, "fare2": 0.80, "tecoa2": 0.77}                    # FARE2 - TeCoA2 = 3 points, clean avg ZS
+    clean = {"base": 0.90, "fare2": 0.80, "tecoa2": 0.77}  # FARE2 - TeCoA2 = 3 points, clean avg ZS
     for m, acc in clean.items():
         for ds in ("mini/color", "mini/size"):
-            write_result({"task": "zeroshot_classification", "dataset": ds, "run": m, "model": m, "attack": None,
-                          "metrics": {"acc1": acc}}, res / f"{m}-{ds[5:]}.json")
+            write_result(
+                {
+                    "task": "zeroshot_classification",
+                    "dataset": ds,
+                    "run": m,
+                    "model": m,
+                    "attack": None,
+                    "metrics": {"acc1": acc},
+                },
+                res / f"{m}-{ds[5:]}.json",
+            )
     row = "FARE2 keeps clean zero-shot transfer better than TeCoA2"
     verdicts = {}
     for margin in (1.0, 5.0):
         fig = tmp_path / f"fig{margin}"
-        pm.execute_notebook(str(ROOT / "nbs/paper/claims.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                            language="python", progress_bar=False, cwd=str(ROOT),
-                            parameters=dict(results_dir=str(res), figures_dir=str(fig), scale="mini",
-                                            datasets=["mini/layout", "mini/color", "mini/size"], source="mini/layout",
-                                            margins={"avg ZS clean": margin}))
+        pm.execute_notebook(
+            str(ROOT / "nbs/paper/claims.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            kernel_name="python3",
+            language="python",
+            progress_bar=False,
+            cwd=str(ROOT),
+            parameters=dict(
+                results_dir=str(res),
+                figures_dir=str(fig),
+                scale="mini",
+                datasets=["mini/layout", "mini/color", "mini/size"],
+                source="mini/layout",
+                margins={"avg ZS clean": margin},
+            ),
+        )
         line = next(l for l in (fig / "claims.md").read_text().splitlines() if l.startswith(f"| {row}"))
         verdicts[margin] = line.rstrip(" |").rsplit("|", 1)[1].strip()
         diffs = json.loads((fig / "claims.json").read_text())["differences"][row]
@@ -194,12 +293,33 @@ def test_claims_verdicts_respect_the_seed_margins(tmp_path):
     assert verdicts == {1.0: "holds", 5.0: "not shown (within seed margin)"}
     # the same 3 points against the claim: TeCoA2 ahead
     for ds in ("mini/color", "mini/size"):
-        write_result({"task": "zeroshot_classification", "dataset": ds, "run": "tecoa2", "model": "tecoa2", "attack": None,
-                      "metrics": {"acc1": 0.83}}, res / f"tecoa2-{ds[5:]}.json")
+        write_result(
+            {
+                "task": "zeroshot_classification",
+                "dataset": ds,
+                "run": "tecoa2",
+                "model": "tecoa2",
+                "attack": None,
+                "metrics": {"acc1": 0.83},
+            },
+            res / f"tecoa2-{ds[5:]}.json",
+        )
     fig = tmp_path / "against"
-    pm.execute_notebook(str(ROOT / "nbs/paper/claims.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                        language="python", progress_bar=False, cwd=str(ROOT),
-                        parameters=dict(results_dir=str(res), figures_dir=str(fig), scale="mini", source="mini/layout",
-                                        datasets=["mini/layout", "mini/color", "mini/size"], margins={"avg ZS clean": 1.0}))
+    pm.execute_notebook(
+        str(ROOT / "nbs/paper/claims.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        kernel_name="python3",
+        language="python",
+        progress_bar=False,
+        cwd=str(ROOT),
+        parameters=dict(
+            results_dir=str(res),
+            figures_dir=str(fig),
+            scale="mini",
+            source="mini/layout",
+            datasets=["mini/layout", "mini/color", "mini/size"],
+            margins={"avg ZS clean": 1.0},
+        ),
+    )
     line = next(l for l in (fig / "claims.md").read_text().splitlines() if l.startswith(f"| {row}"))
     assert line.rstrip(" |").endswith("does not hold") and "avg ZS clean ±1" in line

@@ -9,6 +9,7 @@ The child is forked from the test process (torch, open_clip and sklearn already 
 would spend most of this file's time importing them). Both run single-threaded: a forked child cannot use the
 parent's OpenMP thread pool, and one thread on both sides also keeps their floating-point sums alike.
 """
+
 import multiprocessing
 import json
 import os
@@ -19,15 +20,31 @@ from pathlib import Path
 import pytest
 import torch
 
-CASES = {   # name -> (function, dataset, dataset kwargs, evaluation kwargs); each runs 3-5 batches
-    "zeroshot": ("zeroshot", "mini/color", {"n": 64},
-                 dict(attack="apgd-ce", eps="8/255", iterations=20, restarts=2, n_samples=32, batch_size=8, checks=False)),
-    "text": ("text", "mini/text", {"n": 40},
-             dict(attack="charmer", k=2, n_positions=4, n_samples=32, chunk=8, batch_size=256)),
-    "retrieval-charmer": ("retrieval", "mini/retrieval", {"n": 16},
-                          dict(attack="charmer", k=1, n_positions=3, alphabet="aeo", n_samples=7, chunk=16, batch_size=256)),
-    "retrieval-apgd": ("retrieval", "mini/retrieval", {"n": 40},
-                       dict(attack="apgd", eps="8/255", steps=20, n_samples=32, batch_size=8)),
+CASES = {  # name -> (function, dataset, dataset kwargs, evaluation kwargs); each runs 3-5 batches
+    "zeroshot": (
+        "zeroshot",
+        "mini/color",
+        {"n": 64},
+        dict(attack="apgd-ce", eps="8/255", iterations=20, restarts=2, n_samples=32, batch_size=8, checks=False),
+    ),
+    "text": (
+        "text",
+        "mini/text",
+        {"n": 40},
+        dict(attack="charmer", k=2, n_positions=4, n_samples=32, chunk=8, batch_size=256),
+    ),
+    "retrieval-charmer": (
+        "retrieval",
+        "mini/retrieval",
+        {"n": 16},
+        dict(attack="charmer", k=1, n_positions=3, alphabet="aeo", n_samples=7, chunk=16, batch_size=256),
+    ),
+    "retrieval-apgd": (
+        "retrieval",
+        "mini/retrieval",
+        {"n": 40},
+        dict(attack="apgd", eps="8/255", steps=20, n_samples=32, batch_size=8),
+    ),
     "drift": ("drift", "mini/digit", {"n": 64}, dict(eps="4/255", iterations=20, n_samples=32, batch_size=8)),
 }
 
@@ -35,18 +52,23 @@ CASES = {   # name -> (function, dataset, dataset kwargs, evaluation kwargs); ea
 def evaluate(case: str, models: list[str], output: str) -> dict:
     "Run the evaluation `case` (models: local-dir specs of the model and the drift anchor), writing `output`."
     from robustclip.data.core import get_dataset
+
     kind, name, data_kw, kw = CASES[case]
     task = get_dataset(name, **data_kw)
     if kind == "zeroshot":
         from robustclip.eval.zeroshot import eval_zeroshot
+
         return eval_zeroshot(models[0], task, device="cpu", output=output, **kw)
     if kind == "text":
         from robustclip.eval.text import eval_text
+
         return eval_text(models[0], task, device="cpu", output=output, **kw)
     if kind == "retrieval":
         from robustclip.eval.retrieval import eval_retrieval
+
         return eval_retrieval(models[0], task, device="cpu", output=output, **kw)
     from robustclip.eval.drift import eval_drift
+
     return eval_drift(models[0], models[1], task, device="cpu", output=output, **kw)
 
 
@@ -63,22 +85,27 @@ def one_thread():
 def models(tmp_path_factory, one_thread):
     "Two random tiny models saved once, so that every process loads the same weights."
     from robustclip.models import load_clip, save_clip
+
     out = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        out.append("local-dir:" + str(save_clip(load_clip("RC-Tiny-ViT"), tmp_path_factory.mktemp("tiny") / f"m{seed}")))
+        out.append(
+            "local-dir:" + str(save_clip(load_clip("RC-Tiny-ViT"), tmp_path_factory.mktemp("tiny") / f"m{seed}"))
+        )
     return out
 
 
 def _kill_after_first_batch(case: str, models: list[str], out: Path) -> int:
     "Start `case` in a child process, SIGKILL it once its sidecar has a finished batch; the batches it left."
     from robustclip.eval.runner import sidecar_path
+
     side = sidecar_path(out)
     proc = multiprocessing.get_context("fork").Process(target=evaluate, args=(case, models, str(out)))
     proc.start()
     t0 = time.time()
     while proc.is_alive() and time.time() - t0 < 120:
-        if side.exists() and len(side.read_text().splitlines()) >= 2: break   # header + one batch
+        if side.exists() and len(side.read_text().splitlines()) >= 2:
+            break  # header + one batch
         time.sleep(0.002)
     assert proc.is_alive(), f"{case} ended before it could be killed (exit code {proc.exitcode})"
     os.kill(proc.pid, signal.SIGKILL)
@@ -90,6 +117,7 @@ def _kill_after_first_batch(case: str, models: list[str], out: Path) -> int:
 @pytest.mark.parametrize("case", list(CASES))
 def test_sigkill_then_rerun_equals_uninterrupted(case, models, tmp_path):
     from robustclip.eval.runner import sidecar_path
+
     out = tmp_path / "r.json"
     n_before = _kill_after_first_batch(case, models, out)
     resumed = evaluate(case, models, str(out))
@@ -102,7 +130,6 @@ def test_sigkill_then_rerun_equals_uninterrupted(case, models, tmp_path):
     assert json.loads(out.read_text())["metrics"] == once["metrics"]
 
 
-
 # ---------------------------------------------------------------- training: a damaged latest.pt costs one save interval
 def test_truncated_latest_resumes_from_previous_to_the_same_weights(tmp_path, one_thread):
     "Cut latest.pt short after it was written: `--resume latest` warns, continues from previous.pt, ends bit-identical."
@@ -111,14 +138,31 @@ def test_truncated_latest_resumes_from_previous_to_the_same_weights(tmp_path, on
     from robustclip.data.core import write_image_folder
     from robustclip.train.config import make_config
     from robustclip.train.loop import train
+
     g = torch.Generator().manual_seed(0)
     data = tmp_path / "data"
     write_image_folder(data, torch.rand(32, 3, 32, 32, generator=g), [i % 4 for i in range(32)], ["a", "b", "c", "d"])
-    cfg = lambda out, **kw: make_config(dict(model="RC-Tiny-ViT", pretrained=None, dataset=f"imagefolder:{data}", eps="4/255",
-                                             steps=6, batch_size=8, warmup=1, lr=1e-3, attack_steps=2, check_every=-1,
-                                             threads=1, log_every=1, save_every=2, output_dir=str(out), **kw))
+    cfg = lambda out, **kw: make_config(
+        dict(
+            model="RC-Tiny-ViT",
+            pretrained=None,
+            dataset=f"imagefolder:{data}",
+            eps="4/255",
+            steps=6,
+            batch_size=8,
+            warmup=1,
+            lr=1e-3,
+            attack_steps=2,
+            check_every=-1,
+            threads=1,
+            log_every=1,
+            save_every=2,
+            output_dir=str(out),
+            **kw,
+        )
+    )
     train(cfg(tmp_path / "a"))
-    train(cfg(tmp_path / "b", stop_after=4))                       # checkpoints at steps 2 (previous.pt) and 4 (latest.pt)
+    train(cfg(tmp_path / "b", stop_after=4))  # checkpoints at steps 2 (previous.pt) and 4 (latest.pt)
     ck = tmp_path / "b" / "checkpoints"
     assert torch.load(ck / "previous.pt", weights_only=True)["step"] == 2
     (ck / "latest.pt").write_bytes((ck / "latest.pt").read_bytes()[:4096])
@@ -132,4 +176,4 @@ def test_truncated_latest_resumes_from_previous_to_the_same_weights(tmp_path, on
     assert A.keys() == B.keys() and all(torch.equal(A[k], B[k]) for k in A)
     assert (ck / "latest.pt.broken").is_file()
     steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]                             # the rewound steps logged once
+    assert steps == [1, 2, 3, 4, 5, 6]  # the rewound steps logged once

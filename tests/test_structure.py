@@ -10,6 +10,7 @@ Every `robustclip/**/*.py` (except nbdev's `_modidx.py`) is parsed once and chec
 Each failure lists every offender (file:line, module, what), so they can all be fixed in one go.
 The `.py` files are exported from `nbs/`: fix an offender in its notebook, then run `nbdev-export`.
 """
+
 from __future__ import annotations
 
 import ast
@@ -64,7 +65,8 @@ class Module:
 def _module_name(path: Path) -> tuple[str, bool]:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     is_package = parts[-1] == "__init__"
-    if is_package: parts = parts[:-1]
+    if is_package:
+        parts = parts[:-1]
     return ".".join(parts), is_package
 
 
@@ -90,11 +92,15 @@ def _collect_imports(mod: Module) -> None:
             mod.imports += [(a.name, node.lineno) for a in node.names if _ours(a.name)]
         elif isinstance(node, ast.ImportFrom):
             src = _resolve_relative(mod, node.level, node.module) if node.level else (node.module or "")
-            if not _ours(src): continue
+            if not _ours(src):
+                continue
             for a in node.names:
-                if a.name == "*": mod.imports.append((src, node.lineno))
-                else: mod.imports.append((f"{src}.{a.name}", node.lineno))  # a submodule or a name in `src`
-                if _is_private(a.name): mod.private.append((src, a.name, node.lineno))
+                if a.name == "*":
+                    mod.imports.append((src, node.lineno))
+                else:
+                    mod.imports.append((f"{src}.{a.name}", node.lineno))  # a submodule or a name in `src`
+                if _is_private(a.name):
+                    mod.private.append((src, a.name, node.lineno))
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             # importlib.import_module("robustclip.x") with a literal name is a lazy import too
             fn = node.func
@@ -108,17 +114,20 @@ def _collect_imports(mod: Module) -> None:
 def modules() -> dict[str, Module]:
     mods = {}
     for path in sorted(PKG_DIR.rglob("*.py")):
-        if path.name in SKIP_FILES or "__pycache__" in path.parts: continue
+        if path.name in SKIP_FILES or "__pycache__" in path.parts:
+            continue
         name, is_package = _module_name(path)
         mods[name] = Module(name, path, is_package, ast.parse(path.read_text(encoding="utf-8"), str(path)))
-    for m in mods.values(): _collect_imports(m)
+    for m in mods.values():
+        _collect_imports(m)
     return mods
 
 
 def _known(dotted: str, mods: dict[str, Module]) -> str:
     "The longest existing module that `dotted` names or lies in (`robustclip.a.f` -> `robustclip.a`)."
     parts = dotted.split(".")
-    while parts and ".".join(parts) not in mods: parts.pop()
+    while parts and ".".join(parts) not in mods:
+        parts.pop()
     return ".".join(parts) or PKG
 
 
@@ -130,7 +139,8 @@ def edges() -> dict[str, dict[str, int]]:
     for m in mods.values():
         for target, line in m.imports:
             dst = _known(target, mods)
-            if dst != m.name: graph[m.name].setdefault(dst, line)
+            if dst != m.name:
+                graph[m.name].setdefault(dst, line)
     return graph
 
 
@@ -139,20 +149,30 @@ def _strongly_connected(graph: dict[str, dict[str, int]]) -> list[list[str]]:
     index, low, stack, on_stack, out, counter = {}, {}, [], set(), [], [0]
 
     def visit(v):
-        index[v] = low[v] = counter[0]; counter[0] += 1
-        stack.append(v); on_stack.add(v)
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
         for w in sorted(graph.get(v, {})):
-            if w not in index: visit(w); low[v] = min(low[v], low[w])
-            elif w in on_stack: low[v] = min(low[v], index[w])
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
         if low[v] == index[v]:
             comp = []
             while True:
-                w = stack.pop(); on_stack.discard(w); comp.append(w)
-                if w == v: break
-            if len(comp) > 1: out.append(sorted(comp))
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
 
     for v in sorted(graph):
-        if v not in index: visit(v)
+        if v not in index:
+            visit(v)
     return out
 
 
@@ -163,19 +183,24 @@ def _shortest_cycle(start: str, comp: set[str], graph: dict[str, dict[str, int]]
         nxt = []
         for v in frontier:
             for w in sorted(graph[v]):
-                if w not in comp: continue
+                if w not in comp:
+                    continue
                 if w == start:
                     path = [v]
-                    while prev[path[-1]] is not None: path.append(prev[path[-1]])
+                    while prev[path[-1]] is not None:
+                        path.append(prev[path[-1]])
                     return path[::-1] + [start]
-                if w not in prev: prev[w] = v; nxt.append(w)
+                if w not in prev:
+                    prev[w] = v
+                    nxt.append(w)
         frontier = nxt
     return [start]
 
 
 def _layer(name: str) -> int | None:
-    rel = name[len(PKG) + 1:] if name != PKG else ""
-    if rel == "": return LAYERS[""]
+    rel = name[len(PKG) + 1 :] if name != PKG else ""
+    if rel == "":
+        return LAYERS[""]
     best = max((k for k in LAYERS if k and (rel == k or rel.startswith(k + "."))), key=len, default=None)
     return None if best is None else LAYERS[best]
 
@@ -196,16 +221,20 @@ def test_no_import_cycles():
         cycle = _shortest_cycle(comp[0], set(comp), graph)
         steps = " -> ".join(f"{b} ({mods[a].where}:{graph[a][b]})" for a, b in zip(cycle, cycle[1:]))
         inner = [f"{a} -> {b} ({mods[a].where}:{graph[a][b]})" for a in comp for b in sorted(graph[a]) if b in comp]
-        lines.append(f"cycle among {', '.join(comp)}: {cycle[0]} -> {steps}\n    every import inside it: "
-                     + "; ".join(inner))
+        lines.append(
+            f"cycle among {', '.join(comp)}: {cycle[0]} -> {steps}\n    every import inside it: " + "; ".join(inner)
+        )
     assert not lines, _report("import cycles between robustclip modules (lazy imports count)", lines)
 
 
 def test_layers():
     graph, mods = edges(), modules()
-    unknown = [f"{m.where}: module {m.name} has no layer: add its prefix to LAYERS in tests/test_structure.py "
-               "(and to the layer table in the design) or move it where it belongs"
-               for m in mods.values() if _layer(m.name) is None]
+    unknown = [
+        f"{m.where}: module {m.name} has no layer: add its prefix to LAYERS in tests/test_structure.py "
+        "(and to the layer table in the design) or move it where it belongs"
+        for m in mods.values()
+        if _layer(m.name) is None
+    ]
     upward = []
     for src in sorted(graph):
         ls = _layer(src)
@@ -214,16 +243,20 @@ def test_layers():
             if ls is not None and ld is not None and ld > ls:
                 upward.append(f"{mods[src].where}:{line}: {src} (layer {ls}) imports {dst} (layer {ld})")
     msg = []
-    if unknown: msg.append(_report("robustclip modules missing from the layer table", unknown))
-    if upward: msg.append(_report("imports from a higher layer (lower layers never import higher ones)", upward))
+    if unknown:
+        msg.append(_report("robustclip modules missing from the layer table", unknown))
+    if upward:
+        msg.append(_report("imports from a higher layer (lower layers never import higher ones)", upward))
     assert not msg, "\n".join(msg)
 
 
 def test_no_private_imports():
-    lines = [f"{m.where}:{line}: {m.name} imports private {name!r} from {src}"
-             for m in modules().values() for src, name, line in m.private]
-    assert not lines, _report("private names imported across robustclip modules (make them public or move them)",
-                              lines)
+    lines = [
+        f"{m.where}:{line}: {m.name} imports private {name!r} from {src}"
+        for m in modules().values()
+        for src, name, line in m.private
+    ]
+    assert not lines, _report("private names imported across robustclip modules (make them public or move them)", lines)
 
 
 def _functions(node: ast.AST, prefix: str = ""):
@@ -243,19 +276,22 @@ def test_function_length():
     for m in modules().values():
         for qual, fn in _functions(m.tree):
             n = fn.end_lineno - fn.lineno + 1  # `lineno` of a def is the `def` line: decorators are not counted
-            if n > MAX_FUNCTION_LINES: lines.append(f"{m.where}:{fn.lineno}: {m.name}.{qual} is {n} lines")
+            if n > MAX_FUNCTION_LINES:
+                lines.append(f"{m.where}:{fn.lineno}: {m.name}.{qual} is {n} lines")
     assert not lines, _report(f"functions longer than {MAX_FUNCTION_LINES} lines (split them)", lines)
 
 
 def _broad(handler: ast.ExceptHandler) -> bool:
     t = handler.type
-    if t is None: return True
+    if t is None:
+        return True
     names = t.elts if isinstance(t, ast.Tuple) else [t]
     return any((n.id if isinstance(n, ast.Name) else getattr(n, "attr", None)) in BROAD_EXCEPTIONS for n in names)
 
 
 def _does_nothing(stmt: ast.stmt) -> bool:
-    if isinstance(stmt, (ast.Pass, ast.Continue)): return True
+    if isinstance(stmt, (ast.Pass, ast.Continue)):
+        return True
     return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and stmt.value.value is Ellipsis
 
 
@@ -272,35 +308,61 @@ def test_no_swallowed_exceptions():
 
 def test_checks_catch_what_they_should():
     "The checker itself, on a small synthetic package (so a green run means something)."
+
     def fake(name, src, is_package=False):
         m = Module(name, ROOT / PKG / (name.replace(".", "/") + ".py"), is_package, ast.parse(src))
         _collect_imports(m)
         return m
-    m = fake("robustclip.train.loop", "from ..models import _private, load_clip\nfrom . import losses\n"
-             "def f():\n    import robustclip.app.cli\n    from robustclip.core import __version__\n"
-             "    importlib.import_module('robustclip.mini')\n")
+
+    m = fake(
+        "robustclip.train.loop",
+        "from ..models import _private, load_clip\nfrom . import losses\n"
+        "def f():\n    import robustclip.app.cli\n    from robustclip.core import __version__\n"
+        "    importlib.import_module('robustclip.mini')\n",
+    )
     assert [(t, line) for t, line in m.imports] == [
-        ("robustclip.models._private", 1), ("robustclip.models.load_clip", 1), ("robustclip.train.losses", 2),
-        ("robustclip.app.cli", 4), ("robustclip.core.__version__", 5), ("robustclip.mini", 6)]
+        ("robustclip.models._private", 1),
+        ("robustclip.models.load_clip", 1),
+        ("robustclip.train.losses", 2),
+        ("robustclip.app.cli", 4),
+        ("robustclip.core.__version__", 5),
+        ("robustclip.mini", 6),
+    ]
     assert m.private == [("robustclip.models", "_private", 1)]
     pkg = fake("robustclip.train", "from .loop import fit\nfrom .. import core\n", is_package=True)
     assert [t for t, _ in pkg.imports] == ["robustclip.train.loop.fit", "robustclip.core"]
     assert _layer("robustclip") == 0 and _layer("robustclip.data.text") == 1 and _layer("robustclip.mini.world") == 4
     assert _layer("robustclip.app") == 5 and _layer("robustclip.database") is None
     g = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
-    assert _strongly_connected(g) == [["a", "b", "c"]] and _shortest_cycle("a", {"a", "b", "c"}, g) == ["a", "b", "c", "a"]
-    tree = ast.parse("try: x()\nexcept Exception: pass\ntry: y()\nexcept ValueError: pass\n"
-                     "for i in x:\n  try: z()\n  except: continue\ntry: w()\nexcept BaseException: log()\n")
-    hits = [h.lineno for h in ast.walk(tree) if isinstance(h, ast.ExceptHandler) and _broad(h)
-            and all(map(_does_nothing, h.body))]
+    assert _strongly_connected(g) == [["a", "b", "c"]] and _shortest_cycle("a", {"a", "b", "c"}, g) == [
+        "a",
+        "b",
+        "c",
+        "a",
+    ]
+    tree = ast.parse(
+        "try: x()\nexcept Exception: pass\ntry: y()\nexcept ValueError: pass\n"
+        "for i in x:\n  try: z()\n  except: continue\ntry: w()\nexcept BaseException: log()\n"
+    )
+    hits = [
+        h.lineno
+        for h in ast.walk(tree)
+        if isinstance(h, ast.ExceptHandler) and _broad(h) and all(map(_does_nothing, h.body))
+    ]
     assert hits == [2, 7]
-    long_src = "@dec\ndef f():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1) + "class C:\n    def g(self):\n        pass\n"
+    long_src = (
+        "@dec\ndef f():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1) + "class C:\n    def g(self):\n        pass\n"
+    )
     assert [(q, fn.end_lineno - fn.lineno + 1) for q, fn in _functions(ast.parse(long_src))] == [
-        ("f", MAX_FUNCTION_LINES), ("C.g", 2)]
+        ("f", MAX_FUNCTION_LINES),
+        ("C.g", 2),
+    ]
 
 
 def test_reading_results_does_not_import_torch():
     "The paper templates read result tables with robustclip.results: that must not cost a torch import per kernel."
-    import subprocess, sys
+    import subprocess
+    import sys
+
     code = "import sys, robustclip.results; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

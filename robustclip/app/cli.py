@@ -6,41 +6,79 @@ Docs: https://robustclip.github.io/robustclip/app.cli.html.md"""
 
 # %% ../../nbs/90_app.cli.ipynb #f70c5866
 from __future__ import annotations
-import os, sys, argparse, importlib, importlib.util
+import os
+import sys
+import argparse
+import importlib
+import importlib.util
 from typing import NamedTuple
 from .. import __version__
 from ..core import RobustClipError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'EXAMPLES', 'Command', 'available_commands', 'build_parser', 'error_line', 'main']
+__all__ = [
+    'COMMANDS', 'EXAMPLES', 'Command', 'available_commands', 'build_parser', 'error_line', 'main'
+]
 
 # %% ../../nbs/90_app.cli.ipynb #c2b972df
 class Command(NamedTuple):
     "Where a sub-command lives: its module and the names of its two functions."
-    module: str             # e.g. 'robustclip.app.evals'
-    help: str               # one line for `robustclip --help`
-    add: str = "add_args"   # add_args(parser): declare the options
-    run: str = "run"        # run(args) -> exit code
+
+    module: str  # e.g. 'robustclip.app.evals'
+    help: str  # one line for `robustclip --help`
+    add: str = "add_args"  # add_args(parser): declare the options
+    run: str = "run"  # run(args) -> exit code
+
 
 COMMANDS: dict[str, Command] = {
-    "pretrain-mini": Command("robustclip.app.train", "pretrain the tiny mini-base CLIP on the mini world (cached)",
-                             "pretrain_args", "run_pretrain"),
-    "eval zeroshot": Command("robustclip.app.evals", "zero-shot image classification, clean and under attack",
-                             "zeroshot_args", "run_zeroshot"),
-    "eval text": Command("robustclip.app.evals", "zero-shot text classification, clean and under Charmer",
-                         "text_args", "run_text"),
-    "eval retrieval": Command("robustclip.app.evals", "image-text retrieval, clean and under attack",
-                              "retrieval_args", "run_retrieval"),
-    "eval textfare": Command("robustclip.app.evals", "TextFARE loss: text-embedding drift from the original CLIP, clean and attacked",
-                             "textfare_args", "run_textfare"),
-    "eval vlm": Command("robustclip.app.vlm", "a vision-language model (LLaVA, mini-llava) with a vision encoder swapped in",
-                        "vlm_args", "run_vlm"),
-    "eval t2i": Command("robustclip.app.downstream", "text-to-image (SD, mini-t2i) under adversarial prompts, a text tower swapped in",
-                        "t2i_args", "run_t2i"),
-    "eval inversion": Command("robustclip.app.downstream", "PEZ inversion of text embeddings (LEAF's reconstruction metrics)",
-                              "inversion_args", "run_inversion"),
-    "train": Command("robustclip.app.train", "adversarial fine-tuning (FARE, TeCoA, Sim-CLIP, LEAF) from a YAML config"),
-    "export": Command("robustclip.app.export", "export a trained model (open_clip folder, vision-only state dict, bimodal)"),
+    "pretrain-mini": Command(
+        "robustclip.app.train",
+        "pretrain the tiny mini-base CLIP on the mini world (cached)",
+        "pretrain_args",
+        "run_pretrain",
+    ),
+    "eval zeroshot": Command(
+        "robustclip.app.evals",
+        "zero-shot image classification, clean and under attack",
+        "zeroshot_args",
+        "run_zeroshot",
+    ),
+    "eval text": Command(
+        "robustclip.app.evals", "zero-shot text classification, clean and under Charmer", "text_args", "run_text"
+    ),
+    "eval retrieval": Command(
+        "robustclip.app.evals", "image-text retrieval, clean and under attack", "retrieval_args", "run_retrieval"
+    ),
+    "eval textfare": Command(
+        "robustclip.app.evals",
+        "TextFARE loss: text-embedding drift from the original CLIP, clean and attacked",
+        "textfare_args",
+        "run_textfare",
+    ),
+    "eval vlm": Command(
+        "robustclip.app.vlm",
+        "a vision-language model (LLaVA, mini-llava) with a vision encoder swapped in",
+        "vlm_args",
+        "run_vlm",
+    ),
+    "eval t2i": Command(
+        "robustclip.app.downstream",
+        "text-to-image (SD, mini-t2i) under adversarial prompts, a text tower swapped in",
+        "t2i_args",
+        "run_t2i",
+    ),
+    "eval inversion": Command(
+        "robustclip.app.downstream",
+        "PEZ inversion of text embeddings (LEAF's reconstruction metrics)",
+        "inversion_args",
+        "run_inversion",
+    ),
+    "train": Command(
+        "robustclip.app.train", "adversarial fine-tuning (FARE, TeCoA, Sim-CLIP, LEAF) from a YAML config"
+    ),
+    "export": Command(
+        "robustclip.app.export", "export a trained model (open_clip folder, vision-only state dict, bimodal)"
+    ),
     "push-to-hub": Command("robustclip.app.export", "upload an exported model to the Hugging Face hub"),
     "reproduce": Command("robustclip.app.reproduce", "regenerate the papers' tables and figures (mini or paper scale)"),
 }
@@ -53,31 +91,45 @@ EXAMPLES = """examples:
 
 run `robustclip COMMAND --help` for the options of a command."""
 
+
 def _installed(module: str) -> bool:
-    try: return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError: return False
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
 
 def available_commands() -> dict[str, Command]:
     "The commands whose module is installed."
     return {k: v for k, v in COMMANDS.items() if _installed(v[0])}
 
 # %% ../../nbs/90_app.cli.ipynb #a2c086f0
-def _selected(argv: list[str]) -> str|None:
+def _selected(argv: list[str]) -> str | None:
     "The command named in argv ('eval zeroshot' takes two words), if any."
     words = [a for a in argv if not a.startswith("-")]
     cmds = available_commands()
-    if not words: return None
-    if words[0] in cmds: return words[0]
-    if len(words) > 1 and f"{words[0]} {words[1]}" in cmds: return f"{words[0]} {words[1]}"
+    if not words:
+        return None
+    if words[0] in cmds:
+        return words[0]
+    if len(words) > 1 and f"{words[0]} {words[1]}" in cmds:
+        return f"{words[0]} {words[1]}"
     return None
 
-def build_parser(selected: str|None = None) -> argparse.ArgumentParser:
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     "The argument parser, with the options of `selected` (only that command's module is imported)."
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog="robustclip", formatter_class=fmt, epilog=EXAMPLES,
-                                description="Adversarially robust CLIP: fine-tune, attack, evaluate, reproduce.")
+    p = argparse.ArgumentParser(
+        prog="robustclip",
+        formatter_class=fmt,
+        epilog=EXAMPLES,
+        description="Adversarially robust CLIP: fine-tune, attack, evaluate, reproduce.",
+    )
     p.add_argument("--version", action="version", version=f"robustclip {__version__}")
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors (also env ROBUSTCLIP_DEBUG=1)")
+    p.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks on errors (also env ROBUSTCLIP_DEBUG=1)"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, cmd in available_commands().items():
@@ -85,32 +137,43 @@ def build_parser(selected: str|None = None) -> argparse.ArgumentParser:
         head, _, tail = name.partition(" ")
         if tail:
             if head not in groups:
-                gp = sub.add_parser(head, help=f"{head} sub-commands: " + ", ".join(
-                    n.split()[1] for n in available_commands() if n.startswith(head + " ")))
+                gp = sub.add_parser(
+                    head,
+                    help=f"{head} sub-commands: "
+                    + ", ".join(n.split()[1] for n in available_commands() if n.startswith(head + " ")),
+                )
                 groups[head] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
             sp = groups[head].add_parser(tail, help=help_, description=help_, formatter_class=fmt)
-        else: sp = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt)
+        else:
+            sp = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt)
         sp.set_defaults(_command=name)
-        if name == selected: getattr(importlib.import_module(cmd.module), cmd.add)(sp)
+        if name == selected:
+            getattr(importlib.import_module(cmd.module), cmd.add)(sp)
     return p
 
 # %% ../../nbs/90_app.cli.ipynb #aad65ca0
 def error_line(e: BaseException) -> str:
     "One line for a user-facing failure: what failed, on which file, and (where known) what to do."
     import json as _json
-    if isinstance(e, RobustClipError): return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+    if isinstance(e, RobustClipError):
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
     if isinstance(e, UnicodeDecodeError):
         return f"a file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
-    if isinstance(e, _json.JSONDecodeError): return f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})"
+    if isinstance(e, _json.JSONDecodeError):
+        return f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})"
     if isinstance(e, OSError):
         what = e.strerror or type(e).__name__
         return f"{what}: {e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else what
     first = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
+
 def _user_errors() -> tuple[type, ...]:
     "Exception types that mean bad input, not a bug: answered in one line."
-    import json as _json, yaml
+    import json as _json
+    import yaml
+
     return (RobustClipError, OSError, UnicodeError, _json.JSONDecodeError, yaml.YAMLError)
 
 # %% ../../nbs/90_app.cli.ipynb #7065cdcd
@@ -119,12 +182,14 @@ def _debug(argv: list[str]) -> tuple[bool, list[str]]:
     env = os.environ.get("ROBUSTCLIP_DEBUG", "0") not in ("", "0", "false", "False")
     return env or "--debug" in argv, [a for a in argv if a != "--debug"]
 
+
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
     "Show a warning as one line on stderr, `robustclip: warning: ...` (file and line only with --debug)."
     text = str(message).splitlines()[0] if str(message) else category.__name__
     print(f"robustclip: warning: {text}", file=sys.stderr if file is None else file)
 
-def main(argv: list[str]|None = None) -> int:
+
+def main(argv: list[str] | None = None) -> int:
     "Entry point of the `robustclip` command; returns the exit code."
     debug, argv = _debug(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(_selected(argv))
@@ -134,12 +199,17 @@ def main(argv: list[str]|None = None) -> int:
         return 0 if not argv else 2
     cmd = COMMANDS[args._command]
     import warnings
+
     try:
-        with warnings.catch_warnings():         # restores the caller's warning display afterwards
-            if not debug: warnings.showwarning = _warning_line
+        with warnings.catch_warnings():  # restores the caller's warning display afterwards
+            if not debug:
+                warnings.showwarning = _warning_line
             return int(getattr(importlib.import_module(cmd.module), cmd.run)(args) or 0)
     except KeyboardInterrupt:
-        print(f"robustclip {args._command}: interrupted", file=sys.stderr); return 130
+        print(f"robustclip {args._command}: interrupted", file=sys.stderr)
+        return 130
     except _user_errors() as e:
-        if debug: raise
-        print(f"robustclip {args._command}: error: {error_line(e)}", file=sys.stderr); return 2
+        if debug:
+            raise
+        print(f"robustclip {args._command}: error: {error_line(e)}", file=sys.stderr)
+        return 2

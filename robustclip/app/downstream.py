@@ -14,7 +14,9 @@ from ..eval.inversion import eval_inversion, VOCABS
 from .evals import subset_arg, print_result
 
 # %% auto #0
-__all__ = ['t2i_args', 'run_t2i', 'inversion_args', 'run_inversion']
+__all__ = [
+    't2i_args', 'run_t2i', 'inversion_args', 'run_inversion'
+]
 
 # %% ../../nbs/85_app.downstream.ipynb #793df59a
 _T2I_EPILOG = """examples:
@@ -26,47 +28,99 @@ Prompts are each image's first caption (or a caption file's lines: --dataset cap
 LEAF's constraint, objective dissim) attacks the generator's own text encoder; both images of a prompt start from the
 same seeded noise; CLIPScore/100 is measured against the clean prompt. The generator is never retrained."""
 
-def _spec(s: str|None) -> str|None:
+
+def _spec(s: str | None) -> str | None:
     "A model argument as a `load_clip` spec: an existing folder means 'local-dir:FOLDER'."
     from pathlib import Path
-    if s and ":" not in s and Path(s).is_dir(): return f"local-dir:{s}"
+
+    if s and ":" not in s and Path(s).is_dir():
+        return f"local-dir:{s}"
     return s
+
 
 def t2i_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval t2i`."
     p.epilog = _T2I_EPILOG
     p.add_argument("--generator", default="mini-t2i", help="mini-t2i (default) | sd:<pipeline folder or hub id>")
-    p.add_argument("--text-encoder", default=None, help="CLIP whose text tower goes in (load_clip spec or run folder; default: the generator's own)")
-    p.add_argument("--judge", default="mini-base", help="CLIPScore's CLIP (default: mini-base; LEAF: ViT-B-16 + --judge-pretrained openai)")
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        help="CLIP whose text tower goes in (load_clip spec or run folder; default: the generator's own)",
+    )
+    p.add_argument(
+        "--judge",
+        default="mini-base",
+        help="CLIPScore's CLIP (default: mini-base; LEAF: ViT-B-16 + --judge-pretrained openai)",
+    )
     p.add_argument("--judge-pretrained", default=None, help="pretrained tag or checkpoint of --judge")
-    p.add_argument("--dataset", default="mini/retrieval", help="mini/retrieval, coco, karpathy:JSON or captions:FILE (default: mini/retrieval)")
+    p.add_argument(
+        "--dataset",
+        default="mini/retrieval",
+        help="mini/retrieval, coco, karpathy:JSON or captions:FILE (default: mini/retrieval)",
+    )
     p.add_argument("--data-root", default=None, help="root of paper-scale data (default: $ROBUSTCLIP_DATA)")
     p.add_argument("--split", default="test")
     p.add_argument("--k", type=int, default=2, help="Charmer's Levenshtein budget (default: 2, LEAF's)")
     p.add_argument("--n-positions", type=int, default=20, help="positions kept by Charmer's first stage (default: 20)")
-    p.add_argument("--objective", default="dissim", choices=["dissim", "l2", "sim", "negl2"], help="attack objective (default: dissim)")
-    p.add_argument("--constrain", action=argparse.BooleanOptionalAction, default=True, help="LEAF's word constraint (default: on)")
+    p.add_argument(
+        "--objective",
+        default="dissim",
+        choices=["dissim", "l2", "sim", "negl2"],
+        help="attack objective (default: dissim)",
+    )
+    p.add_argument(
+        "--constrain", action=argparse.BooleanOptionalAction, default=True, help="LEAF's word constraint (default: on)"
+    )
     p.add_argument("--n-samples", type=int, default=100, help="prompts (default: 100)")
-    p.add_argument("--subset", default="first", choices=["random", "first"], help="the first N prompts (default) or a seeded random subset")
+    p.add_argument(
+        "--subset",
+        default="first",
+        choices=["random", "first"],
+        help="the first N prompts (default) or a seeded random subset",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8, help="prompts per batch / sidecar line (default: 8)")
-    p.add_argument("--n-examples", type=int, default=4, help="samples whose images are saved as PNG beside the output (default: 4)")
+    p.add_argument(
+        "--n-examples", type=int, default=4, help="samples whose images are saved as PNG beside the output (default: 4)"
+    )
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--output", default=None, help="result JSON (sidecar and images beside it; default: print)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
 
+
 def run_t2i(args: argparse.Namespace) -> int:
     "Run `robustclip eval t2i`."
-    if args.n_samples is not None and args.n_samples <= 0: raise RobustClipError(f"--n-samples must be positive; got {args.n_samples}")
-    rec = eval_t2i(args.generator, args.dataset, text_encoder=_spec(args.text_encoder), judge=_spec(args.judge),
-                   judge_pretrained=args.judge_pretrained, k=args.k, n_positions=args.n_positions, objective=args.objective,
-                   constrain=args.constrain, subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed,
-                   batch_size=args.batch_size, n_examples=args.n_examples, data_root=args.data_root, split=args.split,
-                   device=args.device, precision=args.precision, output=args.output, resume=args.resume)
+    if args.n_samples is not None and args.n_samples <= 0:
+        raise RobustClipError(f"--n-samples must be positive; got {args.n_samples}")
+    rec = eval_t2i(
+        args.generator,
+        args.dataset,
+        text_encoder=_spec(args.text_encoder),
+        judge=_spec(args.judge),
+        judge_pretrained=args.judge_pretrained,
+        k=args.k,
+        n_positions=args.n_positions,
+        objective=args.objective,
+        constrain=args.constrain,
+        subset=subset_arg(args.n_samples, args.subset, args.seed),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        n_examples=args.n_examples,
+        data_root=args.data_root,
+        split=args.split,
+        device=args.device,
+        precision=args.precision,
+        output=args.output,
+        resume=args.resume,
+    )
     m = rec["metrics"]
     attr = f"  attr_acc {m['attr_acc_clean']:.3f} -> {m['attr_acc_adv']:.3f}" if "attr_acc_clean" in m else ""
-    return print_result(rec, f"CLIPScore clean {m['clip_score_clean']:.4f}  adv {m['clip_score_adv']:.4f}{attr}  (n={m['n']})", args.output)
+    return print_result(
+        rec,
+        f"CLIPScore clean {m['clip_score_clean']:.4f}  adv {m['clip_score_adv']:.4f}{attr}  (n={m['n']})",
+        args.output,
+    )
 
 # %% ../../nbs/85_app.downstream.ipynb #a9397d8a
 _INV_EPILOG = """examples:
@@ -76,15 +130,18 @@ _INV_EPILOG = """examples:
 PEZ (Wen et al. 2023) as LEAF runs it: prompt length matched to each text, AdamW lr 0.1, wd 0.1, 3000 steps; metrics:
 mean best cosine, word accuracy, token accuracy, BLEU."""
 
+
 def inversion_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval inversion`."
     p.epilog = _INV_EPILOG
     p.add_argument("--model", required=True, help="the CLIP (load_clip spec or run folder)")
     p.add_argument("--pretrained", default=None, help="pretrained tag or checkpoint")
     p.add_argument("--dataset", default="mini/retrieval", help="mini/retrieval, coco, karpathy:JSON or captions:FILE")
-    p.add_argument("--data-root", default=None); p.add_argument("--split", default="test")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--split", default="test")
     p.add_argument("--steps", type=int, default=3000, help="PEZ steps (default: 3000, LEAF's)")
-    p.add_argument("--lr", type=float, default=0.1); p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--vocab", default="all", choices=list(VOCABS), help="tokens the projection may pick (default: all)")
     p.add_argument("--n-samples", type=int, default=100, help="texts (default: 100, LEAF's)")
     p.add_argument("--subset", default="first", choices=["random", "first"])
@@ -94,13 +151,32 @@ def inversion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="result JSON (sidecar beside it; default: print)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
 
+
 def run_inversion(args: argparse.Namespace) -> int:
     "Run `robustclip eval inversion`."
-    if args.n_samples is not None and args.n_samples <= 0: raise RobustClipError(f"--n-samples must be positive; got {args.n_samples}")
-    rec = eval_inversion(_spec(args.model), args.dataset, pretrained=args.pretrained, steps=args.steps, lr=args.lr,
-                         weight_decay=args.weight_decay, vocab=args.vocab, subset=subset_arg(args.n_samples, args.subset, args.seed),
-                         seed=args.seed, batch_size=args.batch_size, data_root=args.data_root, split=args.split,
-                         device=args.device, output=args.output, resume=args.resume)
+    if args.n_samples is not None and args.n_samples <= 0:
+        raise RobustClipError(f"--n-samples must be positive; got {args.n_samples}")
+    rec = eval_inversion(
+        _spec(args.model),
+        args.dataset,
+        pretrained=args.pretrained,
+        steps=args.steps,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        vocab=args.vocab,
+        subset=subset_arg(args.n_samples, args.subset, args.seed),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        split=args.split,
+        device=args.device,
+        output=args.output,
+        resume=args.resume,
+    )
     m = rec["metrics"]
-    return print_result(rec, f"cos {m['sim']:.4f}  word_acc {m['word_acc']:.4f}  token_acc {m['token_acc']:.4f}  "
-                             f"BLEU {m['bleu']:.2f}  (n={m['n']})", args.output)
+    return print_result(
+        rec,
+        f"cos {m['sim']:.4f}  word_acc {m['word_acc']:.4f}  token_acc {m['token_acc']:.4f}  "
+        f"BLEU {m['bleu']:.2f}  (n={m['n']})",
+        args.output,
+    )

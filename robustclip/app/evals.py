@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/app.evals.html.md"""
 
 # %% ../../nbs/83_app.evals.ipynb #9a3bf378
 from __future__ import annotations
-import argparse, json
+import argparse
+import json
 
 from ..core import RobustClipError, SubsetSpec, ThreatModel, SUBSET_MODES
 from ..attacks.cascade import ATTACKS
@@ -16,51 +17,70 @@ from ..eval.retrieval import eval_retrieval, retrieval_attack, retrieval_target
 from ..eval.textfare import eval_textfare, TEXTFARE_ATTACKS
 
 # %% auto #0
-__all__ = ['add_model_data_args', 'subset_arg', 'refuse_unused', 'print_result', 'zeroshot_args', 'run_zeroshot', 'text_args',
-           'run_text', 'retrieval_args', 'run_retrieval', 'textfare_args', 'run_textfare']
+__all__ = [
+    'add_model_data_args', 'subset_arg', 'refuse_unused', 'print_result', 'zeroshot_args', 'run_zeroshot', 'text_args',
+    'run_text', 'retrieval_args', 'run_retrieval', 'textfare_args', 'run_textfare'
+]
 
 # %% ../../nbs/83_app.evals.ipynb #69808333
-def add_model_data_args(p: argparse.ArgumentParser,  # the command's parser
-                        datasets: str,           # help text listing the datasets this command takes
-                        split_help: str = "dataset split (default: test)",
-                       ) -> None:
+def add_model_data_args(
+    p: argparse.ArgumentParser,  # the command's parser
+    datasets: str,  # help text listing the datasets this command takes
+    split_help: str = "dataset split (default: test)",
+) -> None:
     "Add `--model --pretrained --dataset --data-root --split`, as every eval command takes them."
     p.add_argument("--model", required=True, help="mini-base | ViT-L-14 | hf-hub:ORG/REPO | local-dir:PATH")
-    p.add_argument("--pretrained", default=None, help="pretrained tag (e.g. openai) or checkpoint file (.pt/.safetensors)")
+    p.add_argument(
+        "--pretrained", default=None, help="pretrained tag (e.g. openai) or checkpoint file (.pt/.safetensors)"
+    )
     p.add_argument("--dataset", required=True, help=datasets)
     p.add_argument("--data-root", default=None, help="root of paper-scale data (default: $ROBUSTCLIP_DATA)")
     p.add_argument("--split", default="test", help=split_help)
 
-def subset_arg(n_samples: int|None,  # --n-samples
-               mode: str = "random",  # --subset
-               seed: int = 0,         # --seed
-              ) -> SubsetSpec:
+
+def subset_arg(
+    n_samples: int | None,  # --n-samples
+    mode: str = "random",  # --subset
+    seed: int = 0,  # --seed
+) -> SubsetSpec:
     "The `SubsetSpec` of the subset flags (a one-line error naming `--n-samples`)."
-    if n_samples is not None and n_samples <= 0: raise RobustClipError(f"--n-samples must be positive; got {n_samples}")
+    if n_samples is not None and n_samples <= 0:
+        raise RobustClipError(f"--n-samples must be positive; got {n_samples}")
     return SubsetSpec(n_samples, mode, seed)
 
-def refuse_unused(mode: str,   # the chosen mode as users see it, e.g. '--attack none'
-                  needs: str,  # what would use the flags, e.g. '--attack charmer'
-                  **flags,     # flag (underscores for dashes) -> its value; None: not given
-                 ) -> None:
+
+def refuse_unused(
+    mode: str,  # the chosen mode as users see it, e.g. '--attack none'
+    needs: str,  # what would use the flags, e.g. '--attack charmer'
+    **flags,  # flag (underscores for dashes) -> its value; None: not given
+) -> None:
     "A one-line error naming the flags that would do nothing in the chosen mode (silently ignoring them misleads)."
     given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
-    if given: raise RobustClipError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with {mode}; "
-                                    f"drop {'it' if len(given) == 1 else 'them'}, or use {needs}")
+    if given:
+        raise RobustClipError(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with {mode}; "
+            f"drop {'it' if len(given) == 1 else 'them'}, or use {needs}"
+        )
 
-def print_result(rec: dict,             # the result record
-                 line: str,             # the metrics, as one line
-                 output: str|None,      # where it was written (None: print the record too)
-                ) -> int:
+
+def print_result(
+    rec: dict,  # the result record
+    line: str,  # the metrics, as one line
+    output: str | None,  # where it was written (None: print the record too)
+) -> int:
     "Print one line of results (and the whole record when it was not written to a file); the exit code 0."
     print(f"{rec['dataset']}  {rec['model']}  {line}" + (f"  -> {output}" if output else ""))
-    if not output: print(json.dumps(rec, indent=2))
+    if not output:
+        print(json.dumps(rec, indent=2))
     return 0
 
 # %% ../../nbs/83_app.evals.ipynb #7faac424
-_ATTACK_HELP = ("attack preset: apgd-ce,apgd-t (the papers: APGD-CE 5 restarts + APGD-T 9 targets, 100 iterations), "
-                "apgd-ce (2-class tasks such as PCAM), pgd, aa (= apgd-ce,apgd-t), or a comma-separated list of "
-                + ", ".join(ATTACKS) + " (default: none = clean accuracy only)")
+_ATTACK_HELP = (
+    "attack preset: apgd-ce,apgd-t (the papers: APGD-CE 5 restarts + APGD-T 9 targets, 100 iterations), "
+    "apgd-ce (2-class tasks such as PCAM), pgd, aa (= apgd-ce,apgd-t), or a comma-separated list of "
+    + ", ".join(ATTACKS)
+    + " (default: none = clean accuracy only)"
+)
 _EPILOG = """robust evaluation:
   robustclip eval zeroshot --model mini-base --dataset mini/digit --attack apgd-ce,apgd-t --eps 4/255 \\
       --n-samples 256 --output a.json
@@ -69,43 +89,101 @@ _EPILOG = """robust evaluation:
   command after an interruption resumes from a.samples.jsonl. eps is written as fractions of the pixel range:
   4/255 or 0.0157 (a bare 4 is refused)."""
 
+
 def zeroshot_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval zeroshot`."
     p.epilog = _EPILOG
-    add_model_data_args(p, "mini/digit, mini/color, ..., imagenet, cifar10, wds/vtab/dtd, imagefolder:PATH", "dataset split (default: test; ImageNet uses val)")
-    p.add_argument("--output", default=None, help="result JSON to write (default: print it); the sidecar goes next to it")
-    p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
-    p.add_argument("--n-samples", type=int, default=None,
-                   help="evaluate a seeded subset of this size (default: all; 1000 when attacking, as the papers)")
-    p.add_argument("--subset", default="random", choices=list(SUBSET_MODES),
-                   help="which N: seeded random (default), the first N, 'robustbench' (ImageNet val: RobustBench's fixed "
-                        "list, FARE 5000 / LEAF 1000) or 'clip-benchmark' (wds datasets: CLIP_benchmark's seeded draw, FARE)")
+    add_model_data_args(
+        p,
+        "mini/digit, mini/color, ..., imagenet, cifar10, wds/vtab/dtd, imagefolder:PATH",
+        "dataset split (default: test; ImageNet uses val)",
+    )
+    p.add_argument(
+        "--output", default=None, help="result JSON to write (default: print it); the sidecar goes next to it"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)",
+    )
+    p.add_argument(
+        "--n-samples",
+        type=int,
+        default=None,
+        help="evaluate a seeded subset of this size (default: all; 1000 when attacking, as the papers)",
+    )
+    p.add_argument(
+        "--subset",
+        default="random",
+        choices=list(SUBSET_MODES),
+        help="which N: seeded random (default), the first N, 'robustbench' (ImageNet val: RobustBench's fixed "
+        "list, FARE 5000 / LEAF 1000) or 'clip-benchmark' (wds datasets: CLIP_benchmark's seeded draw, FARE)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and of random starts (default: 0)")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     g = p.add_argument_group("attack (robust accuracy)")
     g.add_argument("--attack", default=None, metavar="PRESET", help=_ATTACK_HELP)
-    g.add_argument("--eps", default=None, help="perturbation budget: 4/255, 2/255, 0.0157 (implies --attack apgd-ce,apgd-t if no --attack)")
+    g.add_argument(
+        "--eps",
+        default=None,
+        help="perturbation budget: 4/255, 2/255, 0.0157 (implies --attack apgd-ce,apgd-t if no --attack)",
+    )
     g.add_argument("--norm", default=None, choices=["linf", "l2"], help="threat model (default: linf)")
     g.add_argument("--iterations", type=int, default=None, help="iterations of each attack (default: 100)")
-    g.add_argument("--restarts", type=int, default=None, help="restarts of each attack (default: APGD-CE 5, APGD-T 1 per target)")
+    g.add_argument(
+        "--restarts", type=int, default=None, help="restarts of each attack (default: APGD-CE 5, APGD-T 1 per target)"
+    )
     g.add_argument("--n-target-classes", type=int, default=None, help="targets of APGD-T (default: min(9, classes-1))")
-    g.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="attack precision (default: fp32, as the papers)")
+    g.add_argument(
+        "--precision", default=None, choices=["fp32", "bf16"], help="attack precision (default: fp32, as the papers)"
+    )
     g.add_argument("--no-checks", dest="checks", action="store_false", help="skip the sanity checks (named warnings)")
-    g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
+    g.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
+    )
+
 
 def run_zeroshot(args: argparse.Namespace) -> int:
     "Run `robustclip eval zeroshot`: the flags as typed values, the evaluation, one line."
     if args.attack is None and args.eps is None:
-        refuse_unused("no attack (clean accuracy)", "--eps 4/255 (and --attack)", norm=args.norm, iterations=args.iterations,
-                      restarts=args.restarts, n_target_classes=args.n_target_classes, precision=args.precision)
-    attack = zeroshot_attack(args.attack, args.eps, args.norm or "linf", args.iterations, args.restarts, args.n_target_classes,
-                             args.precision or "fp32")
-    rec = eval_zeroshot(args.model, args.dataset, pretrained=args.pretrained, data_root=args.data_root, split=args.split,
-                        subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed, batch_size=args.batch_size,
-                        device=args.device, output=args.output, attack=attack, checks=args.checks, resume=args.resume,
-                        overwrite=args.overwrite)
+        refuse_unused(
+            "no attack (clean accuracy)",
+            "--eps 4/255 (and --attack)",
+            norm=args.norm,
+            iterations=args.iterations,
+            restarts=args.restarts,
+            n_target_classes=args.n_target_classes,
+            precision=args.precision,
+        )
+    attack = zeroshot_attack(
+        args.attack,
+        args.eps,
+        args.norm or "linf",
+        args.iterations,
+        args.restarts,
+        args.n_target_classes,
+        args.precision or "fp32",
+    )
+    rec = eval_zeroshot(
+        args.model,
+        args.dataset,
+        pretrained=args.pretrained,
+        data_root=args.data_root,
+        split=args.split,
+        subset=subset_arg(args.n_samples, args.subset, args.seed),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        output=args.output,
+        attack=attack,
+        checks=args.checks,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     m, a = rec["metrics"], rec.get("attack")
     rob = f"  robust_acc1 {m['robust_acc1']:.4f} ({a['name']}, {a['norm']} {a['eps']})" if "robust_acc1" in m else ""
     res = f", {rec['resumed_batches']} batches resumed from {rec['samples']}" if rec.get("resumed_batches") else ""
@@ -115,36 +193,96 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 def text_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval text`."
     add_model_data_args(p, "mini/text | ag_news | textcsv:PATH (a text,label CSV)", "dataset split (default: test)")
-    p.add_argument("--label-encoder", default="image", choices=LABEL_ENCODERS, help="classes as label images (default, LEAF) or label prompts")
-    p.add_argument("--label-images", default=None, help="label images for a CSV dataset: a folder (0.jpg, 1.jpg, ...) or comma-separated files in label order")
-    p.add_argument("--classnames", default=None, help="class names of a CSV dataset in label order, comma-separated (default: classes.txt beside it)")
-    p.add_argument("--prompt-template", default=None, help="label prompts of a CSV dataset from its class names, e.g. '{} News'")
+    p.add_argument(
+        "--label-encoder",
+        default="image",
+        choices=LABEL_ENCODERS,
+        help="classes as label images (default, LEAF) or label prompts",
+    )
+    p.add_argument(
+        "--label-images",
+        default=None,
+        help="label images for a CSV dataset: a folder (0.jpg, 1.jpg, ...) or comma-separated files in label order",
+    )
+    p.add_argument(
+        "--classnames",
+        default=None,
+        help="class names of a CSV dataset in label order, comma-separated (default: classes.txt beside it)",
+    )
+    p.add_argument(
+        "--prompt-template", default=None, help="label prompts of a CSV dataset from its class names, e.g. '{} News'"
+    )
     p.add_argument("--attack", default="charmer", choices=["charmer", "none"], help="text attack (default: charmer)")
     p.add_argument("--k", type=int, default=None, help="Charmer's Levenshtein budget (default: 1)")
     p.add_argument("--n-positions", type=int, default=None, help="Charmer's positions per round (default: 20)")
-    p.add_argument("--alphabet", default=None, help="data (default: characters of the evaluated split) | train (LEAF: the train split's + delete) | ascii | letters | explicit characters")
+    p.add_argument(
+        "--alphabet",
+        default=None,
+        help="data (default: characters of the evaluated split) | train (LEAF: the train split's + delete) | ascii | letters | explicit characters",
+    )
     p.add_argument("--n-samples", type=int, default=None, help="number of texts (default: all)")
-    p.add_argument("--subset", default="random", choices=["random", "first"], help="seeded random subset (default) or the first N (LEAF)")
+    p.add_argument(
+        "--subset",
+        default="random",
+        choices=["random", "first"],
+        help="seeded random subset (default) or the first N (LEAF)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=512, help="texts / candidates per encoder call (default: 512)")
-    p.add_argument("--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)")
-    p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
+    p.add_argument(
+        "--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)",
+    )
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
+    )
+
 
 def run_text(args: argparse.Namespace) -> int:
     "Run `robustclip eval text`: the flags as typed values, the evaluation, one line."
-    kw = {k: v for k, v in (("label_images", args.label_images), ("prompt_template", args.prompt_template),
-                            ("classnames", args.classnames.split(",") if args.classnames else None)) if v}
+    kw = {
+        k: v
+        for k, v in (
+            ("label_images", args.label_images),
+            ("prompt_template", args.prompt_template),
+            ("classnames", args.classnames.split(",") if args.classnames else None),
+        )
+        if v
+    }
     attack = text_attack(args.attack)
-    if attack is None: refuse_unused("--attack none", "--attack charmer", k=args.k, n_positions=args.n_positions, alphabet=args.alphabet)
+    if attack is None:
+        refuse_unused(
+            "--attack none", "--attack charmer", k=args.k, n_positions=args.n_positions, alphabet=args.alphabet
+        )
     k, n_positions = 1 if args.k is None else args.k, 20 if args.n_positions is None else args.n_positions
-    rec = eval_text(args.model, args.dataset, pretrained=args.pretrained, attack=attack, k=k,
-                    n_positions=n_positions, alphabet=args.alphabet, label_encoder=args.label_encoder,
-                    subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed, batch_size=args.batch_size,
-                    data_root=args.data_root, split=args.split, device=args.device, output=args.output,
-                    resume=args.resume, overwrite=args.overwrite, **kw)
+    rec = eval_text(
+        args.model,
+        args.dataset,
+        pretrained=args.pretrained,
+        attack=attack,
+        k=k,
+        n_positions=n_positions,
+        alphabet=args.alphabet,
+        label_encoder=args.label_encoder,
+        subset=subset_arg(args.n_samples, args.subset, args.seed),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        split=args.split,
+        device=args.device,
+        output=args.output,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        **kw,
+    )
     m = rec["metrics"]
     rob = f"  robust_acc1 {m['robust_acc1']:.4f} (charmer k={k})" if "robust_acc1" in m else ""
     return print_result(rec, f"acc1 {m['acc1']:.4f}{rob}  (n={m['n']})", args.output)
@@ -152,74 +290,194 @@ def run_text(args: argparse.Namespace) -> int:
 # %% ../../nbs/83_app.evals.ipynb #fe38811e
 def retrieval_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval retrieval`."
-    add_model_data_args(p, "mini/retrieval | coco | karpathy:PATH/dataset_flickr30k.json", "Karpathy split (default: test)")
-    p.add_argument("--attack", default="charmer", choices=["charmer", "apgd", "none"], help="charmer on captions (default), apgd on images, or none")
-    p.add_argument("--objective", default=None, choices=["towards", "away", "dissim"],
-                   help="Charmer: towards a target caption (default), away from the clean one, or dissim (LEAF's --obj dissim: away from the target, 0 by default)")
-    p.add_argument("--target", default=None, help="target caption, or 0/1/2 for LEAF's targets (default: a caption of another image)")
+    add_model_data_args(
+        p, "mini/retrieval | coco | karpathy:PATH/dataset_flickr30k.json", "Karpathy split (default: test)"
+    )
+    p.add_argument(
+        "--attack",
+        default="charmer",
+        choices=["charmer", "apgd", "none"],
+        help="charmer on captions (default), apgd on images, or none",
+    )
+    p.add_argument(
+        "--objective",
+        default=None,
+        choices=["towards", "away", "dissim"],
+        help="Charmer: towards a target caption (default), away from the clean one, or dissim (LEAF's --obj dissim: away from the target, 0 by default)",
+    )
+    p.add_argument(
+        "--target",
+        default=None,
+        help="target caption, or 0/1/2 for LEAF's targets (default: a caption of another image)",
+    )
     p.add_argument("--k", type=int, default=None, help="Charmer's Levenshtein budget (default: 2, as LEAF)")
     p.add_argument("--n-positions", type=int, default=None, help="Charmer's positions per round (default: 10, as LEAF)")
-    p.add_argument("--alphabet", default=None, help="data (default) | ascii (LEAF: delete + 95 printable ASCII) | letters | explicit characters")
-    p.add_argument("--captions", default=None, choices=["raw", "blip"], help="captions as written (default) or BLIP's pre_caption (LEAF)")
+    p.add_argument(
+        "--alphabet",
+        default=None,
+        help="data (default) | ascii (LEAF: delete + 95 printable ASCII) | letters | explicit characters",
+    )
+    p.add_argument(
+        "--captions",
+        default=None,
+        choices=["raw", "blip"],
+        help="captions as written (default) or BLIP's pre_caption (LEAF)",
+    )
     p.add_argument("--eps", default=None, help="image attack budget, e.g. 2/255 (default)")
     p.add_argument("--steps", type=int, default=None, help="image attack iterations (default: 100; must be > 0)")
-    p.add_argument("--n-samples", type=int, default=None, help="number of images, each with all its captions (default: all)")
-    p.add_argument("--subset", default="random", choices=["random", "first"], help="seeded random images (default) or the first N (LEAF)")
+    p.add_argument(
+        "--n-samples", type=int, default=None, help="number of images, each with all its captions (default: all)"
+    )
+    p.add_argument(
+        "--subset",
+        default="random",
+        choices=["random", "first"],
+        help="seeded random images (default) or the first N (LEAF)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256, help="images / captions / candidates per forward (default: 256)")
-    p.add_argument("--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)")
-    p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="images / captions / candidates per forward (default: 256)"
+    )
+    p.add_argument(
+        "--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)",
+    )
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
+    )
+
 
 def run_retrieval(args: argparse.Namespace) -> int:
     "Run `robustclip eval retrieval`: the flags as typed values, the evaluation, one line."
     attack, mode = retrieval_attack(args.attack, args.objective or "towards"), f"--attack {args.attack}"
-    if attack != "charmer": refuse_unused(mode, "--attack charmer", k=args.k, n_positions=args.n_positions,
-                                          alphabet=args.alphabet, objective=args.objective, target=args.target)
-    if attack != "apgd": refuse_unused(mode, "--attack apgd", eps=args.eps, steps=args.steps)
+    if attack != "charmer":
+        refuse_unused(
+            mode,
+            "--attack charmer",
+            k=args.k,
+            n_positions=args.n_positions,
+            alphabet=args.alphabet,
+            objective=args.objective,
+            target=args.target,
+        )
+    if attack != "apgd":
+        refuse_unused(mode, "--attack apgd", eps=args.eps, steps=args.steps)
     pick = lambda v, default: default if v is None else v
-    rec = eval_retrieval(args.model, args.dataset, pretrained=args.pretrained, attack=attack,
-                         objective=pick(args.objective, "towards"), target=retrieval_target(args.target), k=pick(args.k, 2),
-                         n_positions=pick(args.n_positions, 10), alphabet=args.alphabet, captions=pick(args.captions, "raw"), eps=ThreatModel.parse(pick(args.eps, "2/255")),
-                         steps=pick(args.steps, 100), subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed,
-                         batch_size=args.batch_size, data_root=args.data_root, split=args.split, device=args.device,
-                         output=args.output, resume=args.resume, overwrite=args.overwrite)
+    rec = eval_retrieval(
+        args.model,
+        args.dataset,
+        pretrained=args.pretrained,
+        attack=attack,
+        objective=pick(args.objective, "towards"),
+        target=retrieval_target(args.target),
+        k=pick(args.k, 2),
+        n_positions=pick(args.n_positions, 10),
+        alphabet=args.alphabet,
+        captions=pick(args.captions, "raw"),
+        eps=ThreatModel.parse(pick(args.eps, "2/255")),
+        steps=pick(args.steps, 100),
+        subset=subset_arg(args.n_samples, args.subset, args.seed),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        split=args.split,
+        device=args.device,
+        output=args.output,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     m = rec["metrics"]
-    line = "  ".join(f"{n.replace('_retrieval_recall', '')} {m[n]:.3f}" for n in m if n.endswith("@1") or n.endswith("@5"))
+    line = "  ".join(
+        f"{n.replace('_retrieval_recall', '')} {m[n]:.3f}" for n in m if n.endswith("@1") or n.endswith("@5")
+    )
     return print_result(rec, line, args.output)
 
 # %% ../../nbs/83_app.evals.ipynb #1f81983d
 def textfare_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval textfare`."
-    add_model_data_args(p, "mini/text | ag_news | textcsv:PATH (only the texts are used)", "dataset split (default: test)")
-    p.add_argument("--anchor", default=None, help="the original CLIP the distances are measured to (default: --model itself)")
+    add_model_data_args(
+        p, "mini/text | ag_news | textcsv:PATH (only the texts are used)", "dataset split (default: test)"
+    )
+    p.add_argument(
+        "--anchor", default=None, help="the original CLIP the distances are measured to (default: --model itself)"
+    )
     p.add_argument("--anchor-pretrained", default=None, help="pretrained tag or checkpoint of --anchor (e.g. openai)")
     p.add_argument("--attack", default="leaf", choices=TEXTFARE_ATTACKS, help="leaf (default), charmer or bruteforce")
     p.add_argument("--k", type=int, default=1, help="Levenshtein budget (default: 1; bruteforce: 1 only)")
-    p.add_argument("--rho", type=int, default=None, help="LEAF's rho / Charmer's positions (default: 20, as the reference)")
-    p.add_argument("--alphabet", default=None, help="data (default) | train (LEAF: the train split's characters + delete) | ascii | letters | characters")
-    p.add_argument("--constrain", action="store_true", help="LEAF's dictionary-word constraint (leaf, bruteforce; default: off)")
+    p.add_argument(
+        "--rho", type=int, default=None, help="LEAF's rho / Charmer's positions (default: 20, as the reference)"
+    )
+    p.add_argument(
+        "--alphabet",
+        default=None,
+        help="data (default) | train (LEAF: the train split's characters + delete) | ascii | letters | characters",
+    )
+    p.add_argument(
+        "--constrain", action="store_true", help="LEAF's dictionary-word constraint (leaf, bruteforce; default: off)"
+    )
     p.add_argument("--n-samples", type=int, default=100, help="number of texts (default: 100, as the reference)")
-    p.add_argument("--subset", default="first", choices=["random", "first"], help="the first N (default, LEAF) or a seeded random subset")
+    p.add_argument(
+        "--subset",
+        default="first",
+        choices=["random", "first"],
+        help="the first N (default, LEAF) or a seeded random subset",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of LEAF's sampling and of a random subset (default: 0)")
     p.add_argument("--batch-size", type=int, default=512, help="candidates per encoder call (default: 512)")
-    p.add_argument("--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)")
-    p.add_argument("--overwrite", action="store_true", help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)")
+    p.add_argument(
+        "--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)",
+    )
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
+    )
+
 
 def run_textfare(args: argparse.Namespace) -> int:
     "Run `robustclip eval textfare`: the flags as typed values, the evaluation, one line."
-    if args.attack == "bruteforce": refuse_unused("--attack bruteforce", "--attack leaf or charmer", rho=args.rho)
-    rec = eval_textfare(args.model, args.dataset, pretrained=args.pretrained, anchor=args.anchor,
-                        anchor_pretrained=args.anchor_pretrained, attack=args.attack, k=args.k,
-                        rho=20 if args.rho is None else args.rho, alphabet=args.alphabet, constrain=args.constrain,
-                        subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed,
-                        batch_size=args.batch_size, data_root=args.data_root, split=args.split, device=args.device,
-                        output=args.output, resume=args.resume, overwrite=args.overwrite)
+    if args.attack == "bruteforce":
+        refuse_unused("--attack bruteforce", "--attack leaf or charmer", rho=args.rho)
+    rec = eval_textfare(
+        args.model,
+        args.dataset,
+        pretrained=args.pretrained,
+        anchor=args.anchor,
+        anchor_pretrained=args.anchor_pretrained,
+        attack=args.attack,
+        k=args.k,
+        rho=20 if args.rho is None else args.rho,
+        alphabet=args.alphabet,
+        constrain=args.constrain,
+        subset=subset_arg(args.n_samples, args.subset, args.seed),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        split=args.split,
+        device=args.device,
+        output=args.output,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     m = rec["metrics"]
-    return print_result(rec, f"textfare_clean {m['textfare_clean']:.4f}  textfare_adv {m['textfare_adv']:.4f} "
-                             f"({args.attack} k={args.k})  (n={m['n']})", args.output)
+    return print_result(
+        rec,
+        f"textfare_clean {m['textfare_clean']:.4f}  textfare_adv {m['textfare_adv']:.4f} "
+        f"({args.attack} k={args.k})  (n={m['n']})",
+        args.output,
+    )

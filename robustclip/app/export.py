@@ -6,7 +6,10 @@ Docs: https://robustclip.github.io/robustclip/app.export.html.md"""
 
 # %% ../../nbs/81_app.export.ipynb #d7d8cd34
 from __future__ import annotations
-import argparse, copy, json, shutil
+import argparse
+import copy
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,25 +20,30 @@ from ..models import PixelCLIP, load_clip, save_clip, create_clip
 from ..train.runs import RunFolder, read_checkpoint
 
 # %% auto #0
-__all__ = ['export_model', 'load_run', 'combine_towers', 'hub_folder', 'push_to_hub', 'add_args', 'check_export_dir', 'run']
+__all__ = [
+    'export_model', 'load_run', 'combine_towers', 'hub_folder', 'push_to_hub', 'add_args', 'check_export_dir', 'run'
+]
 
 # %% ../../nbs/81_app.export.ipynb #468a00bc
-def export_model(model: PixelCLIP,       # the model to write
-                 out_dir: str|Path,      # folder to create (an open_clip local-dir)
-                 vision_only: bool = True,  # also write out_dir/visual.pt (FARE release format)
-                ) -> Path:
+def export_model(
+    model: PixelCLIP,  # the model to write
+    out_dir: str | Path,  # folder to create (an open_clip local-dir)
+    vision_only: bool = True,  # also write out_dir/visual.pt (FARE release format)
+) -> Path:
     "Write `model` as an open_clip local-dir, plus `visual.pt` with the vision tower's state dict."
     out = Path(out_dir)
-    return save_clip(model, out, vision_only=out/"visual.pt" if vision_only else None)
+    return save_clip(model, out, vision_only=out / "visual.pt" if vision_only else None)
 
 # %% ../../nbs/81_app.export.ipynb #d74b5a48
-def load_run(run_dir: str|Path,                  # a folder written by `robustclip train`
-             checkpoint: str|Path|None = None,   # a checkpoint inside it (default: final/, else checkpoints/latest.pt)
-             device: str = "cpu",
-            ) -> PixelCLIP:
+def load_run(
+    run_dir: str | Path,  # a folder written by `robustclip train`
+    checkpoint: str | Path | None = None,  # a checkpoint inside it (default: final/, else checkpoints/latest.pt)
+    device: str = "cpu",
+) -> PixelCLIP:
     "The model a training run produced: its `final/` folder, or its base model with a checkpoint's weights."
     run = RunFolder(run_dir)
-    if checkpoint is None and run.has_final(): return load_clip(f"local-dir:{run.final}", device=device)
+    if checkpoint is None and run.has_final():
+        return load_clip(f"local-dir:{run.final}", device=device)
     ck = run.checkpoint(checkpoint)
     if not ck.is_file():
         where = ck.relative_to(run.root) if ck.is_relative_to(run.root) else ck
@@ -44,84 +52,115 @@ def load_run(run_dir: str|Path,                  # a folder written by `robustcl
     cfg = state["config"]
     model = load_clip(cfg["model"], cfg.get("pretrained"), device=device)
     model.model.load_state_dict(state["model"])
-    model.pretrained = f"robustclip {cfg['method']} eps {cfg['eps']} ({cfg.get('name', '')}) step {state['step']} from {cfg['model']}"
+    model.pretrained = (
+        f"robustclip {cfg['method']} eps {cfg['eps']} ({cfg.get('name', '')}) step {state['step']} from {cfg['model']}"
+    )
     return model.eval()
 
 # %% ../../nbs/81_app.export.ipynb #1971fbd0
 _SHARED_KEYS = ("quick_gelu", "cast_dtype")
 
+
 def _text_keys(sd: dict) -> dict:
     "The text-tower entries of a CLIP state dict (everything outside visual.* and logit_*), plus logit_scale/bias."
     return {k: v for k, v in sd.items() if not k.startswith("visual.")}
 
-def combine_towers(vision: PixelCLIP,  # gives the vision tower and the image preprocessing
-                   text: PixelCLIP,    # gives the text tower, tokenizer and logit_scale
-                  ) -> PixelCLIP:
+
+def combine_towers(
+    vision: PixelCLIP,  # gives the vision tower and the image preprocessing
+    text: PixelCLIP,  # gives the text tower, tokenizer and logit_scale
+) -> PixelCLIP:
     "One CLIP with `vision`'s image tower and `text`'s text tower (same embedding dimension required)."
     va, tb = vision.model_cfg, text.model_cfg
     if va["embed_dim"] != tb["embed_dim"]:
-        raise RobustClipError(f"cannot combine: the vision model embeds in {va['embed_dim']} dimensions but the text "
-                              f"model in {tb['embed_dim']}; both towers must share the embedding space")
+        raise RobustClipError(
+            f"cannot combine: the vision model embeds in {va['embed_dim']} dimensions but the text "
+            f"model in {tb['embed_dim']}; both towers must share the embedding space"
+        )
     for k in _SHARED_KEYS:
         if bool(va.get(k, False)) != bool(tb.get(k, False)):
-            raise RobustClipError(f"cannot combine: {k} is {va.get(k, False)} for the vision model and {tb.get(k, False)} for "
-                                  "the text model; open_clip applies it to both towers (load both with the same setting)")
+            raise RobustClipError(
+                f"cannot combine: {k} is {va.get(k, False)} for the vision model and {tb.get(k, False)} for "
+                "the text model; open_clip applies it to both towers (load both with the same setting)"
+            )
     cfg = {k: v for k, v in copy.deepcopy(va).items() if k not in ("text_cfg", "custom_text")}
     cfg["text_cfg"] = copy.deepcopy(tb["text_cfg"])
-    if tb.get("custom_text"): cfg["custom_text"] = True
-    if type(text.model).__name__ != "CLIP": cfg["custom_text"] = True
+    if tb.get("custom_text"):
+        cfg["custom_text"] = True
+    if type(text.model).__name__ != "CLIP":
+        cfg["custom_text"] = True
     out = create_clip(cfg, vision.preprocess_cfg, name=f"vision:{vision.name}+text:{text.name}")
     out.model.visual.load_state_dict(vision.model.visual.state_dict())
     missing, unexpected = out.model.load_state_dict(_text_keys(text.model.state_dict()), strict=False)
     bad = [k for k in missing if not k.startswith("visual.")] + list(unexpected)
-    if bad: raise RobustClipError(f"cannot combine: the text tower's weights do not fit ({', '.join(bad[:3])}...)")
+    if bad:
+        raise RobustClipError(f"cannot combine: the text tower's weights do not fit ({', '.join(bad[:3])}...)")
     out.tokenizer = text.tokenizer
     out.pretrained = f"vision: {vision.name} {vision.pretrained}; text: {text.name} {text.pretrained}".strip()
     return out.eval()
 
 # %% ../../nbs/81_app.export.ipynb #e5ac0848
-def hub_folder(model: PixelCLIP,             # the model to publish
-               folder: str|Path,             # where to write the files that would be uploaded
-               repo_id: str = "",            # 'org/name' (for the model card)
-               description: str = "",        # a paragraph for the model card
-              ) -> Path:
+def hub_folder(
+    model: PixelCLIP,  # the model to publish
+    folder: str | Path,  # where to write the files that would be uploaded
+    repo_id: str = "",  # 'org/name' (for the model card)
+    description: str = "",  # a paragraph for the model card
+) -> Path:
     "Write the files a hub upload sends: open_clip config + safetensors (+ HF tokenizer files) + README.md."
     from open_clip.push_to_hf_hub import generate_readme
+
     folder = save_clip(model, folder)
-    if hasattr(model.tokenizer, "save_pretrained"): model.tokenizer.save_pretrained(str(folder))
+    if hasattr(model.tokenizer, "save_pretrained"):
+        model.tokenizer.save_pretrained(str(folder))
     name = repo_id.split("/")[-1] or model.name
-    usage = (f"```python\nimport open_clip\nmodel, _, preprocess = open_clip.create_model_and_transforms('hf-hub:{repo_id or 'ORG/NAME'}')\n"
-             f"tokenizer = open_clip.get_tokenizer('hf-hub:{repo_id or 'ORG/NAME'}')\n```\n\nWith robustclip (images in [0,1]):\n"
-             f"`robustclip.models.load_clip('hf-hub:{repo_id or 'ORG/NAME'}')`.")
-    card = {"tags": ("clip", "open_clip", "adversarial-robustness", "robustclip"), "license": "apache-2.0",
-            "description": description or f"A CLIP exported by robustclip: {model.pretrained or model.name}.",
-            "details": {"Model": model.name, "Weights": model.pretrained, "Embedding dim": model.embed_dim,
-                        "Image size": model.image_size},
-            "usage": usage}
-    atomic_write_text(folder/"README.md", generate_readme(card, name))
+    usage = (
+        f"```python\nimport open_clip\nmodel, _, preprocess = open_clip.create_model_and_transforms('hf-hub:{repo_id or 'ORG/NAME'}')\n"
+        f"tokenizer = open_clip.get_tokenizer('hf-hub:{repo_id or 'ORG/NAME'}')\n```\n\nWith robustclip (images in [0,1]):\n"
+        f"`robustclip.models.load_clip('hf-hub:{repo_id or 'ORG/NAME'}')`."
+    )
+    card = {
+        "tags": ("clip", "open_clip", "adversarial-robustness", "robustclip"),
+        "license": "apache-2.0",
+        "description": description or f"A CLIP exported by robustclip: {model.pretrained or model.name}.",
+        "details": {
+            "Model": model.name,
+            "Weights": model.pretrained,
+            "Embedding dim": model.embed_dim,
+            "Image size": model.image_size,
+        },
+        "usage": usage,
+    }
+    atomic_write_text(folder / "README.md", generate_readme(card, name))
     return folder
 
-def push_to_hub(model: PixelCLIP,
-                repo_id: str,                 # 'org/name'
-                dry_run: str|Path|None = None,  # write the folder here and upload nothing
-                private: bool = False,
-                token: str|None = None,
-                commit_message: str = "Add robustclip model",
-                description: str = "",
-               ):
+
+def push_to_hub(
+    model: PixelCLIP,
+    repo_id: str,  # 'org/name'
+    dry_run: str | Path | None = None,  # write the folder here and upload nothing
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Add robustclip model",
+    description: str = "",
+):
     "Upload `model` to the Hugging Face hub as an open_clip repo (or only write the folder with `dry_run`)."
-    if repo_id.count("/") != 1: raise RobustClipError(f"repo id must look like 'org/name'; got {repo_id!r}")
-    if dry_run is not None: return hub_folder(model, dry_run, repo_id, description)
+    if repo_id.count("/") != 1:
+        raise RobustClipError(f"repo id must look like 'org/name'; got {repo_id!r}")
+    if dry_run is not None:
+        return hub_folder(model, dry_run, repo_id, description)
     import tempfile as _tmp
     from huggingface_hub import create_repo, upload_folder
+
     with _tmp.TemporaryDirectory() as d:
         hub_folder(model, d, repo_id, description)
         try:
             create_repo(repo_id, token=token, private=private, exist_ok=True)
             return upload_folder(repo_id=repo_id, folder_path=d, commit_message=commit_message, token=token)
         except Exception as e:
-            raise RobustClipError(f"upload to {repo_id} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                                  "check the network and `hf auth login`, or use --dry-run DIR to write the folder only") from None
+            raise RobustClipError(
+                f"upload to {repo_id} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                "check the network and `hf auth login`, or use --dry-run DIR to write the folder only"
+            ) from None
 
 # %% ../../nbs/81_app.export.ipynb #79df8456
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -138,46 +177,72 @@ def add_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--text-pretrained", help="pretrained tag or checkpoint for --text")
     if cmd == "push-to-hub":
         p.add_argument("--repo-id", required=True, help="destination repo 'org/name'")
-        p.add_argument("--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR; upload nothing")
+        p.add_argument(
+            "--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR; upload nothing"
+        )
         p.add_argument("--private", action="store_true", help="create the repo as private")
         p.add_argument("--token", help="hub token (default: the logged-in one)")
         p.add_argument("--description", default="", help="a paragraph for the model card")
     else:
         p.add_argument("--output", required=True, help="folder to write (an open_clip local-dir)")
         p.add_argument("--no-vision-only", action="store_true", help="do not write visual.pt (vision-only state dict)")
-    p.add_argument("--overwrite", action="store_true", help="write into an output folder that already holds files (default: refuse)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an output folder that already holds files (default: refuse)",
+    )
+
 
 def _source(args: argparse.Namespace) -> PixelCLIP:
     "The model the arguments name."
     picked = [n for n in ("model", "run", "vision") if getattr(args, n)]
-    if args.text and not args.vision: raise RobustClipError("--text needs --vision (bimodal export)")
-    if len(picked) != 1: raise RobustClipError("name exactly one source: --model SPEC, --run DIR, or --vision SPEC --text SPEC")
-    if args.run: return load_run(args.run, args.checkpoint)
-    if args.model: return load_clip(args.model, args.pretrained)
-    if not args.text: raise RobustClipError("--vision needs --text (the model whose text tower to keep)")
+    if args.text and not args.vision:
+        raise RobustClipError("--text needs --vision (bimodal export)")
+    if len(picked) != 1:
+        raise RobustClipError("name exactly one source: --model SPEC, --run DIR, or --vision SPEC --text SPEC")
+    if args.run:
+        return load_run(args.run, args.checkpoint)
+    if args.model:
+        return load_clip(args.model, args.pretrained)
+    if not args.text:
+        raise RobustClipError("--vision needs --text (the model whose text tower to keep)")
     return combine_towers(load_clip(args.vision, args.vision_pretrained), load_clip(args.text, args.text_pretrained))
 
-def check_export_dir(out: str|Path,       # the folder to write
-                     overwrite: bool = False,  # write into a folder that already holds files
-                     what: str = "--output",   # how messages name it
-                    ) -> Path:
+
+def check_export_dir(
+    out: str | Path,  # the folder to write
+    overwrite: bool = False,  # write into a folder that already holds files
+    what: str = "--output",  # how messages name it
+) -> Path:
     "The export folder, checked before any model loads: creatable, and empty unless `overwrite` (nothing is replaced silently)."
     p = check_writable(out, what, folder=True)
     files = sorted(x.name for x in p.iterdir()) if p.is_dir() else []
     if files and not overwrite:
-        raise RobustClipError(f"{what} {p} already holds {len(files)} file(s) ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); "
-                              "pass --overwrite to write into it, or name a new folder")
+        raise RobustClipError(
+            f"{what} {p} already holds {len(files)} file(s) ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); "
+            "pass --overwrite to write into it, or name a new folder"
+        )
     return p
+
 
 def run(args: argparse.Namespace) -> int:
     "Run `robustclip export` or `robustclip push-to-hub`."
     out = getattr(args, "output", None) or getattr(args, "dry_run", None)
-    if out: check_export_dir(out, args.overwrite, "--output" if getattr(args, "output", None) else "--dry-run")
+    if out:
+        check_export_dir(out, args.overwrite, "--output" if getattr(args, "output", None) else "--dry-run")
     model = _source(args)
     if getattr(args, "_command", "export") == "push-to-hub":
-        res = push_to_hub(model, args.repo_id, dry_run=args.dry_run, private=args.private, token=args.token,
-                          description=args.description)
-        print(f"wrote {res} (nothing uploaded)" if args.dry_run else f"uploaded to https://huggingface.co/{args.repo_id}")
+        res = push_to_hub(
+            model,
+            args.repo_id,
+            dry_run=args.dry_run,
+            private=args.private,
+            token=args.token,
+            description=args.description,
+        )
+        print(
+            f"wrote {res} (nothing uploaded)" if args.dry_run else f"uploaded to https://huggingface.co/{args.repo_id}"
+        )
         return 0
     out = export_model(model, args.output, vision_only=not args.no_vision_only)
     print(f"wrote {out} (load with load_clip('local-dir:{out}') or open_clip 'local-dir:{out}')")

@@ -6,7 +6,14 @@ Docs: https://robustclip.github.io/robustclip/app.reproduce.html.md"""
 
 # %% ../../nbs/80_app.reproduce.ipynb #fb6677d9
 from __future__ import annotations
-import argparse, ast, json, os, re, subprocess, sys, time
+import argparse
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,564 +26,982 @@ from ..results import label_result
 from .steps import Step, describe_steps, is_done, run_steps, select_steps, source_digest, step_keys
 
 # %% auto #0
-__all__ = ['SMOKE', 'CONTEXT_PARAMS', 'Context', 'load_plan', 'model_spec', 'train_run', 'unpack_shipped', 'template_parameters',
-           'notebook_params', 'build_plan', 'describe_plan', 'reproduce', 'add_args', 'run']
+__all__ = [
+    'SMOKE', 'CONTEXT_PARAMS', 'Context', 'load_plan', 'model_spec', 'train_run', 'unpack_shipped',
+    'template_parameters', 'notebook_params', 'build_plan', 'describe_plan', 'reproduce', 'add_args', 'run'
+]
 
 # %% ../../nbs/80_app.reproduce.ipynb #9f43028c
 @dataclass
 class Context:
     "Where a reproduction reads and writes."
-    root: Path                        # the repository (configs/, nbs/paper/)
-    scale: str = "mini"               # the plan: configs/<scale>/reproduce.yaml
-    runs: Path|None = None            # default root/runs/<scale>
-    figures: Path|None = None         # default root/figures (mini) or root/figures/<scale>
-    smoke: bool = False               # tiny settings everywhere (tests): mechanics, not results
-    seed: int|None = None             # one training seed for every run (seed spread); None: each config's own
-    threads: int|None = None          # intra-op threads of every run and evaluation (another machine's proxy); None: as configured
-    retrain: bool = False             # fine-tune every run, even those whose weights ship (mini: robustclip/mini/weights/)
+
+    root: Path  # the repository (configs/, nbs/paper/)
+    scale: str = "mini"  # the plan: configs/<scale>/reproduce.yaml
+    runs: Path | None = None  # default root/runs/<scale>
+    figures: Path | None = None  # default root/figures (mini) or root/figures/<scale>
+    smoke: bool = False  # tiny settings everywhere (tests): mechanics, not results
+    seed: int | None = None  # one training seed for every run (seed spread); None: each config's own
+    threads: int | None = (
+        None  # intra-op threads of every run and evaluation (another machine's proxy); None: as configured
+    )
+    retrain: bool = False  # fine-tune every run, even those whose weights ship (mini: robustclip/mini/weights/)
+
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        variant = (f"-seed{self.seed}" if self.seed is not None else "") + (f"-threads{self.threads}" if self.threads else "") + \
-                  ("-retrain" if self.retrain else "")
-        self.runs = Path(self.runs or self.root/"runs"/f"{self.scale}{variant}")
-        default = (self.root/"figures" if self.scale == "mini" else self.root/"figures"/self.scale) if not variant else self.runs/"figures"
+        variant = (
+            (f"-seed{self.seed}" if self.seed is not None else "")
+            + (f"-threads{self.threads}" if self.threads else "")
+            + ("-retrain" if self.retrain else "")
+        )
+        self.runs = Path(self.runs or self.root / "runs" / f"{self.scale}{variant}")
+        default = (
+            (self.root / "figures" if self.scale == "mini" else self.root / "figures" / self.scale)
+            if not variant
+            else self.runs / "figures"
+        )
         self.figures = Path(self.figures or default)
+
     @property
-    def results(self) -> Path: return self.runs/"results"
+    def results(self) -> Path:
+        return self.runs / "results"
+
 
 def load_plan(ctx: Context) -> dict:
     "The plan YAML of a scale."
-    p = ctx.root/"configs"/ctx.scale/"reproduce.yaml"
+    p = ctx.root / "configs" / ctx.scale / "reproduce.yaml"
     if not p.exists():
-        known = sorted(d.name for d in (ctx.root/"configs").iterdir() if (d/"reproduce.yaml").exists()) if (ctx.root/"configs").exists() else []
+        known = (
+            sorted(d.name for d in (ctx.root / "configs").iterdir() if (d / "reproduce.yaml").exists())
+            if (ctx.root / "configs").exists()
+            else []
+        )
         raise RobustClipError(f"no plan {p} (scales with a plan: {', '.join(known) or 'none'})")
     return yaml.safe_load(p.read_text())
 
 # %% ../../nbs/80_app.reproduce.ipynb #66f25f92
-SMOKE = {"train": ["steps=2", "batch_size=8", "warmup=1", "save_every=2", "check_every=0", "check_samples=8"],
-         "n_samples": 8, "iterations": 2, "k": [1], "text_n": 6, "retrieval_n": 8, "restarts": 1, "n_target_classes": 1,
-         "templates": {"leaf_fig3_ablation": {"k": 1}, "leaf_fig4_k": {"ks": [1]}}}
+SMOKE = {
+    "train": ["steps=2", "batch_size=8", "warmup=1", "save_every=2", "check_every=0", "check_samples=8"],
+    "n_samples": 8,
+    "iterations": 2,
+    "k": [1],
+    "text_n": 6,
+    "retrieval_n": 8,
+    "restarts": 1,
+    "n_target_classes": 1,
+    "templates": {"leaf_fig3_ablation": {"k": 1}, "leaf_fig4_k": {"ks": [1]}},
+}
 
-def model_spec(ctx: Context,  # where the runs live
-               plan: dict,    # the plan
-               name: str,     # 'base', a run name or a combination name
-              ) -> tuple[str, str|None]:
+
+def model_spec(
+    ctx: Context,  # where the runs live
+    plan: dict,  # the plan
+    name: str,  # 'base', a run name or a combination name
+) -> tuple[str, str | None]:
     "The `load_clip` spec (and pretrained tag) of a model named in the plan."
-    if name == "base": return plan["base"], plan.get("base_pretrained")
-    if name in plan.get("runs", {}): return f"local-dir:{ctx.runs/name/'final'}", None
-    if name in plan.get("combos", {}): return f"local-dir:{ctx.runs/'combos'/name}", None
+    if name == "base":
+        return plan["base"], plan.get("base_pretrained")
+    if name in plan.get("runs", {}):
+        return f"local-dir:{ctx.runs / name / 'final'}", None
+    if name in plan.get("combos", {}):
+        return f"local-dir:{ctx.runs / 'combos' / name}", None
     raise RobustClipError(f"plan names an unknown model {name!r} (base, runs: {', '.join(plan.get('runs', {}))})")
+
 
 def _model_dep(plan: dict, name: str) -> list[str]:
     "The step that makes model `name`."
-    if name == "base": return ["base"]
-    if name in plan.get("runs", {}): return [f"train/{name}"]
+    if name == "base":
+        return ["base"]
+    if name in plan.get("runs", {}):
+        return [f"train/{name}"]
     return [f"combine/{name}"]
+
 
 def _pick(ctx: Context, value: Any, smoke: Any) -> Any:
     "The plan's value, or the smoke value in smoke mode."
     return smoke if ctx.smoke else value
 
 # %% ../../nbs/80_app.reproduce.ipynb #578ba23d
-_PAPER_GPU_HOURS = {"train": 4 * 24.0, "leaf": 4 * 10.0, "zeroshot": 1.5, "clean": 0.1, "drift": 0.5,
-                    "text": 0.2, "textfare": 1.0, "retrieval": 0.5, "vlm": 1.0,
-                    "vlm_attack": 8.0, "vlm_targeted": 25 * 2.0, "t2i": 2.0, "inversion": 1.0}   # rough A100-hour guesses per step at paper scale (ViT-L/14)
+_PAPER_GPU_HOURS = {
+    "train": 4 * 24.0,
+    "leaf": 4 * 10.0,
+    "zeroshot": 1.5,
+    "clean": 0.1,
+    "drift": 0.5,
+    "text": 0.2,
+    "textfare": 1.0,
+    "retrieval": 0.5,
+    "vlm": 1.0,
+    "vlm_attack": 8.0,
+    "vlm_targeted": 25 * 2.0,
+    "t2i": 2.0,
+    "inversion": 1.0,
+}  # rough A100-hour guesses per step at paper scale (ViT-L/14)
 
-def train_run(config: Path,          # the run's training config (YAML)
-              overrides: list[str],  # key=value overrides (output_dir=..., name=..., smoke settings)
-             ) -> None:
+
+def train_run(
+    config: Path,  # the run's training config (YAML)
+    overrides: list[str],  # key=value overrides (output_dir=..., name=..., smoke settings)
+) -> None:
     "Fine-tune one run of the plan in a `robustclip train` process of its own, resuming from its latest checkpoint."
     cmd = [sys.executable, "-m", "robustclip", "train", str(config), *overrides, "--resume", "latest"]
     rc = subprocess.run(cmd).returncode
-    if rc: raise RobustClipError(f"training {config} {' '.join(overrides)} failed (exit {rc}); its output is above")
+    if rc:
+        raise RobustClipError(f"training {config} {' '.join(overrides)} failed (exit {rc}); its output is above")
 
-def unpack_shipped(config: Path,          # the run's training config (YAML)
-                   overrides: list[str],  # its overrides, as `train_run` gets them
-                  ) -> None:
+
+def unpack_shipped(
+    config: Path,  # the run's training config (YAML)
+    overrides: list[str],  # its overrides, as `train_run` gets them
+) -> None:
     "Write the shipped fine-tune of this run into its run folder (seconds) instead of training it (nbs/56_mini.finetunes)."
     from robustclip.train.config import load_config
     from robustclip.mini.finetunes import unpack_run
+
     unpack_run(load_config(config, overrides))
 
-def _shipped(config: Path, overrides: list[str]) -> str|None:
+
+def _shipped(config: Path, overrides: list[str]) -> str | None:
     "The name of the shipped fine-tune whose recipe is this run's, or None (then the run trains)."
     from robustclip.train.config import load_config
     from robustclip.mini.finetunes import shipped_run
-    try: ship = shipped_run(load_config(config, overrides))
-    except RobustClipError: return None   # a config that does not load fails when its run trains, with its message
+
+    try:
+        ship = shipped_run(load_config(config, overrides))
+    except RobustClipError:
+        return None  # a config that does not load fails when its run trains, with its message
     return None if ship is None else ship[0].name
 
-def _combine(ctx: Context, plan: dict,
-             name: str,    # the combination's name in the plan
-             vision: str,  # the plan model whose vision tower it takes
-             text: str,    # the plan model whose text tower it takes
-            ) -> None:
+
+def _combine(
+    ctx: Context,
+    plan: dict,
+    name: str,  # the combination's name in the plan
+    vision: str,  # the plan model whose vision tower it takes
+    text: str,  # the plan model whose text tower it takes
+) -> None:
     "Export the vision tower of one plan model with the text tower of another as combination `name`."
     from robustclip.models import load_clip
     from robustclip.app.export import combine_towers, export_model
+
     m = combine_towers(load_clip(model_spec(ctx, plan, vision)[0]), load_clip(model_spec(ctx, plan, text)[0]))
-    export_model(m, ctx.runs/"combos"/name, vision_only=False)
+    export_model(m, ctx.runs / "combos" / name, vision_only=False)
+
 
 def _train_steps(ctx: Context, plan: dict) -> list[Step]:
     "A step per fine-tuning run and per combination of towers."
     out = []
     for name, r in plan.get("runs", {}).items():
-        cfg_file = ctx.root/r["config"]
-        over = list(r.get("overrides", [])) + [f"output_dir={ctx.runs/name}", f"name={name}"]
-        if ctx.seed is not None: over += [f"seed={ctx.seed}"]
-        if ctx.threads: over += [f"threads={ctx.threads}"]
-        if ctx.smoke: over += SMOKE["train"]
+        cfg_file = ctx.root / r["config"]
+        over = list(r.get("overrides", [])) + [f"output_dir={ctx.runs / name}", f"name={name}"]
+        if ctx.seed is not None:
+            over += [f"seed={ctx.seed}"]
+        if ctx.threads:
+            over += [f"threads={ctx.threads}"]
+        if ctx.smoke:
+            over += SMOKE["train"]
         raw = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
         needs = [f"weights: {raw.get('model')} {raw.get('pretrained') or ''}".strip(), f"data: {raw.get('dataset')}"]
         gpu = _PAPER_GPU_HOURS["leaf" if raw.get("method") == "leaf" else "train"]
         ship = None if ctx.retrain or not cfg_file.exists() else _shipped(cfg_file, over)
         go = partial(unpack_shipped if ship else train_run, cfg_file, over)
-        out.append(Step(f"train/{name}", "train", {"overrides": over, **({"shipped": ship} if ship else {})},
-                        [ctx.runs/name/"final"], go, ["base"], [cfg_file], needs + ([f"shipped: {ship}"] if ship else []), gpu))
+        out.append(
+            Step(
+                f"train/{name}",
+                "train",
+                {"overrides": over, **({"shipped": ship} if ship else {})},
+                [ctx.runs / name / "final"],
+                go,
+                ["base"],
+                [cfg_file],
+                needs + ([f"shipped: {ship}"] if ship else []),
+                gpu,
+            )
+        )
     for name, c in plan.get("combos", {}).items():
-        out.append(Step(f"combine/{name}", "combine", c, [ctx.runs/"combos"/name],
-                        partial(_combine, ctx, plan, name, c["vision"], c["text"]),
-                        _model_dep(plan, c["vision"]) + _model_dep(plan, c["text"])))
+        out.append(
+            Step(
+                f"combine/{name}",
+                "combine",
+                c,
+                [ctx.runs / "combos" / name],
+                partial(_combine, ctx, plan, name, c["vision"], c["text"]),
+                _model_dep(plan, c["vision"]) + _model_dep(plan, c["text"]),
+            )
+        )
     return out
+
 
 def _base_step(ctx: Context, plan: dict) -> Step:
     "The base model: mini-base pretrains once (cached); at paper scale this checks that the weights load."
     spec, tag = plan["base"], plan.get("base_pretrained")
+
     def go():
         from robustclip.models import load_clip
+
         load_clip(spec, tag)
-    return Step("base", "pretrain", {"spec": spec, "pretrained": tag}, [], go, needs=[f"weights: {spec} {tag or ''}".strip()])
+
+    return Step(
+        "base", "pretrain", {"spec": spec, "pretrained": tag}, [], go, needs=[f"weights: {spec} {tag or ''}".strip()]
+    )
 
 # %% ../../nbs/80_app.reproduce.ipynb #23410ed0
 _CACHE: dict = {}
-def _loaded(spec: tuple[str, str|None]) -> Any:
+
+
+def _loaded(spec: tuple[str, str | None]) -> Any:
     "Load a model once per reproduction (evaluations of one model share it)."
     from robustclip.models import load_clip
+
     if spec not in _CACHE:
-        if len(_CACHE) > 2: _CACHE.clear()
+        if len(_CACHE) > 2:
+            _CACHE.clear()
         _CACHE[spec] = load_clip(spec[0], spec[1])
     return _CACHE[spec]
+
 
 def _slug(s: str) -> str:
     "A name safe in a file name."
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(s)).strip("-")
 
+
 def _eps_tag(eps: str) -> str:
     "A budget as a file-name tag ('8/255' -> '8')."
     return _slug(str(eps).replace("/255", ""))
 
+
 def _result_path(ctx: Context, kind: str, model: str, dataset: str, tag: str) -> Path:
     "Where the record of one evaluation goes (readers find records by their fields, not by this name)."
-    return ctx.results/kind/f"{_slug(model)}__{_slug(dataset)}__{tag}.json"
+    return ctx.results / kind / f"{_slug(model)}__{_slug(dataset)}__{tag}.json"
 
-_STEP_SECONDS = {"retrieval/charmer": 90.0, "inversion": 75.0, "t2i": 52.0, "vlm/ensemble": 11.0}   # the heavy mini steps on
+
+_STEP_SECONDS = {
+    "retrieval/charmer": 90.0,
+    "inversion": 75.0,
+    "t2i": 52.0,
+    "vlm/ensemble": 11.0,
+}  # the heavy mini steps on
 # one core, roughly (2026-12-02; the rest about 5 s): the groups that hold them start first, so none runs alone at the end
 
-def _eval_step(ctx: Context,                # where runs and results live
-               plan: dict,                  # the plan (model names -> specs and steps)
-               kind: str,                   # 'zeroshot', 'drift', 'text', 'retrieval'
-               model: str,                  # the plan's model name (the record's `run` label)
-               dataset: str, tag: str,      # the tag tells apart settings of one model and dataset ('clean', '8', 'k2')
-               settings: dict,              # keyword arguments of the evaluation (dataset included)
-               evaluate: Callable[..., Any],  # evaluate(spec, path, **settings) writes the record to path
-               gpu_hours: float,            # estimated paper-scale A100 hours (dry run)
-              ) -> Step:
+
+def _eval_step(
+    ctx: Context,  # where runs and results live
+    plan: dict,  # the plan (model names -> specs and steps)
+    kind: str,  # 'zeroshot', 'drift', 'text', 'retrieval'
+    model: str,  # the plan's model name (the record's `run` label)
+    dataset: str,
+    tag: str,  # the tag tells apart settings of one model and dataset ('clean', '8', 'k2')
+    settings: dict,  # keyword arguments of the evaluation (dataset included)
+    evaluate: Callable[..., Any],  # evaluate(spec, path, **settings) writes the record to path
+    gpu_hours: float,  # estimated paper-scale A100 hours (dry run)
+) -> Step:
     "A step that runs one evaluation and labels its record with `run=model`."
     path, spec = _result_path(ctx, kind, model, dataset, tag), model_spec(ctx, plan, model)
-    threads = ctx.threads or plan.get("eval_threads")   # decides the last bits of the numbers: part of the key
+    threads = ctx.threads or plan.get("eval_threads")  # decides the last bits of the numbers: part of the key
+
     def go():
         evaluate(spec, path, **settings)
         label_result(path, run=model)
-    return Step(f"{kind}/{model}/{_slug(dataset)}/{tag}", "eval", {**settings, "spec": spec, "threads": threads}, [path], go,
-                _model_dep(plan, model), needs=[f"data: {dataset}"], gpu_hours=gpu_hours, group=f"evals/{model}",
-                cost=next((v for k, v in _STEP_SECONDS.items() if f"{kind}/{tag}".startswith(k)), 5.0))
+
+    return Step(
+        f"{kind}/{model}/{_slug(dataset)}/{tag}",
+        "eval",
+        {**settings, "spec": spec, "threads": threads},
+        [path],
+        go,
+        _model_dep(plan, model),
+        needs=[f"data: {dataset}"],
+        gpu_hours=gpu_hours,
+        group=f"evals/{model}",
+        cost=next((v for k, v in _STEP_SECONDS.items() if f"{kind}/{tag}".startswith(k)), 5.0),
+    )
 
 # %% ../../nbs/80_app.reproduce.ipynb #05abb388
 def _zeroshot(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
     "Zero-shot classification, clean or robust."
     from robustclip.eval.zeroshot import eval_zeroshot
+
     eval_zeroshot(_loaded(spec), dataset, output=path, overwrite=True, **kw)
+
 
 def _zeroshot_steps(ctx: Context, plan: dict) -> list[Step]:
     "FARE Table 4 (every model x dataset, clean and at each eps) and the image axis of LEAF Figure 1."
     z, im = plan.get("zeroshot"), plan.get("image")
-    if not z: return []
-    atk = dict(attack=z["attack"], iterations=_pick(ctx, z["iterations"], SMOKE["iterations"]),
-               restarts=_pick(ctx, z.get("restarts"), 1), n_target_classes=_pick(ctx, z.get("n_target_classes"), SMOKE["n_target_classes"]),
-               n_samples=_pick(ctx, z["n_samples"], SMOKE["n_samples"]), batch_size=z.get("batch_size", 256), seed=z.get("seed", 0))
+    if not z:
+        return []
+    atk = dict(
+        attack=z["attack"],
+        iterations=_pick(ctx, z["iterations"], SMOKE["iterations"]),
+        restarts=_pick(ctx, z.get("restarts"), 1),
+        n_target_classes=_pick(ctx, z.get("n_target_classes"), SMOKE["n_target_classes"]),
+        n_samples=_pick(ctx, z["n_samples"], SMOKE["n_samples"]),
+        batch_size=z.get("batch_size", 256),
+        seed=z.get("seed", 0),
+    )
     clean_n = _pick(ctx, z.get("clean_n_samples"), SMOKE["n_samples"])
     H, out = _PAPER_GPU_HOURS, []
-    def clean(m, ds): return _eval_step(ctx, plan, "zeroshot", m, ds, "clean", dict(dataset=ds, n_samples=clean_n), _zeroshot, H["clean"])
-    def robust(m, ds, e, sub): return _eval_step(ctx, plan, "zeroshot", m, ds, _eps_tag(e), dict(dataset=ds, eps=e, **{**atk, **sub}), _zeroshot, H["zeroshot"])
+
+    def clean(m, ds):
+        return _eval_step(
+            ctx, plan, "zeroshot", m, ds, "clean", dict(dataset=ds, n_samples=clean_n), _zeroshot, H["clean"]
+        )
+
+    def robust(m, ds, e, sub):
+        return _eval_step(
+            ctx,
+            plan,
+            "zeroshot",
+            m,
+            ds,
+            _eps_tag(e),
+            dict(dataset=ds, eps=e, **{**atk, **sub}),
+            _zeroshot,
+            H["zeroshot"],
+        )
+
     for m in z["models"]:
-        for ds in z["datasets"]: out += [clean(m, ds)] + [robust(m, ds, e, _robust_subset(ctx, z, ds)) for e in z["eps"]]
+        for ds in z["datasets"]:
+            out += [clean(m, ds)] + [robust(m, ds, e, _robust_subset(ctx, z, ds)) for e in z["eps"]]
     for m in (im or {}).get("models", []):
-        if m in z["models"] and im["dataset"] in z["datasets"] and im["eps"] in z["eps"]: continue   # already in Table 4
+        if m in z["models"] and im["dataset"] in z["datasets"] and im["eps"] in z["eps"]:
+            continue  # already in Table 4
         out += [robust(m, im["dataset"], im["eps"], _robust_subset(ctx, im, None)), clean(m, im["dataset"])]
     return out
 
-def _robust_subset(ctx: Context, section: dict, ds: str|None) -> dict:
+
+def _robust_subset(ctx: Context, section: dict, ds: str | None) -> dict:
     "The robust samples of `ds`: the section's `subset`/`n_samples`, or `source_subset`/`source_n_samples` for the source task."
     src = ds is not None and ds == section.get("source")
     mode = section.get("source_subset" if src else "subset", section.get("subset", "random"))
     n = section.get("source_n_samples" if src else "n_samples", section.get("n_samples"))
-    if ctx.smoke: return {}                                   # smoke runs mini tasks: the plan's tiny random draw
+    if ctx.smoke:
+        return {}  # smoke runs mini tasks: the plan's tiny random draw
     return {k: v for k, v in (("subset", mode), ("n_samples", n)) if v is not None}
+
 
 def _drift(spec: tuple, path: Path, *, anchor: tuple, dataset: str, **kw) -> None:
     "Embedding drift of a model from the anchor (the base model)."
     from robustclip.eval.drift import eval_drift
+
     eval_drift(_loaded(spec), _loaded(anchor), dataset, output=path, overwrite=True, **kw)
+
 
 def _drift_steps(ctx: Context, plan: dict) -> list[Step]:
     "FARE Table 14: each model's drift from the base model."
     d, out = plan.get("drift"), []
-    if not d: return out
+    if not d:
+        return out
     evaluate = partial(_drift, anchor=model_spec(ctx, plan, "base"))
     for m in d["models"]:
-        kw = dict(dataset=d["dataset"], eps=d["eps"], iterations=_pick(ctx, d["iterations"], SMOKE["iterations"]),
-                  n_samples=_pick(ctx, d["n_samples"], SMOKE["n_samples"]))
+        kw = dict(
+            dataset=d["dataset"],
+            eps=d["eps"],
+            iterations=_pick(ctx, d["iterations"], SMOKE["iterations"]),
+            n_samples=_pick(ctx, d["n_samples"], SMOKE["n_samples"]),
+        )
         s = _eval_step(ctx, plan, "drift", m, d["dataset"], _eps_tag(d["eps"]), kw, evaluate, _PAPER_GPU_HOURS["drift"])
-        s.deps = sorted(set(s.deps + ["base"])); out.append(s)
+        s.deps = sorted(set(s.deps + ["base"]))
+        out.append(s)
     return out
 
 # %% ../../nbs/80_app.reproduce.ipynb #90dd1198
 def _text(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
     "Text classification under Charmer."
     from robustclip.eval.text import eval_text
+
     eval_text(_loaded(spec), dataset, output=path, overwrite=True, **kw)
+
 
 def _text_steps(ctx: Context, plan: dict) -> list[Step]:
     "LEAF Figures 1 and 4 (every k for the text models) and Figure 3 (the ablation's k for its models)."
     t, ab, S = plan.get("text"), plan.get("ablation"), ctx.smoke
-    if not t: return []
+    if not t:
+        return []
     ks = sorted(set(_pick(ctx, t["k"], SMOKE["k"]) + ([ab["k"]] if ab and not S else [])))
     out = []
     for m in dict.fromkeys(t["models"] + (ab or {}).get("models", [])):
-        for k in (ks if m in t["models"] else [ab["k"] if not S else 1]):
-            kw = dict(dataset=t["dataset"], attack="charmer", k=k, n_positions=t.get("n_positions", 20),
-                      n_samples=_pick(ctx, t["n_samples"], SMOKE["text_n"]), label_encoder=t.get("label_encoder", "image"),
-                      **{f: t[f] for f in ("subset", "alphabet") if f in t})   # LEAF: the first 1,000; Γ of the train split
+        for k in ks if m in t["models"] else [ab["k"] if not S else 1]:
+            kw = dict(
+                dataset=t["dataset"],
+                attack="charmer",
+                k=k,
+                n_positions=t.get("n_positions", 20),
+                n_samples=_pick(ctx, t["n_samples"], SMOKE["text_n"]),
+                label_encoder=t.get("label_encoder", "image"),
+                **{f: t[f] for f in ("subset", "alphabet") if f in t},
+            )  # LEAF: the first 1,000; Γ of the train split
             out.append(_eval_step(ctx, plan, "text", m, t["dataset"], f"k{k}", kw, _text, _PAPER_GPU_HOURS["text"]))
     return out
+
 
 def _textfare(spec: tuple, path: Path, *, anchor: tuple, dataset: str, **kw) -> None:
     "The TextFARE loss of a model against the base model's text embeddings."
     from robustclip.eval.textfare import eval_textfare
+
     eval_textfare(_loaded(spec), dataset, anchor=_loaded(anchor), output=path, overwrite=True, **kw)
+
 
 def _textfare_steps(ctx: Context, plan: dict) -> list[Step]:
     "LEAF's TextFARE loss (`eval_textfare.py`): each model x attack, distances to the base model's clean text embeddings."
     f, out = plan.get("textfare"), []
-    if not f: return out
+    if not f:
+        return out
     evaluate = partial(_textfare, anchor=model_spec(ctx, plan, "base"))
     for m in f["models"]:
         for a in f["attacks"]:
-            kw = dict(dataset=f["dataset"], attack=a, k=1, n_samples=_pick(ctx, f["n_samples"], SMOKE["text_n"]),
-                      **({"rho": f.get("rho", 20)} if a != "bruteforce" else {}),
-                      **{x: f[x] for x in ("subset", "alphabet", "constrain") if x in f})
+            kw = dict(
+                dataset=f["dataset"],
+                attack=a,
+                k=1,
+                n_samples=_pick(ctx, f["n_samples"], SMOKE["text_n"]),
+                **({"rho": f.get("rho", 20)} if a != "bruteforce" else {}),
+                **{x: f[x] for x in ("subset", "alphabet", "constrain") if x in f},
+            )
             s = _eval_step(ctx, plan, "textfare", m, f["dataset"], a, kw, evaluate, _PAPER_GPU_HOURS["textfare"])
-            s.deps = sorted(set(s.deps + ["base"])); out.append(s)
+            s.deps = sorted(set(s.deps + ["base"]))
+            out.append(s)
     return out
+
 
 def _retrieval(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
     "Retrieval, with Charmer on the captions or APGD on the images."
     from robustclip.eval.retrieval import eval_retrieval
+
     eval_retrieval(_loaded(spec), dataset, output=path, overwrite=True, **kw)
+
 
 def _text_source(ctx: Context, plan: dict, name: str) -> str:
     "The plan model whose text tower `name` has by construction: the base for an image-tower fine-tune of it, a combination's text side, else itself."
-    if (c := plan.get("combos", {}).get(name)): return _text_source(ctx, plan, c["text"])
+    if c := plan.get("combos", {}).get(name):
+        return _text_source(ctx, plan, c["text"])
     r = plan.get("runs", {}).get(name)
-    if r is None: return name
+    if r is None:
+        return name
     from robustclip.train.config import load_config
     from robustclip.train.methods import get_method
-    try: cfg = load_config(ctx.root/r["config"], list(r.get("overrides", [])))
-    except RobustClipError: return name                  # a config that does not load fails when its run trains
+
+    try:
+        cfg = load_config(ctx.root / r["config"], list(r.get("overrides", [])))
+    except RobustClipError:
+        return name  # a config that does not load fails when its run trains
     same_base = (cfg.model, cfg.pretrained or None) == (plan["base"], plan.get("base_pretrained") or None)
     return "base" if same_base and get_method(cfg.method).tower == "vision" else name
+
 
 def _retrieval_steps(ctx: Context, plan: dict) -> list[Step]:
     "The retrieval table: Charmer on captions (the plan's objective and targets; LEAF: dissim), APGD on images (an addition)."
     r, out = plan.get("retrieval"), []
-    if not r: return out
-    targets = r.get("targets")                       # LEAF's fixed targets (indices into eval.retrieval.TARGETS), or none
-    first: dict[str, str] = {}                       # text tower (by construction) -> the first model listed with it
+    if not r:
+        return out
+    targets = r.get("targets")  # LEAF's fixed targets (indices into eval.retrieval.TARGETS), or none
+    first: dict[str, str] = {}  # text tower (by construction) -> the first model listed with it
     for m in r["models"]:
-        twin = first.setdefault(_text_source(ctx, plan, m), m)   # an earlier model with this text tower: reuse its captions
-        base = dict(dataset=r["dataset"], n_samples=_pick(ctx, r["n_samples"], SMOKE["retrieval_n"]),
-                    **{f: r[f] for f in ("subset",) if f in r})
-        ch = dict(base, attack="charmer", objective=r.get("objective", "towards"), k=_pick(ctx, r["k"], 1),
-                  n_positions=r.get("n_positions", 10), **{f: r[f] for f in ("alphabet", "captions") if f in r})
-        for t in (targets if targets is not None else [None]):
+        twin = first.setdefault(
+            _text_source(ctx, plan, m), m
+        )  # an earlier model with this text tower: reuse its captions
+        base = dict(
+            dataset=r["dataset"],
+            n_samples=_pick(ctx, r["n_samples"], SMOKE["retrieval_n"]),
+            **{f: r[f] for f in ("subset",) if f in r},
+        )
+        ch = dict(
+            base,
+            attack="charmer",
+            objective=r.get("objective", "towards"),
+            k=_pick(ctx, r["k"], 1),
+            n_positions=r.get("n_positions", 10),
+            **{f: r[f] for f in ("alphabet", "captions") if f in r},
+        )
+        for t in targets if targets is not None else [None]:
             kw, tag = (ch, "charmer") if t is None else (dict(ch, target=t), f"charmer-t{t}")
-            if twin != m: kw = dict(kw, captions_from=str(_result_path(ctx, "retrieval", twin, r["dataset"], tag)))
-            out.append(_eval_step(ctx, plan, "retrieval", m, r["dataset"], tag, kw, _retrieval, _PAPER_GPU_HOURS["retrieval"]))
-            if twin != m:                            # after the twin's attack, in this process (it reads the twin's sidecar)
-                out[-1].deps.append(f"retrieval/{twin}/{_slug(r['dataset'])}/{tag}"); out[-1].group = None
+            if twin != m:
+                kw = dict(kw, captions_from=str(_result_path(ctx, "retrieval", twin, r["dataset"], tag)))
+            out.append(
+                _eval_step(ctx, plan, "retrieval", m, r["dataset"], tag, kw, _retrieval, _PAPER_GPU_HOURS["retrieval"])
+            )
+            if twin != m:  # after the twin's attack, in this process (it reads the twin's sidecar)
+                out[-1].deps.append(f"retrieval/{twin}/{_slug(r['dataset'])}/{tag}")
+                out[-1].group = None
         kw = dict(base, attack="apgd", eps=r["eps"], steps=_pick(ctx, r["iterations"], SMOKE["iterations"]))
-        out.append(_eval_step(ctx, plan, "retrieval", m, r["dataset"], "apgd", kw, _retrieval, _PAPER_GPU_HOURS["retrieval"]))
+        out.append(
+            _eval_step(ctx, plan, "retrieval", m, r["dataset"], "apgd", kw, _retrieval, _PAPER_GPU_HOURS["retrieval"])
+        )
     return out
 
 # %% ../../nbs/80_app.reproduce.ipynb #451fd27a
 _LVLMS: dict = {}
+
+
 def _lvlm(spec: str, precision: str) -> Any:
     "Load an LVLM once per reproduction (each evaluation swaps its own vision tower in; nothing else changes)."
     from robustclip.core import get_device
     from robustclip.vlm.core import load_lvlm
-    if (spec, precision) not in _LVLMS: _LVLMS.clear(); _LVLMS[spec, precision] = load_lvlm(spec, device=get_device("auto"), precision=precision)
+
+    if (spec, precision) not in _LVLMS:
+        _LVLMS.clear()
+        _LVLMS[spec, precision] = load_lvlm(spec, device=get_device("auto"), precision=precision)
     return _LVLMS[spec, precision]
+
 
 def _vlm(spec: tuple, path: Path, *, dataset: str, lvlm: str, precision: str = "fp32", **kw) -> None:
     "An LVLM evaluation with the model's vision tower swapped in (FARE Table 1 clean columns, Table 5)."
     from robustclip.eval.vlm import eval_vlm
+
     eval_vlm(_lvlm(lvlm, precision), dataset, vision=_loaded(spec), output=path, overwrite=True, **kw)
+
 
 def _vlm_steps(ctx: Context, plan: dict) -> list[Step]:
     "Every vision tower of the plan swapped into the plan's LVLM, on every LVLM dataset, clean."
     v, out = plan.get("vlm"), []
-    if not v: return out
+    if not v:
+        return out
     for m in v["models"]:
         for ds in v["datasets"]:
-            kw = dict(dataset=ds, lvlm=v["lvlm"], n_samples=_pick(ctx, v.get("n_samples"), SMOKE["n_samples"]),
-                      batch_size=v.get("batch_size", 8), precision=v.get("precision", "fp32"))
+            kw = dict(
+                dataset=ds,
+                lvlm=v["lvlm"],
+                n_samples=_pick(ctx, v.get("n_samples"), SMOKE["n_samples"]),
+                batch_size=v.get("batch_size", 8),
+                precision=v.get("precision", "fp32"),
+            )
             out.append(_eval_step(ctx, plan, "vlm", m, ds, "clean", kw, _vlm, _PAPER_GPU_HOURS["vlm"]))
     return out
+
 
 def _vlm_attack_steps(ctx: Context, plan: dict) -> list[Step]:
     "FARE Table 1's robust columns (the ensemble at each budget) and Table 2 (the source model's images shown to the others)."
     v, base, out = plan.get("vlm_attack"), plan.get("vlm") or {}, []
-    if not v: return out
-    common = dict(lvlm=base.get("lvlm"), n_samples=_pick(ctx, v["n_samples"], SMOKE["n_samples"]), batch_size=v.get("batch_size", 8),
-                  precision=v.get("precision", "fp32"))
+    if not v:
+        return out
+    common = dict(
+        lvlm=base.get("lvlm"),
+        n_samples=_pick(ctx, v["n_samples"], SMOKE["n_samples"]),
+        batch_size=v.get("batch_size", 8),
+        precision=v.get("precision", "fp32"),
+    )
     src, made = v.get("transfer_from"), {}
     for ds in v["datasets"]:
         for e in v["eps"]:
             for m in v["models"]:
-                kw = dict(common, dataset=ds, attack=v["attack"], eps=e, steps=_pick(ctx, v["steps"], SMOKE["iterations"]))
-                s = _eval_step(ctx, plan, "vlm", m, ds, f"{v['attack']}{_eps_tag(e)}", kw, _vlm, _PAPER_GPU_HOURS["vlm_attack"])
-                out.append(s); made[m, ds, e] = s
-            for m in (v["models"] if src else []):
-                if m == src: continue
+                kw = dict(
+                    common, dataset=ds, attack=v["attack"], eps=e, steps=_pick(ctx, v["steps"], SMOKE["iterations"])
+                )
+                s = _eval_step(
+                    ctx, plan, "vlm", m, ds, f"{v['attack']}{_eps_tag(e)}", kw, _vlm, _PAPER_GPU_HOURS["vlm_attack"]
+                )
+                out.append(s)
+                made[m, ds, e] = s
+            for m in v["models"] if src else []:
+                if m == src:
+                    continue
                 s0 = made[src, ds, e]
-                s = _eval_step(ctx, plan, "vlm", m, ds, f"transfer-{_slug(src)}{_eps_tag(e)}", dict(common, dataset=ds, transfer_from=str(s0.outputs[0])),
-                               _vlm, _PAPER_GPU_HOURS["vlm"])
-                s.deps = sorted(set(s.deps + [s0.name])); s.group = None; out.append(s)   # here, after the groups (seconds each)
+                s = _eval_step(
+                    ctx,
+                    plan,
+                    "vlm",
+                    m,
+                    ds,
+                    f"transfer-{_slug(src)}{_eps_tag(e)}",
+                    dict(common, dataset=ds, transfer_from=str(s0.outputs[0])),
+                    _vlm,
+                    _PAPER_GPU_HOURS["vlm"],
+                )
+                s.deps = sorted(set(s.deps + [s0.name]))
+                s.group = None
+                out.append(s)  # here, after the groups (seconds each)
     return out
+
 
 def _vlm_targeted_steps(ctx: Context, plan: dict) -> list[Step]:
     "FARE Table 3: the stealthy targeted attack towards each target text, per model and budget."
     v, base, out = plan.get("vlm_targeted"), plan.get("vlm") or {}, []
-    if not v: return out
+    if not v:
+        return out
     for m in v["models"]:
         for e in v["eps"]:
             for j, t in enumerate(v["targets"]):
-                kw = dict(dataset=v["dataset"], lvlm=base.get("lvlm"), attack="targeted", target=t, eps=e,
-                          steps=_pick(ctx, v["steps"], SMOKE["iterations"]), n_samples=_pick(ctx, v["n_samples"], SMOKE["n_samples"]),
-                          batch_size=v.get("batch_size", 16), precision=v.get("precision", "fp32"))
-                out.append(_eval_step(ctx, plan, "vlm", m, v["dataset"], f"target{j}-{_eps_tag(e)}", kw, _vlm, _PAPER_GPU_HOURS["vlm_targeted"]))
+                kw = dict(
+                    dataset=v["dataset"],
+                    lvlm=base.get("lvlm"),
+                    attack="targeted",
+                    target=t,
+                    eps=e,
+                    steps=_pick(ctx, v["steps"], SMOKE["iterations"]),
+                    n_samples=_pick(ctx, v["n_samples"], SMOKE["n_samples"]),
+                    batch_size=v.get("batch_size", 16),
+                    precision=v.get("precision", "fp32"),
+                )
+                out.append(
+                    _eval_step(
+                        ctx,
+                        plan,
+                        "vlm",
+                        m,
+                        v["dataset"],
+                        f"target{j}-{_eps_tag(e)}",
+                        kw,
+                        _vlm,
+                        _PAPER_GPU_HOURS["vlm_targeted"],
+                    )
+                )
     return out
+
 
 def _t2i(spec: tuple, path: Path, *, dataset: str, generator: str, **kw) -> None:
     "Text-to-image from clean and attacked prompts, the model's text tower swapped into the generator."
     from robustclip.eval.t2i import eval_t2i
+
     eval_t2i(generator, dataset, text_encoder=_loaded(spec), output=path, overwrite=True, **kw)
+
 
 def _inversion(spec: tuple, path: Path, *, dataset: str, **kw) -> None:
     "PEZ inversion of the model's text embeddings."
     from robustclip.eval.inversion import eval_inversion
+
     eval_inversion(_loaded(spec), dataset, output=path, overwrite=True, **kw)
+
 
 def _downstream_steps(ctx: Context, plan: dict) -> list[Step]:
     "LEAF's downstream claims: generation under adversarial prompts (t2i) and embedding inversion (PEZ)."
     out, t, v = [], plan.get("t2i"), plan.get("inversion")
     for m in (t or {}).get("models", []):
-        kw = dict(dataset=t["dataset"], generator=t["generator"], n_samples=_pick(ctx, t["n_samples"], 2),
-                  k=_pick(ctx, t.get("k", 2), 1), **{f: t[f] for f in ("n_positions", "objective", "constrain", "judge",
-                                       "judge_pretrained", "batch_size", "n_examples", "precision", "subset") if f in t})
+        kw = dict(
+            dataset=t["dataset"],
+            generator=t["generator"],
+            n_samples=_pick(ctx, t["n_samples"], 2),
+            k=_pick(ctx, t.get("k", 2), 1),
+            **{
+                f: t[f]
+                for f in (
+                    "n_positions",
+                    "objective",
+                    "constrain",
+                    "judge",
+                    "judge_pretrained",
+                    "batch_size",
+                    "n_examples",
+                    "precision",
+                    "subset",
+                )
+                if f in t
+            },
+        )
         out.append(_eval_step(ctx, plan, "t2i", m, t["dataset"], "charmer", kw, _t2i, _PAPER_GPU_HOURS["t2i"]))
     for m in (v or {}).get("models", []):
-        kw = dict(dataset=v["dataset"], n_samples=_pick(ctx, v["n_samples"], 2), steps=_pick(ctx, v["steps"], SMOKE["iterations"]),
-                  **{f: v[f] for f in ("vocab", "batch_size", "lr", "weight_decay", "subset") if f in v})
-        out.append(_eval_step(ctx, plan, "inversion", m, v["dataset"], "pez", kw, _inversion, _PAPER_GPU_HOURS["inversion"]))
+        kw = dict(
+            dataset=v["dataset"],
+            n_samples=_pick(ctx, v["n_samples"], 2),
+            steps=_pick(ctx, v["steps"], SMOKE["iterations"]),
+            **{f: v[f] for f in ("vocab", "batch_size", "lr", "weight_decay", "subset") if f in v},
+        )
+        out.append(
+            _eval_step(ctx, plan, "inversion", m, v["dataset"], "pez", kw, _inversion, _PAPER_GPU_HOURS["inversion"])
+        )
     return out
+
 
 def _eval_steps(ctx: Context, plan: dict) -> list[Step]:
     "Every evaluation of the plan."
-    return (_zeroshot_steps(ctx, plan) + _drift_steps(ctx, plan) + _text_steps(ctx, plan) + _textfare_steps(ctx, plan)
-            + _retrieval_steps(ctx, plan)
-            + _vlm_steps(ctx, plan) + _vlm_attack_steps(ctx, plan) + _vlm_targeted_steps(ctx, plan)
-            + _downstream_steps(ctx, plan))
+    return (
+        _zeroshot_steps(ctx, plan)
+        + _drift_steps(ctx, plan)
+        + _text_steps(ctx, plan)
+        + _textfare_steps(ctx, plan)
+        + _retrieval_steps(ctx, plan)
+        + _vlm_steps(ctx, plan)
+        + _vlm_attack_steps(ctx, plan)
+        + _vlm_targeted_steps(ctx, plan)
+        + _downstream_steps(ctx, plan)
+    )
 
 # %% ../../nbs/80_app.reproduce.ipynb #11c5f5ef
-CONTEXT_PARAMS = ("results_dir", "figures_dir", "scale")   # template parameters that come from the context, not the plan
+CONTEXT_PARAMS = ("results_dir", "figures_dir", "scale")  # template parameters that come from the context, not the plan
 
-def template_parameters(path: Path,  # a papermill template (.ipynb)
-                       ) -> dict[str, Any]:
+
+def template_parameters(
+    path: Path,  # a papermill template (.ipynb)
+) -> dict[str, Any]:
     "The parameters a template declares in its cell tagged `parameters`, with their defaults."
     nb = json.loads(Path(path).read_text())
     cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1: raise RobustClipError(f"{path}: expected one cell tagged 'parameters', found {len(cells)}")
+    if len(cells) != 1:
+        raise RobustClipError(f"{path}: expected one cell tagged 'parameters', found {len(cells)}")
     tree = ast.parse("".join(cells[0]["source"]))
     return {n.target.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.AnnAssign)}
 
-def notebook_params(ctx: Context,   # where results are and figures go
-                    name: str,      # the template, nbs/paper/<name>.ipynb
-                    declared: dict|None,  # its parameters from the plan's `templates` section
-                   ) -> dict:
+
+def notebook_params(
+    ctx: Context,  # where results are and figures go
+    name: str,  # the template, nbs/paper/<name>.ipynb
+    declared: dict | None,  # its parameters from the plan's `templates` section
+) -> dict:
     "The papermill parameters of a template: the context's, then the plan's (then the smoke overrides)."
     p = {**dict(zip(CONTEXT_PARAMS, (str(ctx.results), str(ctx.figures), ctx.scale))), **(declared or {})}
-    if ctx.smoke: p.update(SMOKE["templates"].get(name, {}))
-    tpl = ctx.root/"nbs"/"paper"/f"{name}.ipynb"
-    if not tpl.exists(): raise RobustClipError(f"the plan names template {name!r}, but {tpl} does not exist")
+    if ctx.smoke:
+        p.update(SMOKE["templates"].get(name, {}))
+    tpl = ctx.root / "nbs" / "paper" / f"{name}.ipynb"
+    if not tpl.exists():
+        raise RobustClipError(f"the plan names template {name!r}, but {tpl} does not exist")
     unknown = sorted(set(p) - set(template_parameters(tpl)))
-    if unknown: raise RobustClipError(f"{tpl.name} declares no parameter {', '.join(unknown)} (see its 'parameters' cell)")
+    if unknown:
+        raise RobustClipError(f"{tpl.name} declares no parameter {', '.join(unknown)} (see its 'parameters' cell)")
     return p
 
 # %% ../../nbs/80_app.reproduce.ipynb #1bc242d7
 def _run_template(ctx: Context, tpl: Path, dst: Path, params: dict) -> None:
     "Execute a template with papermill (from the repository root) into `dst`."
     import papermill as pm
-    dst.parent.mkdir(parents=True, exist_ok=True); Path(params["figures_dir"]).mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(tpl), str(dst), parameters=params, cwd=str(ctx.root), progress_bar=False,
-                        kernel_name="python3", language="python")
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    Path(params["figures_dir"]).mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(tpl),
+        str(dst),
+        parameters=params,
+        cwd=str(ctx.root),
+        progress_bar=False,
+        kernel_name="python3",
+        language="python",
+    )
+
 
 def _notebook_steps(ctx: Context, plan: dict, evals: list[Step]) -> list[Step]:
     "A step per template of the plan, in the plan's order, after every evaluation and every earlier template."
     out = []
     for name, declared in (plan.get("templates") or {}).items():
-        tpl, dst = ctx.root/"nbs"/"paper"/f"{name}.ipynb", ctx.runs/"notebooks"/f"{name}.ipynb"
+        tpl, dst = ctx.root / "nbs" / "paper" / f"{name}.ipynb", ctx.runs / "notebooks" / f"{name}.ipynb"
         params = notebook_params(ctx, name, declared)
-        deps = [s.name for s in evals] + [s.name for s in out]   # claims reads the others' tables
-        out.append(Step(f"notebook/{name}", "notebook", params, [dst], partial(_run_template, ctx, tpl, dst, params), deps, [tpl]))
+        deps = [s.name for s in evals] + [s.name for s in out]  # claims reads the others' tables
+        out.append(
+            Step(
+                f"notebook/{name}",
+                "notebook",
+                params,
+                [dst],
+                partial(_run_template, ctx, tpl, dst, params),
+                deps,
+                [tpl],
+            )
+        )
     return out
+
 
 def build_plan(ctx: Context) -> list[Step]:
     "Every step of a reproduction, dependencies first."
     plan = load_plan(ctx)
-    if plan.get("scale", ctx.scale) != ctx.scale: raise RobustClipError(f"plan scale {plan['scale']!r} != {ctx.scale!r}")
-    train = _train_steps(ctx, plan); evals = _eval_steps(ctx, plan)
+    if plan.get("scale", ctx.scale) != ctx.scale:
+        raise RobustClipError(f"plan scale {plan['scale']!r} != {ctx.scale!r}")
+    train = _train_steps(ctx, plan)
+    evals = _eval_steps(ctx, plan)
     return [_base_step(ctx, plan)] + train + evals + _notebook_steps(ctx, plan, evals)
 
 # %% ../../nbs/80_app.reproduce.ipynb #f729529e
-def describe_plan(steps: list[Step],     # the plan
-                  keys: dict[str, str],  # their keys
-                  state: Path,           # where finished keys are recorded
-                  scale: str,            # GPU-hours are shown for scales other than mini
-                 ) -> str:
+def describe_plan(
+    steps: list[Step],  # the plan
+    keys: dict[str, str],  # their keys
+    state: Path,  # where finished keys are recorded
+    scale: str,  # GPU-hours are shown for scales other than mini
+) -> str:
     "A readable plan: each step, whether it is up to date, what it reads and needs, and the GPU-hour estimate."
     text = describe_steps(steps, keys, state, hours=scale != "mini")
-    if scale == "mini": return text
+    if scale == "mini":
+        return text
     gpu = sum(s.gpu_hours for s in steps if not is_done(s, keys[s.name], state))
-    return text + (f"\nestimated compute for the steps to run: ~{gpu:.0f} A100 GPU-hours (rough: ViT-L/14 training "
-                   "runs dominate; FARE/TeCoA used 4x A100 40GB for about a day each)")
+    return text + (
+        f"\nestimated compute for the steps to run: ~{gpu:.0f} A100 GPU-hours (rough: ViT-L/14 training "
+        "runs dominate; FARE/TeCoA used 4x A100 40GB for about a day each)"
+    )
+
 
 def _package() -> Path:
     "The robustclip package folder (its source salts every step key)."
     import robustclip
+
     return Path(robustclip.__file__).resolve().parent
 
-def reproduce(root: str|Path = ".",       # the repository (configs/, nbs/paper/)
-              scale: str = "mini",        # 'mini' or 'paper'
-              only: str|None = None,      # run only steps whose name contains this, and what they need
-              dry_run: bool = False,      # print the plan, run nothing
-              smoke: bool = False,        # tiny settings (tests)
-              runs: str|Path|None = None,     # where runs and results go (default ROOT/runs/SCALE)
-              figures: str|Path|None = None,  # where tables and figures go (default ROOT/figures[/SCALE])
-              log: Callable[[str], None] = print,  # where progress goes
-              seed: int|None = None,      # one training seed for every run (default runs: ROOT/runs/SCALE-seedN)
-              threads: int|None = None,   # intra-op threads of every run and evaluation (default runs: ROOT/runs/SCALE-threadsN)
-              workers: int|None = None,   # processes side by side (default: the free cores / threads per process)
-              exact: list[str]|None = None,   # run exactly these steps, their dependencies done (a group's process)
-              retrain: bool = False,      # fine-tune the runs whose weights ship too (default runs: ROOT/runs/SCALE-retrain)
-             ) -> dict[str, str]:
+
+def reproduce(
+    root: str | Path = ".",  # the repository (configs/, nbs/paper/)
+    scale: str = "mini",  # 'mini' or 'paper'
+    only: str | None = None,  # run only steps whose name contains this, and what they need
+    dry_run: bool = False,  # print the plan, run nothing
+    smoke: bool = False,  # tiny settings (tests)
+    runs: str | Path | None = None,  # where runs and results go (default ROOT/runs/SCALE)
+    figures: str | Path | None = None,  # where tables and figures go (default ROOT/figures[/SCALE])
+    log: Callable[[str], None] = print,  # where progress goes
+    seed: int | None = None,  # one training seed for every run (default runs: ROOT/runs/SCALE-seedN)
+    threads: int | None = None,  # intra-op threads of every run and evaluation (default runs: ROOT/runs/SCALE-threadsN)
+    workers: int | None = None,  # processes side by side (default: the free cores / threads per process)
+    exact: list[str] | None = None,  # run exactly these steps, their dependencies done (a group's process)
+    retrain: bool = False,  # fine-tune the runs whose weights ship too (default runs: ROOT/runs/SCALE-retrain)
+) -> dict[str, str]:
     "Regenerate the tables and figures of a scale; returns each step's status."
-    ctx = Context(Path(root), scale, runs, figures, smoke, seed, threads, retrain); _CACHE.clear()
-    steps = build_plan(ctx); salt = source_digest(_package()) + ("smoke" if smoke else "")
-    state = ctx.runs/".steps"
+    ctx = Context(Path(root), scale, runs, figures, smoke, seed, threads, retrain)
+    _CACHE.clear()
+    steps = build_plan(ctx)
+    salt = source_digest(_package()) + ("smoke" if smoke else "")
+    state = ctx.runs / ".steps"
     if dry_run:
-        todo = select_steps(steps, only)                         # --only narrows the plan shown too
-        log(describe_plan([s for s in steps if s.name in todo], step_keys(steps, salt), state, scale)); return {}
+        todo = select_steps(steps, only)  # --only narrows the plan shown too
+        log(describe_plan([s for s in steps if s.name in todo], step_keys(steps, salt), state, scale))
+        return {}
     unknown = sorted(set(exact or []) - {s.name for s in steps})
-    if unknown: raise RobustClipError(f"no step named {', '.join(unknown[:3])} in the {scale} plan")
-    t0, eval_threads = time.time(), ctx.threads or load_plan(ctx).get("eval_threads")   # None: torch's default (GPU plans)
+    if unknown:
+        raise RobustClipError(f"no step named {', '.join(unknown[:3])} in the {scale} plan")
+    t0, eval_threads = (
+        time.time(),
+        ctx.threads or load_plan(ctx).get("eval_threads"),
+    )  # None: torch's default (GPU plans)
     if workers is None:
         cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, round(free_cores()))
-        workers = max(1, cores // (eval_threads or 1))   # processes side by side, each with its threads on a free core
+        workers = max(1, cores // (eval_threads or 1))  # processes side by side, each with its threads on a free core
     pool = _group_pool(workers) if eval_threads and workers > 1 and exact is None else None
     import torch
+
     before = torch.get_num_threads()
-    if eval_threads: torch.set_num_threads(eval_threads)    # evaluations here give what a group's process gives
-    try: status = run_steps(steps, state, only, salt, log, workers=workers, run_group=pool and partial(_run_group, ctx, pool),
-                            names=None if exact is None else set(exact))
+    if eval_threads:
+        torch.set_num_threads(eval_threads)  # evaluations here give what a group's process gives
+    try:
+        status = run_steps(
+            steps,
+            state,
+            only,
+            salt,
+            log,
+            workers=workers,
+            run_group=pool and partial(_run_group, ctx, pool),
+            names=None if exact is None else set(exact),
+        )
     finally:
         torch.set_num_threads(before)
-        if pool is not None: pool.shutdown(cancel_futures=True)
-    log(f"reproduce --scale {scale}: {sum(v == 'ran' for v in status.values())} steps ran, "
-        f"{sum(v == 'cached' for v in status.values())} up to date, in {time.time() - t0:.0f} s; figures in {ctx.figures}")
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    log(
+        f"reproduce --scale {scale}: {sum(v == 'ran' for v in status.values())} steps ran, "
+        f"{sum(v == 'cached' for v in status.values())} up to date, in {time.time() - t0:.0f} s; figures in {ctx.figures}"
+    )
     return status
+
 
 def _quiet_worker() -> None:
     "A group worker shows no progress bars (groups run side by side)."
     os.environ["ROBUSTCLIP_PROGRESS"] = "0"
 
+
 def _group_pool(workers: int) -> Any:
     "`workers` fresh Python processes that run groups one after another: imports and start-up paid once per worker."
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet_worker)
+
 
 def _group_in_worker(ctx: Context, names: list[str]) -> None:
     "In a pool worker: run exactly the steps `names` (their dependencies done); print the traceback of a failure here."
-    try: reproduce(ctx.root, ctx.scale, smoke=ctx.smoke, runs=ctx.runs, figures=ctx.figures, seed=ctx.seed, threads=ctx.threads,
-                   exact=names, retrain=ctx.retrain)
+    try:
+        reproduce(
+            ctx.root,
+            ctx.scale,
+            smoke=ctx.smoke,
+            runs=ctx.runs,
+            figures=ctx.figures,
+            seed=ctx.seed,
+            threads=ctx.threads,
+            exact=names,
+            retrain=ctx.retrain,
+        )
     except Exception:
-        import traceback; traceback.print_exc(); raise
+        import traceback
 
-def _run_group(ctx: Context,            # the reproduction
-               pool: Any,               # the group workers (`_group_pool`)
-               members: list[Step],     # the group's steps to run (one model's evaluations)
-              ) -> None:
+        traceback.print_exc()
+        raise
+
+
+def _run_group(
+    ctx: Context,  # the reproduction
+    pool: Any,  # the group workers (`_group_pool`)
+    members: list[Step],  # the group's steps to run (one model's evaluations)
+) -> None:
     "Run the evaluations of one group in a worker process (a fresh interpreter, reused by the next group), without progress bars."
     from concurrent.futures.process import BrokenProcessPool
-    try: pool.submit(_group_in_worker, ctx, [m.name for m in members]).result()
-    except BrokenProcessPool: raise RobustClipError(f"the process running the evaluations of {members[0].group} died "
-                                                    "(out of memory?); rerun to continue where it stopped") from None
-    except Exception as e: raise RobustClipError(f"the evaluations of {members[0].group} failed: {e}") from None
+
+    try:
+        pool.submit(_group_in_worker, ctx, [m.name for m in members]).result()
+    except BrokenProcessPool:
+        raise RobustClipError(
+            f"the process running the evaluations of {members[0].group} died "
+            "(out of memory?); rerun to continue where it stopped"
+        ) from None
+    except Exception as e:
+        raise RobustClipError(f"the evaluations of {members[0].group} failed: {e}") from None
 
 # %% ../../nbs/80_app.reproduce.ipynb #2a14bd0b
 def add_args(p: argparse.ArgumentParser) -> None:
     "Arguments of `robustclip reproduce`."
-    p.description = ("Regenerate every table and figure: load the base model, fine-tune every method (mini: unpack the "
-                     "shipped fine-tunes; --retrain trains them), evaluate, and run "
-                     "the paper notebooks (nbs/paper/) with papermill. Steps whose inputs have not changed are skipped.")
-    p.epilog = ("examples:\n  robustclip reproduce                      # mini scale, minutes on 2 CPU cores (timings: README)\n"
-                "  robustclip reproduce --only table4        # just FARE Table 4 and what it needs\n"
-                "  robustclip reproduce --retrain            # train the nine mini fine-tunes too (~24 min more), into runs/mini-retrain\n"
-                "  robustclip reproduce --scale paper --dry-run   # the paper-scale plan with GPU-hour estimates")
+    p.description = (
+        "Regenerate every table and figure: load the base model, fine-tune every method (mini: unpack the "
+        "shipped fine-tunes; --retrain trains them), evaluate, and run "
+        "the paper notebooks (nbs/paper/) with papermill. Steps whose inputs have not changed are skipped."
+    )
+    p.epilog = (
+        "examples:\n  robustclip reproduce                      # mini scale, minutes on 2 CPU cores (timings: README)\n"
+        "  robustclip reproduce --only table4        # just FARE Table 4 and what it needs\n"
+        "  robustclip reproduce --retrain            # train the nine mini fine-tunes too (~24 min more), into runs/mini-retrain\n"
+        "  robustclip reproduce --scale paper --dry-run   # the paper-scale plan with GPU-hour estimates"
+    )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--scale", default="mini", help="'mini' (CPU, minutes) or 'paper' (GPUs, real weights and data)")
-    p.add_argument("--only", help="run only steps whose name contains this, or any of several separated by commas "
-                                  "(e.g. table4_zeroshot, train/fare4, 'zeroshot/fare4,drift/fare4')")
-    p.add_argument("--seed", type=int, help="train every run with this seed instead of its config's (seed spread; "
-                                            "runs and figures go to ROOT/runs/SCALE-seedN unless --runs/--figures say)")
-    p.add_argument("--threads", type=int, help="train and evaluate everything with this many intra-op threads (the "
-                                               "cross-machine proxy; runs and figures go to ROOT/runs/SCALE-threadsN)")
-    p.add_argument("--retrain", action="store_true", help="fine-tune every run from the base model, also those whose weights "
-                                                          "ship with robustclip (mini: about 24 min more on 2 cores); runs and "
-                                                          "figures go to ROOT/runs/SCALE-retrain")
+    p.add_argument(
+        "--only",
+        help="run only steps whose name contains this, or any of several separated by commas "
+        "(e.g. table4_zeroshot, train/fare4, 'zeroshot/fare4,drift/fare4')",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="train every run with this seed instead of its config's (seed spread; "
+        "runs and figures go to ROOT/runs/SCALE-seedN unless --runs/--figures say)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="train and evaluate everything with this many intra-op threads (the "
+        "cross-machine proxy; runs and figures go to ROOT/runs/SCALE-threadsN)",
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="fine-tune every run from the base model, also those whose weights "
+        "ship with robustclip (mini: about 24 min more on 2 cores); runs and "
+        "figures go to ROOT/runs/SCALE-retrain",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (and GPU-hours at paper scale); run nothing")
-    p.add_argument("--steps", help=argparse.SUPPRESS)               # exactly these steps, their dependencies done (comma-separated; what a group worker runs)
-    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)   # tiny settings (tests, and their groups)
+    p.add_argument(
+        "--steps", help=argparse.SUPPRESS
+    )  # exactly these steps, their dependencies done (comma-separated; what a group worker runs)
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny settings (tests, and their groups)
     p.add_argument("--root", default=".", help="repository root with configs/ and nbs/paper/ (default: .)")
     p.add_argument("--runs", help="where runs and results go (default ROOT/runs/SCALE)")
     p.add_argument("--figures", help="where tables and figures go (default ROOT/figures, or ROOT/figures/SCALE)")
 
+
 def run(args: argparse.Namespace) -> int:
     "Run `robustclip reproduce`."
     root = Path(args.root)
-    if not (root/"configs").is_dir(): raise RobustClipError(f"{root.resolve()} has no configs/: run from the repository root or pass --root")
-    threads = None if args.threads is None else choose_threads(args.threads)   # checked: a positive integer
-    reproduce(root, args.scale, args.only, args.dry_run, args.smoke, runs=args.runs, figures=args.figures, seed=args.seed,
-              threads=threads, exact=None if args.steps is None else args.steps.split(","), retrain=args.retrain)
+    if not (root / "configs").is_dir():
+        raise RobustClipError(f"{root.resolve()} has no configs/: run from the repository root or pass --root")
+    threads = None if args.threads is None else choose_threads(args.threads)  # checked: a positive integer
+    reproduce(
+        root,
+        args.scale,
+        args.only,
+        args.dry_run,
+        args.smoke,
+        runs=args.runs,
+        figures=args.figures,
+        seed=args.seed,
+        threads=threads,
+        exact=None if args.steps is None else args.steps.split(","),
+        retrain=args.retrain,
+    )
     return 0

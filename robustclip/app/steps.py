@@ -6,7 +6,10 @@ Docs: https://robustclip.github.io/robustclip/app.steps.html.md"""
 
 # %% ../../nbs/79_app.steps.ipynb #7f9d33c0
 from __future__ import annotations
-import hashlib, json, re, time
+import hashlib
+import json
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -14,48 +17,65 @@ from typing import Any, Callable
 from ..core import RobustClipError, atomic_write_text, config_hash
 
 # %% auto #0
-__all__ = ['OWN_PROCESS', 'Step', 'source_digest', 'step_keys', 'is_done', 'select_steps', 'describe_steps', 'timing_table',
-           'longest_first', 'run_steps']
+__all__ = [
+    'OWN_PROCESS', 'Step', 'source_digest', 'step_keys', 'is_done', 'select_steps', 'describe_steps', 'timing_table',
+    'longest_first', 'run_steps'
+]
 
 # %% ../../nbs/79_app.steps.ipynb #ee8ed422
 @dataclass
 class Step:
     "One unit of work: what it does, what decides its output, what it writes."
-    name: str                         # unique; `only` matches substrings of it (e.g. 'train/fare4')
-    kind: str                         # a label for readers (e.g. 'train', 'eval', 'notebook')
-    settings: dict                    # everything (besides deps and files) that determines the output
-    outputs: list[Path]               # files or folders the step writes
-    run: Callable[[], Any]|None = None  # does the work
-    deps: list[str] = field(default_factory=list)    # names of steps whose outputs it reads
+
+    name: str  # unique; `only` matches substrings of it (e.g. 'train/fare4')
+    kind: str  # a label for readers (e.g. 'train', 'eval', 'notebook')
+    settings: dict  # everything (besides deps and files) that determines the output
+    outputs: list[Path]  # files or folders the step writes
+    run: Callable[[], Any] | None = None  # does the work
+    deps: list[str] = field(default_factory=list)  # names of steps whose outputs it reads
     files: list[Path] = field(default_factory=list)  # input files whose contents matter (configs, templates)
-    needs: list[str] = field(default_factory=list)   # what it needs from outside (weights, data), for a dry run
-    gpu_hours: float = 0.0            # estimated accelerator hours, for a dry run
-    group: str|None = None            # steps of one group may run together in one process (`run_steps`' `run_group`)
-    cost: float = 1.0                 # expected seconds, roughly: of units that run side by side the costliest start first
+    needs: list[str] = field(default_factory=list)  # what it needs from outside (weights, data), for a dry run
+    gpu_hours: float = 0.0  # estimated accelerator hours, for a dry run
+    group: str | None = None  # steps of one group may run together in one process (`run_steps`' `run_group`)
+    cost: float = 1.0  # expected seconds, roughly: of units that run side by side the costliest start first
+
 
 def _file_digest(p: Path) -> str:
     "A short hash of a file's bytes ('missing' when there is no such file)."
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else "missing"
 
-def source_digest(package: Path,  # a package folder, e.g. robustclip/
-                 ) -> str:
+
+def source_digest(
+    package: Path,  # a package folder, e.g. robustclip/
+) -> str:
     "A hash of the package's `.py` files (nbdev's `_modidx.py` excluded): new code reruns every step."
     h = hashlib.sha256()
     for p in sorted(Path(package).rglob("*.py")):
-        if p.name != "_modidx.py": h.update(p.relative_to(package).as_posix().encode()); h.update(p.read_bytes())
+        if p.name != "_modidx.py":
+            h.update(p.relative_to(package).as_posix().encode())
+            h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
-def step_keys(steps: list[Step],  # the plan, dependencies first
-              salt: str = "",     # mixed into every key (e.g. the source digest)
-             ) -> dict[str, str]:
+
+def step_keys(
+    steps: list[Step],  # the plan, dependencies first
+    salt: str = "",  # mixed into every key (e.g. the source digest)
+) -> dict[str, str]:
     "Each step's key, chained through its dependencies (steps must come after their deps)."
     keys: dict[str, str] = {}
     for s in steps:
         missing = [d for d in s.deps if d not in keys]
-        if missing: raise RobustClipError(f"step {s.name} depends on unknown or later steps {missing}")
-        keys[s.name] = config_hash({"name": s.name, "settings": s.settings, "salt": salt,
-                                    "files": {str(f): _file_digest(Path(f)) for f in s.files},
-                                    "deps": [keys[d] for d in s.deps]})
+        if missing:
+            raise RobustClipError(f"step {s.name} depends on unknown or later steps {missing}")
+        keys[s.name] = config_hash(
+            {
+                "name": s.name,
+                "settings": s.settings,
+                "salt": salt,
+                "files": {str(f): _file_digest(Path(f)) for f in s.files},
+                "deps": [keys[d] for d in s.deps],
+            }
+        )
     return keys
 
 # %% ../../nbs/79_app.steps.ipynb #fbd31b3a
@@ -63,18 +83,23 @@ def _done_file(state: Path, name: str) -> Path:
     "Where the key of a finished step is recorded."
     return state / (re.sub(r"[^A-Za-z0-9_.+-]+", "__", name) + ".json")
 
-def is_done(step: Step,   # a step of the plan
-            key: str,     # its current key
-            state: Path,  # where finished keys are recorded
-           ) -> bool:
+
+def is_done(
+    step: Step,  # a step of the plan
+    key: str,  # its current key
+    state: Path,  # where finished keys are recorded
+) -> bool:
     "Whether `step` finished with this key and its outputs still exist."
     f = _done_file(state, step.name)
-    if not f.exists() or json.loads(f.read_text()).get("key") != key: return False
+    if not f.exists() or json.loads(f.read_text()).get("key") != key:
+        return False
     return all(Path(o).exists() for o in step.outputs)
 
-def select_steps(steps: list[Step],  # the plan
-                 only: str|None,     # a substring of step names, or several separated by commas (None: every step)
-                ) -> set[str]:
+
+def select_steps(
+    steps: list[Step],  # the plan
+    only: str | None,  # a substring of step names, or several separated by commas (None: every step)
+) -> set[str]:
     "Names of the steps whose name contains `only` (any of its comma-separated parts), and of every step they depend on."
     parts = None if only is None else [o.strip() for o in only.split(",") if o.strip()]
     wanted = {s.name for s in steps if parts is None or any(o in s.name for o in parts)}
@@ -83,15 +108,18 @@ def select_steps(steps: list[Step],  # the plan
     by_name, todo, stack = {s.name: s for s in steps}, set(), list(wanted)
     while stack:
         n = stack.pop()
-        if n not in todo: todo.add(n); stack.extend(by_name[n].deps)
+        if n not in todo:
+            todo.add(n)
+            stack.extend(by_name[n].deps)
     return todo
 
 # %% ../../nbs/79_app.steps.ipynb #8f9ee38d
-def describe_steps(steps: list[Step],     # the plan
-                   keys: dict[str, str],  # their keys (`step_keys`)
-                   state: Path,           # where finished keys are recorded
-                   hours: bool = False,   # show each step's estimated accelerator hours
-                  ) -> str:
+def describe_steps(
+    steps: list[Step],  # the plan
+    keys: dict[str, str],  # their keys (`step_keys`)
+    state: Path,  # where finished keys are recorded
+    hours: bool = False,  # show each step's estimated accelerator hours
+) -> str:
     "One line per step (done or todo, the files it reads, what it needs), then how many are left to run."
     lines = []
     for s in steps:
@@ -102,8 +130,9 @@ def describe_steps(steps: list[Step],     # the plan
     return "\n".join(lines)
 
 # %% ../../nbs/79_app.steps.ipynb #d2bb72ca
-def timing_table(seconds: dict[str, float],  # wall seconds of each step that ran, in run order
-                ) -> str:
+def timing_table(
+    seconds: dict[str, float],  # wall seconds of each step that ran, in run order
+) -> str:
     "The wall time of each step that ran and its share of the total, as an aligned text table."
     total, w = sum(seconds.values()), max([len(n) for n in seconds] + [len("total")])
     share = lambda s: f"{100 * s / total:5.1f}%" if total > 0 else "    –"
@@ -111,89 +140,137 @@ def timing_table(seconds: dict[str, float],  # wall seconds of each step that ra
     lines += [f"{n:<{w}}  {s:8.1f}  {share(s):>6}" for n, s in seconds.items()]
     return "\n".join(lines + [f"{'total':<{w}}  {total:8.1f}  {share(total):>6}"])
 
+
 def _run_one(s: Step, key: str, state: Path, label: str, log: Callable[[str], None]) -> float:
     "Run one step, record its key as done; returns its wall seconds."
-    log(f"{label} {s.name} ..."); t0 = time.time()
-    if s.run is not None: s.run()
+    log(f"{label} {s.name} ...")
+    t0 = time.time()
+    if s.run is not None:
+        s.run()
     dt = time.time() - t0
     atomic_write_text(_done_file(state, s.name), json.dumps({"key": key, "seconds": round(dt, 1)}))
-    log(f"{label} {s.name}: done in {dt:.1f} s"); return dt
+    log(f"{label} {s.name}: done in {dt:.1f} s")
+    return dt
+
 
 def _run_group(u: list[Step], keys: dict, state: Path, label: str, run_group: Callable, log: Callable) -> float:
     "Hand the steps of one group to `run_group` (which marks each done), check that it did; returns its wall seconds."
-    g = u[0].group; log(f"{label} {g}: {len(u)} steps ..."); t0 = time.time()
-    run_group(u); dt = time.time() - t0
+    g = u[0].group
+    log(f"{label} {g}: {len(u)} steps ...")
+    t0 = time.time()
+    run_group(u)
+    dt = time.time() - t0
     missing = [s.name for s in u if not is_done(s, keys[s.name], state)]
-    if missing: raise RobustClipError(f"group {g}: {len(missing)} of its steps did not finish ({', '.join(missing[:3])})")
-    log(f"{label} {g}: {len(u)} steps done in {dt:.1f} s"); return dt
+    if missing:
+        raise RobustClipError(f"group {g}: {len(missing)} of its steps did not finish ({', '.join(missing[:3])})")
+    log(f"{label} {g}: {len(u)} steps done in {dt:.1f} s")
+    return dt
 
-def _run_unit(u: list[Step], keys: dict, state: Path, label: str, run_group: Callable|None, log: Callable) -> tuple[str, float]:
+
+def _run_unit(
+    u: list[Step], keys: dict, state: Path, label: str, run_group: Callable | None, log: Callable
+) -> tuple[str, float]:
     "Run one unit (a step, or a group's steps); returns the timing table's row name and seconds."
-    if run_group is None or u[0].group is None: return u[0].name, _run_one(u[0], keys[u[0].name], state, label, log)
+    if run_group is None or u[0].group is None:
+        return u[0].name, _run_one(u[0], keys[u[0].name], state, label, log)
     return f"{u[0].group} ({len(u)} steps)", _run_group(u, keys, state, label, run_group, log)
 
-def longest_first(batch: list[tuple[str, list[Step]]],  # independent units (label, steps)
-                 ) -> list[tuple[str, list[Step]]]:
+
+def longest_first(
+    batch: list[tuple[str, list[Step]]],  # independent units (label, steps)
+) -> list[tuple[str, list[Step]]]:
     "The units by their steps' summed `cost`, costliest first (ties in plan order): a long unit started last ends last."
     return sorted(batch, key=lambda lu: -sum(s.cost for s in lu[1]))
 
-def _run_side_by_side(batch: list[tuple[str, list[Step]]], keys: dict, state: Path, workers: int,
-                      run_group: Callable|None, log: Callable) -> dict[str, float]:
+
+def _run_side_by_side(
+    batch: list[tuple[str, list[Step]]],
+    keys: dict,
+    state: Path,
+    workers: int,
+    run_group: Callable | None,
+    log: Callable,
+) -> dict[str, float]:
     "Run independent units in `workers` threads (units whose work is another process); returns row name -> seconds."
-    if len(batch) == 1 or workers == 1: return dict(_run_unit(u, keys, state, lab, run_group, log) for lab, u in batch)
+    if len(batch) == 1 or workers == 1:
+        return dict(_run_unit(u, keys, state, lab, run_group, log) for lab, u in batch)
     from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_run_unit, u, keys, state, lab, run_group, log) for lab, u in longest_first(batch)]
         return dict(f.result() for f in futures)
 
-def _units(pending: list[Step],  # the steps to run, dependencies first
-           grouped: bool,        # gather the steps of each `group` into one unit
-          ) -> list[list[Step]]:
+
+def _units(
+    pending: list[Step],  # the steps to run, dependencies first
+    grouped: bool,  # gather the steps of each `group` into one unit
+) -> list[list[Step]]:
     "The steps to run as units (a step alone, or every pending step of one group), each after the units it depends on."
     units, where = [], {}
     for s in pending:
-        if grouped and s.group is not None and s.group in where: units[where[s.group]].append(s); continue
-        if grouped and s.group is not None: where[s.group] = len(units)
+        if grouped and s.group is not None and s.group in where:
+            units[where[s.group]].append(s)
+            continue
+        if grouped and s.group is not None:
+            where[s.group] = len(units)
         units.append([s])
     owner = {s.name: j for j, u in enumerate(units) for s in u}
     need = [{owner[d] for s in u for d in s.deps if d in owner} - {j} for j, u in enumerate(units)]
     order, placed = [], set()
     while len(order) < len(units):
         j = next((j for j in range(len(units)) if j not in placed and need[j] <= placed), None)
-        if j is None: raise RobustClipError("the plan's step groups depend on each other in a cycle")
-        order.append(j); placed.add(j)
+        if j is None:
+            raise RobustClipError("the plan's step groups depend on each other in a cycle")
+        order.append(j)
+        placed.add(j)
     return [units[j] for j in order]
 
-OWN_PROCESS = ("notebook", "train")   # step kinds whose work runs in a process of its own (a kernel, `robustclip train`)
 
-def run_steps(steps: list[Step],        # the plan, dependencies first
-              state: Path,               # where finished keys are recorded
-              only: str|None = None,     # run only steps whose name contains this (and what they need)
-              salt: str = "",            # mixed into every key (the source digest)
-              log: Callable[[str], None] = print,  # where progress lines and the timing table go
-              workers: int = 1,          # how many units of work in processes of their own may run at once
-              run_group: Callable[[list[Step]], None]|None = None,  # runs a group's steps in a process of its own, marking each done
-              names: set[str]|None = None,   # run exactly these steps (their dependencies are done): a group's process
-             ) -> dict[str, str]:
+OWN_PROCESS = ("notebook", "train")  # step kinds whose work runs in a process of its own (a kernel, `robustclip train`)
+
+
+def run_steps(
+    steps: list[Step],  # the plan, dependencies first
+    state: Path,  # where finished keys are recorded
+    only: str | None = None,  # run only steps whose name contains this (and what they need)
+    salt: str = "",  # mixed into every key (the source digest)
+    log: Callable[[str], None] = print,  # where progress lines and the timing table go
+    workers: int = 1,  # how many units of work in processes of their own may run at once
+    run_group: Callable[[list[Step]], None]
+    | None = None,  # runs a group's steps in a process of its own, marking each done
+    names: set[str] | None = None,  # run exactly these steps (their dependencies are done): a group's process
+) -> dict[str, str]:
     "Run the steps that are not done, then log their wall times; returns each step's status ('ran', 'cached', 'skipped')."
-    keys = step_keys(steps, salt); state.mkdir(parents=True, exist_ok=True)
+    keys = step_keys(steps, salt)
+    state.mkdir(parents=True, exist_ok=True)
     todo = select_steps(steps, only) if names is None else set(names)
     status, seconds, pending, label = {}, {}, [], {}
     for s in steps:
-        if s.name not in todo: status[s.name] = "skipped"; continue
+        if s.name not in todo:
+            status[s.name] = "skipped"
+            continue
         label[s.name] = f"[{len(label) + 1}/{len(todo)}]"
-        if is_done(s, keys[s.name], state): status[s.name] = "cached"; log(f"{label[s.name]} {s.name}: up to date"); continue
+        if is_done(s, keys[s.name], state):
+            status[s.name] = "cached"
+            log(f"{label[s.name]} {s.name}: up to date")
+            continue
         pending.append(s)
     batch: list[tuple[str, list[Step]]] = []
+
     def flush():
         seconds.update(_run_side_by_side(batch, keys, state, workers, run_group, log))
-        status.update({s.name: "ran" for _, u in batch for s in u}); batch.clear()
+        status.update({s.name: "ran" for _, u in batch for s in u})
+        batch.clear()
+
     for u in _units(pending, run_group is not None):
         own = (run_group is not None and u[0].group is not None) or u[0].kind in OWN_PROCESS
         inside, deps = {s.name for _, b in batch for s in b}, {d for s in u for d in s.deps}
-        if not (own and not deps & inside): flush()
+        if not (own and not deps & inside):
+            flush()
         batch.append((label[u[0].name], u))
-        if not own: flush()
+        if not own:
+            flush()
     flush()
-    if seconds: log(timing_table(seconds))
+    if seconds:
+        log(timing_table(seconds))
     return status

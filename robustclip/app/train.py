@@ -6,7 +6,11 @@ Docs: https://robustclip.github.io/robustclip/app.train.html.md"""
 
 # %% ../../nbs/82_app.train.ipynb #9136a030
 from __future__ import annotations
-import argparse, dataclasses, json, sys, typing
+import argparse
+import dataclasses
+import json
+import sys
+import typing
 from dataclasses import fields
 
 import yaml
@@ -15,89 +19,142 @@ from ..core import RobustClipError
 from ..train.config import TrainConfig, load_config, config_dict
 
 # %% auto #0
-__all__ = ['describe_keys', 'add_args', 'check_config_file', 'run', 'pretrain_args', 'run_pretrain']
+__all__ = [
+    'describe_keys', 'add_args', 'check_config_file', 'run', 'pretrain_args', 'run_pretrain'
+]
 
 # %% ../../nbs/82_app.train.ipynb #d50bb031
 def describe_keys() -> str:
     "Every config key with its type, default and help (for `--list-keys`)."
-    hints = typing.get_type_hints(TrainConfig); rows = []
+    hints = typing.get_type_hints(TrainConfig)
+    rows = []
     for f in fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         tp = getattr(hints[f.name], "__name__", str(hints[f.name]))
         rows.append(f"{f.name:<20} {tp:<10} {json.dumps(default):<16} {f.metadata.get('help', '')}")
     return "\n".join(rows)
 
+
 def add_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip train`."
     p.add_argument("config", nargs="?", help="YAML config (configs/mini/*.yaml, configs/paper/*.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=100 output_dir=runs/x")
-    p.add_argument("--resume", default=None, metavar="latest|PATH",
-                   help="continue a run: 'latest' (output_dir/checkpoints/latest.pt, fresh start if none) or a checkpoint")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=100 output_dir=runs/x"
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="latest|PATH",
+        help="continue a run: 'latest' (output_dir/checkpoints/latest.pt, fresh start if none) or a checkpoint",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--list-keys", action="store_true", help="list every config key (type, default, help) and exit")
 
-def check_config_file(path: str,  # the config file named on the command line
-                     ) -> None:
+
+def check_config_file(
+    path: str,  # the config file named on the command line
+) -> None:
     "A one-line error for a config file that cannot be meant: not UTF-8, not YAML, or empty (it would silently be the paper run)."
     from pathlib import Path
     from robustclip.core import read_utf8
+
     p = Path(path)
-    if not p.is_file(): return                      # load_config says it is missing
-    try: data = yaml.safe_load(read_utf8(p))
+    if not p.is_file():
+        return  # load_config says it is missing
+    try:
+        data = yaml.safe_load(read_utf8(p))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise RobustClipError(f"{p} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}"
-                              + (f", line {mark.line + 1}" if mark else "") + ")") from None
+        raise RobustClipError(
+            f"{p} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}"
+            + (f", line {mark.line + 1}" if mark else "")
+            + ")"
+        ) from None
     if data is None or data == {}:
-        raise RobustClipError(f"{p} is empty; a config names at least the method, the model and the dataset "
-                              "(see configs/mini/fare4.yaml): its defaults are the paper's ViT-L/14 run")
+        raise RobustClipError(
+            f"{p} is empty; a config names at least the method, the model and the dataset "
+            "(see configs/mini/fare4.yaml): its defaults are the paper's ViT-L/14 run"
+        )
+
 
 def run(args: argparse.Namespace) -> int:
     "Run `robustclip train`."
-    if args.list_keys: print(describe_keys()); return 0
-    if not args.config: raise RobustClipError("give a config file, e.g. robustclip train configs/mini/fare4.yaml")
+    if args.list_keys:
+        print(describe_keys())
+        return 0
+    if not args.config:
+        raise RobustClipError("give a config file, e.g. robustclip train configs/mini/fare4.yaml")
     if "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         raise RobustClipError(f"the first argument must be a YAML config; got {args.config!r}")
     check_config_file(args.config)
     cfg = load_config(args.config, list(args.overrides))
-    if args.print_config: print(yaml.safe_dump(config_dict(cfg), sort_keys=False, default_flow_style=None), end=""); return 0
+    if args.print_config:
+        print(yaml.safe_dump(config_dict(cfg), sort_keys=False, default_flow_style=None), end="")
+        return 0
     from robustclip.train.loop import train
+
     res = train(cfg, resume=args.resume)
     from robustclip.train.distributed import world_info_from_env
+
     if world_info_from_env()[1] == 0:
         m, c = res.get("metrics", {}), res.get("check", {})
         parts = [f"run {res['run_dir']}", f"step {res['step']}/{cfg.steps}"]
-        if "loss" in m: parts.append(f"loss {m['loss']:.4g}")
-        parts += [f"{k[len('check_'):]} {v:.4f}" for k, v in c.items()]
+        if "loss" in m:
+            parts.append(f"loss {m['loss']:.4g}")
+        parts += [f"{k[len('check_') :]} {v:.4f}" for k, v in c.items()]
         print("  ".join(parts))
     return 0
 
 # %% ../../nbs/82_app.train.ipynb #1c62934a
 def pretrain_args(p: argparse.ArgumentParser) -> None:
     "Arguments of `robustclip pretrain-mini`."
-    p.description = ("Check the mini-base CLIP in the cache under ROBUSTCLIP_HOME (default ~/.cache/robustclip), fill it "
-                     "from the weights shipped with robustclip when missing or broken (seconds), and print its clean "
-                     "zero-shot accuracy. load_clip('mini-base') does the same on first use. --rebuild pretrains it "
-                     "from scratch on the mini world (4-7 min on 2 CPU cores) and compares with the shipped weights.")
-    p.add_argument("--rebuild", "--force", dest="rebuild", action="store_true",
-                   help="pretrain from scratch, replace the cached weights, and compare them with the shipped ones")
+    p.description = (
+        "Check the mini-base CLIP in the cache under ROBUSTCLIP_HOME (default ~/.cache/robustclip), fill it "
+        "from the weights shipped with robustclip when missing or broken (seconds), and print its clean "
+        "zero-shot accuracy. load_clip('mini-base') does the same on first use. --rebuild pretrains it "
+        "from scratch on the mini world (4-7 min on 2 CPU cores) and compares with the shipped weights."
+    )
+    p.add_argument(
+        "--rebuild",
+        "--force",
+        dest="rebuild",
+        action="store_true",
+        help="pretrain from scratch, replace the cached weights, and compare them with the shipped ones",
+    )
     p.add_argument("--output", help="also copy the model to this folder (an open_clip local-dir)")
+
 
 def run_pretrain(args: argparse.Namespace) -> int:
     "Run `robustclip pretrain-mini`."
     import shutil
     from robustclip.mini.pretrain import MINI_BASE, HASHES, file_sha256, mini_base_dir, shipped_weights
+
     d = mini_base_dir(force=args.rebuild)
-    rep, source = json.loads((d/"report.json").read_text()), json.loads((d/HASHES).read_text())["source"]
+    rep, source = json.loads((d / "report.json").read_text()), json.loads((d / HASHES).read_text())["source"]
     ship = shipped_weights("mini-base", MINI_BASE) if source == "trained" else None
-    ref = json.loads((ship[0]/"report.json").read_text())["zeroshot_acc1"] if ship else {}
-    print(f"mini-base: {d}  (" + ("the shipped weights" if source == "shipped" else
-                                  f"trained here in {rep.get('train_seconds', '?')} s") + ")")
+    ref = json.loads((ship[0] / "report.json").read_text())["zeroshot_acc1"] if ship else {}
+    print(
+        f"mini-base: {d}  ("
+        + ("the shipped weights" if source == "shipped" else f"trained here in {rep.get('train_seconds', '?')} s")
+        + ")"
+    )
     for k, v in rep["zeroshot_acc1"].items():
-        print(f"  {k:<16} clean zero-shot top-1 {v:.3f}" + (f"   shipped {ref[k]:.3f} ({v - ref[k]:+.3f})" if k in ref else ""))
+        print(
+            f"  {k:<16} clean zero-shot top-1 {v:.3f}"
+            + (f"   shipped {ref[k]:.3f} ({v - ref[k]:+.3f})" if k in ref else "")
+        )
     if ship:
-        same = file_sha256(d/"open_clip_model.safetensors") == ship[1]["open_clip_model.safetensors"]
-        print("weights " + ("bit-identical to the shipped ones" if same else "differ from the shipped ones (expected on "
-              "another CPU or thread count)") + f"; load_clip('mini-base') now loads these; delete {d} to go back")
-    if args.output: shutil.copytree(d, args.output, dirs_exist_ok=True); print(f"copied to {args.output}")
+        same = file_sha256(d / "open_clip_model.safetensors") == ship[1]["open_clip_model.safetensors"]
+        print(
+            "weights "
+            + (
+                "bit-identical to the shipped ones"
+                if same
+                else "differ from the shipped ones (expected on another CPU or thread count)"
+            )
+            + f"; load_clip('mini-base') now loads these; delete {d} to go back"
+        )
+    if args.output:
+        shutil.copytree(d, args.output, dirs_exist_ok=True)
+        print(f"copied to {args.output}")
     return 0

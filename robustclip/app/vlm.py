@@ -13,7 +13,9 @@ from ..eval.vlm import eval_vlm, VLMAttack, VLM_ATTACKS
 from .evals import subset_arg, print_result
 
 # %% auto #0
-__all__ = ['vlm_args', 'vlm_attack_arg', 'run_vlm']
+__all__ = [
+    'vlm_args', 'vlm_attack_arg', 'run_vlm'
+]
 
 # %% ../../nbs/84_app.vlm.ipynb #e04ab6f9
 _EPILOG = """examples:
@@ -30,61 +32,125 @@ under attack (FARE Tables 1-3):
       --n-samples 32                                                      # the same images, another encoder
   robustclip eval vlm --vlm mini-llava --dataset mini/vqa-digit --attack targeted --target seven --eps 16/255 --steps 100"""
 
+
 def vlm_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip eval vlm`."
     p.epilog = _EPILOG
     p.add_argument("--vlm", required=True, help="mini-llava | llava-hf:<hub id or folder>")
-    p.add_argument("--vision", default=None, help="vision encoder to swap in (a load_clip spec: mini-base, runs/fare4, "
-                   "hf-hub:ORG/REPO, local-dir:PATH; default: keep the LVLM's own)")
+    p.add_argument(
+        "--vision",
+        default=None,
+        help="vision encoder to swap in (a load_clip spec: mini-base, runs/fare4, "
+        "hf-hub:ORG/REPO, local-dir:PATH; default: keep the LVLM's own)",
+    )
     p.add_argument("--pretrained", default=None, help="pretrained tag or checkpoint of --vision")
-    p.add_argument("--task", default=None, choices=["caption", "vqa", "pope"], help="checked against the dataset's kind")
+    p.add_argument(
+        "--task", default=None, choices=["caption", "vqa", "pope"], help="checked against the dataset's kind"
+    )
     p.add_argument("--dataset", required=True, help="see below")
     p.add_argument("--data-root", default=None, help="root of paper-scale data (default: $ROBUSTCLIP_DATA)")
     p.add_argument("--split", default="test", help="Karpathy split of caption datasets (default: test)")
-    p.add_argument("--n-samples", type=int, default=None, help="a seeded subset of this size (default: all, the papers' clean protocol)")
-    p.add_argument("--subset", default="random", choices=["random", "first"], help="seeded random subset (default) or the first N")
+    p.add_argument(
+        "--n-samples",
+        type=int,
+        default=None,
+        help="a seeded subset of this size (default: all, the papers' clean protocol)",
+    )
+    p.add_argument(
+        "--subset", default="random", choices=["random", "first"], help="seeded random subset (default) or the first N"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
     p.add_argument("--batch-size", type=int, default=8, help="images per generate call (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default: the LVLM's own)")
-    p.add_argument("--resolution", default="native", choices=["native", "interpolate"],
-                   help="llava-hf: run the swapped encoder at its own size (default, as RobustVLM) or interpolate its positions")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="LVLM precision (default: fp32)")
+    p.add_argument(
+        "--resolution",
+        default="native",
+        choices=["native", "interpolate"],
+        help="llava-hf: run the swapped encoder at its own size (default, as RobustVLM) or interpolate its positions",
+    )
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="LVLM precision (default: fp32)"
+    )
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument("--output", default=None, help="result JSON (the sidecar of generated texts beside it; default: print)")
+    p.add_argument(
+        "--output", default=None, help="result JSON (the sidecar of generated texts beside it; default: print)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a result at --output that other settings wrote")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="resume from the sidecar of an interrupted run with the same configuration (default: on)")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
+    )
     g = p.add_argument_group("attack (robust scores)")
-    g.add_argument("--attack", default=None, choices=VLM_ATTACKS, help="ensemble (RobustVLM's, FARE Table 1), apgd (one "
-                   "fp32 APGD vs the first ground truth), targeted (towards --target, Table 3); default: clean only")
+    g.add_argument(
+        "--attack",
+        default=None,
+        choices=VLM_ATTACKS,
+        help="ensemble (RobustVLM's, FARE Table 1), apgd (one "
+        "fp32 APGD vs the first ground truth), targeted (towards --target, Table 3); default: clean only",
+    )
     g.add_argument("--eps", default=None, help="l-inf budget, e.g. 4/255 (needs --attack)")
-    g.add_argument("--steps", type=int, default=None, help="APGD iterations of each stage (default 100; the paper's targeted attack: 10000)")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="APGD iterations of each stage (default 100; the paper's targeted attack: 10000)",
+    )
     g.add_argument("--target", default=None, help="the targeted attack's output text")
-    g.add_argument("--transfer-from", default=None, metavar="RESULT.json",
-                   help="show the adversarial images an attacked run kept (its --output) instead of attacking")
+    g.add_argument(
+        "--transfer-from",
+        default=None,
+        metavar="RESULT.json",
+        help="show the adversarial images an attacked run kept (its --output) instead of attacking",
+    )
+
 
 _SHOW = {"caption": ("cider", "CIDEr {:.1f}"), "vqa": ("vqa_acc", "VQA acc {:.4f}"), "pope": ("f1", "F1 {:.4f}")}
 
-def vlm_attack_arg(args: argparse.Namespace) -> VLMAttack|None:
+
+def vlm_attack_arg(args: argparse.Namespace) -> VLMAttack | None:
     "The attack flags as one `VLMAttack` (None: clean); flags that would do nothing are refused."
     if args.attack is None:
-        given = [f for f, v in (("--eps", args.eps), ("--steps", args.steps), ("--target", args.target)) if v is not None]
-        if given: raise RobustClipError(f"{', '.join(given)} need(s) --attack")
+        given = [
+            f for f, v in (("--eps", args.eps), ("--steps", args.steps), ("--target", args.target)) if v is not None
+        ]
+        if given:
+            raise RobustClipError(f"{', '.join(given)} need(s) --attack")
         return None
-    if args.transfer_from: raise RobustClipError("--transfer-from shows another run's adversarial images: drop --attack")
-    if args.eps is None: raise RobustClipError("--attack needs --eps (e.g. 4/255)")
+    if args.transfer_from:
+        raise RobustClipError("--transfer-from shows another run's adversarial images: drop --attack")
+    if args.eps is None:
+        raise RobustClipError("--attack needs --eps (e.g. 4/255)")
     return VLMAttack.parse(args.attack, args.eps, args.steps if args.steps is not None else 100, args.target)
+
 
 def run_vlm(args: argparse.Namespace) -> int:
     "Run `robustclip eval vlm`: the flags as typed values, the evaluation, one line."
     attack = vlm_attack_arg(args)
-    rec = eval_vlm(args.vlm, args.dataset, vision=args.vision, pretrained=args.pretrained, task=args.task,
-                   attack=attack, transfer_from=args.transfer_from,
-                   subset=subset_arg(args.n_samples, args.subset, args.seed), seed=args.seed, batch_size=args.batch_size,
-                   max_new_tokens=args.max_new_tokens, resolution=args.resolution, precision=args.precision,
-                   data_root=args.data_root, split=args.split, device=args.device, output=args.output, resume=args.resume,
-                   overwrite=args.overwrite)
-    m = rec["metrics"]; key, fmt = _SHOW[rec["kind"]]
+    rec = eval_vlm(
+        args.vlm,
+        args.dataset,
+        vision=args.vision,
+        pretrained=args.pretrained,
+        task=args.task,
+        attack=attack,
+        transfer_from=args.transfer_from,
+        subset=subset_arg(args.n_samples, args.subset, args.seed),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        resolution=args.resolution,
+        precision=args.precision,
+        data_root=args.data_root,
+        split=args.split,
+        device=args.device,
+        output=args.output,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+    m = rec["metrics"]
+    key, fmt = _SHOW[rec["kind"]]
     attr = f"  attr_acc {m['attr_acc']:.4f}" if "attr_acc" in m else ""
     a = rec.get("attack")
     rob = f"  robust {fmt.format(m['robust_' + key])} ({a['name']} {a.get('eps', '')})" if a else ""

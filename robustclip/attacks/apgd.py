@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/attacks.apgd.html.md"""
 
 # %% ../../nbs/11_attacks.apgd.ipynb #2a4a2af0
 from __future__ import annotations
-import math, warnings
+import math
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
@@ -14,33 +15,53 @@ import torch
 import torch.nn as nn
 
 from ..core import ThreatModel
-from .pgd import (eval_mode, check_norm, lp_norm, lp_normalize, project, input_grad, bview, autocast, attack_view,
-                                    TooFewClassesWarning)
+from robustclip.attacks.pgd import (
+    eval_mode,
+    check_norm,
+    lp_norm,
+    lp_normalize,
+    project,
+    input_grad,
+    bview,
+    autocast,
+    attack_view,
+    TooFewClassesWarning,
+)
 from .losses import Objective, get_objective
 
 # %% auto #0
-__all__ = ['apgd_checkpoints', 'apgd_init', 'APGDResult', 'APGDState', 'apgd_move', 'apgd_track', 'apgd_halve', 'apgd_run',
-           'kth_target', 'confirm_fooled', 'apgd', 'apgd_targeted', 'APGD']
+__all__ = [
+    'apgd_checkpoints', 'apgd_init', 'APGDResult', 'APGDState', 'apgd_move', 'apgd_track', 'apgd_halve', 'apgd_run',
+    'kth_target', 'confirm_fooled', 'apgd', 'apgd_targeted', 'APGD'
+]
 
 # %% ../../nbs/11_attacks.apgd.ipynb #f020535f
-def apgd_checkpoints(steps: int,  # iterations N
-                    ) -> list[int]:
+def apgd_checkpoints(
+    steps: int,  # iterations N
+) -> list[int]:
     "Iteration counts after which APGD may halve the step size (the paper's w_j for j ≥ 1)."
     first, decr, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
     out, k, w = [], first, 0
     while w + k <= steps:
-        w += k; out.append(w); k = max(k - decr, least)
+        w += k
+        out.append(w)
+        k = max(k - decr, least)
     return out
 
 # %% ../../nbs/11_attacks.apgd.ipynb #babd445b
-def apgd_init(x: torch.Tensor,  # clean images
-              eps: float,       # radius
-              norm: str = "linf",
-              generator: torch.Generator|None = None,  # CPU generator
-             ) -> torch.Tensor:
+def apgd_init(
+    x: torch.Tensor,  # clean images
+    eps: float,  # radius
+    norm: str = "linf",
+    generator: torch.Generator | None = None,  # CPU generator
+) -> torch.Tensor:
     "APGD's random starting point: on the ε-sphere in the norm's geometry, clipped to [0,1]."
     norm = check_norm(norm)
-    t = 2 * torch.rand(x.shape, generator=generator) - 1 if norm == "linf" else torch.randn(x.shape, generator=generator)
+    t = (
+        2 * torch.rand(x.shape, generator=generator) - 1
+        if norm == "linf"
+        else torch.randn(x.shape, generator=generator)
+    )
     t = t / bview(lp_norm(t, norm).clamp_min(1e-12), t)
     return (x + eps * t.to(x.device, x.dtype)).clamp(0, 1)
 
@@ -48,172 +69,266 @@ def apgd_init(x: torch.Tensor,  # clean images
 @dataclass
 class APGDResult:
     "What an APGD run found, per sample."
-    x_adv: torch.Tensor                 # a fooling point where one was found, else the best-loss point
-    loss: torch.Tensor                  # best loss reached (N,)
-    fooled: torch.Tensor|None = None    # bool (N,): misclassified at some iterate (classification objectives)
-    history: dict|None = None           # 'loss' and 'step' per iteration (steps+1, N), NaN once a sample left
-    unconfirmed: int = 0                # points that fooled the fast copy (`attack_view`) but not the model: robust
+
+    x_adv: torch.Tensor  # a fooling point where one was found, else the best-loss point
+    loss: torch.Tensor  # best loss reached (N,)
+    fooled: torch.Tensor | None = None  # bool (N,): misclassified at some iterate (classification objectives)
+    history: dict | None = None  # 'loss' and 'step' per iteration (steps+1, N), NaN once a sample left
+    unconfirmed: int = 0  # points that fooled the fast copy (`attack_view`) but not the model: robust
+
     def __repr__(self):
         f = "" if self.fooled is None else f", fooled={int(self.fooled.sum())}/{len(self.fooled)}"
         return f"APGDResult(n={len(self.loss)}{f}, mean_loss={self.loss.mean().item():.4g})"
+
 
 def _fooled(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "Misclassified per sample."
     return out.argmax(1) != y
 
+
 @dataclass
 class APGDState:
     "The per-sample state of one APGD run, for the samples still in it (`pos`: their places in the batch)."
-    pos: torch.Tensor; x: torch.Tensor; y: torch.Tensor; t: torch.Tensor|None   # who, clean image, label/target, target class
-    xa: torch.Tensor; x_old: torch.Tensor; g: torch.Tensor                        # the iterate, the one before, its gradient
-    x_best: torch.Tensor; g_best: torch.Tensor; loss_best: torch.Tensor           # the best point so far
-    loss_prev: torch.Tensor; n_up: torch.Tensor                                   # condition 1: loss increases since the checkpoint
-    step: torch.Tensor; loss_ckpt: torch.Tensor; reduced_ckpt: torch.Tensor        # step size; condition 2's memory
-    fooled: torch.Tensor                                                          # misclassified at some iterate
-    lo: torch.Tensor|None = None; hi: torch.Tensor|None = None                    # ℓ∞: the ball ∩ [0,1], per pixel
+
+    pos: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    t: torch.Tensor | None  # who, clean image, label/target, target class
+    xa: torch.Tensor
+    x_old: torch.Tensor
+    g: torch.Tensor  # the iterate, the one before, its gradient
+    x_best: torch.Tensor
+    g_best: torch.Tensor
+    loss_best: torch.Tensor  # the best point so far
+    loss_prev: torch.Tensor
+    n_up: torch.Tensor  # condition 1: loss increases since the checkpoint
+    step: torch.Tensor
+    loss_ckpt: torch.Tensor
+    reduced_ckpt: torch.Tensor  # step size; condition 2's memory
+    fooled: torch.Tensor  # misclassified at some iterate
+    lo: torch.Tensor | None = None
+    hi: torch.Tensor | None = None  # ℓ∞: the ball ∩ [0,1], per pixel
 
     @classmethod
-    def start(cls, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor|None, xa: torch.Tensor, loss: torch.Tensor,
-              g: torch.Tensor, fooled: torch.Tensor, step: float, eps: float|None = None) -> "APGDState":
+    def start(
+        cls,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor | None,
+        xa: torch.Tensor,
+        loss: torch.Tensor,
+        g: torch.Tensor,
+        fooled: torch.Tensor,
+        step: float,
+        eps: float | None = None,
+    ) -> "APGDState":
         "The state at the starting point `xa` (its loss and gradient already computed); `eps` given: ℓ∞ bounds."
         n, dev = len(x), x.device
         box = ((x - eps).clamp_min(0), (x + eps).clamp_max(1)) if eps is not None else (None, None)
-        return cls(torch.arange(n, device=dev), x, y, t, xa, xa.clone(), g, xa.clone(), g.clone(), loss.clone(),
-                   loss.clone(), torch.zeros(n, device=dev), torch.full((n,), step, device=dev, dtype=x.dtype),
-                   loss.clone(), torch.ones(n, dtype=torch.bool, device=dev), fooled, *box)
+        return cls(
+            torch.arange(n, device=dev),
+            x,
+            y,
+            t,
+            xa,
+            xa.clone(),
+            g,
+            xa.clone(),
+            g.clone(),
+            loss.clone(),
+            loss.clone(),
+            torch.zeros(n, device=dev),
+            torch.full((n,), step, device=dev, dtype=x.dtype),
+            loss.clone(),
+            torch.ones(n, dtype=torch.bool, device=dev),
+            fooled,
+            *box,
+        )
 
     def keep(self, m: torch.Tensor) -> None:
         "Drop the samples where `m` is False."
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is not None: setattr(self, f.name, v[m])
+            if v is not None:
+                setattr(self, f.name, v[m])
 
-def apgd_move(s: APGDState,  # the run's state (updated in place)
-              eps: float,     # radius
-              norm: str,      # 'linf' or 'l2'
-              a: float,       # α: the weight of the new step (1 on the first step)
-             ) -> None:
+
+def apgd_move(
+    s: APGDState,  # the run's state (updated in place)
+    eps: float,  # radius
+    norm: str,  # 'linf' or 'l2'
+    a: float,  # α: the weight of the new step (1 on the first step)
+) -> None:
     "The momentum step: `z = P(x_k + η·dir)`, `x_{k+1} = P(x_k + a(z − x_k) + (1 − a)(x_k − x_{k−1}))`."
-    if s.lo is not None:   # ℓ∞: P is one clamp to the precomputed bounds (the reference's formula, 2 passes fewer)
+    if s.lo is not None:  # ℓ∞: P is one clamp to the precomputed bounds (the reference's formula, 2 passes fewer)
         z = (bview(s.step, s.xa) * s.g.sign()).add_(s.xa).clamp_(s.lo, s.hi)
         xn = (s.xa + z.sub_(s.xa).mul_(a)).add_((s.xa - s.x_old).mul_(1 - a)).clamp_(s.lo, s.hi)
-        s.x_old, s.xa = s.xa, xn; return
+        s.x_old, s.xa = s.xa, xn
+        return
     z = s.x + project(s.xa + bview(s.step, s.xa) * lp_normalize(s.g, norm) - s.x, s.x, eps, norm)
     xn = s.x + project(s.xa + a * (z - s.xa) + (1 - a) * (s.xa - s.x_old) - s.x, s.x, eps, norm)
     s.x_old, s.xa = s.xa, xn
 
-def apgd_track(s: APGDState,     # the run's state (updated in place)
-               loss: torch.Tensor,  # the loss at the new iterate `s.xa` (N_active,)
-               g: torch.Tensor,     # its input gradient
-              ) -> None:
+
+def apgd_track(
+    s: APGDState,  # the run's state (updated in place)
+    loss: torch.Tensor,  # the loss at the new iterate `s.xa` (N_active,)
+    g: torch.Tensor,  # its input gradient
+) -> None:
     "Count a loss increase and keep the best point, after an iterate with `loss` and gradient `g`."
     s.g = g
-    s.n_up += (loss > s.loss_prev).float(); s.loss_prev = loss
+    s.n_up += (loss > s.loss_prev).float()
+    s.loss_prev = loss
     up = loss > s.loss_best
-    s.x_best = torch.where(bview(up, s.xa), s.xa, s.x_best); s.g_best = torch.where(bview(up, g), g, s.g_best)
+    s.x_best = torch.where(bview(up, s.xa), s.xa, s.x_best)
+    s.g_best = torch.where(bview(up, g), g, s.g_best)
     s.loss_best = torch.where(up, loss, s.loss_best)
 
-def apgd_halve(s: APGDState,  # the run's state (updated in place)
-               rho: float,    # condition 1's fraction of loss increases
-               k: int,        # iterations since the last checkpoint
-              ) -> None:
+
+def apgd_halve(
+    s: APGDState,  # the run's state (updated in place)
+    rho: float,  # condition 1's fraction of loss increases
+    k: int,  # iterations since the last checkpoint
+) -> None:
     "At a checkpoint `k` iterations after the last one: halve the step where condition 1 or 2 holds, restart at the best."
     halve = (s.n_up <= rho * k) | (~s.reduced_ckpt & (s.loss_ckpt >= s.loss_best))
-    s.reduced_ckpt, s.loss_ckpt = halve, s.loss_best.clone(); s.n_up = torch.zeros_like(s.n_up)
+    s.reduced_ckpt, s.loss_ckpt = halve, s.loss_best.clone()
+    s.n_up = torch.zeros_like(s.n_up)
     s.step = torch.where(halve, s.step / 2, s.step)
-    s.xa = torch.where(bview(halve, s.xa), s.x_best, s.xa); s.g = torch.where(bview(halve, s.g), s.g_best, s.g)
+    s.xa = torch.where(bview(halve, s.xa), s.x_best, s.xa)
+    s.g = torch.where(bview(halve, s.g), s.g_best, s.g)
 
-def apgd_run(model: nn.Module,        # pixels in [0,1] -> logits or embeddings (in eval mode)
-             x: torch.Tensor,         # clean images (N,...)
-             y: torch.Tensor,         # labels (classification) or target embeddings
-             objective: str|Objective = "ce",  # what to maximise
-             t: torch.Tensor|None = None,      # target classes of a targeted objective
-             *,
-             eps: float,              # radius
-             x_init: torch.Tensor|None = None,  # starting point (default x: no random start)
-             norm: str = "linf",
-             steps: int = 100,        # iterations N
-             rho: float = 0.75,       # condition 1: halve when the loss rose on ≤ rho of the steps since the checkpoint
-             momentum: float = 0.75,  # α, the weight of the new step
-             step_scale: float = 2.0, # initial step = step_scale·eps
-             early_stop: bool = True, # classification: drop a sample once it is misclassified
-             precision: str = "fp32",
-             record: bool = False,    # keep the per-iteration loss and step size
-            ) -> APGDResult:
+
+def apgd_run(
+    model: nn.Module,  # pixels in [0,1] -> logits or embeddings (in eval mode)
+    x: torch.Tensor,  # clean images (N,...)
+    y: torch.Tensor,  # labels (classification) or target embeddings
+    objective: str | Objective = "ce",  # what to maximise
+    t: torch.Tensor | None = None,  # target classes of a targeted objective
+    *,
+    eps: float,  # radius
+    x_init: torch.Tensor | None = None,  # starting point (default x: no random start)
+    norm: str = "linf",
+    steps: int = 100,  # iterations N
+    rho: float = 0.75,  # condition 1: halve when the loss rose on ≤ rho of the steps since the checkpoint
+    momentum: float = 0.75,  # α, the weight of the new step
+    step_scale: float = 2.0,  # initial step = step_scale·eps
+    early_stop: bool = True,  # classification: drop a sample once it is misclassified
+    precision: str = "fp32",
+    record: bool = False,  # keep the per-iteration loss and step size
+) -> APGDResult:
     "One APGD run (Croce & Hein 2020, Algorithm 1) from `x_init`."
     obj, norm, n = get_objective(objective), check_norm(norm), len(x)
-    x = x.detach(); xa = (x if x_init is None else x_init).detach().clone()
+    x = x.detach()
+    xa = (x if x_init is None else x_init).detach().clone()
     loss, out, g = input_grad(model, xa, lambda o: obj(o, y, t), precision)
     cls = obj.classification
-    res = APGDResult(xa.clone(), loss.clone(), _fooled(out, y) if cls else None,
-                     {"loss": torch.full((steps + 1, n), math.nan), "step": torch.full((steps + 1, n), math.nan)} if record else None)
-    s = APGDState.start(x, y, t, xa, loss, g, res.fooled.clone() if cls else torch.zeros(n, dtype=torch.bool, device=x.device),
-                        step_scale * float(eps), float(eps) if norm == "linf" else None)
-    if record: res.history["loss"][0] = loss.cpu(); res.history["step"][0] = s.step.cpu()
+    res = APGDResult(
+        xa.clone(),
+        loss.clone(),
+        _fooled(out, y) if cls else None,
+        {"loss": torch.full((steps + 1, n), math.nan), "step": torch.full((steps + 1, n), math.nan)}
+        if record
+        else None,
+    )
+    s = APGDState.start(
+        x,
+        y,
+        t,
+        xa,
+        loss,
+        g,
+        res.fooled.clone() if cls else torch.zeros(n, dtype=torch.bool, device=x.device),
+        step_scale * float(eps),
+        float(eps) if norm == "linf" else None,
+    )
+    if record:
+        res.history["loss"][0] = loss.cpu()
+        res.history["step"][0] = s.step.cpu()
     ckpts, prev = set(apgd_checkpoints(steps)), 0
     for i in range(steps):
-        if cls and early_stop and s.fooled.any():   # fooled samples leave; their result is already stored
-            res.loss[s.pos[s.fooled]] = s.loss_best[s.fooled]; s.keep(~s.fooled)
-        if len(s.pos) == 0: break
+        if cls and early_stop and s.fooled.any():  # fooled samples leave; their result is already stored
+            res.loss[s.pos[s.fooled]] = s.loss_best[s.fooled]
+            s.keep(~s.fooled)
+        if len(s.pos) == 0:
+            break
         apgd_move(s, eps, norm, momentum if i > 0 else 1.0)
         loss, out, g = input_grad(model, s.xa, lambda o: obj(o, s.y, s.t), precision)
         if cls and (new := _fooled(out, s.y) & ~s.fooled).any():
-            res.x_adv[s.pos[new]] = s.xa[new]; res.fooled[s.pos[new]] = True; s.fooled |= new
+            res.x_adv[s.pos[new]] = s.xa[new]
+            res.fooled[s.pos[new]] = True
+            s.fooled |= new
         apgd_track(s, loss, g)
-        if i + 1 in ckpts: apgd_halve(s, rho, i + 1 - prev); prev = i + 1
-        if record: res.history["loss"][i + 1, s.pos.cpu()] = loss.cpu(); res.history["step"][i + 1, s.pos.cpu()] = s.step.cpu()
-    if len(s.pos):   # the samples still in: their best point (unless fooled in the very last step)
+        if i + 1 in ckpts:
+            apgd_halve(s, rho, i + 1 - prev)
+            prev = i + 1
+        if record:
+            res.history["loss"][i + 1, s.pos.cpu()] = loss.cpu()
+            res.history["step"][i + 1, s.pos.cpu()] = s.step.cpu()
+    if len(s.pos):  # the samples still in: their best point (unless fooled in the very last step)
         res.loss[s.pos] = s.loss_best
         keep = ~s.fooled if cls else torch.ones(len(s.pos), dtype=torch.bool, device=x.device)
         res.x_adv[s.pos[keep]] = s.x_best[keep]
     return res
 
 # %% ../../nbs/11_attacks.apgd.ipynb #18d6c93e
-def kth_target(logits: torch.Tensor,  # clean logits (N, C)
-               y: torch.Tensor,       # labels (N,)
-               k: int,                # 1 = the most likely wrong class
-              ) -> torch.Tensor:
+def kth_target(
+    logits: torch.Tensor,  # clean logits (N, C)
+    y: torch.Tensor,  # labels (N,)
+    k: int,  # 1 = the most likely wrong class
+) -> torch.Tensor:
     "The k-th highest-scoring class other than the true one, per sample."
     z = logits.float().scatter(1, y[:, None], -math.inf)
     return z.topk(k, dim=1).indices[:, k - 1]
 
+
 @torch.no_grad()
 def _forward(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
     "fp32 outputs of one forward pass without gradients."
-    with autocast(x, precision): return model(x).float()
+    with autocast(x, precision):
+        return model(x).float()
 
-def confirm_fooled(model: nn.Module,   # the model itself (not its `attack_view`)
-                   res: APGDResult,    # a run on the copy (updated in place)
-                   y: torch.Tensor,    # labels
-                   precision: str = "fp32",
-                  ) -> None:
+
+def confirm_fooled(
+    model: nn.Module,  # the model itself (not its `attack_view`)
+    res: APGDResult,  # a run on the copy (updated in place)
+    y: torch.Tensor,  # labels
+    precision: str = "fp32",
+) -> None:
     "Keep a point broken only if `model` itself misclassifies its `x_adv`; count the others as `unconfirmed`."
     idx = res.fooled.nonzero()[:, 0]
-    if len(idx) == 0: return
+    if len(idx) == 0:
+        return
     ok = _forward(model, res.x_adv[idx], precision).argmax(1) == y[idx]
-    res.fooled[idx[ok]] = False; res.unconfirmed += int(ok.sum())
+    res.fooled[idx[ok]] = False
+    res.unconfirmed += int(ok.sum())
 
-def apgd(model: nn.Module,            # pixels in [0,1] -> logits or embeddings
-         x: torch.Tensor,             # clean images in [0,1]
-         y: torch.Tensor,             # labels, or target embeddings for 'l2sq'/'cos'
-         loss: str|Objective = "ce",  # 'ce', 'dlr', 'ce-t', 'dlr-t', 'l2sq', 'cos'
-         *,
-         eps: float,                  # radius (pixel units, e.g. 4/255)
-         norm: str = "linf",
-         steps: int = 100,            # iterations per run
-         restarts: int = 1,           # runs from new random starts (on samples still robust)
-         t: torch.Tensor|None = None, # target classes (targeted objectives)
-         random_start: bool = True,
-         generator: torch.Generator|None = None,  # CPU generator for the random starts
-         early_stop: bool = True,
-         precision: str = "fp32",
-         fast: bool = True,           # iterate on `attack_view(model)`; broken points are confirmed on `model`
-         **kw,                        # rho, momentum, step_scale, record (see `apgd_run`)
-        ) -> APGDResult:
+
+def apgd(
+    model: nn.Module,  # pixels in [0,1] -> logits or embeddings
+    x: torch.Tensor,  # clean images in [0,1]
+    y: torch.Tensor,  # labels, or target embeddings for 'l2sq'/'cos'
+    loss: str | Objective = "ce",  # 'ce', 'dlr', 'ce-t', 'dlr-t', 'l2sq', 'cos'
+    *,
+    eps: float,  # radius (pixel units, e.g. 4/255)
+    norm: str = "linf",
+    steps: int = 100,  # iterations per run
+    restarts: int = 1,  # runs from new random starts (on samples still robust)
+    t: torch.Tensor | None = None,  # target classes (targeted objectives)
+    random_start: bool = True,
+    generator: torch.Generator | None = None,  # CPU generator for the random starts
+    early_stop: bool = True,
+    precision: str = "fp32",
+    fast: bool = True,  # iterate on `attack_view(model)`; broken points are confirmed on `model`
+    **kw,  # rho, momentum, step_scale, record (see `apgd_run`)
+) -> APGDResult:
     "APGD with restarts (Croce & Hein 2020); the model is in eval mode during the attack."
-    obj = get_objective(loss); x = x.detach()
-    if obj.targeted and t is None: raise ValueError(f"{obj.name} is targeted: pass t (or use apgd_targeted)")
-    if float(eps) == 0: steps, restarts = 0, 1   # the ball is a point: every iterate is x, one evaluation decides
+    obj = get_objective(loss)
+    x = x.detach()
+    if obj.targeted and t is None:
+        raise ValueError(f"{obj.name} is targeted: pass t (or use apgd_targeted)")
+    if float(eps) == 0:
+        steps, restarts = 0, 1  # the ball is a point: every iterate is x, one evaluation decides
     with eval_mode(model):
         net = attack_view(model, x) if fast and len(x) else model
         res = APGDResult(x.clone(), torch.full((len(x),), -math.inf, device=x.device))
@@ -221,96 +336,154 @@ def apgd(model: nn.Module,            # pixels in [0,1] -> logits or embeddings
             res.fooled = _fooled(_forward(model, x, precision), y)
         for r in range(restarts):
             idx = (~res.fooled).nonzero()[:, 0] if obj.classification else torch.arange(len(x), device=x.device)
-            if len(idx) == 0: break
+            if len(idx) == 0:
+                break
             xi = x[idx]
             x0 = apgd_init(xi, eps, norm, generator) if random_start else xi
-            run = apgd_run(net, xi, y[idx], obj, None if t is None else t[idx], eps=eps, x_init=x0, norm=norm,
-                           steps=steps, early_stop=early_stop, precision=precision, **kw)
-            if net is not model and obj.classification: confirm_fooled(model, run, y[idx], precision)
+            run = apgd_run(
+                net,
+                xi,
+                y[idx],
+                obj,
+                None if t is None else t[idx],
+                eps=eps,
+                x_init=x0,
+                norm=norm,
+                steps=steps,
+                early_stop=early_stop,
+                precision=precision,
+                **kw,
+            )
+            if net is not model and obj.classification:
+                confirm_fooled(model, run, y[idx], precision)
             res.unconfirmed += run.unconfirmed
             better = run.loss > res.loss[idx]
-            if obj.classification: better = run.fooled | better
-            res.x_adv[idx[better]] = run.x_adv[better]; res.loss[idx[better]] = run.loss[better]
-            if obj.classification: res.fooled[idx[run.fooled]] = True
-            if run.history is not None: res.history = run.history
+            if obj.classification:
+                better = run.fooled | better
+            res.x_adv[idx[better]] = run.x_adv[better]
+            res.loss[idx[better]] = run.loss[better]
+            if obj.classification:
+                res.fooled[idx[run.fooled]] = True
+            if run.history is not None:
+                res.history = run.history
     return res
 
 # %% ../../nbs/11_attacks.apgd.ipynb #b0c83d55
-def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  loss: str|Objective = "dlr-t",  # a targeted objective: 'dlr-t' (APGD-T) or 'ce-t'
-                  *,
-                  eps: float,
-                  n_target_classes: int = 9,      # targets: the 1st … n-th most likely wrong classes at the clean point
-                  restarts: int = 1,              # runs per target
-                  precision: str = "fp32",
-                  group_targets: bool = True,     # run several targets side by side once few samples are left
-                  fast: bool = True,              # iterate on `attack_view(model)`; broken points confirmed on `model`
-                  **kw,                           # as for `apgd`
-                 ) -> APGDResult:
+def apgd_targeted(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str | Objective = "dlr-t",  # a targeted objective: 'dlr-t' (APGD-T) or 'ce-t'
+    *,
+    eps: float,
+    n_target_classes: int = 9,  # targets: the 1st … n-th most likely wrong classes at the clean point
+    restarts: int = 1,  # runs per target
+    precision: str = "fp32",
+    group_targets: bool = True,  # run several targets side by side once few samples are left
+    fast: bool = True,  # iterate on `attack_view(model)`; broken points confirmed on `model`
+    **kw,  # as for `apgd`
+) -> APGDResult:
     "APGD-T: targeted APGD against each of the top `n_target_classes` wrong classes, on samples still robust."
     obj = get_objective(loss)
-    if not obj.targeted: raise ValueError(f"apgd_targeted needs a targeted loss ('dlr-t', 'ce-t'); got {obj.name!r}")
+    if not obj.targeted:
+        raise ValueError(f"apgd_targeted needs a targeted loss ('dlr-t', 'ce-t'); got {obj.name!r}")
     x = x.detach()
-    with eval_mode(model): z = _forward(model, x, precision); net = attack_view(model, x) if fast and len(x) else model
+    with eval_mode(model):
+        z = _forward(model, x, precision)
+        net = attack_view(model, x) if fast and len(x) else model
     C = z.shape[1]
-    if C < obj.min_classes: raise ValueError(f"{obj.name} needs at least {obj.min_classes} classes; the model gives {C}")
+    if C < obj.min_classes:
+        raise ValueError(f"{obj.name} needs at least {obj.min_classes} classes; the model gives {C}")
     if n_target_classes > C - 1:
-        warnings.warn(f"{n_target_classes} target classes asked for but only {C - 1} wrong classes exist; "
-                      f"using {C - 1}", TooFewClassesWarning, stacklevel=2)
+        warnings.warn(
+            f"{n_target_classes} target classes asked for but only {C - 1} wrong classes exist; using {C - 1}",
+            TooFewClassesWarning,
+            stacklevel=2,
+        )
         n_target_classes = C - 1
     res = APGDResult(x.clone(), torch.full((len(x),), -math.inf, device=x.device), _fooled(z, y))
     k = 1
     while k <= n_target_classes:
-        idx = (~res.fooled).nonzero()[:, 0]; m = len(idx)
-        if m == 0: break
-        g = min(max(len(x) // m, 1), n_target_classes - k + 1) if group_targets else 1   # targets k … k+g-1 together
-        ks = range(k, k + g); k += g
+        idx = (~res.fooled).nonzero()[:, 0]
+        m = len(idx)
+        if m == 0:
+            break
+        g = min(max(len(x) // m, 1), n_target_classes - k + 1) if group_targets else 1  # targets k … k+g-1 together
+        ks = range(k, k + g)
+        k += g
         xi, yi = x[idx].repeat(g, *[1] * (x.ndim - 1)), y[idx].repeat(g)
         ti = torch.cat([kth_target(z[idx], y[idx], j) for j in ks])
         run = apgd(net, xi, yi, obj, eps=eps, t=ti, restarts=restarts, precision=precision, fast=False, **kw)
         if net is not model:
-            with eval_mode(model): confirm_fooled(model, run, yi, precision)
+            with eval_mode(model):
+                confirm_fooled(model, run, yi, precision)
         res.unconfirmed += run.unconfirmed
-        f = run.fooled.view(g, m); first = f.float().argmax(0)                      # the first target that fooled
+        f = run.fooled.view(g, m)
+        first = f.float().argmax(0)  # the first target that fooled
         pick = first * m + torch.arange(m, device=x.device)
         hit = f.any(0)
-        res.x_adv[idx[hit]] = run.x_adv[pick[hit]]; res.fooled[idx[hit]] = True
+        res.x_adv[idx[hit]] = run.x_adv[pick[hit]]
+        res.fooled[idx[hit]] = True
         res.loss[idx] = torch.maximum(res.loss[idx], run.loss.view(g, m).amax(0))
-        if run.history is not None: res.history = run.history
+        if run.history is not None:
+            res.history = run.history
     return res
 
 # %% ../../nbs/11_attacks.apgd.ipynb #72ce65bf
 class APGD:
     "APGD (or APGD-T for a targeted loss) with a fixed configuration; `attack(x, y)` returns adversarial images."
-    def __init__(self,
-                 model: nn.Module,         # pixels in [0,1] -> logits/embeddings
-                 *,
-                 eps: float|None = None,   # radius (or pass `threat`)
-                 norm: str = "linf",
-                 threat: ThreatModel|None = None,  # eps and norm, parsed once (instead of `eps`, `norm`)
-                 loss: str = "ce",         # 'ce', 'dlr', 'dlr-t', 'ce-t', 'l2sq', 'cos'
-                 steps: int = 100,
-                 restarts: int = 1,        # per target for targeted losses
-                 n_target_classes: int = 9,
-                 random_start: bool = True,
-                 early_stop: bool = True,
-                 seed: int = 0,            # seeds a fresh CPU generator per call (when none is passed)
-                 precision: str = "fp32",
-                 fast: bool = True,        # attack `attack_view(model)`, confirm broken points on the model
-                 rho: float = 0.75, momentum: float = 0.75, step_scale: float = 2.0):
-        if threat is None and eps is None: raise ValueError("APGD needs eps (or a ThreatModel as threat)")
+
+    def __init__(
+        self,
+        model: nn.Module,  # pixels in [0,1] -> logits/embeddings
+        *,
+        eps: float | None = None,  # radius (or pass `threat`)
+        norm: str = "linf",
+        threat: ThreatModel | None = None,  # eps and norm, parsed once (instead of `eps`, `norm`)
+        loss: str = "ce",  # 'ce', 'dlr', 'dlr-t', 'ce-t', 'l2sq', 'cos'
+        steps: int = 100,
+        restarts: int = 1,  # per target for targeted losses
+        n_target_classes: int = 9,
+        random_start: bool = True,
+        early_stop: bool = True,
+        seed: int = 0,  # seeds a fresh CPU generator per call (when none is passed)
+        precision: str = "fp32",
+        fast: bool = True,  # attack `attack_view(model)`, confirm broken points on the model
+        rho: float = 0.75,
+        momentum: float = 0.75,
+        step_scale: float = 2.0,
+    ):
+        if threat is None and eps is None:
+            raise ValueError("APGD needs eps (or a ThreatModel as threat)")
         self.threat = threat or ThreatModel(float(eps), check_norm(norm))
         self.model, self.eps, self.norm, self.objective = model, self.threat.eps, self.threat.norm, get_objective(loss)
-        self.steps, self.restarts, self.n_target_classes, self.random_start = steps, restarts, n_target_classes, random_start
+        self.steps, self.restarts, self.n_target_classes, self.random_start = (
+            steps,
+            restarts,
+            n_target_classes,
+            random_start,
+        )
         self.early_stop, self.seed, self.precision, self.fast = early_stop, seed, precision, fast
         self.kw = dict(rho=rho, momentum=momentum, step_scale=step_scale)
 
-    def run(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator|None = None, record: bool = False) -> APGDResult:
+    def run(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, record: bool = False
+    ) -> APGDResult:
         "Attack a batch; returns the `APGDResult`."
         g = generator or torch.Generator().manual_seed(self.seed)
-        kw = dict(eps=self.eps, norm=self.norm, steps=self.steps, restarts=self.restarts, random_start=self.random_start,
-                  generator=g, early_stop=self.early_stop, precision=self.precision, record=record, fast=self.fast,
-                  **self.kw)
+        kw = dict(
+            eps=self.eps,
+            norm=self.norm,
+            steps=self.steps,
+            restarts=self.restarts,
+            random_start=self.random_start,
+            generator=g,
+            early_stop=self.early_stop,
+            precision=self.precision,
+            record=record,
+            fast=self.fast,
+            **self.kw,
+        )
         if self.objective.targeted:
             return apgd_targeted(self.model, x, y, self.objective, n_target_classes=self.n_target_classes, **kw)
         return apgd(self.model, x, y, self.objective, **kw)
@@ -320,5 +493,7 @@ class APGD:
 
     def __repr__(self):
         t = f", n_target_classes={self.n_target_classes}" if self.objective.targeted else ""
-        return (f"APGD(loss={self.objective.name!r}, norm={self.norm!r}, eps={self.eps:.5g}, steps={self.steps}, "
-                f"restarts={self.restarts}{t})")
+        return (
+            f"APGD(loss={self.objective.name!r}, norm={self.norm!r}, eps={self.eps:.5g}, steps={self.steps}, "
+            f"restarts={self.restarts}{t})"
+        )

@@ -11,18 +11,28 @@ from typing import Sequence
 import torch
 
 from ..core import RobustClipError, progress
-from .charmer import (ScoreFn, TextAttackResult, write, attack_slots, score_texts, get_alphabet,
-                                        n_slots)
+from robustclip.attacks.charmer import (
+    ScoreFn,
+    TextAttackResult,
+    write,
+    attack_slots,
+    score_texts,
+    get_alphabet,
+    n_slots,
+)
 from .leaf import WordConstraint
 
 # %% auto #0
-__all__ = ['bruteforce_candidates', 'bruteforce']
+__all__ = [
+    'bruteforce_candidates', 'bruteforce'
+]
 
 # %% ../../nbs/15_attacks.bruteforce.ipynb #59dff44b
-def bruteforce_candidates(text: str,              # the sentence
-                          chars: Sequence[str],   # Γ (with `DELETE`)
-                          tokenizer=None,         # the model's tokenizer: stop one character past the truncation point
-                         ) -> list[str]:
+def bruteforce_candidates(
+    text: str,  # the sentence
+    chars: Sequence[str],  # Γ (with `DELETE`)
+    tokenizer=None,  # the model's tokenizer: stop one character past the truncation point
+) -> list[str]:
     "Every symbol of Γ written into every slot, in the reference's order: (2|S|+1)·|Γ| sentences, duplicates kept."
     return [write(text, z, c) for z in range(attack_slots(text, tokenizer)) for c in chars]
 
@@ -34,29 +44,51 @@ def _best(text: str, cands: list[str], score_fn: ScoreFn, owner: int, batch_size
     b = int(sc.argmax())
     return uniq[b], float(sc[b]), len(uniq)
 
-def bruteforce(texts: Sequence[str],          # the texts to attack
-               score_fn: ScoreFn,             # (candidates, owner indices) -> scores; higher = stronger attack
-               *,
-               alphabet: str|Sequence[str]|None = None,  # Γ: None/'data' (characters of `texts` + delete), 'ascii', ...
-               constraint: WordConstraint|None = None,   # LEAF's dictionary-word constraint (None: unconstrained)
-               batch_size: int = 512,         # candidates per `score_fn` call
-               tokenizer=None,                # the model's tokenizer: skip slots past the truncation point
-               desc: str = "bruteforce",      # progress bar label
-              ) -> TextAttackResult:
+
+def bruteforce(
+    texts: Sequence[str],  # the texts to attack
+    score_fn: ScoreFn,  # (candidates, owner indices) -> scores; higher = stronger attack
+    *,
+    alphabet: str | Sequence[str] | None = None,  # Γ: None/'data' (characters of `texts` + delete), 'ascii', ...
+    constraint: WordConstraint | None = None,  # LEAF's dictionary-word constraint (None: unconstrained)
+    batch_size: int = 512,  # candidates per `score_fn` call
+    tokenizer=None,  # the model's tokenizer: skip slots past the truncation point
+    desc: str = "bruteforce",  # progress bar label
+) -> TextAttackResult:
     "The best of all one-character edits of each text (LEAF's `attack_text_bruteforce`, k=1)."
-    if batch_size <= 0: raise RobustClipError(f"batch_size must be positive; got {batch_size}")
+    if batch_size <= 0:
+        raise RobustClipError(f"batch_size must be positive; got {batch_size}")
     texts = list(texts)
-    if not all(isinstance(t, str) for t in texts): raise RobustClipError("texts must be strings")
+    if not all(isinstance(t, str) for t in texts):
+        raise RobustClipError("texts must be strings")
     chars = get_alphabet(alphabet, texts)
     clean = score_texts(score_fn, texts, range(len(texts)), batch_size)
     adv, scores, queries, enumerated = [], [], [], []
     for j, t in enumerate(progress(texts, desc=desc, unit="text", leave=False)):
         cands = bruteforce_candidates(t, chars, tokenizer)
-        if constraint is not None: cands = constraint.filter(t, cands)
+        if constraint is not None:
+            cands = constraint.filter(t, cands)
         a, s, q = _best(t, cands, score_fn, j, batch_size)
-        adv.append(a); scores.append(s); queries.append(q + 1); enumerated.append(len(cands))
+        adv.append(a)
+        scores.append(s)
+        queries.append(q + 1)
+        enumerated.append(len(cands))
     import Levenshtein
-    info = {"name": "bruteforce", "k": 1, "alphabet_size": len(chars), "constrained": constraint is not None,
-            "candidates": sum(enumerated)}
-    return TextAttackResult(adv, texts, torch.tensor(scores), clean, torch.zeros(len(texts), dtype=torch.bool),
-                            [Levenshtein.distance(a, t) for a, t in zip(adv, texts)], queries, info)
+
+    info = {
+        "name": "bruteforce",
+        "k": 1,
+        "alphabet_size": len(chars),
+        "constrained": constraint is not None,
+        "candidates": sum(enumerated),
+    }
+    return TextAttackResult(
+        adv,
+        texts,
+        torch.tensor(scores),
+        clean,
+        torch.zeros(len(texts), dtype=torch.bool),
+        [Levenshtein.distance(a, t) for a, t in zip(adv, texts)],
+        queries,
+        info,
+    )

@@ -6,7 +6,9 @@ Docs: https://robustclip.github.io/robustclip/attacks.cascade.html.md"""
 
 # %% ../../nbs/12_attacks.cascade.ipynb #a1cff3e1
 from __future__ import annotations
-import math, time, warnings
+import math
+import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -16,93 +18,161 @@ from torch.utils.data import Dataset, DataLoader, TensorDataset
 from torch.utils.data import default_collate
 
 from ..core import RobustClipError, ThreatModel, parse_norm, progress, eps_str
-from .pgd import (pgd, eval_mode, check_norm, lp_normalize, project, random_init, input_grad, autocast, attack_view,
-                                    RobustnessWarning, GradientWarning, EpsZeroWarning, RandomNoiseWarning,
-                                    TooFewClassesWarning, TrainModeWarning, RandomizedModelWarning, SoftmaxOutputWarning)
+from robustclip.attacks.pgd import (
+    pgd,
+    eval_mode,
+    check_norm,
+    lp_normalize,
+    project,
+    random_init,
+    input_grad,
+    autocast,
+    attack_view,
+    RobustnessWarning,
+    GradientWarning,
+    EpsZeroWarning,
+    RandomNoiseWarning,
+    TooFewClassesWarning,
+    TrainModeWarning,
+    RandomizedModelWarning,
+    SoftmaxOutputWarning,
+)
 from .losses import get_objective
 from .apgd import APGD, APGDResult
 
 # %% auto #0
-__all__ = ['ATTACKS', 'PRESET_ALIASES', 'DEFAULT_STEPS', 'PRECISIONS', 'parse_attack', 'AttackSpec', 'PGDAttack', 'make_attack',
-           'CascadeResult', 'random_perturbation', 'batch_of', 'BatchFlags', 'Cascade']
+__all__ = [
+    'ATTACKS', 'PRESET_ALIASES', 'DEFAULT_STEPS', 'PRECISIONS', 'parse_attack', 'AttackSpec', 'PGDAttack',
+    'make_attack', 'CascadeResult', 'random_perturbation', 'batch_of', 'BatchFlags', 'Cascade'
+]
 
 # %% ../../nbs/12_attacks.cascade.ipynb #a10f22eb
 ATTACKS: dict[str, dict] = {
-    "apgd-ce":   dict(kind="apgd", loss="ce", restarts=5),
-    "apgd-dlr":  dict(kind="apgd", loss="dlr", restarts=5),
-    "apgd-t":    dict(kind="apgd", loss="dlr-t", restarts=1, n_target_classes=9),
+    "apgd-ce": dict(kind="apgd", loss="ce", restarts=5),
+    "apgd-dlr": dict(kind="apgd", loss="dlr", restarts=5),
+    "apgd-t": dict(kind="apgd", loss="dlr-t", restarts=1, n_target_classes=9),
     "apgd-ce-t": dict(kind="apgd", loss="ce-t", restarts=1, n_target_classes=9),
-    "pgd":       dict(kind="pgd", loss="ce", restarts=1),
+    "pgd": dict(kind="pgd", loss="ce", restarts=1),
 }
 PRESET_ALIASES = {"aa": "apgd-ce,apgd-t", "paper": "apgd-ce,apgd-t", "autoattack": "apgd-ce,apgd-t"}
 DEFAULT_STEPS = 100
 
-def parse_attack(spec: str,  # 'apgd-ce,apgd-t', 'apgd-ce', 'pgd', 'aa', ...
-                ) -> list[str]:
+
+def parse_attack(
+    spec: str,  # 'apgd-ce,apgd-t', 'apgd-ce', 'pgd', 'aa', ...
+) -> list[str]:
     "The attack names of a preset string, in order (validated, duplicates refused)."
     s = PRESET_ALIASES.get(str(spec).strip().lower(), str(spec).strip().lower())
     names = [n.strip() for n in s.split(",") if n.strip()]
-    if not names: raise ValueError("no attack named; use e.g. 'apgd-ce,apgd-t'")
+    if not names:
+        raise ValueError("no attack named; use e.g. 'apgd-ce,apgd-t'")
     bad = [n for n in names if n not in ATTACKS]
-    if bad: raise ValueError(f"unknown attack {bad[0]!r}; known: {', '.join(ATTACKS)} (or a preset: {', '.join(PRESET_ALIASES)})")
-    if len(set(names)) != len(names): raise ValueError(f"attack {spec!r} names an attack twice")
+    if bad:
+        raise ValueError(
+            f"unknown attack {bad[0]!r}; known: {', '.join(ATTACKS)} (or a preset: {', '.join(PRESET_ALIASES)})"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"attack {spec!r} names an attack twice")
     return names
 
 # %% ../../nbs/12_attacks.cascade.ipynb #fce593b0
 PRECISIONS = ("fp32", "bf16")
 
+
 @dataclass(frozen=True)
 class AttackSpec:
     "The attacks of a robust evaluation, parsed once: names in order, the threat model, the budgets, the precision."
-    names: tuple[str, ...]             # attack names, in order (keys of `ATTACKS`)
-    threat: ThreatModel                # eps and norm
-    iterations: int|None = None        # iterations of every attack (None: `DEFAULT_STEPS`)
-    restarts: int|None = None          # restarts of every attack (None: each preset's)
-    n_target_classes: int|None = None  # targets of the targeted attacks (None: min(9, C-1))
-    precision: str = "fp32"            # 'fp32', or 'bf16' autocast
+
+    names: tuple[str, ...]  # attack names, in order (keys of `ATTACKS`)
+    threat: ThreatModel  # eps and norm
+    iterations: int | None = None  # iterations of every attack (None: `DEFAULT_STEPS`)
+    restarts: int | None = None  # restarts of every attack (None: each preset's)
+    n_target_classes: int | None = None  # targets of the targeted attacks (None: min(9, C-1))
+    precision: str = "fp32"  # 'fp32', or 'bf16' autocast
 
     @classmethod
-    def parse(cls, attack: "str|AttackSpec",  # a preset ('apgd-ce,apgd-t', 'aa', ...) or a spec (returned as is)
-              eps: "str|float|ThreatModel|None" = None,  # '4/255', 4/255 or a ThreatModel
-              norm: str = "linf",
-              iterations: int|None = None, restarts: int|None = None, n_target_classes: int|None = None,
-              precision: str = "fp32",
-             ) -> "AttackSpec":
+    def parse(
+        cls,
+        attack: "str|AttackSpec",  # a preset ('apgd-ce,apgd-t', 'aa', ...) or a spec (returned as is)
+        eps: "str|float|ThreatModel|None" = None,  # '4/255', 4/255 or a ThreatModel
+        norm: str = "linf",
+        iterations: int | None = None,
+        restarts: int | None = None,
+        n_target_classes: int | None = None,
+        precision: str = "fp32",
+    ) -> "AttackSpec":
         "Validate and parse attack options; bad input raises a one-line `RobustClipError`."
-        if isinstance(attack, AttackSpec): return attack
-        try: names = tuple(parse_attack(attack))
-        except ValueError as e: raise RobustClipError(str(e)) from None
+        if isinstance(attack, AttackSpec):
+            return attack
+        try:
+            names = tuple(parse_attack(attack))
+        except ValueError as e:
+            raise RobustClipError(str(e)) from None
         norm = parse_norm(norm)
-        if eps is None: raise RobustClipError(f"--attack {attack} needs --eps (e.g. --eps 4/255)")
+        if eps is None:
+            raise RobustClipError(f"--attack {attack} needs --eps (e.g. --eps 4/255)")
         threat = ThreatModel.parse(eps, norm)
         counts = {"iterations": iterations, "restarts": restarts, "n-target-classes": n_target_classes}
         for k, v in counts.items():
-            if v is not None and int(v) <= 0: raise RobustClipError(f"--{k} must be a positive integer; got {v}")
-        if precision not in PRECISIONS: raise RobustClipError(f"--precision must be fp32 or bf16; got {precision!r}")
+            if v is not None and int(v) <= 0:
+                raise RobustClipError(f"--{k} must be a positive integer; got {v}")
+        if precision not in PRECISIONS:
+            raise RobustClipError(f"--precision must be fp32 or bf16; got {precision!r}")
         ints = [None if v is None else int(v) for v in counts.values()]
         return cls(names, threat, *ints, precision)
 
     @property
-    def name(self) -> str: return ",".join(self.names)
+    def name(self) -> str:
+        return ",".join(self.names)
+
     @property
-    def steps(self) -> int: return self.iterations if self.iterations is not None else DEFAULT_STEPS
+    def steps(self) -> int:
+        return self.iterations if self.iterations is not None else DEFAULT_STEPS
+
     def to_json(self) -> dict:
         "The spec as plain JSON (what a sidecar's configuration key hashes)."
-        return {"names": list(self.names), "eps": self.threat.eps, "norm": self.threat.norm, "iterations": self.iterations,
-                "restarts": self.restarts, "n_target_classes": self.n_target_classes, "precision": self.precision}
+        return {
+            "names": list(self.names),
+            "eps": self.threat.eps,
+            "norm": self.threat.norm,
+            "iterations": self.iterations,
+            "restarts": self.restarts,
+            "n_target_classes": self.n_target_classes,
+            "precision": self.precision,
+        }
 
 # %% ../../nbs/12_attacks.cascade.ipynb #43d77b25
 class PGDAttack:
     "PGD-CE (or another classification objective) as a cascade attack with restarts."
-    def __init__(self, model: nn.Module, *, eps: float|None = None, norm: str = "linf", threat: ThreatModel|None = None,
-                 loss: str = "ce", steps: int = DEFAULT_STEPS, restarts: int = 1, step_size: float|None = None,
-                 precision: str = "fp32", seed: int = 0, fast: bool = True, **_):
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float | None = None,
+        norm: str = "linf",
+        threat: ThreatModel | None = None,
+        loss: str = "ce",
+        steps: int = DEFAULT_STEPS,
+        restarts: int = 1,
+        step_size: float | None = None,
+        precision: str = "fp32",
+        seed: int = 0,
+        fast: bool = True,
+        **_,
+    ):
         self.threat = threat or ThreatModel(float(eps), check_norm(norm))
         self.model, self.eps, self.norm, self.objective = model, self.threat.eps, self.threat.norm, get_objective(loss)
-        self.steps, self.restarts, self.step_size, self.precision, self.seed = steps, restarts, step_size, precision, seed
-        self.fast = fast   # iterate on `attack_view(model)`; the flags are always the model's own
+        self.steps, self.restarts, self.step_size, self.precision, self.seed = (
+            steps,
+            restarts,
+            step_size,
+            precision,
+            seed,
+        )
+        self.fast = fast  # iterate on `attack_view(model)`; the flags are always the model's own
 
-    def run(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator|None = None) -> APGDResult:
+    def run(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> APGDResult:
         "Attack a batch: restarts on the samples still robust; returns an `APGDResult` (loss not tracked)."
         g = generator or torch.Generator().manual_seed(self.seed)
         with eval_mode(self.model), torch.no_grad(), autocast(x, self.precision):
@@ -110,31 +180,52 @@ class PGDAttack:
         x_adv, net = x.clone(), attack_view(self.model, x) if self.fast and len(x) else self.model
         for _ in range(self.restarts):
             idx = (~fooled).nonzero()[:, 0]
-            if len(idx) == 0: break
+            if len(idx) == 0:
+                break
             yi = y[idx]
-            xa = pgd(net, x[idx], self.objective.bind(yi), eps=self.eps, norm=self.norm, steps=self.steps,
-                     step_size=self.step_size, best=True, generator=g, precision=self.precision,
-                     success_fn=lambda out: out.argmax(1) != yi)
+            xa = pgd(
+                net,
+                x[idx],
+                self.objective.bind(yi),
+                eps=self.eps,
+                norm=self.norm,
+                steps=self.steps,
+                step_size=self.step_size,
+                best=True,
+                generator=g,
+                precision=self.precision,
+                success_fn=lambda out: out.argmax(1) != yi,
+            )
             with eval_mode(self.model), torch.no_grad(), autocast(x, self.precision):
                 f = self.model(xa).float().argmax(1) != yi
-            x_adv[idx] = xa; fooled[idx[f]] = True
+            x_adv[idx] = xa
+            fooled[idx[f]] = True
         return APGDResult(x_adv, torch.zeros(len(x), device=x.device), fooled)
 
-    def __repr__(self): return f"PGD(loss={self.objective.name!r}, norm={self.norm!r}, eps={self.eps:.5g}, steps={self.steps}, restarts={self.restarts})"
+    def __repr__(self):
+        return f"PGD(loss={self.objective.name!r}, norm={self.norm!r}, eps={self.eps:.5g}, steps={self.steps}, restarts={self.restarts})"
 
-def make_attack(name: str,          # a key of ATTACKS
-                model: nn.Module,   # pixels -> logits
-                *,
-                eps: float|None = None, norm: str = "linf",
-                threat: ThreatModel|None = None,  # eps and norm parsed once (instead of `eps`, `norm`)
-                steps: int|None = None, restarts: int|None = None, n_target_classes: int|None = None,
-                precision: str = "fp32",
-               ) -> APGD|PGDAttack:
+
+def make_attack(
+    name: str,  # a key of ATTACKS
+    model: nn.Module,  # pixels -> logits
+    *,
+    eps: float | None = None,
+    norm: str = "linf",
+    threat: ThreatModel | None = None,  # eps and norm parsed once (instead of `eps`, `norm`)
+    steps: int | None = None,
+    restarts: int | None = None,
+    n_target_classes: int | None = None,
+    precision: str = "fp32",
+) -> APGD | PGDAttack:
     "The attack object called `name`, with the preset's defaults unless overridden."
-    cfg = dict(ATTACKS[name]); kind = cfg.pop("kind")
+    cfg = dict(ATTACKS[name])
+    kind = cfg.pop("kind")
     cfg["steps"] = steps if steps is not None else DEFAULT_STEPS
-    if restarts is not None: cfg["restarts"] = restarts
-    if n_target_classes is not None and "n_target_classes" in cfg: cfg["n_target_classes"] = n_target_classes
+    if restarts is not None:
+        cfg["restarts"] = restarts
+    if n_target_classes is not None and "n_target_classes" in cfg:
+        cfg["n_target_classes"] = n_target_classes
     threat = threat or ThreatModel(float(eps), check_norm(norm))
     return (APGD if kind == "apgd" else PGDAttack)(model, threat=threat, precision=precision, **cfg)
 
@@ -142,32 +233,46 @@ def make_attack(name: str,          # a key of ATTACKS
 @dataclass
 class CascadeResult:
     "Per-sample flags and accuracies of a worst-case cascade."
-    attacks: list[str]                   # attack names, in the order they ran
-    labels: torch.Tensor                 # (N,)
-    clean: torch.Tensor                  # bool (N,): correct on the clean image
-    robust: dict[str, torch.Tensor]      # name -> bool (N,): correct after this attack and all before it
-    x_adv: torch.Tensor|None = None      # adversarial images (CPU), when asked for
-    config: dict = field(default_factory=dict)    # eps, norm, steps, restarts, targets, seed, ...
+
+    attacks: list[str]  # attack names, in the order they ran
+    labels: torch.Tensor  # (N,)
+    clean: torch.Tensor  # bool (N,): correct on the clean image
+    robust: dict[str, torch.Tensor]  # name -> bool (N,): correct after this attack and all before it
+    x_adv: torch.Tensor | None = None  # adversarial images (CPU), when asked for
+    config: dict = field(default_factory=dict)  # eps, norm, steps, restarts, targets, seed, ...
     warnings: list[dict] = field(default_factory=list)  # the sanity checks that fired: {'check', 'message'}
-    skipped: list[str] = field(default_factory=list)     # attacks that could not run (too few classes)
-    complete: bool = True                # False when stopped before the last batch (see `max_batches`)
+    skipped: list[str] = field(default_factory=list)  # attacks that could not run (too few classes)
+    complete: bool = True  # False when stopped before the last batch (see `max_batches`)
 
     @property
-    def n(self) -> int: return len(self.labels)
+    def n(self) -> int:
+        return len(self.labels)
+
     @property
-    def clean_acc(self) -> float: return self.clean.double().mean().item() if self.n else math.nan
+    def clean_acc(self) -> float:
+        return self.clean.double().mean().item() if self.n else math.nan
+
     @property
-    def robust_flags(self) -> torch.Tensor: return self.robust[self.attacks[-1]] if self.attacks else self.clean
+    def robust_flags(self) -> torch.Tensor:
+        return self.robust[self.attacks[-1]] if self.attacks else self.clean
+
     @property
-    def robust_acc(self) -> float: return self.robust_flags.double().mean().item() if self.n else math.nan
+    def robust_acc(self) -> float:
+        return self.robust_flags.double().mean().item() if self.n else math.nan
+
     @property
     def per_attack(self) -> dict[str, float]:
         "Robust accuracy after each attack (cumulative)."
         return {k: v.double().mean().item() for k, v in self.robust.items()}
+
     def __repr__(self):
         steps = ", ".join(f"after {k} {v:.1%}" for k, v in self.per_attack.items())
-        return (f"CascadeResult(n={self.n}, eps={self.config.get('eps', '?')}, clean {self.clean_acc:.1%}"
-                + (f", {steps}" if steps else "") + ("" if self.complete else ", incomplete") + ")")
+        return (
+            f"CascadeResult(n={self.n}, eps={self.config.get('eps', '?')}, clean {self.clean_acc:.1%}"
+            + (f", {steps}" if steps else "")
+            + ("" if self.complete else ", incomplete")
+            + ")"
+        )
 
 # %% ../../nbs/12_attacks.cascade.ipynb #472efae1
 def _margin(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -175,108 +280,156 @@ def _margin(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     zy = out.gather(1, y[:, None])[:, 0]
     return zy - out.scatter(1, y[:, None], -math.inf).amax(1)
 
-def random_perturbation(x: torch.Tensor, eps: float, norm: str = "linf",
-                        generator: torch.Generator|None = None) -> torch.Tensor:
+
+def random_perturbation(
+    x: torch.Tensor, eps: float, norm: str = "linf", generator: torch.Generator | None = None
+) -> torch.Tensor:
     "x plus a random perturbation of size ε (a random vertex of the ℓ∞ cube, or a random ℓ2 direction), in [0,1]."
     if check_norm(norm) == "linf":
         d = (torch.randint(0, 2, x.shape, generator=generator).float() * 2 - 1) * eps
     else:
-        d = torch.randn(x.shape, generator=generator); d = lp_normalize(d, "l2") * eps
+        d = torch.randn(x.shape, generator=generator)
+        d = lp_normalize(d, "l2") * eps
     return (x + d.to(x.device, x.dtype)).clamp(0, 1)
+
 
 class _Checks:
     "The sanity checks of one run; remembers which fired."
-    def __init__(self, on: bool): self.on, self.fired = on, []
+
+    def __init__(self, on: bool):
+        self.on, self.fired = on, []
+
     def warn(self, cls: type, msg: str):
         self.fired.append({"check": cls.check, "message": msg})
         warnings.warn(msg, cls, stacklevel=3)
 
     def model(self, model: nn.Module):
         if self.on and any(m.training for m in model.modules()):
-            self.warn(TrainModeWarning, "the model was in train mode; it is evaluated in eval mode (and restored after). "
-                      "Call model.eval() before evaluating")
+            self.warn(
+                TrainModeWarning,
+                "the model was in train mode; it is evaluated in eval mode (and restored after). "
+                "Call model.eval() before evaluating",
+            )
 
     def first_batch(self, model, x, y, out, precision):
         "Once-per-run checks on the first batch (model in eval mode)."
-        if not self.on: return
+        if not self.on:
+            return
         p = out.float()
         if (p >= 0).all() and torch.allclose(p.sum(1), torch.ones_like(p[:, 0]), atol=1e-3):
-            self.warn(SoftmaxOutputWarning, "the model outputs look like probabilities (rows sum to 1); attack logits instead")
-        with torch.no_grad(), autocast(x, precision): out2 = model(x).float()
+            self.warn(
+                SoftmaxOutputWarning, "the model outputs look like probabilities (rows sum to 1); attack logits instead"
+            )
+        with torch.no_grad(), autocast(x, precision):
+            out2 = model(x).float()
         if not torch.allclose(out2, out.float(), rtol=1e-4, atol=1e-4):
-            self.warn(RandomizedModelWarning, "two forward passes on the same images differ: the model is random "
-                      "(dropout on? stochastic defense?); robust accuracy needs EOT for such models")
+            self.warn(
+                RandomizedModelWarning,
+                "two forward passes on the same images differ: the model is random "
+                "(dropout on? stochastic defense?); robust accuracy needs EOT for such models",
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _, _, g = input_grad(model, x, lambda o: _margin(o, y), precision)
         zero = (g.flatten(1).abs().amax(1) == 0) | any(issubclass(w.category, GradientWarning) for w in caught)
         if zero.any():
-            self.warn(GradientWarning, f"the input gradient of the logit margin is zero or NaN for {int(zero.sum())} of "
-                      f"{len(zero)} samples: gradient masking (a non-differentiable step in the forward?); "
-                      "gradient attacks overestimate robustness on such models")
+            self.warn(
+                GradientWarning,
+                f"the input gradient of the logit margin is zero or NaN for {int(zero.sum())} of "
+                f"{len(zero)} samples: gradient masking (a non-differentiable step in the forward?); "
+                "gradient attacks overestimate robustness on such models",
+            )
 
     def eps_zero(self, attack, x, y, clean, generator):
         "Run `attack` at eps 0 on a few samples: nothing may change."
-        if not self.on or not clean.any(): return
+        if not self.on or not clean.any():
+            return
         import copy
-        a0 = copy.copy(attack); a0.eps = 0.0; a0.steps = min(attack.steps, 2); a0.restarts = 1
-        if hasattr(a0, "n_target_classes"): a0.n_target_classes = min(attack.n_target_classes, 1)
+
+        a0 = copy.copy(attack)
+        a0.eps = 0.0
+        a0.steps = min(attack.steps, 2)
+        a0.restarts = 1
+        if hasattr(a0, "n_target_classes"):
+            a0.n_target_classes = min(attack.n_target_classes, 1)
         idx = clean.nonzero()[:16, 0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TooFewClassesWarning)
             r = a0.run(x[idx], y[idx], generator=generator)
         if r.fooled.any():
-            self.warn(EpsZeroWarning, f"{a0!r} at eps 0 broke {int(r.fooled.sum())} of {len(idx)} correctly classified "
-                      "samples: robust accuracy at eps 0 must equal clean accuracy (random or stateful model?)")
+            self.warn(
+                EpsZeroWarning,
+                f"{a0!r} at eps 0 broke {int(r.fooled.sum())} of {len(idx)} correctly classified "
+                "samples: robust accuracy at eps 0 must equal clean accuracy (random or stateful model?)",
+            )
 
 # %% ../../nbs/12_attacks.cascade.ipynb #a3be01f3
 def _batch_seed(seed: int, batch: int) -> int:
     "The seed of batch `batch`'s generator (stable across runs and resumes)."
     return (seed * 1_000_003 + batch * 7_919 + 17) % (2**63 - 1)
 
-def batch_of(data: Dataset,    # a dataset of (image, label)
-             batch: int,       # the batch number
-             batch_size: int,  # samples per batch (the last batch may be shorter)
-            ):
+
+def batch_of(
+    data: Dataset,  # a dataset of (image, label)
+    batch: int,  # the batch number
+    batch_size: int,  # samples per batch (the last batch may be shorter)
+):
     "Batch `batch` of `data`, collated as a DataLoader would: (images, labels)."
     return default_collate([data[i] for i in range(batch * batch_size, min(len(data), (batch + 1) * batch_size))])
+
 
 @dataclass
 class BatchFlags:
     "The flags of one batch: what the sidecar stores."
+
     batch: int
     labels: torch.Tensor
     clean: torch.Tensor
     robust: dict[str, torch.Tensor]
-    x_adv: torch.Tensor|None = None
+    x_adv: torch.Tensor | None = None
+
     def to_json(self) -> dict:
         "The batch's line in a sidecar (flags as 0/1 lists)."
-        return {"batch": self.batch, "label": self.labels.tolist(), "clean": self.clean.int().tolist(),
-                "robust": {k: v.int().tolist() for k, v in self.robust.items()}}
+        return {
+            "batch": self.batch,
+            "label": self.labels.tolist(),
+            "clean": self.clean.int().tolist(),
+            "robust": {k: v.int().tolist() for k, v in self.robust.items()},
+        }
+
     @classmethod
     def from_json(cls, d: dict) -> "BatchFlags":
         "The flags of a sidecar line."
-        return cls(d["batch"], torch.tensor(d["label"]), torch.tensor(d["clean"]).bool(),
-                   {k: torch.tensor(v).bool() for k, v in d["robust"].items()})
+        return cls(
+            d["batch"],
+            torch.tensor(d["label"]),
+            torch.tensor(d["clean"]).bool(),
+            {k: torch.tensor(v).bool() for k, v in d["robust"].items()},
+        )
+
 
 class Cascade:
     "A worst-case sequence of attacks: each runs on the samples still robust; a sample is robust if all fail."
-    def __init__(self,
-                 model: nn.Module,              # pixels in [0,1] -> logits (any classifier; CLIP via ZeroShotClassifier)
-                 attack: str|AttackSpec = "apgd-ce,apgd-t",  # an `AttackSpec`, or a preset (names or an alias)
-                 *,
-                 eps: str|float|None = None,    # radius of a preset string: 4/255 or '4/255'
-                 norm: str = "linf",
-                 steps: int|None = None,        # iterations of every attack (default 100)
-                 restarts: int|None = None,     # restarts of every attack (default: the preset's)
-                 n_target_classes: int|None = None,  # targets of the targeted attacks (default min(9, C-1))
-                 seed: int = 0,                 # seeds every batch's random starts
-                 precision: str = "fp32",       # 'fp32', or 'bf16' autocast
-                 checks: bool = True,           # run the sanity checks
-                ):
+
+    def __init__(
+        self,
+        model: nn.Module,  # pixels in [0,1] -> logits (any classifier; CLIP via ZeroShotClassifier)
+        attack: str | AttackSpec = "apgd-ce,apgd-t",  # an `AttackSpec`, or a preset (names or an alias)
+        *,
+        eps: str | float | None = None,  # radius of a preset string: 4/255 or '4/255'
+        norm: str = "linf",
+        steps: int | None = None,  # iterations of every attack (default 100)
+        restarts: int | None = None,  # restarts of every attack (default: the preset's)
+        n_target_classes: int | None = None,  # targets of the targeted attacks (default min(9, C-1))
+        seed: int = 0,  # seeds every batch's random starts
+        precision: str = "fp32",  # 'fp32', or 'bf16' autocast
+        checks: bool = True,  # run the sanity checks
+    ):
         self.spec = AttackSpec.parse(attack, eps, norm, steps, restarts, n_target_classes, precision)
         self.model, self.seed, self.checks = model, seed, checks
-        self._attacks: dict[str, object]|None = None; self.n_classes: int|None = None; self.skipped: list[str] = []
+        self._attacks: dict[str, object] | None = None
+        self.n_classes: int | None = None
+        self.skipped: list[str] = []
         self._chk, self._first = _Checks(False), False
 
     names = property(lambda self: list(self.spec.names), doc="The attack names, in order.")
@@ -288,23 +441,38 @@ class Cascade:
 
     def _setup(self, n_classes: int, chk: _Checks):
         "Build the attack objects once the number of classes is known."
-        if self._attacks is not None and self.n_classes == n_classes: return
+        if self._attacks is not None and self.n_classes == n_classes:
+            return
         self.n_classes, self._attacks, self.skipped = n_classes, {}, []
         s = self.spec
         for name in s.names:
-            a = make_attack(name, self.model, threat=s.threat, steps=s.iterations, restarts=s.restarts,
-                            n_target_classes=s.n_target_classes, precision=s.precision)
+            a = make_attack(
+                name,
+                self.model,
+                threat=s.threat,
+                steps=s.iterations,
+                restarts=s.restarts,
+                n_target_classes=s.n_target_classes,
+                precision=s.precision,
+            )
             need = a.objective.min_classes
             if n_classes < need:
-                chk.warn(TooFewClassesWarning, f"{name} needs at least {need} classes; this task has {n_classes}: "
-                         f"skipped (robust accuracy rests on the other attacks)")
-                self.skipped.append(name); continue
+                chk.warn(
+                    TooFewClassesWarning,
+                    f"{name} needs at least {need} classes; this task has {n_classes}: "
+                    f"skipped (robust accuracy rests on the other attacks)",
+                )
+                self.skipped.append(name)
+                continue
             if a.objective.targeted:
                 want = a.n_target_classes
                 a.n_target_classes = min(want, n_classes - 1)
                 if a.n_target_classes < want and s.n_target_classes is None and chk.on:
-                    chk.warn(TooFewClassesWarning, f"{name}: {n_classes} classes leave {n_classes - 1} target classes, "
-                             f"fewer than the usual {want}; using {a.n_target_classes}")
+                    chk.warn(
+                        TooFewClassesWarning,
+                        f"{name}: {n_classes} classes leave {n_classes - 1} target classes, "
+                        f"fewer than the usual {want}; using {a.n_target_classes}",
+                    )
             self._attacks[name] = a
 
     def start(self) -> None:
@@ -325,97 +493,143 @@ class Cascade:
             idx = robust.nonzero()[:, 0]
             if a is not None and len(idx):
                 r = a.run(x[idx], y[idx], generator=gen)
-                robust[idx[r.fooled]] = False; x_adv[idx] = r.x_adv
+                robust[idx[r.fooled]] = False
+                x_adv[idx] = r.x_adv
             flags[name] = robust.clone()
         return robust, flags, x_adv
 
-    def _batch_checks(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, clean: torch.Tensor,
-                      robust: torch.Tensor, gen: torch.Generator, batch: int) -> None:
+    def _batch_checks(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        x_adv: torch.Tensor,
+        clean: torch.Tensor,
+        robust: torch.Tensor,
+        gen: torch.Generator,
+        batch: int,
+    ) -> None:
         "The every-batch checks: re-evaluate the adversarial images, random noise of size eps, eps 0."
         chk, prec = self._chk, self.precision
-        with torch.no_grad(), autocast(x, prec): ok = self.model(x_adv).float().argmax(1) == y
+        with torch.no_grad(), autocast(x, prec):
+            ok = self.model(x_adv).float().argmax(1) == y
         if (ok != robust).any():
-            chk.warn(RandomizedModelWarning, f"re-evaluating the adversarial images disagrees with the attack "
-                     f"flags on {int((ok != robust).sum())} samples (random or stateful model?)")
+            chk.warn(
+                RandomizedModelWarning,
+                f"re-evaluating the adversarial images disagrees with the attack "
+                f"flags on {int((ok != robust).sum())} samples (random or stateful model?)",
+            )
         idx = robust.nonzero()[:, 0]
         if self.eps > 0 and len(idx):
             xr = random_perturbation(x[idx], self.eps, self.norm, gen)
-            with torch.no_grad(), autocast(x, prec): hit = self.model(xr).float().argmax(1) != y[idx]
+            with torch.no_grad(), autocast(x, prec):
+                hit = self.model(xr).float().argmax(1) != y[idx]
             if hit.any():
-                chk.warn(RandomNoiseWarning, f"random noise of size eps fooled {int(hit.sum())} samples the "
-                         f"attacks did not break (batch {batch}): the attacks are weak or masked here")
+                chk.warn(
+                    RandomNoiseWarning,
+                    f"random noise of size eps fooled {int(hit.sum())} samples the "
+                    f"attacks did not break (batch {batch}): the attacks are weak or masked here",
+                )
         if self.eps == 0 and (robust != clean).any():
-            chk.warn(EpsZeroWarning, f"at eps 0 robust flags differ from clean flags on {int((robust != clean).sum())} samples")
+            chk.warn(
+                EpsZeroWarning,
+                f"at eps 0 robust flags differ from clean flags on {int((robust != clean).sum())} samples",
+            )
 
-    def attack_batch(self,
-                     x: torch.Tensor,      # images on the model's device
-                     y: torch.Tensor,      # labels
-                     batch: int = 0,       # the batch number (picks its random generator)
-                     return_adv: bool = False,  # keep the adversarial images (CPU)
-                    ) -> BatchFlags:
+    def attack_batch(
+        self,
+        x: torch.Tensor,  # images on the model's device
+        y: torch.Tensor,  # labels
+        batch: int = 0,  # the batch number (picks its random generator)
+        return_adv: bool = False,  # keep the adversarial images (CPU)
+    ) -> BatchFlags:
         "Attack one batch: clean flags, then each attack on the samples still robust (checks as `start` set them)."
-        chk, first = self._chk, self._first; self._first = False
+        chk, first = self._chk, self._first
+        self._first = False
         gen = torch.Generator().manual_seed(_batch_seed(self.seed, batch))
         with eval_mode(self.model):
-            with torch.no_grad(), autocast(x, self.precision): out = self.model(x).float()
+            with torch.no_grad(), autocast(x, self.precision):
+                out = self.model(x).float()
             self._setup(out.shape[1], chk)
-            if first: chk.first_batch(self.model, x, y, out, self.precision)
+            if first:
+                chk.first_batch(self.model, x, y, out, self.precision)
             clean = out.argmax(1) == y
             if first and self.eps > 0 and self._attacks:
                 chk.eps_zero(next(iter(self._attacks.values())), x, y, clean, torch.Generator().manual_seed(self.seed))
             robust, flags, x_adv = self._attack_all(x, y, clean, gen)
-            if chk.on: self._batch_checks(x, y, x_adv, clean, robust, gen, batch)
-        return BatchFlags(batch, y.cpu(), clean.cpu(), {k: v.cpu() for k, v in flags.items()},
-                          x_adv.cpu() if return_adv else None)
+            if chk.on:
+                self._batch_checks(x, y, x_adv, clean, robust, gen, batch)
+        return BatchFlags(
+            batch, y.cpu(), clean.cpu(), {k: v.cpu() for k, v in flags.items()}, x_adv.cpu() if return_adv else None
+        )
 
-    def run(self,
-            data: Dataset|torch.Tensor,   # a dataset of (image, label), or images (with `y`)
-            y: torch.Tensor|None = None,  # labels when `data` is a tensor
-            *,
-            batch_size: int = 256,
-            device: torch.device|str|None = None,   # default: the model's device
-            return_adv: bool = False,     # keep the adversarial images (CPU)
-            done: dict[int, BatchFlags]|None = None,  # batches already attacked (a resume): not run again
-            on_batch: Callable[[BatchFlags], None]|None = None,  # called after each new batch (sidecar writing)
-            max_batches: int|None = None, # stop after this many new batches (the result is then incomplete)
-            desc: str = "attack",
-           ) -> CascadeResult:
+    def run(
+        self,
+        data: Dataset | torch.Tensor,  # a dataset of (image, label), or images (with `y`)
+        y: torch.Tensor | None = None,  # labels when `data` is a tensor
+        *,
+        batch_size: int = 256,
+        device: torch.device | str | None = None,  # default: the model's device
+        return_adv: bool = False,  # keep the adversarial images (CPU)
+        done: dict[int, BatchFlags] | None = None,  # batches already attacked (a resume): not run again
+        on_batch: Callable[[BatchFlags], None] | None = None,  # called after each new batch (sidecar writing)
+        max_batches: int | None = None,  # stop after this many new batches (the result is then incomplete)
+        desc: str = "attack",
+    ) -> CascadeResult:
         "Attack `data` batch by batch (data on the CPU, batches on the device); the worst case over the attacks."
         if torch.is_tensor(data):
-            if y is None: raise ValueError("pass labels y with an image tensor")
+            if y is None:
+                raise ValueError("pass labels y with an image tensor")
             data = TensorDataset(data.cpu(), torch.as_tensor(y).cpu())
-        if batch_size <= 0: raise ValueError(f"batch_size must be positive; got {batch_size}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive; got {batch_size}")
         dev = torch.device(device) if device is not None else next(self.model.parameters()).device
-        n = len(data); nb = math.ceil(n / batch_size); done = dict(done or {})
+        n = len(data)
+        nb = math.ceil(n / batch_size)
+        done = dict(done or {})
         todo = [b for b in range(nb) if b not in done]
-        if max_batches is not None: todo = todo[:max_batches]
+        if max_batches is not None:
+            todo = todo[:max_batches]
         self.start()
         bar = progress(todo, desc=desc, unit="batch", leave=False)
         for b in bar:
             xb, yb = batch_of(data, b, batch_size)
             bf = self.attack_batch(xb.to(dev).float(), torch.as_tensor(yb).to(dev), b, return_adv)
             done[b] = bf
-            if on_batch is not None: on_batch(bf)
+            if on_batch is not None:
+                on_batch(bf)
             nr = sum(int(d.robust[self.names[-1]].sum()) if self.names else int(d.clean.sum()) for d in done.values())
             bar.set_postfix(robust=f"{nr / sum(len(d.labels) for d in done.values()):.1%}")
         return self.collect(done, nb, return_adv, self.fired)
 
-    def collect(self, done: dict[int, BatchFlags], n_batches: int|None = None, return_adv: bool = False,
-                fired: Sequence[dict] = ()) -> CascadeResult:
+    def collect(
+        self,
+        done: dict[int, BatchFlags],
+        n_batches: int | None = None,
+        return_adv: bool = False,
+        fired: Sequence[dict] = (),
+    ) -> CascadeResult:
         "Assemble batch flags (in batch order) into a `CascadeResult`."
         bs = [done[b] for b in sorted(done)]
         cat = lambda ts, dt=torch.bool: torch.cat(ts) if ts else torch.zeros(0, dtype=dt)
-        res = CascadeResult(list(self.names), cat([d.labels for d in bs], torch.long), cat([d.clean for d in bs]),
-                            {k: cat([d.robust[k] for d in bs]) for k in self.names}, config=self.config(),
-                            warnings=list(fired), skipped=list(self.skipped),
-                            complete=n_batches is None or len(done) == n_batches)
-        if return_adv and bs and all(d.x_adv is not None for d in bs): res.x_adv = torch.cat([d.x_adv for d in bs])
+        res = CascadeResult(
+            list(self.names),
+            cat([d.labels for d in bs], torch.long),
+            cat([d.clean for d in bs]),
+            {k: cat([d.robust[k] for d in bs]) for k in self.names},
+            config=self.config(),
+            warnings=list(fired),
+            skipped=list(self.skipped),
+            complete=n_batches is None or len(done) == n_batches,
+        )
+        if return_adv and bs and all(d.x_adv is not None for d in bs):
+            res.x_adv = torch.cat([d.x_adv for d in bs])
         return res
 
     def _targets(self, name: str) -> int:
         "The number of targets of the targeted attack `name` (as built, else as the spec and preset say)."
         a = (self._attacks or {}).get(name)
-        if a is not None: return a.n_target_classes
+        if a is not None:
+            return a.n_target_classes
         n = self.spec.n_target_classes
         return n if n is not None else ATTACKS[name]["n_target_classes"]
 
@@ -423,11 +637,20 @@ class Cascade:
         "The attack block of a result (what was run, for the JSON), read from the spec and the presets."
         s, loss = self.spec, {n: get_objective(ATTACKS[n]["loss"]) for n in self.spec.names}
         tg = [self._targets(n) for n in s.names if loss[n].targeted]
-        return {"name": s.name, "attacks": list(s.names), "norm": s.threat.norm, "eps": s.threat.eps_str,
-                "eps_float": s.threat.eps, "iterations": s.steps,
-                "restarts": {n: s.restarts if s.restarts is not None else ATTACKS[n]["restarts"] for n in s.names},
-                "targets": tg[0] if tg else None, "losses": {n: o.name for n, o in loss.items()}, "seed": self.seed,
-                "precision": s.precision, "skipped": list(self.skipped)}
+        return {
+            "name": s.name,
+            "attacks": list(s.names),
+            "norm": s.threat.norm,
+            "eps": s.threat.eps_str,
+            "eps_float": s.threat.eps,
+            "iterations": s.steps,
+            "restarts": {n: s.restarts if s.restarts is not None else ATTACKS[n]["restarts"] for n in s.names},
+            "targets": tg[0] if tg else None,
+            "losses": {n: o.name for n, o in loss.items()},
+            "seed": self.seed,
+            "precision": s.precision,
+            "skipped": list(self.skipped),
+        }
 
     def __repr__(self):
         return f"Cascade({self.name!r}, norm={self.norm!r}, eps={eps_str(self.eps)}, steps={self.spec.steps})"

@@ -17,117 +17,163 @@ from ..core import RobustClipError, progress
 from ..models import encode_texts
 
 # %% auto #0
-__all__ = ['DELETE', 'PRINTABLE', 'ASCII_ALPHABET', 'ScoreFn', 'OBJECTIVES', 'n_slots', 'write', 'alphabet_of', 'get_alphabet',
-           'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'charmer', 'class_margins',
-           'margin_objective', 'embedding_objective']
+__all__ = [
+    'DELETE', 'PRINTABLE', 'ASCII_ALPHABET', 'ScoreFn', 'OBJECTIVES', 'n_slots', 'write', 'alphabet_of', 'get_alphabet',
+    'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'charmer', 'class_margins', 'margin_objective',
+    'embedding_objective'
+]
 
 # %% ../../nbs/13_attacks.charmer.ipynb #deee3d13
-DELETE = ""   # the "delete" symbol of an alphabet: written into a character slot it removes the character
+DELETE = ""  # the "delete" symbol of an alphabet: written into a character slot it removes the character
+
 
 def n_slots(text: str) -> int:
     "Number of slots of `text` in the 2|S|+1 expansion (gaps and characters)."
     return 2 * len(text) + 1
 
-def write(text: str,  # the sentence
-          slot: int,  # a slot in [0, 2|S|]: even = gap (insert), odd = character (substitute / delete)
-          c: str,     # one character, or `DELETE`
-         ) -> str:
+
+def write(
+    text: str,  # the sentence
+    slot: int,  # a slot in [0, 2|S|]: even = gap (insert), odd = character (substitute / delete)
+    c: str,  # one character, or `DELETE`
+) -> str:
     "Write `c` into `slot`; writing the character already there deletes it (the reference's `alternative=-1`)."
     i, odd = divmod(slot, 2)
-    if odd and text[i] == c: c = DELETE
-    return text[:i] + c + text[i + odd:]
+    if odd and text[i] == c:
+        c = DELETE
+    return text[:i] + c + text[i + odd :]
 
 # %% ../../nbs/13_attacks.charmer.ipynb #4bbbb37b
 PRINTABLE = string.ascii_lowercase + " " + string.ascii_uppercase + string.digits + string.punctuation
-ASCII_ALPHABET = [DELETE] + list(PRINTABLE)   # LEAF's training alphabet: 96 symbols including delete
+ASCII_ALPHABET = [DELETE] + list(PRINTABLE)  # LEAF's training alphabet: 96 symbols including delete
 
-def alphabet_of(texts: Sequence[str],  # the texts whose characters make up Γ
-                delete: bool = True,   # include `DELETE`
-               ) -> list[str]:
+
+def alphabet_of(
+    texts: Sequence[str],  # the texts whose characters make up Γ
+    delete: bool = True,  # include `DELETE`
+) -> list[str]:
     "The characters occurring in `texts` (sorted) plus `DELETE`: Charmer's default alphabet."
     chars = sorted({c for t in texts for c in t})
     return ([DELETE] if delete else []) + chars
 
-def get_alphabet(spec: str|Sequence[str]|None,  # None/'data', 'ascii', 'letters', a string of characters, or a list
-                 texts: Sequence[str] = (),     # the data, for 'data'
-                ) -> list[str]:
+
+def get_alphabet(
+    spec: str | Sequence[str] | None,  # None/'data', 'ascii', 'letters', a string of characters, or a list
+    texts: Sequence[str] = (),  # the data, for 'data'
+) -> list[str]:
     "Resolve an alphabet spec into a list of symbols (always containing `DELETE`), without duplicates."
-    if spec is None or spec == "data": out = alphabet_of(texts)
-    elif spec == "ascii": out = list(ASCII_ALPHABET)
-    elif spec == "letters": out = [DELETE] + list(string.ascii_lowercase)
-    elif isinstance(spec, str): out = [DELETE] + list(spec)
-    else: out = [DELETE] + [c for c in spec if c != DELETE]
-    if any(len(c) > 1 for c in out): raise RobustClipError("alphabet symbols must be single characters (or '' for delete)")
+    if spec is None or spec == "data":
+        out = alphabet_of(texts)
+    elif spec == "ascii":
+        out = list(ASCII_ALPHABET)
+    elif spec == "letters":
+        out = [DELETE] + list(string.ascii_lowercase)
+    elif isinstance(spec, str):
+        out = [DELETE] + list(spec)
+    else:
+        out = [DELETE] + [c for c in spec if c != DELETE]
+    if any(len(c) > 1 for c in out):
+        raise RobustClipError("alphabet symbols must be single characters (or '' for delete)")
     out = list(dict.fromkeys(out))
-    if len(out) < 2: raise RobustClipError(f"the alphabet {spec!r} has no characters to write")
+    if len(out) < 2:
+        raise RobustClipError(f"the alphabet {spec!r} has no characters to write")
     return out
 
 # %% ../../nbs/13_attacks.charmer.ipynb #fa292756
-def visible_length(text: str,          # the sentence
-                   tokenizer,          # an open_clip tokenizer (`SimpleTokenizer`-like: `.encode`, `.context_length`)
-                   context_length: int|None = None,  # default: the tokenizer's
-                  ) -> int:
+def visible_length(
+    text: str,  # the sentence
+    tokenizer,  # an open_clip tokenizer (`SimpleTokenizer`-like: `.encode`, `.context_length`)
+    context_length: int | None = None,  # default: the tokenizer's
+) -> int:
     "How many leading characters of `text` reach the encoder after truncation to the context length."
     ctx = context_length or getattr(tokenizer, "context_length", None)
     encode = getattr(tokenizer, "encode", None)
-    if not ctx or encode is None: return len(text)
+    if not ctx or encode is None:
+        return len(text)
     budget = ctx - 2
-    if len(encode(text)) <= budget: return len(text)
-    lo, hi = 0, len(text)            # smallest p with more than `budget` tokens in text[:p]
+    if len(encode(text)) <= budget:
+        return len(text)
+    lo, hi = 0, len(text)  # smallest p with more than `budget` tokens in text[:p]
     while lo < hi:
         mid = (lo + hi) // 2
-        if len(encode(text[:mid])) > budget: hi = mid
-        else: lo = mid + 1
-    v = lo - 1                       # character lo-1 starts the first token that is cut off ...
-    while 0 < v < len(text) and _run(text[v]) and _run(text[v]) == _run(text[v - 1]): v += 1
-    return v                         # ... unless it is inside a word, which may be visible in full: skip to its end
+        if len(encode(text[:mid])) > budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    v = lo - 1  # character lo-1 starts the first token that is cut off ...
+    while 0 < v < len(text) and _run(text[v]) and _run(text[v]) == _run(text[v - 1]):
+        v += 1
+    return v  # ... unless it is inside a word, which may be visible in full: skip to its end
+
 
 def _run(c: str) -> str:
     "The tokenizer's pre-token class of a character: letters and punctuation form runs, digits and spaces do not."
     return "L" if c.isalpha() else "" if c.isdigit() or c.isspace() else "P"
 
+
 def attack_slots(text: str, tokenizer=None) -> int:
     "Number of leading slots worth editing: all 2|S|+1, or up to one character past the truncation point."
-    if tokenizer is None: return n_slots(text)
+    if tokenizer is None:
+        return n_slots(text)
     return min(n_slots(text), 2 * visible_length(text, tokenizer) + 2)
 
 # %% ../../nbs/13_attacks.charmer.ipynb #c4bcd9ce
-ScoreFn = Callable[[list[str], torch.Tensor], torch.Tensor]   # (texts, owner index of each) -> score per text
+ScoreFn = Callable[[list[str], torch.Tensor], torch.Tensor]  # (texts, owner index of each) -> score per text
+
 
 @torch.no_grad()
-def score_texts(score_fn: ScoreFn,     # the objective (higher = stronger attack)
-                texts: list[str],      # candidates
-                owners: Sequence[int],  # for each candidate, the index of the input text it comes from
-                batch_size: int = 512,  # candidates per call of `score_fn`
-               ) -> torch.Tensor:
+def score_texts(
+    score_fn: ScoreFn,  # the objective (higher = stronger attack)
+    texts: list[str],  # candidates
+    owners: Sequence[int],  # for each candidate, the index of the input text it comes from
+    batch_size: int = 512,  # candidates per call of `score_fn`
+) -> torch.Tensor:
     "Scores of many candidates, `batch_size` at a time, as one float CPU tensor."
     owners = torch.as_tensor(list(owners), dtype=torch.long)
-    out = [score_fn(texts[i:i + batch_size], owners[i:i + batch_size]).detach().float().cpu().reshape(-1)
-           for i in range(0, len(texts), batch_size)]
+    out = [
+        score_fn(texts[i : i + batch_size], owners[i : i + batch_size]).detach().float().cpu().reshape(-1)
+        for i in range(0, len(texts), batch_size)
+    ]
     out = torch.cat(out) if out else torch.empty(0)
-    if len(out) != len(texts): raise RobustClipError("score_fn must return one score per text")
+    if len(out) != len(texts):
+        raise RobustClipError("score_fn must return one score per text")
     return out
 
 # %% ../../nbs/13_attacks.charmer.ipynb #8ac5c8fa
 @dataclass
 class TextAttackResult:
     "Adversarial texts with per-sample bookkeeping."
-    texts: list[str]             # adversarial texts (the input where nothing better was found or nothing was tried)
+
+    texts: list[str]  # adversarial texts (the input where nothing better was found or nothing was tried)
     clean_texts: list[str]
-    scores: torch.Tensor         # score of each returned text
-    clean_scores: torch.Tensor   # score of each input
-    success: torch.Tensor        # score above the threshold (all False without a threshold)
-    distance: list[int]          # Levenshtein distance between input and output (<= k)
-    queries: list[int]           # texts scored per sample (including the input)
-    info: dict = field(default_factory=dict)   # the attack's settings
-    def __len__(self): return len(self.texts)
+    scores: torch.Tensor  # score of each returned text
+    clean_scores: torch.Tensor  # score of each input
+    success: torch.Tensor  # score above the threshold (all False without a threshold)
+    distance: list[int]  # Levenshtein distance between input and output (<= k)
+    queries: list[int]  # texts scored per sample (including the input)
+    info: dict = field(default_factory=dict)  # the attack's settings
+
+    def __len__(self):
+        return len(self.texts)
+
     @property
-    def success_rate(self) -> float: return self.success.float().mean().item() if len(self) else 0.0
+    def success_rate(self) -> float:
+        return self.success.float().mean().item() if len(self) else 0.0
+
     def rows(self) -> list[dict]:
         "One dict per sample (for CSV sidecars)."
-        return [{"text": c, "adv_text": a, "score": s, "adv_score": sa, "success": bool(ok), "distance": d, "queries": q}
-                for c, a, s, sa, ok, d, q in zip(self.clean_texts, self.texts, self.clean_scores.tolist(),
-                                                 self.scores.tolist(), self.success.tolist(), self.distance, self.queries)]
+        return [
+            {"text": c, "adv_text": a, "score": s, "adv_score": sa, "success": bool(ok), "distance": d, "queries": q}
+            for c, a, s, sa, ok, d, q in zip(
+                self.clean_texts,
+                self.texts,
+                self.clean_scores.tolist(),
+                self.scores.tolist(),
+                self.success.tolist(),
+                self.distance,
+                self.queries,
+            )
+        ]
 
 # %% ../../nbs/13_attacks.charmer.ipynb #66c34d03
 def _top_slots(scores: torch.Tensor, slots: list[int], n: int) -> list[int]:
@@ -135,28 +181,45 @@ def _top_slots(scores: torch.Tensor, slots: list[int], n: int) -> list[int]:
     order = torch.sort(scores, descending=True, stable=True).indices[:n]
     return [slots[j] for j in order.tolist()]
 
+
 def _char_candidates(text: str, slots: list[int], chars: Sequence[str]) -> list[str]:
     "Distinct sentences (other than `text`) from writing each of `chars` into each of `slots`."
     out = dict.fromkeys(write(text, z, c) for z in slots for c in chars)
     out.pop(text, None)
     return list(out)
 
+
 def _check_args(k: int, n_positions: int, batch_size: int) -> None:
-    if not isinstance(k, int) or k < 0: raise RobustClipError(f"k (the Levenshtein budget) must be an integer >= 0; got {k!r}")
-    if n_positions <= 0: raise RobustClipError(f"n_positions must be positive; got {n_positions}")
-    if batch_size <= 0: raise RobustClipError(f"batch_size must be positive; got {batch_size}")
+    if not isinstance(k, int) or k < 0:
+        raise RobustClipError(f"k (the Levenshtein budget) must be an integer >= 0; got {k!r}")
+    if n_positions <= 0:
+        raise RobustClipError(f"n_positions must be positive; got {n_positions}")
+    if batch_size <= 0:
+        raise RobustClipError(f"batch_size must be positive; got {batch_size}")
 
 # %% ../../nbs/13_attacks.charmer.ipynb #933c2cf9
 def _snapshot(cur, best, best_s, clean, queries, active, g) -> tuple:
     "The state of a group between rounds (copies)."
     return list(cur), list(best), best_s.clone(), clean, list(queries), list(active), g.get_state()
 
-def _charmer_group(texts: list[str], idx: list[int], score_fn: ScoreFn, k: int, n_positions: int, chars: list[str],
-                   threshold: float|None, batch_size: int, n_chars: int|None, g: torch.Generator, tokenizer,
-                   rounds: list|None = None):   # states after rounds 0, 1, ... of earlier calls with these settings (extended)
+
+def _charmer_group(
+    texts: list[str],
+    idx: list[int],
+    score_fn: ScoreFn,
+    k: int,
+    n_positions: int,
+    chars: list[str],
+    threshold: float | None,
+    batch_size: int,
+    n_chars: int | None,
+    g: torch.Generator,
+    tokenizer,
+    rounds: list | None = None,
+):  # states after rounds 0, 1, ... of earlier calls with these settings (extended)
     "Charmer on one group of texts (global indices `idx`): returns (texts, scores, clean_scores, queries)."
     done = lambda j: threshold is not None and best_s[j] > threshold
-    if rounds:                                       # resume from the last stored round this budget reaches
+    if rounds:  # resume from the last stored round this budget reaches
         start = min(k, len(rounds) - 1)
         cur, best, best_s, clean, queries, active, gs = rounds[start]
         cur, best, best_s, queries, active = list(cur), list(best), best_s.clone(), list(queries), list(active)
@@ -165,107 +228,161 @@ def _charmer_group(texts: list[str], idx: list[int], score_fn: ScoreFn, k: int, 
         clean = score_texts(score_fn, texts, idx, batch_size)
         cur, best, best_s, queries, start = list(texts), list(texts), clean.clone(), [1] * len(texts), 0
         active = [j for j, t in enumerate(texts) if t.strip() and not done(j)]
-        if rounds is not None: rounds.append(_snapshot(cur, best, best_s, clean, queries, active, g))
+        if rounds is not None:
+            rounds.append(_snapshot(cur, best, best_s, clean, queries, active, g))
     for r in range(start, k):
-        if not active: break
-        cands, own, slot = [], [], []                  # 1) position stage: a space (or a deletion) in every slot
+        if not active:
+            break
+        cands, own, slot = [], [], []  # 1) position stage: a space (or a deletion) in every slot
         for j in active:
             zs = range(attack_slots(cur[j], tokenizer))
-            cands += [write(cur[j], z, " ") for z in zs]; own += [j] * len(zs); slot += list(zs)
+            cands += [write(cur[j], z, " ") for z in zs]
+            own += [j] * len(zs)
+            slot += list(zs)
         sc = score_texts(score_fn, cands, [idx[o] for o in own], batch_size)
         own_t = torch.tensor(own)
-        cands, own2 = [], []                           # 2) character stage at the top-n slots
+        cands, own2 = [], []  # 2) character stage at the top-n slots
         for j in active:
             sel = (own_t == j).nonzero()[:, 0]
             top = _top_slots(sc[sel], [slot[i] for i in sel.tolist()], n_positions)
-            cs = chars if n_chars is None or n_chars >= len(chars) else \
-                [chars[i] for i in torch.randperm(len(chars), generator=g)[:n_chars].tolist()]
+            cs = (
+                chars
+                if n_chars is None or n_chars >= len(chars)
+                else [chars[i] for i in torch.randperm(len(chars), generator=g)[:n_chars].tolist()]
+            )
             new = _char_candidates(cur[j], top, cs)
-            cands += new; own2 += [j] * len(new); queries[j] += len(sel) + len(new)
+            cands += new
+            own2 += [j] * len(new)
+            queries[j] += len(sel) + len(new)
         sc2 = score_texts(score_fn, cands, [idx[o] for o in own2], batch_size)
         own2_t = torch.tensor(own2, dtype=torch.long)
         for j in active:
             sel = (own2_t == j).nonzero()[:, 0]
-            if len(sel) == 0: continue
+            if len(sel) == 0:
+                continue
             b = sel[sc2[sel].argmax()].item()
             cur[j] = cands[b]
-            if sc2[b] > best_s[j]: best[j], best_s[j] = cands[b], sc2[b]
+            if sc2[b] > best_s[j]:
+                best[j], best_s[j] = cands[b], sc2[b]
         active = [j for j in active if not done(j)]
-        if rounds is not None and len(rounds) == r + 1: rounds.append(_snapshot(cur, best, best_s, clean, queries, active, g))
+        if rounds is not None and len(rounds) == r + 1:
+            rounds.append(_snapshot(cur, best, best_s, clean, queries, active, g))
     return best, best_s, clean, queries
 
 # %% ../../nbs/13_attacks.charmer.ipynb #a4618d30
-def charmer(texts: Sequence[str],        # the texts to attack
-            score_fn: ScoreFn,           # (candidate texts, owner indices) -> scores; higher = stronger attack
-            *,
-            k: int = 1,                  # Levenshtein budget: edit rounds (each one character)
-            n_positions: int = 20,       # slots kept by the position stage (`n`, LEAF's `--rho` for Charmer)
-            alphabet: str|Sequence[str]|None = None,  # Γ: None/'data' (characters of `texts` + delete), 'ascii', 'letters', ...
-            threshold: float|None = 0.0,  # stop a sample once its score exceeds this (margin > 0 = misclassified); None: run k rounds
-            batch_size: int = 512,       # candidates per `score_fn` call
-            n_chars: int|None = None,    # score a random subset of this many symbols of Γ per round (None: all of Γ)
-            tokenizer=None,              # the model's tokenizer: skip slots past the truncation point
-            group_size: int = 16,        # texts attacked together (their candidates share batches)
-            seed: int = 0,               # seeds the character subsets (group at offset s: seed + s; deterministic otherwise)
-            desc: str = "charmer",       # progress bar label
-            rounds: dict|None = None,    # a memo shared by calls that differ only in `k`: rounds one of them ran are not run again
-           ) -> TextAttackResult:
+def charmer(
+    texts: Sequence[str],  # the texts to attack
+    score_fn: ScoreFn,  # (candidate texts, owner indices) -> scores; higher = stronger attack
+    *,
+    k: int = 1,  # Levenshtein budget: edit rounds (each one character)
+    n_positions: int = 20,  # slots kept by the position stage (`n`, LEAF's `--rho` for Charmer)
+    alphabet: str
+    | Sequence[str]
+    | None = None,  # Γ: None/'data' (characters of `texts` + delete), 'ascii', 'letters', ...
+    threshold: float
+    | None = 0.0,  # stop a sample once its score exceeds this (margin > 0 = misclassified); None: run k rounds
+    batch_size: int = 512,  # candidates per `score_fn` call
+    n_chars: int | None = None,  # score a random subset of this many symbols of Γ per round (None: all of Γ)
+    tokenizer=None,  # the model's tokenizer: skip slots past the truncation point
+    group_size: int = 16,  # texts attacked together (their candidates share batches)
+    seed: int = 0,  # seeds the character subsets (group at offset s: seed + s; deterministic otherwise)
+    desc: str = "charmer",  # progress bar label
+    rounds: dict
+    | None = None,  # a memo shared by calls that differ only in `k`: rounds one of them ran are not run again
+) -> TextAttackResult:
     "Charmer: greedy one-character edits (best slots by a space probe, then best character), `k` rounds."
     _check_args(k, n_positions, batch_size)
     texts = list(texts)
-    if not all(isinstance(t, str) for t in texts): raise RobustClipError("texts must be strings")
+    if not all(isinstance(t, str) for t in texts):
+        raise RobustClipError("texts must be strings")
     chars = get_alphabet(alphabet, texts)
     adv, scores, clean, queries = [], [], [], []
     bar = progress(total=len(texts), desc=desc, unit="text", leave=False)
     for s in range(0, len(texts), group_size):
         idx = list(range(s, min(s + group_size, len(texts))))
-        g = torch.Generator().manual_seed(seed + s)   # a group's own: its rounds do not depend on another group's budget
-        a, sc, cl, q = _charmer_group(texts[s:idx[-1] + 1], idx, score_fn, k, n_positions, chars, threshold,
-                                      batch_size, n_chars, g, tokenizer, None if rounds is None else rounds.setdefault(s, []))
-        adv += a; scores.append(sc); clean.append(cl); queries += q; bar.update(len(idx))
+        g = torch.Generator().manual_seed(seed + s)  # a group's own: its rounds do not depend on another group's budget
+        a, sc, cl, q = _charmer_group(
+            texts[s : idx[-1] + 1],
+            idx,
+            score_fn,
+            k,
+            n_positions,
+            chars,
+            threshold,
+            batch_size,
+            n_chars,
+            g,
+            tokenizer,
+            None if rounds is None else rounds.setdefault(s, []),
+        )
+        adv += a
+        scores.append(sc)
+        clean.append(cl)
+        queries += q
+        bar.update(len(idx))
     bar.close()
-    scores = torch.cat(scores) if scores else torch.empty(0); clean = torch.cat(clean) if clean else torch.empty(0)
+    scores = torch.cat(scores) if scores else torch.empty(0)
+    clean = torch.cat(clean) if clean else torch.empty(0)
     success = scores > threshold if threshold is not None else torch.zeros(len(texts), dtype=torch.bool)
     import Levenshtein
-    info = {"name": "charmer", "k": k, "n_positions": n_positions, "alphabet_size": len(chars), "n_chars": n_chars,
-            "threshold": threshold, "seed": seed}
-    return TextAttackResult(adv, texts, scores, clean, success, [Levenshtein.distance(a, t) for a, t in zip(adv, texts)],
-                            queries, info)
+
+    info = {
+        "name": "charmer",
+        "k": k,
+        "n_positions": n_positions,
+        "alphabet_size": len(chars),
+        "n_chars": n_chars,
+        "threshold": threshold,
+        "seed": seed,
+    }
+    return TextAttackResult(
+        adv, texts, scores, clean, success, [Levenshtein.distance(a, t) for a, t in zip(adv, texts)], queries, info
+    )
 
 # %% ../../nbs/13_attacks.charmer.ipynb #afc3c0e4
-def class_margins(emb: torch.Tensor,      # (N, D) text embeddings (normalised here)
-                  class_emb: torch.Tensor,  # (C, D) class embeddings (normalised here)
-                  labels: torch.Tensor,     # (N,) true classes
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def class_margins(
+    emb: torch.Tensor,  # (N, D) text embeddings (normalised here)
+    class_emb: torch.Tensor,  # (C, D) class embeddings (normalised here)
+    labels: torch.Tensor,  # (N,) true classes
+) -> tuple[torch.Tensor, torch.Tensor]:
     "(margin, prediction): margin = best wrong-class cosine minus true-class cosine."
     sims = F.normalize(emb.float(), dim=-1) @ F.normalize(class_emb.float(), dim=-1).T
     true = sims.gather(1, labels[:, None])[:, 0]
     other = sims.scatter(1, labels[:, None], float("-inf")).max(1).values
     return other - true, sims.argmax(1)
 
-def margin_objective(model,                    # anything with `encode_text(list[str])` (a `PixelCLIP`)
-                     class_emb: torch.Tensor,  # (C, D) class embeddings (label images or label prompts)
-                     labels: Sequence[int]|torch.Tensor,  # true class of every attacked text
-                    ) -> ScoreFn:
+
+def margin_objective(
+    model,  # anything with `encode_text(list[str])` (a `PixelCLIP`)
+    class_emb: torch.Tensor,  # (C, D) class embeddings (label images or label prompts)
+    labels: Sequence[int] | torch.Tensor,  # true class of every attacked text
+) -> ScoreFn:
     "Charmer's classification objective: the margin of the best wrong class (> 0 = misclassified)."
     labels = torch.as_tensor(labels, dtype=torch.long)
     if labels.numel() and (labels.min() < 0 or labels.max() >= len(class_emb)):
         raise RobustClipError(f"labels must be in [0, {len(class_emb) - 1}]")
     dev = class_emb.device
+
     def score(texts: list[str], owners: torch.Tensor) -> torch.Tensor:
         return class_margins(encode_texts(model, texts), class_emb, labels[owners].to(dev))[0]
+
     return score
+
 
 OBJECTIVES = ("l2", "negl2", "sim", "dissim")
 
-def embedding_objective(model,                  # anything with `encode_text(list[str])`
-                        anchors: torch.Tensor,  # (N, D) one anchor per attacked text (or (1, D) shared by all)
-                        kind: str = "l2",       # l2 | negl2 | sim (towards the anchor) | dissim (away from it)
-                       ) -> ScoreFn:
+
+def embedding_objective(
+    model,  # anything with `encode_text(list[str])`
+    anchors: torch.Tensor,  # (N, D) one anchor per attacked text (or (1, D) shared by all)
+    kind: str = "l2",  # l2 | negl2 | sim (towards the anchor) | dissim (away from it)
+) -> ScoreFn:
     "An embedding objective against per-text anchors (higher = stronger attack)."
-    if kind not in OBJECTIVES: raise RobustClipError(f"objective must be one of {', '.join(OBJECTIVES)}; got {kind!r}")
+    if kind not in OBJECTIVES:
+        raise RobustClipError(f"objective must be one of {', '.join(OBJECTIVES)}; got {kind!r}")
     anchors = anchors.detach().float()
     unit = F.normalize(anchors, dim=-1)
+
     def score(texts: list[str], owners: torch.Tensor) -> torch.Tensor:
         e = encode_texts(model, texts).float()
         own = owners.to(e.device) if len(anchors) > 1 else torch.zeros_like(owners).to(e.device)
@@ -274,4 +391,5 @@ def embedding_objective(model,                  # anything with `encode_text(lis
             return d if kind == "l2" else -d
         cos = (F.normalize(e, dim=-1) * unit.to(e.device)[own]).sum(-1)
         return cos if kind == "sim" else -cos
+
     return score

@@ -6,91 +6,120 @@ Docs: https://robustclip.github.io/robustclip/attacks.leaf.html.md"""
 
 # %% ../../nbs/14_attacks.leaf.ipynb #f2c25629
 from __future__ import annotations
-import re, functools
+import re
+import functools
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import torch
 
 from ..core import RobustClipError
-from .charmer import (DELETE, ASCII_ALPHABET, ScoreFn, write, attack_slots, score_texts,
-                                        get_alphabet)
+from .charmer import DELETE, ASCII_ALPHABET, ScoreFn, write, attack_slots, score_texts, get_alphabet
 
 # %% auto #0
-__all__ = ['load_words', 'word_tokens', 'WordConstraint', 'LeafOutput', 'cpu_generator', 'leaf_attack']
+__all__ = [
+    'load_words', 'word_tokens', 'WordConstraint', 'LeafOutput', 'cpu_generator', 'leaf_attack'
+]
 
 # %% ../../nbs/14_attacks.leaf.ipynb #e70e67a8
 @functools.lru_cache(maxsize=None)
 def _web2() -> frozenset[str]:
-    try: from english_words import get_english_words_set
+    try:
+        from english_words import get_english_words_set
     except ImportError:
-        raise RobustClipError("the 'web2' word list comes from the english-words package: pip install english-words "
-                              "(or pass another word list: a file with one word per line, a set, or a callable)") from None
+        raise RobustClipError(
+            "the 'web2' word list comes from the english-words package: pip install english-words "
+            "(or pass another word list: a file with one word per line, a set, or a callable)"
+        ) from None
     return frozenset(get_english_words_set(["web2"]))
 
-def load_words(source: str|Path|Iterable[str]|Callable[[str], bool] = "web2",  # 'web2', a word file, words, or a predicate
-              ) -> Callable[[str], bool]:
+
+def load_words(
+    source: str | Path | Iterable[str] | Callable[[str], bool] = "web2",  # 'web2', a word file, words, or a predicate
+) -> Callable[[str], bool]:
     "A membership test `token -> bool` for a dictionary given as a name, a file, a collection or a predicate."
-    if callable(source) and not isinstance(source, (str, Path)): return source
-    if isinstance(source, str) and source == "web2": return _web2().__contains__
+    if callable(source) and not isinstance(source, (str, Path)):
+        return source
+    if isinstance(source, str) and source == "web2":
+        return _web2().__contains__
     if isinstance(source, (str, Path)):
         p = Path(source).expanduser()
-        if not p.is_file(): raise RobustClipError(f"word list {source!r} is neither 'web2' nor a file with one word per line")
+        if not p.is_file():
+            raise RobustClipError(f"word list {source!r} is neither 'web2' nor a file with one word per line")
         return frozenset(w.strip() for w in p.read_text(errors="replace").splitlines() if w.strip()).__contains__
     return frozenset(source).__contains__
 
 # %% ../../nbs/14_attacks.leaf.ipynb #86df423e
-_FINAL = re.compile(r"""(?<=[^.])\.(?=[\])}>"']*\s*$)""")        # the sentence-final period
-_PAD = re.compile(r"""([;@#$%&?!\[\](){}<>"*`]|--|'')""")         # always split off
-_COMMA = re.compile(r"([:,])(?!\d)")                               # ':' and ',' unless a digit follows
-_CONTR = re.compile(r"(?<=[^'\s])('s|'m|'d|'ll|'re|'ve|n't|')(?=\s|$)")   # contractions and closing quotes
-_OPENQ = re.compile(r"(?:(?<=\s)|^)'(?!re|ve|ll|m|t|s|d|n)(?=\w)")      # an opening single quote
+_FINAL = re.compile(r"""(?<=[^.])\.(?=[\])}>"']*\s*$)""")  # the sentence-final period
+_PAD = re.compile(r"""([;@#$%&?!\[\](){}<>"*`]|--|'')""")  # always split off
+_COMMA = re.compile(r"([:,])(?!\d)")  # ':' and ',' unless a digit follows
+_CONTR = re.compile(r"(?<=[^'\s])('s|'m|'d|'ll|'re|'ve|n't|')(?=\s|$)")  # contractions and closing quotes
+_OPENQ = re.compile(r"(?:(?<=\s)|^)'(?!re|ve|ll|m|t|s|d|n)(?=\w)")  # an opening single quote
+
 
 def word_tokens(text: str) -> list[str]:
     "Lower-cased word tokens, approximating NLTK's `word_tokenize(text.lower())`."
     s = _FINAL.sub(" . ", text.lower())
-    s = _PAD.sub(r" \1 ", s); s = _COMMA.sub(r" \1 ", s); s = _CONTR.sub(r" \1", s); s = _OPENQ.sub("' ", s)
+    s = _PAD.sub(r" \1 ", s)
+    s = _COMMA.sub(r" \1 ", s)
+    s = _CONTR.sub(r" \1", s)
+    s = _OPENQ.sub("' ", s)
     return s.split()
 
 # %% ../../nbs/14_attacks.leaf.ipynb #63b65c4a
 class WordConstraint:
     "LEAF's semantic constraint: a candidate must have strictly fewer distinct dictionary words than its source."
-    def __init__(self,
-                 words: str|Path|Iterable[str]|Callable[[str], bool] = "web2",  # the dictionary (see `load_words`)
-                 tokenize: Callable[[str], list[str]] = word_tokens,           # text -> lower-cased tokens
-                ):
+
+    def __init__(
+        self,
+        words: str | Path | Iterable[str] | Callable[[str], bool] = "web2",  # the dictionary (see `load_words`)
+        tokenize: Callable[[str], list[str]] = word_tokens,  # text -> lower-cased tokens
+    ):
         self.is_word, self.tokenize = load_words(words), tokenize
         self.source = words if isinstance(words, (str, Path)) else type(words).__name__
+
     def count(self, text: str) -> int:
         "Number of distinct dictionary words in `text`."
         return len({t for t in self.tokenize(text) if self.is_word(t)})
+
     def __call__(self, source: str, candidates: Sequence[str]) -> list[bool]:
         "Which candidates are valid edits of `source`."
         n = self.count(source)
         return [self.count(c) < n for c in candidates]
+
     def filter(self, source: str, candidates: Sequence[str]) -> list[str]:
         "The candidates, with every invalid one replaced by `source` (the reference's behaviour)."
         return [c if ok else source for c, ok in zip(candidates, self(source, candidates))]
-    def __repr__(self) -> str: return f"WordConstraint(words={self.source!r})"
+
+    def __repr__(self) -> str:
+        return f"WordConstraint(words={self.source!r})"
 
 # %% ../../nbs/14_attacks.leaf.ipynb #ef718289
 class LeafOutput(NamedTuple):
     "Adversarial texts and their objective values."
+
     texts: list[str]
     scores: torch.Tensor
 
-def cpu_generator(generator: torch.Generator|None = None) -> torch.Generator:
+
+def cpu_generator(generator: torch.Generator | None = None) -> torch.Generator:
     "A CPU generator: `generator` itself, or one seeded from it (a CUDA generator) or from torch's global RNG."
-    if generator is not None and generator.device.type == "cpu": return generator
+    if generator is not None and generator.device.type == "cpu":
+        return generator
     seed = torch.randint(2**62, (1,), generator=generator, device=generator.device if generator is not None else "cpu")
     return torch.Generator().manual_seed(int(seed))
 
+
 def _sample(n: int, size: int, g: torch.Generator) -> list[int]:
     "`size` draws from range(n), uniform; without replacement unless size > n (the reference's np.random.choice)."
-    if size <= n: return torch.randperm(n, generator=g)[:size].tolist()
+    if size <= n:
+        return torch.randperm(n, generator=g)[:size].tolist()
     return torch.randint(n, (size,), generator=g).tolist()
 
-def _pick(texts: list[str], cands: list[list[str]], score_fn: ScoreFn, owners: list[int], batch_size: int) -> tuple[list[int], torch.Tensor]:
+
+def _pick(
+    texts: list[str], cands: list[list[str]], score_fn: ScoreFn, owners: list[int], batch_size: int
+) -> tuple[list[int], torch.Tensor]:
     "Score `rho` candidates per text in one go; the argmax per text and its score."
     flat = [c for cs in cands for c in cs]
     sc = score_texts(score_fn, flat, [o for o, cs in zip(owners, cands) for _ in cs], batch_size).view(len(texts), -1)
@@ -98,33 +127,40 @@ def _pick(texts: list[str], cands: list[list[str]], score_fn: ScoreFn, owners: l
     return best.tolist(), sc.gather(1, best[:, None])[:, 0]
 
 # %% ../../nbs/14_attacks.leaf.ipynb #e74075a0
-def leaf_attack(texts: Sequence[str],     # a batch of clean sentences
-                score_fn: ScoreFn,        # (candidates, owner indices) -> objective (LEAF: sq-ℓ2 to the anchor)
-                *,
-                k: int = 1,               # rounds = Levenshtein budget
-                rho: int = 50,            # random slots, then random characters, per round
-                alphabet: str|Sequence[str] = "ascii",   # Γ (default LEAF's 96 symbols incl. delete)
-                constraint: WordConstraint|None = None,  # the dictionary-word constraint (None: unconstrained)
-                generator: torch.Generator|None = None,  # CPU generator for the sampling
-                batch_size: int|None = None,   # candidates per `score_fn` call (None: all B·ρ at once, as the reference)
-                tokenizer=None,           # the model's tokenizer: sample only slots before the truncation point
-               ) -> LeafOutput:
+def leaf_attack(
+    texts: Sequence[str],  # a batch of clean sentences
+    score_fn: ScoreFn,  # (candidates, owner indices) -> objective (LEAF: sq-ℓ2 to the anchor)
+    *,
+    k: int = 1,  # rounds = Levenshtein budget
+    rho: int = 50,  # random slots, then random characters, per round
+    alphabet: str | Sequence[str] = "ascii",  # Γ (default LEAF's 96 symbols incl. delete)
+    constraint: WordConstraint | None = None,  # the dictionary-word constraint (None: unconstrained)
+    generator: torch.Generator | None = None,  # CPU generator for the sampling
+    batch_size: int | None = None,  # candidates per `score_fn` call (None: all B·ρ at once, as the reference)
+    tokenizer=None,  # the model's tokenizer: sample only slots before the truncation point
+) -> LeafOutput:
     "LEAF's training attack: per round, the best of ρ random space-probes, then the best of ρ random characters there."
-    if not isinstance(k, int) or k < 0: raise RobustClipError(f"k must be an integer >= 0; got {k!r}")
-    if rho <= 0: raise RobustClipError(f"rho must be positive; got {rho}")
+    if not isinstance(k, int) or k < 0:
+        raise RobustClipError(f"k must be an integer >= 0; got {k!r}")
+    if rho <= 0:
+        raise RobustClipError(f"rho must be positive; got {rho}")
     cur, chars = list(texts), get_alphabet(alphabet)
     g = cpu_generator(generator)
     owners, bs = list(range(len(cur))), batch_size or max(1, len(cur) * rho)
     scores = torch.full((len(cur),), float("nan"))
     for _ in range(k):
-        slots = [_sample(attack_slots(s, tokenizer), rho, g) for s in cur]      # 1) position stage
+        slots = [_sample(attack_slots(s, tokenizer), rho, g) for s in cur]  # 1) position stage
         cands = [[write(s, z, " ") for z in zs] for s, zs in zip(cur, slots)]
-        if constraint is not None: cands = [constraint.filter(s, cs) for s, cs in zip(cur, cands)]
+        if constraint is not None:
+            cands = [constraint.filter(s, cs) for s, cs in zip(cur, cands)]
         best, _ = _pick(cur, cands, score_fn, owners, bs)
         where = [zs[b] for zs, b in zip(slots, best)]
-        cands = [[write(s, z, chars[c]) for c in _sample(len(chars), rho, g)]   # 2) character stage
-                 for s, z in zip(cur, where)]
-        if constraint is not None: cands = [constraint.filter(s, cs) for s, cs in zip(cur, cands)]
+        cands = [
+            [write(s, z, chars[c]) for c in _sample(len(chars), rho, g)]  # 2) character stage
+            for s, z in zip(cur, where)
+        ]
+        if constraint is not None:
+            cands = [constraint.filter(s, cs) for s, cs in zip(cur, cands)]
         best, scores = _pick(cur, cands, score_fn, owners, bs)
         cur = [cs[b] for cs, b in zip(cands, best)]
     return LeafOutput(cur, scores)

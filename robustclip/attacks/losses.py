@@ -13,46 +13,60 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'ce_loss', 'ce_targeted_loss', 'dlr_loss', 'dlr_targeted_loss', 'l2sq_loss', 'cosine_loss', 'Objective',
-           'get_objective']
+__all__ = [
+    'OBJECTIVES', 'ce_loss', 'ce_targeted_loss', 'dlr_loss', 'dlr_targeted_loss', 'l2sq_loss', 'cosine_loss',
+    'Objective', 'get_objective'
+]
 
 # %% ../../nbs/10a_attacks.losses.ipynb #dfd5bf36
-def ce_loss(z: torch.Tensor,  # logits (N, C)
-            y: torch.Tensor,  # labels (N,)
-           ) -> torch.Tensor:
+def ce_loss(
+    z: torch.Tensor,  # logits (N, C)
+    y: torch.Tensor,  # labels (N,)
+) -> torch.Tensor:
     "Per-sample cross-entropy."
     return F.cross_entropy(z.float(), y, reduction="none")
 
-def ce_targeted_loss(z: torch.Tensor, y: torch.Tensor,
-                     t: torch.Tensor,  # target classes (N,)
-                    ) -> torch.Tensor:
+
+def ce_targeted_loss(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,  # target classes (N,)
+) -> torch.Tensor:
     "Per-sample negative cross-entropy towards the target `t` (`y` unused; kept for a uniform signature)."
     return -F.cross_entropy(z.float(), t, reduction="none")
 
+
 def _need(z: torch.Tensor, k: int, what: str):
-    if z.shape[1] < k: raise ValueError(f"{what} needs at least {k} classes; the model gives {z.shape[1]}")
+    if z.shape[1] < k:
+        raise ValueError(f"{what} needs at least {k} classes; the model gives {z.shape[1]}")
+
 
 def dlr_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "Per-sample DLR loss −(z_y − max_{i≠y} z_i)/(z_π1 − z_π3 + 1e−12) (Croce & Hein 2020); needs C ≥ 3."
-    _need(z, 3, "the DLR loss"); z = z.float()
+    _need(z, 3, "the DLR loss")
+    z = z.float()
     zs = z.sort(dim=1, descending=True).values
     zy = z.gather(1, y[:, None])[:, 0]
-    other = torch.where(zs[:, 0] == zy, zs[:, 1], zs[:, 0])   # the largest non-true logit
+    other = torch.where(zs[:, 0] == zy, zs[:, 1], zs[:, 0])  # the largest non-true logit
     return -(zy - other) / (zs[:, 0] - zs[:, 2] + 1e-12)
+
 
 def dlr_targeted_loss(z: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     "Per-sample targeted DLR −(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2 + 1e−12) (Croce & Hein 2020); needs C ≥ 4."
-    _need(z, 4, "the targeted DLR loss"); z = z.float()
+    _need(z, 4, "the targeted DLR loss")
+    z = z.float()
     zs = z.sort(dim=1, descending=True).values
     zy, zt = z.gather(1, y[:, None])[:, 0], z.gather(1, t[:, None])[:, 0]
     return -(zy - zt) / (zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]) + 1e-12)
 
 # %% ../../nbs/10a_attacks.losses.ipynb #216b531c
-def l2sq_loss(e: torch.Tensor,  # embeddings (N, D)
-              target: torch.Tensor,  # target embeddings (N, D), e.g. the clean embeddings of the original model
-             ) -> torch.Tensor:
+def l2sq_loss(
+    e: torch.Tensor,  # embeddings (N, D)
+    target: torch.Tensor,  # target embeddings (N, D), e.g. the clean embeddings of the original model
+) -> torch.Tensor:
     "Per-sample squared ℓ2 distance ‖e − target‖² (FARE's inner objective; unnormalised embeddings)."
     return (e.float() - target.float()).pow(2).flatten(1).sum(1)
+
 
 def cosine_loss(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     "Per-sample cosine distance 1 − cos(e, target) (Sim-CLIP's objective)."
@@ -62,29 +76,45 @@ def cosine_loss(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class Objective:
     "A named per-sample objective to maximise."
-    name: str
-    fn: Callable                # (outputs, y) or (outputs, y, t) -> (N,)
-    targeted: bool = False      # needs target classes t
-    classification: bool = True # outputs are logits and y labels: success = misclassification
-    min_classes: int = 2        # fewest classes the loss is defined for
-    def __call__(self, out: torch.Tensor, y: torch.Tensor, t: torch.Tensor|None = None) -> torch.Tensor:
-        return self.fn(out, y, t) if self.targeted else self.fn(out, y)
-    def bind(self, y: torch.Tensor, t: torch.Tensor|None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-        "The `outputs -> (N,)` loss for fixed `y` (and `t`): what `pgd` takes."
-        if self.targeted and t is None: raise ValueError(f"{self.name} is targeted: pass target classes t")
-        return lambda out: self(out, y, t)
-    def __repr__(self): return f"Objective({self.name!r})"
 
-OBJECTIVES = {o.name: o for o in [
-    Objective("ce", ce_loss), Objective("dlr", dlr_loss, min_classes=3),
-    Objective("ce-t", ce_targeted_loss, targeted=True), Objective("dlr-t", dlr_targeted_loss, targeted=True, min_classes=4),
-    Objective("l2sq", l2sq_loss, classification=False, min_classes=0),
-    Objective("cos", cosine_loss, classification=False, min_classes=0)]}
+    name: str
+    fn: Callable  # (outputs, y) or (outputs, y, t) -> (N,)
+    targeted: bool = False  # needs target classes t
+    classification: bool = True  # outputs are logits and y labels: success = misclassification
+    min_classes: int = 2  # fewest classes the loss is defined for
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fn(out, y, t) if self.targeted else self.fn(out, y)
+
+    def bind(self, y: torch.Tensor, t: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        "The `outputs -> (N,)` loss for fixed `y` (and `t`): what `pgd` takes."
+        if self.targeted and t is None:
+            raise ValueError(f"{self.name} is targeted: pass target classes t")
+        return lambda out: self(out, y, t)
+
+    def __repr__(self):
+        return f"Objective({self.name!r})"
+
+
+OBJECTIVES = {
+    o.name: o
+    for o in [
+        Objective("ce", ce_loss),
+        Objective("dlr", dlr_loss, min_classes=3),
+        Objective("ce-t", ce_targeted_loss, targeted=True),
+        Objective("dlr-t", dlr_targeted_loss, targeted=True, min_classes=4),
+        Objective("l2sq", l2sq_loss, classification=False, min_classes=0),
+        Objective("cos", cosine_loss, classification=False, min_classes=0),
+    ]
+}
 _ALIASES = {"ce-targeted": "ce-t", "dlr-targeted": "dlr-t", "l2": "l2sq", "fare": "l2sq", "cosine": "cos"}
 
-def get_objective(name: str|Objective) -> Objective:
+
+def get_objective(name: str | Objective) -> Objective:
     "The objective called `name` ('ce', 'dlr', 'ce-t', 'dlr-t', 'l2sq', 'cos'), or `name` itself."
-    if isinstance(name, Objective): return name
+    if isinstance(name, Objective):
+        return name
     key = _ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in OBJECTIVES: raise ValueError(f"unknown attack loss {name!r}; use one of {', '.join(OBJECTIVES)}")
+    if key not in OBJECTIVES:
+        raise ValueError(f"unknown attack loss {name!r}; use one of {', '.join(OBJECTIVES)}")
     return OBJECTIVES[key]

@@ -6,7 +6,12 @@ Docs: https://robustclip.github.io/robustclip/data.core.html.md"""
 
 # %% ../../nbs/02_data.core.ipynb #d2daf560
 from __future__ import annotations
-import io, os, re, json, random, tarfile
+import io
+import os
+import re
+import json
+import random
+import tarfile
 from importlib.resources import files
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,115 +24,158 @@ from PIL import Image
 from ..core import RobustClipError, Registry, SubsetSpec, load_plugins
 
 # %% auto #0
-__all__ = ['ROBUSTBENCH_IMAGENET', 'CLIP_BENCHMARK', 'NATIVE_RESOLUTION', 'ClassificationTask', 'TextClassificationTask',
-           'RetrievalTask', 'register_dataset', 'get_dataset', 'available_datasets', 'ImageFiles', 'image_folder',
-           'imagenet', 'imagefolder', 'write_image_folder', 'subset_list', 'listed_indices', 'wds_dir_name',
-           'TarShards', 'clip_benchmark_templates', 'clip_benchmark_wds', 'write_wds', 'wds_shuffle',
-           'clip_benchmark_draw', 'reference_order', 'select_samples']
+__all__ = [
+    'ROBUSTBENCH_IMAGENET', 'CLIP_BENCHMARK', 'NATIVE_RESOLUTION', 'ClassificationTask', 'TextClassificationTask',
+    'RetrievalTask', 'register_dataset', 'get_dataset', 'available_datasets', 'ImageFiles', 'image_folder', 'imagenet',
+    'imagefolder', 'write_image_folder', 'subset_list', 'listed_indices', 'wds_dir_name', 'TarShards',
+    'clip_benchmark_templates', 'clip_benchmark_wds', 'write_wds', 'wds_shuffle', 'clip_benchmark_draw',
+    'reference_order', 'select_samples'
+]
 
 # %% ../../nbs/02_data.core.ipynb #ae78a20e
 @dataclass
 class ClassificationTask:
     "A zero-shot image classification task."
-    name: str                      # e.g. 'mini/digit', 'imagenet', 'wds/vtab/cifar10'
-    dataset: Dataset               # yields (image, label); image is a PIL image or a CHW float tensor in [0,1]
-    classnames: list[str]          # one name per label
-    templates: list[str]           # prompt templates with '{c}' (or '{}') for the class name
+
+    name: str  # e.g. 'mini/digit', 'imagenet', 'wds/vtab/cifar10'
+    dataset: Dataset  # yields (image, label); image is a PIL image or a CHW float tensor in [0,1]
+    classnames: list[str]  # one name per label
+    templates: list[str]  # prompt templates with '{c}' (or '{}') for the class name
     native_resolution: bool = False  # attack at the stored size and resize inside the forward (CIFAR, STL, mini)
     info: dict = field(default_factory=dict)  # provenance: root, split, n, ...
 
-    def __len__(self): return len(self.dataset)
+    def __len__(self):
+        return len(self.dataset)
+
     def prompts(self, c: str) -> list[str]:
         "The prompts for class name `c`."
         return [t.replace("{c}", c).replace("{}", c) for t in self.templates]
 
+
 @dataclass
 class TextClassificationTask:
     "A zero-shot text classification task: each class is represented by label images or label prompts."
+
     name: str
     texts: list[str]
     labels: list[int]
     classnames: list[str]
-    label_prompts: list[str]                 # one prompt per class (LEAF's `--label_encoder text`)
-    label_images: torch.Tensor|None = None   # (C,3,H,W) in [0,1], one image per class (LEAF's default), or (C,n,3,H,W): n per class, embeddings averaged
+    label_prompts: list[str]  # one prompt per class (LEAF's `--label_encoder text`)
+    label_images: torch.Tensor | None = (
+        None  # (C,3,H,W) in [0,1], one image per class (LEAF's default), or (C,n,3,H,W): n per class, embeddings averaged
+    )
     info: dict = field(default_factory=dict)
-    def __len__(self): return len(self.texts)
+
+    def __len__(self):
+        return len(self.texts)
+
 
 @dataclass
 class RetrievalTask:
     "Image-text retrieval: each image has one or more captions."
+
     name: str
-    images: Dataset                  # yields an image (PIL or tensor); index i matches captions[i]
+    images: Dataset  # yields an image (PIL or tensor); index i matches captions[i]
     captions: list[list[str]]
     native_resolution: bool = False
     info: dict = field(default_factory=dict)
-    def __len__(self): return len(self.captions)
+
+    def __len__(self):
+        return len(self.captions)
 
 # %% ../../nbs/02_data.core.ipynb #4bb2de03
 _REGISTRY = Registry()
 
-def register_dataset(key: str,  # exact name ('imagenet') or prefix ending in '/' or ':' ('mini/', 'imagefolder:')
-                     fn: Callable|None = None):
+
+def register_dataset(
+    key: str,  # exact name ('imagenet') or prefix ending in '/' or ':' ('mini/', 'imagefolder:')
+    fn: Callable | None = None,
+):
     "Register a task builder for `key` (usable as a decorator)."
     return _REGISTRY.register(key, fn)
 
-def get_dataset(name: str,               # 'mini/digit', 'imagenet', 'cifar10', 'wds/vtab/cifar10', 'imagefolder:PATH', ...
-                root: str|Path|None = None,  # data root for paper-scale datasets (env ROBUSTCLIP_DATA as default)
-                split: str = "test",     # 'train' / 'test' ('val' for ImageNet)
-                **kwargs,
-               ):
+
+def get_dataset(
+    name: str,  # 'mini/digit', 'imagenet', 'cifar10', 'wds/vtab/cifar10', 'imagefolder:PATH', ...
+    root: str | Path | None = None,  # data root for paper-scale datasets (env ROBUSTCLIP_DATA as default)
+    split: str = "test",  # 'train' / 'test' ('val' for ImageNet)
+    **kwargs,
+):
     "Build the task called `name` (a `ClassificationTask`, `TextClassificationTask` or `RetrievalTask`)."
-    if _REGISTRY.lookup(name) is None: load_plugins()   # the mini world and the text datasets register themselves
+    if _REGISTRY.lookup(name) is None:
+        load_plugins()  # the mini world and the text datasets register themselves
     fn = _REGISTRY.lookup(name)
     if fn is None:
         raise RobustClipError(f"unknown dataset {name!r}; known: {', '.join(sorted(available_datasets()))}")
     root = root if root is not None else os.environ.get("ROBUSTCLIP_DATA")
     return fn(name, root=root, split=split, **kwargs)
 
+
 def available_datasets() -> list[str]:
     "Registered names and prefixes (plugins included)."
-    load_plugins(); return sorted(_REGISTRY)
+    load_plugins()
+    return sorted(_REGISTRY)
 
 # %% ../../nbs/02_data.core.ipynb #da97b4c1
 _IMG_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff"}
 
+
 class ImageFiles(Dataset):
     "Images listed as (path, label) pairs, decoded to RGB PIL images and passed through `transform`."
-    def __init__(self, items: list[tuple[Path, int]], transform: Callable|None = None):
+
+    def __init__(self, items: list[tuple[Path, int]], transform: Callable | None = None):
         self.items, self.transform = items, transform
-    def __len__(self): return len(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
     def __getitem__(self, i):
         p, y = self.items[i]
-        with Image.open(p) as im: img = im.convert("RGB")
+        with Image.open(p) as im:
+            img = im.convert("RGB")
         return (self.transform(img) if self.transform else img), y
 
-def image_folder(root: str|Path,          # a folder with one sub-folder per class
-                 classes: list[str]|None = None,  # folder names in label order (default: sorted)
-                ) -> ImageFiles:
+
+def image_folder(
+    root: str | Path,  # a folder with one sub-folder per class
+    classes: list[str] | None = None,  # folder names in label order (default: sorted)
+) -> ImageFiles:
     "An ImageFolder-style dataset read from `root`."
     root = Path(root)
-    if not root.is_dir(): raise RobustClipError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise RobustClipError(f"image folder {root} does not exist")
     classes = classes or sorted(d.name for d in root.iterdir() if d.is_dir())
-    if not classes: raise RobustClipError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.jpg)")
-    items = [(p, y) for y, c in enumerate(classes) for p in sorted((root/c).iterdir()) if p.suffix.lower() in _IMG_EXT]
-    if not items: raise RobustClipError(f"{root} has class folders but no images ({', '.join(sorted(_IMG_EXT))})")
+    if not classes:
+        raise RobustClipError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.jpg)")
+    items = [
+        (p, y) for y, c in enumerate(classes) for p in sorted((root / c).iterdir()) if p.suffix.lower() in _IMG_EXT
+    ]
+    if not items:
+        raise RobustClipError(f"{root} has class folders but no images ({', '.join(sorted(_IMG_EXT))})")
     return ImageFiles(items)
 
-ROBUSTBENCH_IMAGENET = "robustbench_imagenet_val"   # RobustBench's 5,000 ImageNet-val ids (subsets/sources.json)
 
-_IMAGENET_HELP = ("ImageNet is not downloadable automatically: get ILSVRC2012 from https://image-net.org and lay it out "
-                  "as ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG (1000 synset folders each; e.g. with "
-                  "the extract_ILSVRC.sh script), then pass --data-root ROOT or set ROBUSTCLIP_DATA")
+ROBUSTBENCH_IMAGENET = "robustbench_imagenet_val"  # RobustBench's 5,000 ImageNet-val ids (subsets/sources.json)
+
+_IMAGENET_HELP = (
+    "ImageNet is not downloadable automatically: get ILSVRC2012 from https://image-net.org and lay it out "
+    "as ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG (1000 synset folders each; e.g. with "
+    "the extract_ILSVRC.sh script), then pass --data-root ROOT or set ROBUSTCLIP_DATA"
+)
+
 
 @register_dataset("imagenet")
 @register_dataset("imagenet1k")
-def imagenet(name: str, root: str|Path|None = None, split: str = "val", **kw) -> ClassificationTask:
+def imagenet(name: str, root: str | Path | None = None, split: str = "val", **kw) -> ClassificationTask:
     "ImageNet-1k from an ILSVRC2012 folder, with open_clip's class names and the 80 OpenAI templates."
     from open_clip import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
     split = "val" if split == "test" else split
-    if root is None: raise RobustClipError(f"{name}: no data root given. " + _IMAGENET_HELP)
-    d = Path(root)/split
-    if not d.is_dir(): raise RobustClipError(f"{name}: {d} not found. " + _IMAGENET_HELP)
+    if root is None:
+        raise RobustClipError(f"{name}: no data root given. " + _IMAGENET_HELP)
+    d = Path(root) / split
+    if not d.is_dir():
+        raise RobustClipError(f"{name}: {d} not found. " + _IMAGENET_HELP)
     ds = image_folder(d)
     n_cls = len({y for _, y in ds.items})
     classnames = list(IMAGENET_CLASSNAMES) if n_cls == 1000 else sorted(p.name for p in d.iterdir() if p.is_dir())
@@ -135,204 +183,292 @@ def imagenet(name: str, root: str|Path|None = None, split: str = "val", **kw) ->
     info = {"root": str(root), "split": split, **({"subset_list": ROBUSTBENCH_IMAGENET} if split == "val" else {})}
     return ClassificationTask(name, ds, classnames, templates, info=info)
 
+
 @register_dataset("imagefolder:")
 def imagefolder(name: str, root=None, split: str = "test", templates: Sequence[str] = ("a photo of a {c}.",), **kw):
     "Any class-per-folder dataset: 'imagefolder:PATH' (class names = folder names, '_' read as space)."
-    ds = image_folder(name[len("imagefolder:"):])
+    ds = image_folder(name[len("imagefolder:") :])
     classes = sorted({p.parent.name for p, _ in ds.items})
     return ClassificationTask(name, ds, [c.replace("_", " ") for c in classes], list(templates), info={"path": name})
 
 # %% ../../nbs/02_data.core.ipynb #a5742883
-def write_image_folder(root: str|Path, images: torch.Tensor, labels: Sequence[int], classes: Sequence[str],
-                       ext: str = ".png") -> Path:
+def write_image_folder(
+    root: str | Path, images: torch.Tensor, labels: Sequence[int], classes: Sequence[str], ext: str = ".png"
+) -> Path:
     "Write (N,3,H,W) [0,1] images as `root/<class>/<i>.png` (fixtures and small exports)."
     from torchvision.transforms.functional import to_pil_image
+
     root = Path(root)
     for i, (x, y) in enumerate(zip(images, labels)):
-        (root/classes[y]).mkdir(parents=True, exist_ok=True); to_pil_image(x).save(root/classes[y]/f"{i:06d}{ext}")
+        (root / classes[y]).mkdir(parents=True, exist_ok=True)
+        to_pil_image(x).save(root / classes[y] / f"{i:06d}{ext}")
     return root
 
 # %% ../../nbs/02_data.core.ipynb #964634e0
-def subset_list(name: str,  # a file of robustclip/data/subsets/ without '.txt', e.g. ROBUSTBENCH_IMAGENET
-               ) -> list[str]:
+def subset_list(
+    name: str,  # a file of robustclip/data/subsets/ without '.txt', e.g. ROBUSTBENCH_IMAGENET
+) -> list[str]:
     "A sample-id list shipped with the package, in order."
     p = files("robustclip.data").joinpath(f"subsets/{name}.txt")
-    if not p.is_file(): raise RobustClipError(f"no subset list {name!r} in robustclip/data/subsets/")
+    if not p.is_file():
+        raise RobustClipError(f"no subset list {name!r} in robustclip/data/subsets/")
     return [l.strip() for l in p.read_text().splitlines() if l.strip()]
 
-def listed_indices(ds: ImageFiles,          # an image folder dataset
-                   listed: Sequence[str],   # '<class folder>/<file name>' ids
-                   what: str = "the list",  # named in the refusal
-                  ) -> list[int]:
+
+def listed_indices(
+    ds: ImageFiles,  # an image folder dataset
+    listed: Sequence[str],  # '<class folder>/<file name>' ids
+    what: str = "the list",  # named in the refusal
+) -> list[int]:
     "The indices of `ds` holding the listed images, in list order (refused when any is missing)."
     pos = {f"{p.parent.name}/{p.name}": i for i, (p, _) in enumerate(ds.items)}
     miss = [k for k in listed if k not in pos]
-    if miss: raise RobustClipError(f"{len(miss)} of the {len(listed)} images of {what} are missing from the folder "
-                                   f"(e.g. {miss[0]}): use the complete ILSVRC2012 val set, or another --subset")
+    if miss:
+        raise RobustClipError(
+            f"{len(miss)} of the {len(listed)} images of {what} are missing from the folder "
+            f"(e.g. {miss[0]}): use the complete ILSVRC2012 val set, or another --subset"
+        )
     return [pos[k] for k in listed]
 
 # %% ../../nbs/02_data.core.ipynb #a1fd505e
-CLIP_BENCHMARK = {   # short name -> CLIP_benchmark name (the FARE/TeCoA zero-shot suite + ImageNet)
-    "cifar10": "wds/vtab/cifar10", "cifar100": "wds/vtab/cifar100", "stl10": "wds/stl10", "cars": "wds/cars",
-    "caltech101": "wds/vtab/caltech101", "pets": "wds/vtab/pets", "flowers": "wds/vtab/flowers",
-    "dtd": "wds/vtab/dtd", "eurosat": "wds/vtab/eurosat", "fgvc_aircraft": "wds/fgvc_aircraft",
-    "pcam": "wds/vtab/pcam", "imagenet-r": "wds/imagenet-r", "imagenet_sketch": "wds/imagenet_sketch",
+CLIP_BENCHMARK = {  # short name -> CLIP_benchmark name (the FARE/TeCoA zero-shot suite + ImageNet)
+    "cifar10": "wds/vtab/cifar10",
+    "cifar100": "wds/vtab/cifar100",
+    "stl10": "wds/stl10",
+    "cars": "wds/cars",
+    "caltech101": "wds/vtab/caltech101",
+    "pets": "wds/vtab/pets",
+    "flowers": "wds/vtab/flowers",
+    "dtd": "wds/vtab/dtd",
+    "eurosat": "wds/vtab/eurosat",
+    "fgvc_aircraft": "wds/fgvc_aircraft",
+    "pcam": "wds/vtab/pcam",
+    "imagenet-r": "wds/imagenet-r",
+    "imagenet_sketch": "wds/imagenet_sketch",
     "imagenet1k-wds": "wds/imagenet1k",
 }
 NATIVE_RESOLUTION = {"wds/vtab/cifar10", "wds/vtab/cifar100", "wds/stl10"}
 _WDS_IMG = (".webp", ".png", ".jpg", ".jpeg")
 
+
 def wds_dir_name(name: str) -> str:
     "CLIP_benchmark's folder name for a wds dataset: 'wds/vtab/cifar10' -> 'wds_vtab-cifar10'."
-    return "wds_" + name[len("wds/"):].replace("/", "-")
+    return "wds_" + name[len("wds/") :].replace("/", "-")
 
 # %% ../../nbs/02_data.core.ipynb #bb51d5ec
-_WDS_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")   # webdataset's split of a member name into key and extension
+_WDS_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's split of a member name into key and extension
+
 
 class TarShards(Dataset):
     "Random access to (image, label) samples stored in webdataset tar shards, in webdataset's stream order."
-    def __init__(self, shards: list[Path], transform: Callable|None = None):
-        self.transform, self.index, self.shard_sizes = transform, [], []   # shard_sizes: samples per shard
+
+    def __init__(self, shards: list[Path], transform: Callable | None = None):
+        self.transform, self.index, self.shard_sizes = transform, [], []  # shard_sizes: samples per shard
         for s in shards:
             with tarfile.open(s) as tf:
                 groups: dict[str, dict] = {}
                 for m in tf.getmembers():
                     km = _WDS_KEY.match(m.name) if m.isfile() else None
-                    if km: groups.setdefault(km[1], {})["." + km[2].lower()] = (m.offset_data, m.size)
+                    if km:
+                        groups.setdefault(km[1], {})["." + km[2].lower()] = (m.offset_data, m.size)
             n0 = len(self.index)
             for key, g in groups.items():
                 img = next((e for e in _WDS_IMG if e in g), None)
-                if img and ".cls" in g: self.index.append((s, g[img], g[".cls"]))
+                if img and ".cls" in g:
+                    self.index.append((s, g[img], g[".cls"]))
             self.shard_sizes.append(len(self.index) - n0)
-    def __len__(self): return len(self.index)
+
+    def __len__(self):
+        return len(self.index)
+
     def _read(self, shard, off_size) -> bytes:
-        with open(shard, "rb") as f: f.seek(off_size[0]); return f.read(off_size[1])
+        with open(shard, "rb") as f:
+            f.seek(off_size[0])
+            return f.read(off_size[1])
+
     def __getitem__(self, i):
         shard, img, cls = self.index[i]
-        with Image.open(io.BytesIO(self._read(shard, img))) as im: x = im.convert("RGB")
+        with Image.open(io.BytesIO(self._read(shard, img))) as im:
+            x = im.convert("RGB")
         y = int(self._read(shard, cls).decode().strip())
         return (self.transform(x) if self.transform else x), y
 
 # %% ../../nbs/02_data.core.ipynb #15341700
 def _wds_help(name: str, path: Path) -> str:
     hub = "clip-benchmark/" + wds_dir_name(name)
-    return (f"{name}: expected the CLIP_benchmark layout at {path} (classnames.txt, zeroshot_classification_templates.txt, "
-            f"<split>/*.tar). Get it on a machine with internet: `hf download {hub} --repo-type dataset --local-dir "
-            f"ROOT/{wds_dir_name(name)}`, then pass --data-root ROOT or set ROBUSTCLIP_DATA")
+    return (
+        f"{name}: expected the CLIP_benchmark layout at {path} (classnames.txt, zeroshot_classification_templates.txt, "
+        f"<split>/*.tar). Get it on a machine with internet: `hf download {hub} --repo-type dataset --local-dir "
+        f"ROOT/{wds_dir_name(name)}`, then pass --data-root ROOT or set ROBUSTCLIP_DATA"
+    )
 
-def clip_benchmark_templates(name: str,  # a CLIP_benchmark wds name, e.g. 'wds/vtab/cifar10'
-                            ) -> list[str]:
+
+def clip_benchmark_templates(
+    name: str,  # a CLIP_benchmark wds name, e.g. 'wds/vtab/cifar10'
+) -> list[str]:
     "The clip-benchmark package's English templates for `name`, looked up as RobustVLM's fork does (last part, else imagenet1k)."
-    try: f = files("clip_benchmark").joinpath("datasets/en_zeroshot_classification_templates.json")
+    try:
+        f = files("clip_benchmark").joinpath("datasets/en_zeroshot_classification_templates.json")
     except ModuleNotFoundError:
-        raise RobustClipError(f"{name}: its templates come from the clip-benchmark package: pip install clip-benchmark==1.6.2 (robustclip[clip-benchmark])") from None
+        raise RobustClipError(
+            f"{name}: its templates come from the clip-benchmark package: pip install clip-benchmark==1.6.2 (robustclip[clip-benchmark])"
+        ) from None
     t = json.loads(f.read_text())
     return list(t.get(name.split("/")[-1], t["imagenet1k"]))
 
+
 def _folder_templates(d: Path) -> list[str]:
     "The folder's zeroshot_classification_templates.txt, else the 80 OpenAI templates."
-    tpath = d/"zeroshot_classification_templates.txt"
-    if tpath.is_file(): return [l.strip() for l in tpath.read_text().splitlines() if l.strip()]
-    from open_clip import OPENAI_IMAGENET_TEMPLATES; return [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES]
+    tpath = d / "zeroshot_classification_templates.txt"
+    if tpath.is_file():
+        return [l.strip() for l in tpath.read_text().splitlines() if l.strip()]
+    from open_clip import OPENAI_IMAGENET_TEMPLATES
+
+    return [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES]
+
 
 @register_dataset("wds/")
-def clip_benchmark_wds(name: str, root: str|Path|None = None, split: str = "test", **kw) -> ClassificationTask:
+def clip_benchmark_wds(name: str, root: str | Path | None = None, split: str = "test", **kw) -> ClassificationTask:
     "A CLIP_benchmark webdataset read from `root/wds_<name>` (or `root` itself when it holds the files)."
     name = CLIP_BENCHMARK.get(name, name)
-    if root is None: raise RobustClipError(_wds_help(name, Path("ROOT")/wds_dir_name(name)) + " (no data root given)")
-    root = Path(root); d = root if (root/"classnames.txt").is_file() else root/wds_dir_name(name)
-    if not (d/"classnames.txt").is_file() or not (d/split).is_dir(): raise RobustClipError(_wds_help(name, d))
-    shards = sorted((d/split).glob("*.tar"), key=lambda p: (len(p.stem), p.stem))
-    if not shards: raise RobustClipError(f"{name}: no .tar shards in {d/split}. " + _wds_help(name, d))
-    classnames = [l.strip() for l in (d/"classnames.txt").read_text().splitlines() if l.strip()]
+    if root is None:
+        raise RobustClipError(_wds_help(name, Path("ROOT") / wds_dir_name(name)) + " (no data root given)")
+    root = Path(root)
+    d = root if (root / "classnames.txt").is_file() else root / wds_dir_name(name)
+    if not (d / "classnames.txt").is_file() or not (d / split).is_dir():
+        raise RobustClipError(_wds_help(name, d))
+    shards = sorted((d / split).glob("*.tar"), key=lambda p: (len(p.stem), p.stem))
+    if not shards:
+        raise RobustClipError(f"{name}: no .tar shards in {d / split}. " + _wds_help(name, d))
+    classnames = [l.strip() for l in (d / "classnames.txt").read_text().splitlines() if l.strip()]
     templates = clip_benchmark_templates(name) if name in CLIP_BENCHMARK.values() else _folder_templates(d)
-    return ClassificationTask(name, TarShards(shards), classnames, templates, native_resolution=name in NATIVE_RESOLUTION,
-                              info={"root": str(d), "split": split, "shards": len(shards)})
+    return ClassificationTask(
+        name,
+        TarShards(shards),
+        classnames,
+        templates,
+        native_resolution=name in NATIVE_RESOLUTION,
+        info={"root": str(d), "split": split, "shards": len(shards)},
+    )
 
-for _short in CLIP_BENCHMARK: register_dataset(_short, clip_benchmark_wds)
+
+for _short in CLIP_BENCHMARK:
+    register_dataset(_short, clip_benchmark_wds)
 
 # %% ../../nbs/02_data.core.ipynb #5944a1ee
-def write_wds(out: str|Path,              # dataset folder to create (e.g. ROOT/wds_vtab-cifar10)
-              images: torch.Tensor,       # (N,3,H,W) in [0,1]
-              labels: Sequence[int],
-              classnames: Sequence[str],
-              templates: Sequence[str] = ("a photo of a {c}.",),
-              split: str = "test",
-              shard_size: int = 1000,
-              ext: str = "webp",          # image format inside the tars
-             ) -> Path:
+def write_wds(
+    out: str | Path,  # dataset folder to create (e.g. ROOT/wds_vtab-cifar10)
+    images: torch.Tensor,  # (N,3,H,W) in [0,1]
+    labels: Sequence[int],
+    classnames: Sequence[str],
+    templates: Sequence[str] = ("a photo of a {c}.",),
+    split: str = "test",
+    shard_size: int = 1000,
+    ext: str = "webp",  # image format inside the tars
+) -> Path:
     "Write images in CLIP_benchmark's webdataset layout (for fixtures, or to package a small dataset)."
     from torchvision.transforms.functional import to_pil_image
-    out = Path(out); (out/split).mkdir(parents=True, exist_ok=True)
-    (out/"classnames.txt").write_text("\n".join(classnames) + "\n")
-    (out/"zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
+
+    out = Path(out)
+    (out / split).mkdir(parents=True, exist_ok=True)
+    (out / "classnames.txt").write_text("\n".join(classnames) + "\n")
+    (out / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
+
     def add(tf, name, data):
-        ti = tarfile.TarInfo(name); ti.size = len(data); tf.addfile(ti, io.BytesIO(data))
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+
     for s in range(0, len(images), shard_size):
-        with tarfile.open(out/split/f"{s // shard_size}.tar", "w") as tf:
+        with tarfile.open(out / split / f"{s // shard_size}.tar", "w") as tf:
             for i in range(s, min(s + shard_size, len(images))):
                 buf = io.BytesIO()
                 to_pil_image(images[i]).save(buf, format=ext.upper(), **({"lossless": True} if ext == "webp" else {}))
-                add(tf, f"s{i:07d}.{ext}", buf.getvalue()); add(tf, f"s{i:07d}.cls", str(int(labels[i])).encode())
-    (out/split/"nshards.txt").write_text(str((len(images) + shard_size - 1) // shard_size))
+                add(tf, f"s{i:07d}.{ext}", buf.getvalue())
+                add(tf, f"s{i:07d}.cls", str(int(labels[i])).encode())
+    (out / split / "nshards.txt").write_text(str((len(images) + shard_size - 1) // shard_size))
     return out
 
 # %% ../../nbs/02_data.core.ipynb #98c32ca1
-def wds_shuffle(items: Iterable,            # the sample stream
-                bufsize: int = 1000,        # shuffle buffer size
-                initial: int = 100,         # samples held before the first is yielded
-                rng: random.Random|None = None,
-               ) -> Iterator:
+def wds_shuffle(
+    items: Iterable,  # the sample stream
+    bufsize: int = 1000,  # shuffle buffer size
+    initial: int = 100,  # samples held before the first is yielded
+    rng: random.Random | None = None,
+) -> Iterator:
     "webdataset's `shuffle` stage: fill a buffer, yield a random element (swap-with-last removal) per input."
     data, rng, buf = iter(items), rng or random.Random(), []
     initial = min(initial, bufsize)
+
     def pick():
-        k = rng.randint(0, len(buf) - 1); x = buf[k]; buf[k] = buf[-1]; buf.pop(); return x
+        k = rng.randint(0, len(buf) - 1)
+        x = buf[k]
+        buf[k] = buf[-1]
+        buf.pop()
+        return x
+
     for x in data:
         buf.append(x)
         if len(buf) < bufsize:
-            try: buf.append(next(data))
-            except StopIteration: pass
-        if len(buf) >= initial: yield pick()
-    while buf: yield pick()
+            try:
+                buf.append(next(data))
+            except StopIteration:
+                pass
+        if len(buf) >= initial:
+            yield pick()
+    while buf:
+        yield pick()
 
-def _worker_batches(shard_sizes: Sequence[int], w: int, workers: int, seed: int, batch_size: int, bufsize: int) -> list[list[int]]:
+
+def _worker_batches(
+    shard_sizes: Sequence[int], w: int, workers: int, seed: int, batch_size: int, bufsize: int
+) -> list[list[int]]:
     "The shuffled batches of DataLoader worker `w` (its shards `w::workers`), as stream positions."
     starts = [sum(shard_sizes[:i]) for i in range(len(shard_sizes))]
     mine = range(len(shard_sizes))[w::workers] if workers > 1 else range(len(shard_sizes))
     pos = [p for s in mine for p in range(starts[s], starts[s] + shard_sizes[s])]
     order = list(wds_shuffle(pos, bufsize, bufsize, random.Random(seed)))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
-def clip_benchmark_draw(shard_sizes: Sequence[int],  # samples per shard, in shard order (`TarShards.shard_sizes`)
-                        n: int|None = 1000,          # how many (None: the whole shuffled stream)
-                        seed: int = 0,               # `random.Random(seed)` of the shuffle (the fork's --seed)
-                        workers: int = 4,            # the fork's --num_workers default
-                        batch_size: int = 50,        # the fork's required --batch_size
-                        bufsize: int = 10000,        # shuffle buffer (and `initial`)
-                       ) -> list[int]:
+
+def clip_benchmark_draw(
+    shard_sizes: Sequence[int],  # samples per shard, in shard order (`TarShards.shard_sizes`)
+    n: int | None = 1000,  # how many (None: the whole shuffled stream)
+    seed: int = 0,  # `random.Random(seed)` of the shuffle (the fork's --seed)
+    workers: int = 4,  # the fork's --num_workers default
+    batch_size: int = 50,  # the fork's required --batch_size
+    bufsize: int = 10000,  # shuffle buffer (and `initial`)
+) -> list[int]:
     "Stream positions of the samples CLIP_benchmark (RobustVLM's fork) attacks, in its order."
     queues = [_worker_batches(shard_sizes, w, workers, seed, batch_size, bufsize) for w in range(max(workers, 1))]
     out, k = [], 0
     while any(queues) and (n is None or len(out) < n):
-        if queues[k]: out += queues[k].pop(0)
+        if queues[k]:
+            out += queues[k].pop(0)
         k = (k + 1) % len(queues)
     return out if n is None else out[:n]
 
 # %% ../../nbs/02_data.core.ipynb #746efd3d
-def reference_order(task: ClassificationTask, spec: SubsetSpec) -> list[int]|None:
+def reference_order(task: ClassificationTask, spec: SubsetSpec) -> list[int] | None:
     "The dataset indices a reference subset mode takes its first `n` from (None for 'random' and 'first')."
     if spec.mode == "robustbench":
         name = task.info.get("subset_list")
         if name is None or not isinstance(task.dataset, ImageFiles):
-            raise RobustClipError(f"subset 'robustbench' is RobustBench's ImageNet-val list; {task.name} has none (use --dataset imagenet)")
+            raise RobustClipError(
+                f"subset 'robustbench' is RobustBench's ImageNet-val list; {task.name} has none (use --dataset imagenet)"
+            )
         listed = subset_list(name)
-        return listed_indices(task.dataset, listed[:spec.n] if spec.n else listed, f"RobustBench's ImageNet-val list ({name}.txt)")
+        return listed_indices(
+            task.dataset, listed[: spec.n] if spec.n else listed, f"RobustBench's ImageNet-val list ({name}.txt)"
+        )
     if spec.mode == "clip-benchmark":
         if not isinstance(task.dataset, TarShards):
-            raise RobustClipError(f"subset 'clip-benchmark' draws from a CLIP_benchmark webdataset; {task.name} is not one")
+            raise RobustClipError(
+                f"subset 'clip-benchmark' draws from a CLIP_benchmark webdataset; {task.name} is not one"
+            )
         return clip_benchmark_draw(task.dataset.shard_sizes, spec.n, spec.seed)
     return None
+
 
 def select_samples(task: ClassificationTask, spec: SubsetSpec) -> list[int]:
     "The dataset indices `spec` chooses from `task` (reference modes in their order)."

@@ -6,7 +6,13 @@ Docs: https://robustclip.github.io/robustclip/data.text.html.md"""
 
 # %% ../../nbs/02b_data.text.ipynb #c977df61
 from __future__ import annotations
-import csv, io, itertools, json, os, random, tarfile
+import csv
+import io
+import itertools
+import json
+import os
+import random
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -19,212 +25,322 @@ from ..core import RobustClipError, read_utf8
 from .core import TextClassificationTask, RetrievalTask, register_dataset
 
 # %% auto #0
-__all__ = ['AG_NEWS_CLASSES', 'AG_NEWS_PROMPTS', 'WDS_IMAGE_EXT', 'read_text_csv', 'encode_labels', 'load_label_images',
-           'text_classification_task', 'textcsv', 'ag_news', 'ImagePaths', 'karpathy_entries', 'retrieval_task',
-           'karpathy', 'coco_karpathy', 'CaptionTask', 'read_captions', 'caption_path', 'captions', 'shard_list',
-           'shard_samples', 'shuffle_buffer', 'epoch_captions']
+__all__ = [
+    'AG_NEWS_CLASSES', 'AG_NEWS_PROMPTS', 'WDS_IMAGE_EXT', 'read_text_csv', 'encode_labels', 'load_label_images',
+    'text_classification_task', 'textcsv', 'ag_news', 'ImagePaths', 'karpathy_entries', 'retrieval_task', 'karpathy',
+    'coco_karpathy', 'CaptionTask', 'read_captions', 'caption_path', 'captions', 'shard_list', 'shard_samples',
+    'shuffle_buffer', 'epoch_captions'
+]
 
 # %% ../../nbs/02b_data.text.ipynb #75e6c493
 csv.field_size_limit(2**31 - 1)
 
+
 def _rows(path: Path) -> list[list[str]]:
     "All rows of a CSV/TSV file (delimiter from the extension); a file that is not UTF-8 is refused, naming the line."
-    return [r for r in csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",") if r]
+    return [
+        r
+        for r in csv.reader(
+            io.StringIO(read_utf8(path), newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ","
+        )
+        if r
+    ]
 
-def read_text_csv(path: str|Path,               # a CSV/TSV file
-                  text_col: str = "text",       # header name of the text column
-                  label_col: str = "label",     # header name of the label column
-                 ) -> tuple[list[str], list[str], bool]:
+
+def read_text_csv(
+    path: str | Path,  # a CSV/TSV file
+    text_col: str = "text",  # header name of the text column
+    label_col: str = "label",  # header name of the label column
+) -> tuple[list[str], list[str], bool]:
     "(texts, raw labels, labels are 1-based) from a `text,label` CSV with a header, or the headerless AG-News layout."
     p = Path(path)
-    if not p.is_file(): raise RobustClipError(f"text CSV not found: {p}")
+    if not p.is_file():
+        raise RobustClipError(f"text CSV not found: {p}")
     rows = _rows(p)
-    if not rows: raise RobustClipError(f"{p} is empty")
+    if not rows:
+        raise RobustClipError(f"{p} is empty")
     head = [h.strip().lower() for h in rows[0]]
     if text_col.lower() in head and label_col.lower() in head:
         t, l = head.index(text_col.lower()), head.index(label_col.lower())
         bad = next((i for i, r in enumerate(rows[1:], 2) if len(r) <= max(t, l)), None)
-        if bad: raise RobustClipError(f"{p}, line {bad}: expected columns {rows[0]}")
-        if len(rows) == 1: raise RobustClipError(f"{p} has a header ({', '.join(rows[0])}) but no rows of text")
+        if bad:
+            raise RobustClipError(f"{p}, line {bad}: expected columns {rows[0]}")
+        if len(rows) == 1:
+            raise RobustClipError(f"{p} has a header ({', '.join(rows[0])}) but no rows of text")
         return [r[t] for r in rows[1:]], [r[l].strip() for r in rows[1:]], False
-    if len(rows[0]) == 3 and rows[0][0].strip().isdigit():      # ag_news_csv: class index (1-4), title, description
+    if len(rows[0]) == 3 and rows[0][0].strip().isdigit():  # ag_news_csv: class index (1-4), title, description
         return [f"{r[1]} {r[2]}" for r in rows], [r[0].strip() for r in rows], True
-    raise RobustClipError(f"{p}: expected a header with '{text_col}' and '{label_col}' columns (the HF export) or the "
-                          f"headerless AG-News layout 'class index,title,description'; first row is {rows[0][:3]}")
+    raise RobustClipError(
+        f"{p}: expected a header with '{text_col}' and '{label_col}' columns (the HF export) or the "
+        f"headerless AG-News layout 'class index,title,description'; first row is {rows[0][:3]}"
+    )
 
 # %% ../../nbs/02b_data.text.ipynb #89f66ec1
-def _side_classnames(p: Path) -> list[str]|None:
+def _side_classnames(p: Path) -> list[str] | None:
     for name in ("classes.txt", "classnames.txt"):
-        f = p.parent/name
-        if f.is_file(): return [l.strip() for l in read_utf8(f).splitlines() if l.strip()]
+        f = p.parent / name
+        if f.is_file():
+            return [l.strip() for l in read_utf8(f).splitlines() if l.strip()]
     return None
 
-def encode_labels(raw: Sequence[str],               # labels as read
-                  classnames: Sequence[str]|None,   # names in label order (None: from the labels when they are words)
-                  one_based: bool = False,          # integer labels start at 1 (original AG-News)
-                  where: str = "labels",            # for messages
-                 ) -> tuple[list[int], list[str]]:
+
+def encode_labels(
+    raw: Sequence[str],  # labels as read
+    classnames: Sequence[str] | None,  # names in label order (None: from the labels when they are words)
+    one_based: bool = False,  # integer labels start at 1 (original AG-News)
+    where: str = "labels",  # for messages
+) -> tuple[list[int], list[str]]:
     "Integer labels in [0, C) and the class names."
     if all(r.lstrip("-").isdigit() for r in raw):
         y = [int(r) - one_based for r in raw]
         if classnames is None:
-            raise RobustClipError(f"{where}: labels are numbers, so class names are needed (pass classnames=[...] or put "
-                                  "a classes.txt with one name per line beside the CSV)")
+            raise RobustClipError(
+                f"{where}: labels are numbers, so class names are needed (pass classnames=[...] or put "
+                "a classes.txt with one name per line beside the CSV)"
+            )
         bad = next((v for v in y if not 0 <= v < len(classnames)), None)
-        if bad is not None: raise RobustClipError(f"{where}: label {bad + one_based} is outside the {len(classnames)} classes {list(classnames)}")
+        if bad is not None:
+            raise RobustClipError(
+                f"{where}: label {bad + one_based} is outside the {len(classnames)} classes {list(classnames)}"
+            )
         return y, list(classnames)
     names = list(classnames) if classnames is not None else sorted(set(raw))
     index = {c: i for i, c in enumerate(names)}
     missing = sorted(set(raw) - set(index))
-    if missing: raise RobustClipError(f"{where}: labels {missing[:5]} are not among the class names {names}")
+    if missing:
+        raise RobustClipError(f"{where}: labels {missing[:5]} are not among the class names {names}")
     return [index[r] for r in raw], names
 
 # %% ../../nbs/02b_data.text.ipynb #b06f8a46
 _IMG_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
-def _slug(s: str) -> str: return s.strip().lower().replace(" ", "_").replace("/", "_")
 
-def load_label_images(spec: str|Path|Sequence[str|Path],  # a folder, or files in label order (a comma-separated string works)
-                      classnames: Sequence[str],          # to match files by name and count
-                      size: int = 224,                    # stored resolution
-                     ) -> torch.Tensor:
+def _slug(s: str) -> str:
+    return s.strip().lower().replace(" ", "_").replace("/", "_")
+
+
+def load_label_images(
+    spec: str | Path | Sequence[str | Path],  # a folder, or files in label order (a comma-separated string works)
+    classnames: Sequence[str],  # to match files by name and count
+    size: int = 224,  # stored resolution
+) -> torch.Tensor:
     "One image per class as a (C,3,size,size) tensor in [0,1]."
     from torchvision.transforms import functional as TF
+
     if isinstance(spec, (str, Path)) and Path(spec).is_dir():
         files = {p.stem.lower(): p for p in Path(spec).iterdir() if p.suffix.lower() in _IMG_EXT}
         paths = [files.get(str(i)) or files.get(_slug(c)) for i, c in enumerate(classnames)]
         miss = [c for c, p in zip(classnames, paths) if p is None]
-        if miss: raise RobustClipError(f"{spec}: no image for classes {miss} (name files 0.jpg, 1.jpg, ... or by class name)")
+        if miss:
+            raise RobustClipError(
+                f"{spec}: no image for classes {miss} (name files 0.jpg, 1.jpg, ... or by class name)"
+            )
     else:
         paths = [Path(str(s).strip()) for s in (spec.split(",") if isinstance(spec, str) else spec)]
         if len(paths) != len(classnames):
-            raise RobustClipError(f"{len(paths)} label images for {len(classnames)} classes; give one per class, in label order")
+            raise RobustClipError(
+                f"{len(paths)} label images for {len(classnames)} classes; give one per class, in label order"
+            )
         miss = [str(p) for p in paths if not p.is_file()]
-        if miss: raise RobustClipError(f"label images not found: {', '.join(miss)}")
+        if miss:
+            raise RobustClipError(f"label images not found: {', '.join(miss)}")
     out = []
     for p in paths:
-        with Image.open(p) as im: img = im.convert("RGB")
-        out.append(TF.to_tensor(TF.center_crop(TF.resize(img, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True), size)))
+        with Image.open(p) as im:
+            img = im.convert("RGB")
+        out.append(
+            TF.to_tensor(
+                TF.center_crop(TF.resize(img, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True), size)
+            )
+        )
     return torch.stack(out).clamp(0, 1)
 
 # %% ../../nbs/02b_data.text.ipynb #54010f81
-def text_classification_task(path: str|Path,                      # the CSV/TSV
-                             name: str|None = None,               # task name (default: the file name)
-                             classnames: Sequence[str]|None = None,
-                             label_prompts: Sequence[str]|None = None,  # one per class (default: `prompt_template` filled)
-                             prompt_template: str = "{}",         # makes label prompts from class names
-                             label_images: str|Path|Sequence|None = None,  # see `load_label_images`
-                             text_col: str = "text", label_col: str = "label",
-                            ) -> TextClassificationTask:
+def text_classification_task(
+    path: str | Path,  # the CSV/TSV
+    name: str | None = None,  # task name (default: the file name)
+    classnames: Sequence[str] | None = None,
+    label_prompts: Sequence[str] | None = None,  # one per class (default: `prompt_template` filled)
+    prompt_template: str = "{}",  # makes label prompts from class names
+    label_images: str | Path | Sequence | None = None,  # see `load_label_images`
+    text_col: str = "text",
+    label_col: str = "label",
+) -> TextClassificationTask:
     "A zero-shot text classification task from a CSV file."
     p = Path(path)
     texts, raw, one_based = read_text_csv(p, text_col, label_col)
     y, names = encode_labels(raw, classnames or _side_classnames(p), one_based=one_based, where=str(p))
-    prompts = list(label_prompts) if label_prompts is not None else [prompt_template.replace("{c}", c).replace("{}", c) for c in names]
-    if len(prompts) != len(names): raise RobustClipError(f"{len(prompts)} label prompts for {len(names)} classes")
+    prompts = (
+        list(label_prompts)
+        if label_prompts is not None
+        else [prompt_template.replace("{c}", c).replace("{}", c) for c in names]
+    )
+    if len(prompts) != len(names):
+        raise RobustClipError(f"{len(prompts)} label prompts for {len(names)} classes")
     imgs = load_label_images(label_images, names) if label_images is not None else None
-    return TextClassificationTask(name or f"textcsv:{p}", texts, y, names, prompts, imgs,
-                                  info={"path": str(p), "n": len(texts)})
+    return TextClassificationTask(
+        name or f"textcsv:{p}", texts, y, names, prompts, imgs, info={"path": str(p), "n": len(texts)}
+    )
 
 # %% ../../nbs/02b_data.text.ipynb #64550aab
 AG_NEWS_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
-AG_NEWS_PROMPTS = ["World News", "Sports News", "Business News", "Science and Technology News"]   # LEAF's label_encoder text
-_AG_HELP = ("AG-News is not downloadable here: on a machine with internet run `python -c \"import datasets; "
-            "datasets.load_dataset('fancyzhx/ag_news', split='test').to_csv('test.csv', index=False)\"` (or get "
-            "ag_news_csv.tgz), put the CSV at ROOT/ag_news/test.csv, then pass --data-root ROOT or set ROBUSTCLIP_DATA")
+AG_NEWS_PROMPTS = [
+    "World News",
+    "Sports News",
+    "Business News",
+    "Science and Technology News",
+]  # LEAF's label_encoder text
+_AG_HELP = (
+    "AG-News is not downloadable here: on a machine with internet run `python -c \"import datasets; "
+    "datasets.load_dataset('fancyzhx/ag_news', split='test').to_csv('test.csv', index=False)\"` (or get "
+    "ag_news_csv.tgz), put the CSV at ROOT/ag_news/test.csv, then pass --data-root ROOT or set ROBUSTCLIP_DATA"
+)
+
 
 @register_dataset("textcsv:")
 def textcsv(name: str, root=None, split: str = "test", **kw) -> TextClassificationTask:
     "Any text classification CSV: 'textcsv:PATH' (kwargs: classnames, label_prompts, prompt_template, label_images)."
-    return text_classification_task(name[len("textcsv:"):], name=name, **kw)
+    return text_classification_task(name[len("textcsv:") :], name=name, **kw)
+
 
 @register_dataset("ag_news")
 def ag_news(name: str, root=None, split: str = "test", label_images=None, **kw) -> TextClassificationTask:
     "AG-News (test split by default) from a local CSV, with LEAF's class names and label prompts."
-    if root is None: raise RobustClipError(f"{name}: no data root given. " + _AG_HELP)
-    cands = [Path(root)/"ag_news"/f"{split}.csv", Path(root)/"ag_news_csv"/f"{split}.csv", Path(root)/f"{split}.csv"]
+    if root is None:
+        raise RobustClipError(f"{name}: no data root given. " + _AG_HELP)
+    cands = [
+        Path(root) / "ag_news" / f"{split}.csv",
+        Path(root) / "ag_news_csv" / f"{split}.csv",
+        Path(root) / f"{split}.csv",
+    ]
     p = next((c for c in cands if c.is_file()), None)
-    if p is None: raise RobustClipError(f"{name}: none of {', '.join(map(str, cands))} exists. " + _AG_HELP)
-    imgs = label_images if label_images is not None else (p.parent/"label_images" if (p.parent/"label_images").is_dir() else None)
-    kw.setdefault("classnames", AG_NEWS_CLASSES); kw.setdefault("label_prompts", AG_NEWS_PROMPTS)
+    if p is None:
+        raise RobustClipError(f"{name}: none of {', '.join(map(str, cands))} exists. " + _AG_HELP)
+    imgs = (
+        label_images
+        if label_images is not None
+        else (p.parent / "label_images" if (p.parent / "label_images").is_dir() else None)
+    )
+    kw.setdefault("classnames", AG_NEWS_CLASSES)
+    kw.setdefault("label_prompts", AG_NEWS_PROMPTS)
     task = text_classification_task(p, name=name, label_images=imgs, **kw)
-    task.info["split"] = split; return task
+    task.info["split"] = split
+    return task
 
 # %% ../../nbs/02b_data.text.ipynb #9885071e
 class ImagePaths(Dataset):
     "Images read from files, as RGB PIL images (or through `transform`)."
-    def __init__(self, paths: Sequence[str|Path], transform=None): self.paths, self.transform = [Path(p) for p in paths], transform
-    def __len__(self): return len(self.paths)
+
+    def __init__(self, paths: Sequence[str | Path], transform=None):
+        self.paths, self.transform = [Path(p) for p in paths], transform
+
+    def __len__(self):
+        return len(self.paths)
+
     def __getitem__(self, i):
         p = self.paths[i]
-        if not p.is_file(): raise RobustClipError(f"image file not found: {p} (is the image root right?)")
-        with Image.open(p) as im: img = im.convert("RGB")
+        if not p.is_file():
+            raise RobustClipError(f"image file not found: {p} (is the image root right?)")
+        with Image.open(p) as im:
+            img = im.convert("RGB")
         return self.transform(img) if self.transform else img
 
-def karpathy_entries(path: str|Path,    # dataset_coco.json / dataset_flickr30k.json, or a BLIP-style list
-                     split: str = "test",  # Karpathy split: train | restval | val | test (ignored for BLIP lists)
-                    ) -> list[tuple[str, list[str]]]:
+
+def karpathy_entries(
+    path: str | Path,  # dataset_coco.json / dataset_flickr30k.json, or a BLIP-style list
+    split: str = "test",  # Karpathy split: train | restval | val | test (ignored for BLIP lists)
+) -> list[tuple[str, list[str]]]:
     "(relative image path, captions) for every image of `split`."
     p = Path(path)
-    if not p.is_file(): raise RobustClipError(f"annotation file not found: {p}")
-    try: data = json.loads(p.read_text())
-    except json.JSONDecodeError as e: raise RobustClipError(f"{p} is not valid JSON: {e}") from None
-    if isinstance(data, dict) and "images" in data:             # Karpathy's dataset_*.json
-        out = [(str(Path(im.get("filepath", ""))/im["filename"]), [s["raw"].strip() for s in im["sentences"]])
-               for im in data["images"] if im.get("split") == split]
+    if not p.is_file():
+        raise RobustClipError(f"annotation file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise RobustClipError(f"{p} is not valid JSON: {e}") from None
+    if isinstance(data, dict) and "images" in data:  # Karpathy's dataset_*.json
+        out = [
+            (str(Path(im.get("filepath", "")) / im["filename"]), [s["raw"].strip() for s in im["sentences"]])
+            for im in data["images"]
+            if im.get("split") == split
+        ]
         if not out:
             splits = sorted({im.get("split") for im in data["images"]})
             raise RobustClipError(f"{p} has no images of split {split!r} (splits: {', '.join(map(str, splits))})")
         return out
-    if isinstance(data, list) and data and isinstance(data[0], dict) and "image" in data[0]:   # BLIP-style list
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "image" in data[0]:  # BLIP-style list
         return [(d["image"], [d["caption"]] if isinstance(d["caption"], str) else list(d["caption"])) for d in data]
-    raise RobustClipError(f"{p}: expected Karpathy's layout ({{'images': [{{filepath, filename, split, sentences}}]}}) "
-                          "or a list of {image, caption} entries")
+    raise RobustClipError(
+        f"{p}: expected Karpathy's layout ({{'images': [{{filepath, filename, split, sentences}}]}}) "
+        "or a list of {image, caption} entries"
+    )
 
 # %% ../../nbs/02b_data.text.ipynb #064c34b1
-def retrieval_task(annotations: str|Path,        # the JSON file
-                   images_root: str|Path|None = None,  # where the image paths are relative to (default: the JSON's folder)
-                   split: str = "test",
-                   name: str|None = None,
-                  ) -> RetrievalTask:
+def retrieval_task(
+    annotations: str | Path,  # the JSON file
+    images_root: str | Path | None = None,  # where the image paths are relative to (default: the JSON's folder)
+    split: str = "test",
+    name: str | None = None,
+) -> RetrievalTask:
     "An image-text retrieval task from a Karpathy-split JSON."
     ann = Path(annotations)
     entries = karpathy_entries(ann, split)
     root = Path(images_root) if images_root is not None else ann.parent
     empty = [im for im, caps in entries if not caps]
-    if empty: raise RobustClipError(f"{ann}: {len(empty)} images have no captions (e.g. {empty[0]})")
-    return RetrievalTask(name or f"karpathy:{ann}", ImagePaths([root/im for im, _ in entries]), [c for _, c in entries],
-                         info={"annotations": str(ann), "images_root": str(root), "split": split, "n_images": len(entries),
-                               "n_captions": sum(len(c) for _, c in entries)})
+    if empty:
+        raise RobustClipError(f"{ann}: {len(empty)} images have no captions (e.g. {empty[0]})")
+    return RetrievalTask(
+        name or f"karpathy:{ann}",
+        ImagePaths([root / im for im, _ in entries]),
+        [c for _, c in entries],
+        info={
+            "annotations": str(ann),
+            "images_root": str(root),
+            "split": split,
+            "n_images": len(entries),
+            "n_captions": sum(len(c) for _, c in entries),
+        },
+    )
 
-_COCO_HELP = ("COCO with Karpathy's splits: put dataset_coco.json (from Karpathy's caption_datasets.zip) and the "
-              "images folders (val2014/, train2014/) under ROOT/coco (or ROOT), then pass --data-root ROOT")
+
+_COCO_HELP = (
+    "COCO with Karpathy's splits: put dataset_coco.json (from Karpathy's caption_datasets.zip) and the "
+    "images folders (val2014/, train2014/) under ROOT/coco (or ROOT), then pass --data-root ROOT"
+)
+
 
 @register_dataset("karpathy:")
 def karpathy(name: str, root=None, split: str = "test", images_root=None, **kw) -> RetrievalTask:
     "'karpathy:PATH/dataset_flickr30k.json' (images relative to the JSON's folder unless `images_root`)."
-    return retrieval_task(name[len("karpathy:"):], images_root, split, name)
+    return retrieval_task(name[len("karpathy:") :], images_root, split, name)
+
 
 @register_dataset("coco_karpathy")
 @register_dataset("coco")
 def coco_karpathy(name: str, root=None, split: str = "test", **kw) -> RetrievalTask:
     "COCO (Karpathy split, test by default): BLIP's coco_karpathy_SPLIT_2017.json (LEAF's file), else dataset_coco.json."
-    if root is None: raise RobustClipError(f"{name}: no data root given. " + _COCO_HELP)
-    for d in (Path(root)/"coco", Path(root)):     # LEAF: coco_karpathy_test_2017.json (retrieval_helper.py L233)
+    if root is None:
+        raise RobustClipError(f"{name}: no data root given. " + _COCO_HELP)
+    for d in (Path(root) / "coco", Path(root)):  # LEAF: coco_karpathy_test_2017.json (retrieval_helper.py L233)
         for f in (f"coco_karpathy_{split}_2017.json", "dataset_coco.json", f"coco_karpathy_{split}.json"):
-            if (d/f).is_file(): return retrieval_task(d/f, d, split, name)
+            if (d / f).is_file():
+                return retrieval_task(d / f, d, split, name)
     raise RobustClipError(f"{name}: no dataset_coco.json under {root}. " + _COCO_HELP)
 
 # %% ../../nbs/02b_data.text.ipynb #cd49d330
 @dataclass
 class CaptionTask:
     "A list of captions (LEAF trains on captions only)."
+
     name: str
     captions: list[str]
     info: dict = field(default_factory=dict)
-    def __len__(self): return len(self.captions)
 
-def _tar_captions(path: Path, n: int|None) -> list[str]:
+    def __len__(self):
+        return len(self.captions)
+
+
+def _tar_captions(path: Path, n: int | None) -> list[str]:
     "`.txt` members of webdataset shards, in shard and member order."
     out = []
     shards = sorted(path.glob("*.tar"), key=lambda p: (len(p.stem), p.stem)) if path.is_dir() else [path]
@@ -233,104 +349,143 @@ def _tar_captions(path: Path, n: int|None) -> list[str]:
             for m in tf:
                 if m.isfile() and m.name.endswith(".txt"):
                     out.append(tf.extractfile(m).read().decode("utf-8", errors="replace").strip())
-                    if n is not None and len(out) >= n: return out
+                    if n is not None and len(out) >= n:
+                        return out
     return out
 
-def read_captions(path: str|Path,          # .txt (one per line), .csv/.tsv (caption or text column), .jsonl, .tar or a folder of .tar shards
-                  n: int|None = None,      # keep the first n (LEAF trains on `epoch_captions` windows instead: below)
-                 ) -> list[str]:
+
+def read_captions(
+    path: str
+    | Path,  # .txt (one per line), .csv/.tsv (caption or text column), .jsonl, .tar or a folder of .tar shards
+    n: int | None = None,  # keep the first n (LEAF trains on `epoch_captions` windows instead: below)
+) -> list[str]:
     "The captions of a corpus file or of webdataset shards, in order."
     p = Path(path)
-    if p.is_dir() or p.suffix == ".tar": caps = _tar_captions(p, n)
-    elif not p.is_file(): raise RobustClipError(f"caption file not found: {p}")
+    if p.is_dir() or p.suffix == ".tar":
+        caps = _tar_captions(p, n)
+    elif not p.is_file():
+        raise RobustClipError(f"caption file not found: {p}")
     elif p.suffix in (".csv", ".tsv"):
-        rows = _rows(p); head = [h.strip().lower() for h in rows[0]] if rows else []
+        rows = _rows(p)
+        head = [h.strip().lower() for h in rows[0]] if rows else []
         col = next((head.index(c) for c in ("caption", "text", "sentence") if c in head), None)
-        if col is None: raise RobustClipError(f"{p}: no 'caption' or 'text' column in the header {rows[0] if rows else []}")
+        if col is None:
+            raise RobustClipError(f"{p}: no 'caption' or 'text' column in the header {rows[0] if rows else []}")
         caps = [r[col] for r in rows[1:] if len(r) > col]
     elif p.suffix == ".jsonl":
         recs = [json.loads(l) for l in read_utf8(p).splitlines() if l.strip()]
         caps = [r.get("caption", r.get("text", "")) for r in recs]
-    else: caps = [l.strip() for l in read_utf8(p, strict=False).splitlines()]   # web captions: a stray byte warns
+    else:
+        caps = [l.strip() for l in read_utf8(p, strict=False).splitlines()]  # web captions: a stray byte warns
     caps = [c for c in caps if c.strip()]
-    if not caps: raise RobustClipError(f"{p} holds no captions")
+    if not caps:
+        raise RobustClipError(f"{p} holds no captions")
     return caps[:n] if n is not None else caps
+
 
 def caption_path(name: str, root=None) -> Path:
     "The path of 'captions:PATH', relative to the data root when it exists there."
-    p = Path(name[len("captions:"):]).expanduser()
-    return Path(root)/p if not p.is_absolute() and root is not None and (Path(root)/p).exists() else p
+    p = Path(name[len("captions:") :]).expanduser()
+    return Path(root) / p if not p.is_absolute() and root is not None and (Path(root) / p).exists() else p
+
 
 @register_dataset("captions:")
-def captions(name: str, root=None, split: str = "train", n: int|None = None, **kw) -> CaptionTask:
+def captions(name: str, root=None, split: str = "train", n: int | None = None, **kw) -> CaptionTask:
     "'captions:PATH' — a caption corpus (see `read_captions`), PATH relative to the data root when it exists there."
     p = caption_path(name, root)
     caps = read_captions(p, n)
     return CaptionTask(name, caps, info={"path": str(p), "n": len(caps)})
 
 # %% ../../nbs/02b_data.text.ipynb #91953fce
-WDS_IMAGE_EXT = ("png", "jpg", "jpeg", "webp")   # filter_no_caption_or_no_image (data_AT.py L279-282)
+WDS_IMAGE_EXT = ("png", "jpg", "jpeg", "webp")  # filter_no_caption_or_no_image (data_AT.py L279-282)
 
-def shard_list(path: str|Path) -> list[Path]:
+
+def shard_list(path: str | Path) -> list[Path]:
     "The `.tar` shards of a folder in name order (or the one shard given)."
     p = Path(path)
-    if p.is_dir(): shards = sorted(p.glob("*.tar"), key=lambda s: (len(s.stem), s.stem))
-    elif p.suffix == ".tar" and p.is_file(): shards = [p]
-    else: raise RobustClipError(f"no webdataset shards at {p} (a .tar file or a folder of .tar files)")
-    if not shards: raise RobustClipError(f"{p} holds no .tar shards")
+    if p.is_dir():
+        shards = sorted(p.glob("*.tar"), key=lambda s: (len(s.stem), s.stem))
+    elif p.suffix == ".tar" and p.is_file():
+        shards = [p]
+    else:
+        raise RobustClipError(f"no webdataset shards at {p} (a .tar file or a folder of .tar files)")
+    if not shards:
+        raise RobustClipError(f"{p} holds no .tar shards")
     return shards
 
-def shard_samples(shard: str|Path) -> Iterator[dict]:
+
+def shard_samples(shard: str | Path) -> Iterator[dict]:
     "The samples of one webdataset shard: {'__key__', 'txt' (the caption or None), 'image' (has an image member)}."
     cur, key = None, None
     try:
         with tarfile.open(shard) as tf:
             for m in tf:
-                if not m.isfile(): continue
+                if not m.isfile():
+                    continue
                 base = m.name.rsplit("/", 1)[-1]
                 k, _, ext = base.partition(".")
-                k = m.name[:len(m.name) - len(base)] + k        # webdataset's key: the path up to the first dot
+                k = m.name[: len(m.name) - len(base)] + k  # webdataset's key: the path up to the first dot
                 if k != key:
-                    if cur is not None: yield cur
+                    if cur is not None:
+                        yield cur
                     cur, key = {"__key__": k, "txt": None, "image": False}, k
                 ext = ext.lower()
-                if ext == "txt": cur["txt"] = tf.extractfile(m).read().decode("utf-8", errors="replace").strip()
-                elif ext in WDS_IMAGE_EXT: cur["image"] = True
-    except tarfile.TarError as e: raise RobustClipError(f"{shard}: not a readable tar shard ({e})") from None
-    if cur is not None: yield cur
+                if ext == "txt":
+                    cur["txt"] = tf.extractfile(m).read().decode("utf-8", errors="replace").strip()
+                elif ext in WDS_IMAGE_EXT:
+                    cur["image"] = True
+    except tarfile.TarError as e:
+        raise RobustClipError(f"{shard}: not a readable tar shard ({e})") from None
+    if cur is not None:
+        yield cur
 
-def shuffle_buffer(items: Iterable,              # the stream
-                   bufsize: int,                 # the most items held
-                   initial: int,                 # items gathered before the first is given out
-                   rng: random.Random,
-                  ) -> Iterator:
+
+def shuffle_buffer(
+    items: Iterable,  # the stream
+    bufsize: int,  # the most items held
+    initial: int,  # items gathered before the first is given out
+    rng: random.Random,
+) -> Iterator:
     "A buffered shuffle of a stream (webdataset's `shuffle` stage): each item out is a random pick of the buffer."
     buf, initial = [], min(initial, bufsize)
     for x in items:
         buf.append(x)
         if len(buf) >= bufsize or len(buf) > initial:
-            i = rng.randrange(len(buf)); buf[i], buf[-1] = buf[-1], buf[i]; yield buf.pop()
-    rng.shuffle(buf); yield from buf
+            i = rng.randrange(len(buf))
+            buf[i], buf[-1] = buf[-1], buf[i]
+            yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
 
-def epoch_captions(shards: str|Path|Sequence[str|Path],  # a folder of .tar shards, one shard, or a list of them
-                   n: int,                               # samples per epoch (LEAF: --train-num-samples 80000)
-                   seed: int,                            # the run's seed (LEAF: 1)
-                   epoch: int,                           # 0-based epoch: shards are shuffled with seed + epoch
-                   shard_buffer: tuple[int, int] = (2000, 500),    # LEAF's _SHARD_SHUFFLE_SIZE / _INITIAL
-                   sample_buffer: tuple[int, int] = (5000, 1000),  # LEAF's _SAMPLE_SHUFFLE_SIZE / _INITIAL
-                  ) -> list[str]:
+
+def epoch_captions(
+    shards: str | Path | Sequence[str | Path],  # a folder of .tar shards, one shard, or a list of them
+    n: int,  # samples per epoch (LEAF: --train-num-samples 80000)
+    seed: int,  # the run's seed (LEAF: 1)
+    epoch: int,  # 0-based epoch: shards are shuffled with seed + epoch
+    shard_buffer: tuple[int, int] = (2000, 500),  # LEAF's _SHARD_SHUFFLE_SIZE / _INITIAL
+    sample_buffer: tuple[int, int] = (5000, 1000),  # LEAF's _SAMPLE_SHUFFLE_SIZE / _INITIAL
+) -> list[str]:
     "The captions of LEAF's epoch `epoch`: shuffled shards, shuffled samples with an image and a caption, cut at `n`."
-    if n <= 0: raise RobustClipError(f"epoch_captions needs n > 0 samples per epoch, got {n}")
+    if n <= 0:
+        raise RobustClipError(f"epoch_captions needs n > 0 samples per epoch, got {n}")
     files = shard_list(shards) if isinstance(shards, (str, Path)) else [Path(s) for s in shards]
     order = list(shuffle_buffer(files, *shard_buffer, random.Random(seed + epoch)))
     rng = random.Random(f"leaf-samples:{seed}:{epoch}")
+
     def one_pass():
         for s in order:
             for smp in shard_samples(s):
-                if smp["image"] and smp["txt"]: yield smp["txt"]
-    def rounds():                        # webdataset's `repetitions`: the pipeline again, shuffle included
+                if smp["image"] and smp["txt"]:
+                    yield smp["txt"]
+
+    def rounds():  # webdataset's `repetitions`: the pipeline again, shuffle included
         while True:
             got = False
-            for c in shuffle_buffer(one_pass(), *sample_buffer, rng): got = True; yield c
-            if not got: raise RobustClipError(f"no sample in {len(files)} shards has both an image and a caption")
+            for c in shuffle_buffer(one_pass(), *sample_buffer, rng):
+                got = True
+                yield c
+            if not got:
+                raise RobustClipError(f"no sample in {len(files)} shards has both an image and a caption")
+
     return list(itertools.islice(rounds(), n))

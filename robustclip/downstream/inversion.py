@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/inversion.html.md"""
 
 # %% ../../nbs/45_inversion.ipynb #c318981c
 from __future__ import annotations
-import math, re
+import math
+import re
 from collections import Counter
 from typing import Sequence
 
@@ -18,109 +19,148 @@ from ..core import RobustClipError, progress
 from ..models import PixelCLIP, encode_texts
 
 # %% auto #0
-__all__ = ['encode_embeds', 'nearest_tokens', 'pez_invert', 'word_accuracy', 'token_accuracy', 'bleu_tokens', 'corpus_bleu',
-           'inversion_metrics', 'text_similarity']
+__all__ = [
+    'encode_embeds', 'nearest_tokens', 'pez_invert', 'word_accuracy', 'token_accuracy', 'bleu_tokens', 'corpus_bleu',
+    'inversion_metrics', 'text_similarity'
+]
 
 # %% ../../nbs/45_inversion.ipynb #c310bf54
 def _tower(model: PixelCLIP):
     "The open_clip CLIP of `model`, checked to have a causal text tower with end-token pooling."
     import open_clip
+
     m = getattr(model, "model", None)
-    if type(m) is not open_clip.CLIP or m.attn_mask is None or getattr(m, "text_pool_type", "argmax") not in ("argmax", "eos"):
+    if (
+        type(m) is not open_clip.CLIP
+        or m.attn_mask is None
+        or getattr(m, "text_pool_type", "argmax") not in ("argmax", "eos")
+    ):
         raise RobustClipError("PEZ inversion needs an open_clip CLIP with a causal text tower and end-token pooling")
     return m
 
-def encode_embeds(model: PixelCLIP,        # the CLIP whose text tower encodes
-                  embeds: torch.Tensor,    # (B, L, W) token embeddings, start token first
-                  eot: torch.Tensor,       # (B,) position of each row's end token
-                 ) -> torch.Tensor:
+
+def encode_embeds(
+    model: PixelCLIP,  # the CLIP whose text tower encodes
+    embeds: torch.Tensor,  # (B, L, W) token embeddings, start token first
+    eot: torch.Tensor,  # (B,) position of each row's end token
+) -> torch.Tensor:
     "Text embeddings (B, E) of token embeddings: the text tower's forward without its token lookup."
-    m = _tower(model); L = embeds.shape[1]
+    m = _tower(model)
+    L = embeds.shape[1]
     cast = m.transformer.get_cast_dtype()
     x = embeds.to(cast) + m.positional_embedding[:L].to(cast)
     x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
     x = x[torch.arange(len(x), device=x.device), eot]
     proj = m.text_projection
-    if proj is None: return x
+    if proj is None:
+        return x
     return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 # %% ../../nbs/45_inversion.ipynb #c3ad138e
-def nearest_tokens(embeds: torch.Tensor,   # (..., W) continuous embeddings
-                   table: torch.Tensor,    # (V, W) the vocabulary's embeddings
-                   allowed: torch.Tensor|None = None,  # (V,) bool: tokens the projection may choose
-                  ) -> torch.Tensor:
+def nearest_tokens(
+    embeds: torch.Tensor,  # (..., W) continuous embeddings
+    table: torch.Tensor,  # (V, W) the vocabulary's embeddings
+    allowed: torch.Tensor | None = None,  # (V,) bool: tokens the projection may choose
+) -> torch.Tensor:
     "The id of each embedding's nearest vocabulary token by cosine (PEZ's projection)."
     sims = F.normalize(embeds.reshape(-1, embeds.shape[-1]), dim=-1) @ F.normalize(table, dim=-1).T
-    if allowed is not None: sims = sims.masked_fill(~allowed.to(sims.device), float("-inf"))
+    if allowed is not None:
+        sims = sims.masked_fill(~allowed.to(sims.device), float("-inf"))
     return sims.argmax(-1).reshape(embeds.shape[:-1])
 
-def _allowed(model: PixelCLIP, vocab: Sequence[int]|None) -> torch.Tensor:
+
+def _allowed(model: PixelCLIP, vocab: Sequence[int] | None) -> torch.Tensor:
     "The projection's allowed tokens: `vocab` (or every token) minus the start, end and padding tokens."
     V = _tower(model).token_embedding.num_embeddings
     ok = torch.zeros(V, dtype=torch.bool)
     ok[list(vocab) if vocab is not None else slice(None)] = True
     tk = model.tokenizer
-    for t in (getattr(tk, "sot_token_id", V - 2), getattr(tk, "eot_token_id", V - 1), 0): ok[t] = False
-    if not ok.any(): raise RobustClipError("the inversion vocabulary is empty")
+    for t in (getattr(tk, "sot_token_id", V - 2), getattr(tk, "eot_token_id", V - 1), 0):
+        ok[t] = False
+    if not ok.any():
+        raise RobustClipError("the inversion vocabulary is empty")
     return ok
 
-def _prompt_lengths(model: PixelCLIP, texts: list[str], prompt_len: int|str) -> list[int]:
+
+def _prompt_lengths(model: PixelCLIP, texts: list[str], prompt_len: int | str) -> list[int]:
     "Free tokens per text: the text's own BPE length ('match', LEAF's setting) or a fixed number."
     ctx = model.context_length
-    if prompt_len == "match": n = [min(len(model.tokenizer.encode(t)), ctx - 2) for t in texts]
-    elif isinstance(prompt_len, int) and 0 < prompt_len <= ctx - 2: n = [prompt_len] * len(texts)
-    else: raise RobustClipError(f"prompt_len must be 'match' or an integer in [1, {ctx - 2}]; got {prompt_len!r}")
+    if prompt_len == "match":
+        n = [min(len(model.tokenizer.encode(t)), ctx - 2) for t in texts]
+    elif isinstance(prompt_len, int) and 0 < prompt_len <= ctx - 2:
+        n = [prompt_len] * len(texts)
+    else:
+        raise RobustClipError(f"prompt_len must be 'match' or an integer in [1, {ctx - 2}]; got {prompt_len!r}")
     return [max(1, k) for k in n]
 
 # %% ../../nbs/45_inversion.ipynb #f67b23df
-def pez_invert(model: PixelCLIP,             # the CLIP whose text embeddings are inverted
-               texts: Sequence[str],         # the texts to recover (their embeddings are the targets)
-               *,
-               steps: int = 3000,            # optimisation steps (LEAF's run_coco: 3000)
-               lr: float = 0.1,              # AdamW learning rate (PEZ / LEAF: 0.1)
-               weight_decay: float = 0.1,    # AdamW weight decay (PEZ / LEAF: 0.1)
-               prompt_len: int|str = "match",  # free tokens: 'match' (each text's BPE length) or a number
-               vocab: Sequence[int]|None = None,  # token ids the projection may choose (None: the whole vocabulary)
-               seed: int = 0,                # seeds the random initial tokens
-               show: bool = False,           # progress bar over steps
-              ) -> list[dict]:
+def pez_invert(
+    model: PixelCLIP,  # the CLIP whose text embeddings are inverted
+    texts: Sequence[str],  # the texts to recover (their embeddings are the targets)
+    *,
+    steps: int = 3000,  # optimisation steps (LEAF's run_coco: 3000)
+    lr: float = 0.1,  # AdamW learning rate (PEZ / LEAF: 0.1)
+    weight_decay: float = 0.1,  # AdamW weight decay (PEZ / LEAF: 0.1)
+    prompt_len: int | str = "match",  # free tokens: 'match' (each text's BPE length) or a number
+    vocab: Sequence[int] | None = None,  # token ids the projection may choose (None: the whole vocabulary)
+    seed: int = 0,  # seeds the random initial tokens
+    show: bool = False,  # progress bar over steps
+) -> list[dict]:
     "PEZ: recover each text from its embedding; per text the best prompt's text, ids and cosine, and the original ids."
-    texts = list(texts); m = _tower(model)
-    if not texts: return []
-    if steps <= 0: raise RobustClipError(f"steps must be positive; got {steps}")
+    texts = list(texts)
+    m = _tower(model)
+    if not texts:
+        return []
+    if steps <= 0:
+        raise RobustClipError(f"steps must be positive; got {steps}")
     dev, table = model.device, m.token_embedding.weight.detach()
     ok, lens = _allowed(model, vocab).to(dev), _prompt_lengths(model, texts, prompt_len)
-    B, P = len(texts), max(lens); L = P + 2
-    with torch.no_grad(): target = F.normalize(encode_texts(model, texts).float(), dim=-1)
+    B, P = len(texts), max(lens)
+    L = P + 2
+    with torch.no_grad():
+        target = F.normalize(encode_texts(model, texts).float(), dim=-1)
     g = torch.Generator().manual_seed(seed)
     pool = ok.nonzero().flatten().cpu()
     init = pool[torch.randint(len(pool), (B, P), generator=g)].to(dev)
-    z = table[init].clone().requires_grad_(True)                       # the continuous prompt embeddings
+    z = table[init].clone().requires_grad_(True)  # the continuous prompt embeddings
     free = torch.zeros(B, L, dtype=torch.bool, device=dev)
-    for i, n in enumerate(lens): free[i, 1:n + 1] = True
+    for i, n in enumerate(lens):
+        free[i, 1 : n + 1] = True
     eot = torch.tensor(lens, device=dev) + 1
     ids = torch.zeros(B, L, dtype=torch.long, device=dev)
-    ids[:, 0] = model.tokenizer.sot_token_id; ids[torch.arange(B, device=dev), eot] = model.tokenizer.eot_token_id
+    ids[:, 0] = model.tokenizer.sot_token_id
+    ids[torch.arange(B, device=dev), eot] = model.tokenizer.eot_token_id
     opt = torch.optim.AdamW([z], lr=lr, weight_decay=weight_decay)
-    best = torch.full((B,), -2.0, device=dev); best_ids = torch.zeros(B, P, dtype=torch.long, device=dev)
+    best = torch.full((B,), -2.0, device=dev)
+    best_ids = torch.zeros(B, P, dtype=torch.long, device=dev)
     for _ in progress(range(steps), desc="pez", disable=not show, leave=False):
         with torch.no_grad():
             nn_ids = nearest_tokens(z, table, ok)
-            cur = ids.clone(); cur[:, 1:P + 1] = torch.where(free[:, 1:P + 1], nn_ids, 0)
-        h = table[cur].detach().requires_grad_(True)                  # projected embeddings
+            cur = ids.clone()
+            cur[:, 1 : P + 1] = torch.where(free[:, 1 : P + 1], nn_ids, 0)
+        h = table[cur].detach().requires_grad_(True)  # projected embeddings
         cos = (F.normalize(encode_embeds(model, h, eot).float(), dim=-1) * target).sum(-1)
         (1 - cos).sum().backward()
         with torch.no_grad():
-            z.grad = h.grad[:, 1:P + 1] * free[:, 1:P + 1, None]
+            z.grad = h.grad[:, 1 : P + 1] * free[:, 1 : P + 1, None]
             better = cos.detach() > best
-            best = torch.where(better, cos.detach(), best); best_ids[better] = nn_ids[better]
-        opt.step(); opt.zero_grad(set_to_none=True)
+            best = torch.where(better, cos.detach(), best)
+            best_ids[better] = nn_ids[better]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     out = []
     for i, t in enumerate(texts):
-        rec = best_ids[i, :lens[i]].tolist()
-        orig = [x for x in model.tokenizer.encode(t)][:lens[i]]
-        out.append({"text": t, "reconstructed": model.tokenizer.decode(rec).strip(), "ids_rec": rec, "ids_orig": orig,
-                    "sim": round(best[i].item(), 6)})
+        rec = best_ids[i, : lens[i]].tolist()
+        orig = [x for x in model.tokenizer.encode(t)][: lens[i]]
+        out.append(
+            {
+                "text": t,
+                "reconstructed": model.tokenizer.decode(rec).strip(),
+                "ids_rec": rec,
+                "ids_orig": orig,
+                "sim": round(best[i].item(), 6),
+            }
+        )
     return out
 
 # %% ../../nbs/45_inversion.ipynb #9db3cee9
@@ -128,49 +168,73 @@ def word_accuracy(reconstructions: Sequence[str], references: Sequence[str]) -> 
     "LEAF's word accuracy: reference words found in the reconstruction / reconstruction words, pooled (lower-cased)."
     hit = tot = 0
     for rec, ref in zip(reconstructions, references):
-        r = rec.lower().split(); hit += sum(w in r for w in ref.lower().split()); tot += len(r)
+        r = rec.lower().split()
+        hit += sum(w in r for w in ref.lower().split())
+        tot += len(r)
     return hit / tot if tot else 0.0
+
 
 def token_accuracy(rec_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[int]]) -> float:
     "LEAF's token accuracy: reference tokens found in the reconstruction / reconstruction tokens, pooled."
     hit = tot = 0
     for rec, ref in zip(rec_ids, ref_ids):
-        rec = [t for t in rec if t != 0]; hit += sum(t in rec for t in ref); tot += len(rec)
+        rec = [t for t in rec if t != 0]
+        hit += sum(t in rec for t in ref)
+        tot += len(rec)
     return hit / tot if tot else 0.0
 
-_TOK = re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])")   # sacrebleu 13a: split off punctuation and symbols
+
+_TOK = re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])")  # sacrebleu 13a: split off punctuation and symbols
+
 
 def bleu_tokens(s: str) -> list[str]:
     "sacrebleu's `13a`-style tokens (punctuation split off; periods and commas split unless between digits)."
     s = _TOK.sub(r" \1 ", s)
-    s = re.sub(r"([^0-9])([\.,])", r"\1 \2 ", s); s = re.sub(r"([\.,])([^0-9])", r" \1 \2", s)
+    s = re.sub(r"([^0-9])([\.,])", r"\1 \2 ", s)
+    s = re.sub(r"([\.,])([^0-9])", r" \1 \2", s)
     s = re.sub(r"([0-9])(-)", r"\1 \2 ", s)
     return s.split()
+
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], n: int = 4) -> float:
     "Corpus BLEU-n (0-100): clipped n-gram precisions pooled over the corpus, geometric mean, brevity penalty."
     match, total, hl, rl = [0] * n, [0] * n, 0, 0
     for h, r in zip(hypotheses, references):
-        h, r = bleu_tokens(h), bleu_tokens(r); hl += len(h); rl += len(r)
+        h, r = bleu_tokens(h), bleu_tokens(r)
+        hl += len(h)
+        rl += len(r)
         for k in range(1, n + 1):
-            hc = Counter(tuple(h[i:i + k]) for i in range(len(h) - k + 1))
-            rc = Counter(tuple(r[i:i + k]) for i in range(len(r) - k + 1))
-            match[k - 1] += sum(min(c, rc[g]) for g, c in hc.items()); total[k - 1] += max(len(h) - k + 1, 0)
-    if hl == 0 or min(match) == 0: return 0.0
+            hc = Counter(tuple(h[i : i + k]) for i in range(len(h) - k + 1))
+            rc = Counter(tuple(r[i : i + k]) for i in range(len(r) - k + 1))
+            match[k - 1] += sum(min(c, rc[g]) for g, c in hc.items())
+            total[k - 1] += max(len(h) - k + 1, 0)
+    if hl == 0 or min(match) == 0:
+        return 0.0
     bp = 1.0 if hl > rl else math.exp(1 - rl / hl)
     return 100 * bp * math.exp(sum(math.log(m / t) for m, t in zip(match, total)) / n)
+
 
 def inversion_metrics(rows: Sequence[dict]) -> dict:
     "LEAF's inversion metrics over `pez_invert` rows (plus `sim_text` when the rows have it)."
     recs, refs = [r["reconstructed"] for r in rows], [r["text"] for r in rows]
-    out = {"sim": sum(r["sim"] for r in rows) / len(rows), "word_acc": word_accuracy(recs, refs),
-           "token_acc": token_accuracy([r["ids_rec"] for r in rows], [r["ids_orig"] for r in rows]),
-           "bleu": corpus_bleu(recs, refs), "n": len(rows)}
-    if all("sim_text" in r for r in rows): out["sim_text"] = sum(r["sim_text"] for r in rows) / len(rows)
+    out = {
+        "sim": sum(r["sim"] for r in rows) / len(rows),
+        "word_acc": word_accuracy(recs, refs),
+        "token_acc": token_accuracy([r["ids_rec"] for r in rows], [r["ids_orig"] for r in rows]),
+        "bleu": corpus_bleu(recs, refs),
+        "n": len(rows),
+    }
+    if all("sim_text" in r for r in rows):
+        out["sim_text"] = sum(r["sim_text"] for r in rows) / len(rows)
     return out
 
 # %% ../../nbs/45_inversion.ipynb #f8ac9b1a
 @torch.no_grad()
 def text_similarity(model: PixelCLIP, a: Sequence[str], b: Sequence[str]) -> torch.Tensor:
     "Cosine between the embeddings of texts `a` and `b` (the recovered text re-encoded, against the original)."
-    return (encode_texts(model, list(a), normalize=True) * encode_texts(model, list(b), normalize=True)).sum(-1).float().cpu()
+    return (
+        (encode_texts(model, list(a), normalize=True) * encode_texts(model, list(b), normalize=True))
+        .sum(-1)
+        .float()
+        .cpu()
+    )

@@ -21,33 +21,45 @@ from ..attacks.charmer import charmer, embedding_objective, ScoreFn
 from ..attacks.leaf import WordConstraint
 
 # %% auto #0
-__all__ = ['TextToImage', 'text_tower', 'swap_text', 'SDText2Image', 'load_sd', 'tiny_sd_pipeline', 'constrained',
-           'attack_prompts', 'judge_pixels', 'clip_score', 'image_score', 'text_score', 'register_t2i', 'available_t2i',
-           'load_t2i', 'AttributeJudge', 'register_attribute_judge', 'attribute_judge']
+__all__ = [
+    'TextToImage', 'text_tower', 'swap_text', 'SDText2Image', 'load_sd', 'tiny_sd_pipeline', 'constrained',
+    'attack_prompts', 'judge_pixels', 'clip_score', 'image_score', 'text_score', 'register_t2i', 'available_t2i',
+    'load_t2i', 'AttributeJudge', 'register_attribute_judge', 'attribute_judge'
+]
 
 # %% ../../nbs/44_t2i.ipynb #7c75f4df
 class TextToImage(nn.Module):
     "A text-to-image generator conditioned on the token states of a transformers `CLIPTextModel` (Stable Diffusion's way)."
+
     name: str = "t2i"
+
     def __init__(self):
         super().__init__()
-        self.text_spec = {"model": "", "pretrained": ""}   # the text tower in use (set by `swap_text`)
+        self.text_spec = {"model": "", "pretrained": ""}  # the text tower in use (set by `swap_text`)
 
-    text_encoder: nn.Module   # the transformers `CLIPTextModel` whose token states condition the denoiser
+    text_encoder: nn.Module  # the transformers `CLIPTextModel` whose token states condition the denoiser
+
     def set_text_encoder(self, m: nn.Module) -> None:
         "Replace the text encoder (`swap_text` checks it first)."
         self.text_encoder = m
+
     @property
-    def image_size(self) -> int: raise NotImplementedError
+    def image_size(self) -> int:
+        raise NotImplementedError
+
     @property
-    def device(self) -> torch.device: return next(self.text_encoder.parameters()).device
+    def device(self) -> torch.device:
+        return next(self.text_encoder.parameters()).device
+
     @property
     def spec(self) -> dict:
         "How a result names what is evaluated: the text tower."
         return dict(self.text_spec)
+
     def tokens(self, texts: Sequence[str]) -> torch.Tensor:
         "Token ids (N, context) as the denoiser's text encoder reads them."
         raise NotImplementedError
+
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
         "uint8 images (N,3,S,S), the starting noise of image i drawn from a generator seeded with `seeds[i]`."
         raise NotImplementedError
@@ -64,25 +76,33 @@ class TextToImage(nn.Module):
         return F.normalize(p, dim=-1) if normalize else p
 
 # %% ../../nbs/44_t2i.ipynb #fb027bdc
-def text_tower(clip: PixelCLIP,          # a CLIP whose text tower conditions the generator
-               like: nn.Module|None = None,  # the `CLIPTextModel` it replaces (checked against; device and dtype taken)
-              ) -> nn.Module:
+def text_tower(
+    clip: PixelCLIP,  # a CLIP whose text tower conditions the generator
+    like: nn.Module | None = None,  # the `CLIPTextModel` it replaces (checked against; device and dtype taken)
+) -> nn.Module:
     "`clip`'s text tower as the `CLIPTextModel` a Stable-Diffusion-style generator reads."
     te = openclip_text_to_hf(clip, projection=False)
     if like is not None:
         a, b = te.config, like.config
         if a.hidden_size != b.hidden_size:
-            raise RobustClipError(f"{clip.name or 'this CLIP'}'s text tower is {a.hidden_size}-wide; the generator's "
-                                  f"denoiser reads {b.hidden_size}-wide token states")
+            raise RobustClipError(
+                f"{clip.name or 'this CLIP'}'s text tower is {a.hidden_size}-wide; the generator's "
+                f"denoiser reads {b.hidden_size}-wide token states"
+            )
         if a.max_position_embeddings < b.max_position_embeddings:
-            raise RobustClipError(f"{clip.name or 'this CLIP'}'s text tower takes {a.max_position_embeddings} tokens; "
-                                  f"the generator's tokenizer pads to {b.max_position_embeddings}")
-        p = next(like.parameters()); te = te.to(device=p.device, dtype=p.dtype)
+            raise RobustClipError(
+                f"{clip.name or 'this CLIP'}'s text tower takes {a.max_position_embeddings} tokens; "
+                f"the generator's tokenizer pads to {b.max_position_embeddings}"
+            )
+        p = next(like.parameters())
+        te = te.to(device=p.device, dtype=p.dtype)
     return te.eval().requires_grad_(False)
 
-def swap_text(t2i: TextToImage,   # the generator (changed in place)
-              clip: PixelCLIP,    # the CLIP whose text tower goes in
-             ) -> TextToImage:
+
+def swap_text(
+    t2i: TextToImage,  # the generator (changed in place)
+    clip: PixelCLIP,  # the CLIP whose text tower goes in
+) -> TextToImage:
     "Put `clip`'s text tower into `t2i` (no retraining); returns `t2i`."
     t2i.set_text_encoder(text_tower(clip, t2i.text_encoder))
     t2i.text_spec = dict(clip.spec)
@@ -91,123 +111,195 @@ def swap_text(t2i: TextToImage,   # the generator (changed in place)
 # %% ../../nbs/44_t2i.ipynb #2cc43873
 class SDText2Image(TextToImage):
     "A diffusers `StableDiffusionPipeline` as a `TextToImage`."
-    def __init__(self, pipe,                 # a `StableDiffusionPipeline`
-                 name: str = "sd",
-                 steps: int = 50,            # denoising steps (LEAF: 50)
-                 guidance: float = 7.5,      # classifier-free guidance scale (the pipeline's default, as LEAF)
-                ):
+
+    def __init__(
+        self,
+        pipe,  # a `StableDiffusionPipeline`
+        name: str = "sd",
+        steps: int = 50,  # denoising steps (LEAF: 50)
+        guidance: float = 7.5,  # classifier-free guidance scale (the pipeline's default, as LEAF)
+    ):
         super().__init__()
         self.pipe, self.name, self.steps, self.guidance = pipe, name, steps, guidance
         self.text_spec = {"model": f"{name} text encoder", "pretrained": ""}
-        self.unet = pipe.unet   # registered as a submodule so `.to` and fingerprints see it
+        self.unet = pipe.unet  # registered as a submodule so `.to` and fingerprints see it
 
     @property
-    def text_encoder(self) -> nn.Module: return self.pipe.text_encoder
-    def set_text_encoder(self, m: nn.Module) -> None: self.pipe.text_encoder = m
+    def text_encoder(self) -> nn.Module:
+        return self.pipe.text_encoder
+
+    def set_text_encoder(self, m: nn.Module) -> None:
+        self.pipe.text_encoder = m
+
     @property
-    def image_size(self) -> int: return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+    def image_size(self) -> int:
+        return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
 
     def tokens(self, texts: Sequence[str]) -> torch.Tensor:
         "The pipeline tokenizer's ids, padded to its maximum length (as the pipeline encodes prompts)."
         tok = self.pipe.tokenizer
-        return tok(list(texts), padding="max_length", max_length=tok.model_max_length, truncation=True,
-                   return_tensors="pt").input_ids
+        return tok(
+            list(texts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
         "uint8 images from the pipeline, one seeded CPU generator per prompt."
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        out = self.pipe(list(prompts), num_inference_steps=self.steps, guidance_scale=self.guidance, generator=gens,
-                        output_type="pt").images
+        out = self.pipe(
+            list(prompts),
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            generator=gens,
+            output_type="pt",
+        ).images
         return (out.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
     def to(self, *args, **kwargs):
-        self.pipe.to(*args, **kwargs); return self
+        self.pipe.to(*args, **kwargs)
+        return self
 
 # %% ../../nbs/44_t2i.ipynb #add78a2b
 def _diffusers():
     "The `diffusers` module, or a one-line error saying how to install it."
-    try: import diffusers
+    try:
+        import diffusers
     except ImportError:
-        raise RobustClipError("text-to-image generation needs `diffusers`: pip install 'robustclip[downstream]'") from None
+        raise RobustClipError(
+            "text-to-image generation needs `diffusers`: pip install 'robustclip[downstream]'"
+        ) from None
     return diffusers
 
-def load_sd(spec: str,                        # 'sd:<pipeline folder or hub id in the local cache>'
-            *, device: str|torch.device = "cpu",
-            precision: str = "fp32",          # fp32, fp16 or bf16 (the pipeline's weights)
-            steps: int = 50, guidance: float = 7.5,
-           ) -> SDText2Image:
+
+def load_sd(
+    spec: str,  # 'sd:<pipeline folder or hub id in the local cache>'
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",  # fp32, fp16 or bf16 (the pipeline's weights)
+    steps: int = 50,
+    guidance: float = 7.5,
+) -> SDText2Image:
     "A Stable Diffusion pipeline from a folder or the local hub cache (no download), safety checker off."
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if precision not in dtypes: raise RobustClipError(f"precision {precision!r} is not one of {', '.join(dtypes)}")
+    if precision not in dtypes:
+        raise RobustClipError(f"precision {precision!r} is not one of {', '.join(dtypes)}")
     src = spec.removeprefix("sd:")
     try:
         pipe = _diffusers().StableDiffusionPipeline.from_pretrained(
-            src, dtype=dtypes[precision], safety_checker=None, requires_safety_checker=False, local_files_only=True)
+            src, dtype=dtypes[precision], safety_checker=None, requires_safety_checker=False, local_files_only=True
+        )
     except (OSError, ValueError, EnvironmentError) as e:
-        raise RobustClipError(f"cannot load the Stable Diffusion pipeline {src!r} (a folder, or a hub id already in the "
-                              f"local cache): {str(e).splitlines()[0][:160]}") from None
+        raise RobustClipError(
+            f"cannot load the Stable Diffusion pipeline {src!r} (a folder, or a hub id already in the "
+            f"local cache): {str(e).splitlines()[0][:160]}"
+        ) from None
     pipe.set_progress_bar_config(disable=True)
     return SDText2Image(pipe.to(device), name=spec, steps=steps, guidance=guidance)
 
 # %% ../../nbs/44_t2i.ipynb #5010bb20
-def tiny_sd_pipeline(clip: PixelCLIP,        # its text tower becomes the pipeline's text encoder
-                     folder: str|Path,       # where the tokenizer files go
-                     latent: int = 8,        # latent side (images are 2× larger)
-                     seed: int = 0,
-                    ):
+def tiny_sd_pipeline(
+    clip: PixelCLIP,  # its text tower becomes the pipeline's text encoder
+    folder: str | Path,  # where the tokenizer files go
+    latent: int = 8,  # latent side (images are 2× larger)
+    seed: int = 0,
+):
     "A randomly initialised `StableDiffusionPipeline` small enough for CPU tests, conditioned on `clip`'s text tower."
     from transformers import CLIPTokenizer
     from robustclip.convert import save_hf_tokenizer
-    d = _diffusers(); torch.manual_seed(seed)
+
+    d = _diffusers()
+    torch.manual_seed(seed)
     width = clip.model_cfg["text_cfg"]["width"]
-    unet = d.UNet2DConditionModel(sample_size=latent, in_channels=4, out_channels=4, layers_per_block=1,
-                                  block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=width,
-                                  attention_head_dim=8, norm_num_groups=8)
-    vae = d.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
-                          down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                          norm_num_groups=8, sample_size=2 * latent)
-    if not save_hf_tokenizer(clip, folder): raise RobustClipError("the tiny pipeline needs a CLIP with open_clip's BPE tokenizer")
-    tok = CLIPTokenizer.from_pretrained(str(folder)); tok.model_max_length = clip.context_length
-    pipe = d.StableDiffusionPipeline(vae=vae, text_encoder=text_tower(clip), tokenizer=tok, unet=unet,
-                                     scheduler=d.DDIMScheduler(num_train_timesteps=1000, clip_sample=False, steps_offset=1), safety_checker=None,
-                                     feature_extractor=None, requires_safety_checker=False)
+    unet = d.UNet2DConditionModel(
+        sample_size=latent,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=width,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = d.AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=2 * latent,
+    )
+    if not save_hf_tokenizer(clip, folder):
+        raise RobustClipError("the tiny pipeline needs a CLIP with open_clip's BPE tokenizer")
+    tok = CLIPTokenizer.from_pretrained(str(folder))
+    tok.model_max_length = clip.context_length
+    pipe = d.StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_tower(clip),
+        tokenizer=tok,
+        unet=unet,
+        scheduler=d.DDIMScheduler(num_train_timesteps=1000, clip_sample=False, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 # %% ../../nbs/44_t2i.ipynb #ba119c17
-def constrained(score_fn: ScoreFn,            # the objective
-                sources: Sequence[str],       # the sentence each owner index starts the round from
-                constraint: Callable[[str, Sequence[str]], list[bool]],  # e.g. `WordConstraint()`
-               ) -> ScoreFn:
+def constrained(
+    score_fn: ScoreFn,  # the objective
+    sources: Sequence[str],  # the sentence each owner index starts the round from
+    constraint: Callable[[str, Sequence[str]], list[bool]],  # e.g. `WordConstraint()`
+) -> ScoreFn:
     "`score_fn` with every candidate that fails `constraint` against its source scored −∞."
+
     def score(texts: list[str], owners: torch.Tensor) -> torch.Tensor:
         s = score_fn(texts, owners).float()
         ok = torch.tensor([constraint(sources[o], [t])[0] for t, o in zip(texts, owners.tolist())], device=s.device)
         return torch.where(ok, s, torch.full_like(s, float("-inf")))
+
     return score
 
-def attack_prompts(encoder,                    # anything with `encode_text(list[str])` (a `TextToImage`, a `PixelCLIP`)
-                   prompts: Sequence[str],     # clean prompts
-                   *,
-                   k: int = 2,                 # Levenshtein budget (LEAF's text-to-image runs: 2)
-                   n_positions: int = 20,      # slots kept by the position stage (LEAF's `--rho`, default 20)
-                   objective: str = "dissim",  # LEAF's default: away from the clean prompt's pooled output
-                   constrain: bool = True,     # LEAF's semantic constraint (no new dictionary word per round)
-                   words="web2",               # the constraint's dictionary (see `robustclip.attacks.leaf.load_words`)
-                   alphabet: str = "ascii",    # LEAF's: delete + lowercase + space + uppercase + digits + punctuation
-                   batch_size: int = 512,      # candidates per encoder call
-                  ) -> list[str]:
+
+def attack_prompts(
+    encoder,  # anything with `encode_text(list[str])` (a `TextToImage`, a `PixelCLIP`)
+    prompts: Sequence[str],  # clean prompts
+    *,
+    k: int = 2,  # Levenshtein budget (LEAF's text-to-image runs: 2)
+    n_positions: int = 20,  # slots kept by the position stage (LEAF's `--rho`, default 20)
+    objective: str = "dissim",  # LEAF's default: away from the clean prompt's pooled output
+    constrain: bool = True,  # LEAF's semantic constraint (no new dictionary word per round)
+    words="web2",  # the constraint's dictionary (see `robustclip.attacks.leaf.load_words`)
+    alphabet: str = "ascii",  # LEAF's: delete + lowercase + space + uppercase + digits + punctuation
+    batch_size: int = 512,  # candidates per encoder call
+) -> list[str]:
     "LEAF's inference Charmer against an encoder's pooled text output: `k` constrained rounds of one-character edits."
     prompts = list(prompts)
-    if not prompts or k == 0: return prompts
-    with torch.no_grad(): anchors = encode_texts(encoder, prompts).float()
-    fn, cons, cur = embedding_objective(encoder, anchors, objective), WordConstraint(words) if constrain else None, prompts
+    if not prompts or k == 0:
+        return prompts
+    with torch.no_grad():
+        anchors = encode_texts(encoder, prompts).float()
+    fn, cons, cur = (
+        embedding_objective(encoder, anchors, objective),
+        WordConstraint(words) if constrain else None,
+        prompts,
+    )
     for _ in range(k):
         sfn = constrained(fn, list(cur), cons) if cons is not None else fn
-        cur = charmer(cur, sfn, k=1, n_positions=n_positions, alphabet=alphabet, threshold=None, batch_size=batch_size,
-                      desc="charmer (t2i)").texts
+        cur = charmer(
+            cur,
+            sfn,
+            k=1,
+            n_positions=n_positions,
+            alphabet=alphabet,
+            threshold=None,
+            batch_size=batch_size,
+            desc="charmer (t2i)",
+        ).texts
     return cur
 
 # %% ../../nbs/44_t2i.ipynb #f2285ada
@@ -219,16 +311,20 @@ def judge_pixels(judge: PixelCLIP, images: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     return x.to(judge.device)
 
+
 @torch.no_grad()
-def clip_score(judge: PixelCLIP,       # the judge CLIP
-               images: torch.Tensor,   # generations, uint8 or [0,1] (N,3,H,W)
-               texts: Sequence[str],   # one text per image
-              ) -> torch.Tensor:
+def clip_score(
+    judge: PixelCLIP,  # the judge CLIP
+    images: torch.Tensor,  # generations, uint8 or [0,1] (N,3,H,W)
+    texts: Sequence[str],  # one text per image
+) -> torch.Tensor:
     "CLIPScore / 100 of each (image, text) pair: max(cos, 0) under the judge."
-    if len(images) != len(texts): raise RobustClipError(f"{len(images)} images but {len(texts)} texts")
+    if len(images) != len(texts):
+        raise RobustClipError(f"{len(images)} images but {len(texts)} texts")
     ei = judge.encode_image(judge_pixels(judge, images), normalize=True).float()
     et = encode_texts(judge, list(texts), normalize=True).float()
     return (ei * et).sum(-1).clamp_min(0).cpu()
+
 
 @torch.no_grad()
 def image_score(judge: PixelCLIP, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
@@ -237,66 +333,93 @@ def image_score(judge: PixelCLIP, images: torch.Tensor, references: torch.Tensor
     b = judge.encode_image(judge_pixels(judge, references), normalize=True).float()
     return (a * b).sum(-1).clamp_min(0).cpu()
 
+
 @torch.no_grad()
 def text_score(judge: PixelCLIP, a: Sequence[str], b: Sequence[str]) -> torch.Tensor:
     "CLIPScore / 100 between two texts (LEAF's `caps_clip_score`, clean vs adversarial caption)."
-    return (encode_texts(judge, list(a), normalize=True) * encode_texts(judge, list(b), normalize=True)).sum(-1).clamp_min(0).float().cpu()
+    return (
+        (encode_texts(judge, list(a), normalize=True) * encode_texts(judge, list(b), normalize=True))
+        .sum(-1)
+        .clamp_min(0)
+        .float()
+        .cpu()
+    )
 
 # %% ../../nbs/44_t2i.ipynb #8b3b4911
 _T2I = Registry()
 
-def register_t2i(key: str,                     # an exact name ('mini-t2i') or a prefix ending in ':' ('sd:')
-                 loader: Callable|None = None,  # loader(spec, *, device, precision) -> TextToImage (or a decorator)
-                ):
+
+def register_t2i(
+    key: str,  # an exact name ('mini-t2i') or a prefix ending in ':' ('sd:')
+    loader: Callable | None = None,  # loader(spec, *, device, precision) -> TextToImage (or a decorator)
+):
     "Make `load_t2i(key...)` call `loader`."
     return _T2I.register(key, loader)
 
+
 def available_t2i() -> list[str]:
     "Registered generator names and prefixes."
-    load_plugins(); return sorted(_T2I)
+    load_plugins()
+    return sorted(_T2I)
 
-def load_t2i(spec: str,                        # 'sd:<folder or hub id>', 'mini-t2i', ...
-             *, text: PixelCLIP|None = None,   # swap this CLIP's text tower in
-             device: str|torch.device = "cpu",
-             precision: str = "fp32",
-            ) -> TextToImage:
+
+def load_t2i(
+    spec: str,  # 'sd:<folder or hub id>', 'mini-t2i', ...
+    *,
+    text: PixelCLIP | None = None,  # swap this CLIP's text tower in
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> TextToImage:
     "A text-to-image generator by name (eval mode), optionally with another text tower swapped in."
-    if not isinstance(spec, str) or not spec.strip(): raise RobustClipError("generator spec must be a non-empty string")
+    if not isinstance(spec, str) or not spec.strip():
+        raise RobustClipError("generator spec must be a non-empty string")
     spec = spec.strip()
-    if _T2I.lookup(spec) is None: load_plugins()
+    if _T2I.lookup(spec) is None:
+        load_plugins()
     loader = _T2I.lookup(spec)
     if loader is None:
-        raise RobustClipError(f"unknown generator {spec!r}: use 'sd:<pipeline folder or hub id>' or 'mini-t2i' "
-                              f"(registered: {', '.join(available_t2i())})")
+        raise RobustClipError(
+            f"unknown generator {spec!r}: use 'sd:<pipeline folder or hub id>' or 'mini-t2i' "
+            f"(registered: {', '.join(available_t2i())})"
+        )
     t2i = loader(spec, device=device, precision=precision).eval()
     return swap_text(t2i, text) if text is not None else t2i
+
 
 register_t2i("sd:", load_sd)
 
 # %% ../../nbs/44_t2i.ipynb #d30d1480
 class AttributeJudge:
     "Which attributes of its prompt a generated image shows: a classifier and the true attributes of a task's prompts."
-    def __init__(self,
-                 predict: Callable[[torch.Tensor], dict[str, torch.Tensor]],  # uint8 images -> attribute -> class ids
-                 truth: dict[str, Sequence[int]],   # attribute -> the true class of each prompt of the task
-                 name: str = "attribute judge",
-                ):
+
+    def __init__(
+        self,
+        predict: Callable[[torch.Tensor], dict[str, torch.Tensor]],  # uint8 images -> attribute -> class ids
+        truth: dict[str, Sequence[int]],  # attribute -> the true class of each prompt of the task
+        name: str = "attribute judge",
+    ):
         self.predict, self.truth, self.name = predict, {k: list(v) for k, v in truth.items()}, name
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, idx: Sequence[int]) -> dict[str, list[bool]]:
         "For each attribute, whether each image (of task prompts `idx`) shows the prompt's value."
         pred = self.predict(images)
         return {k: [int(p) == self.truth[k][i] for p, i in zip(pred[k].tolist(), idx)] for k in self.truth}
 
+
 _JUDGES: dict[str, Callable] = {}
+
 
 def register_attribute_judge(prefix: str, factory: Callable) -> Callable:
     "Make `attribute_judge(task)` call `factory(task)` for tasks whose name starts with `prefix`."
-    _JUDGES[prefix] = factory; return factory
+    _JUDGES[prefix] = factory
+    return factory
 
-def attribute_judge(task) -> AttributeJudge|None:
+
+def attribute_judge(task) -> AttributeJudge | None:
     "The attribute judge registered for `task`'s name (longest prefix), None if none."
     name = getattr(task, "name", str(task))
-    if not any(name.startswith(p) for p in _JUDGES): load_plugins()
+    if not any(name.startswith(p) for p in _JUDGES):
+        load_plugins()
     keys = [p for p in _JUDGES if name.startswith(p)]
     return _JUDGES[max(keys, key=len)](task) if keys else None

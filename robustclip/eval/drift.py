@@ -17,39 +17,69 @@ from ..data.core import ClassificationTask
 from ..zeroshot import task_inputs, ImageEmbedder
 from ..attacks.apgd import apgd
 from ..attacks.cascade import batch_of
-from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
-                                    subset_spec, weights_fingerprint)
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    resolve_model,
+    check_output,
+    check_positive,
+    subset_spec,
+    weights_fingerprint,
+)
 
 # %% auto #0
-__all__ = ['Drift', 'eval_drift']
+__all__ = [
+    'Drift', 'eval_drift'
+]
 
 # %% ../../nbs/33_eval.drift.ipynb #3a240729
 class Drift(Adapter):
     "Embedding drift as a runner adapter: per batch, clean and APGD-adversarial squared-ℓ2 distance to the anchor."
+
     task = "drift"
-    def __init__(self,
-                 model: PixelCLIP,          # the fine-tuned CLIP
-                 anchor: PixelCLIP,         # the original CLIP (same embedding space)
-                 task: ClassificationTask,  # images to measure on
-                 *,
-                 threat: ThreatModel, iterations: int = 100, subset: SubsetSpec = SubsetSpec(500),
-                 split: str = "test", seed: int = 0, batch_size: int = 100,
-                ):
+
+    def __init__(
+        self,
+        model: PixelCLIP,  # the fine-tuned CLIP
+        anchor: PixelCLIP,  # the original CLIP (same embedding space)
+        task: ClassificationTask,  # images to measure on
+        *,
+        threat: ThreatModel,
+        iterations: int = 100,
+        subset: SubsetSpec = SubsetSpec(500),
+        split: str = "test",
+        seed: int = 0,
+        batch_size: int = 100,
+    ):
         super().__init__(model, task.name, split=split, seed=seed)
-        self.anchor, self.data_task, self.threat, self.iterations, self.batch_size = anchor, task, threat, iterations, batch_size
+        self.anchor, self.data_task, self.threat, self.iterations, self.batch_size = (
+            anchor,
+            task,
+            threat,
+            iterations,
+            batch_size,
+        )
         self.idx = subset.indices(len(task))
 
     @property
     def models(self) -> tuple:
         "The model and the anchor: both decide the numbers."
         return (self.model, self.anchor)
+
     def config(self) -> dict:
         "The anchor, the subset, the batching and the attack."
-        return {"anchor": self.anchor.spec, "indices": config_hash(self.idx), "batch_size": self.batch_size,
-                "attack": {**self.threat.to_json(), "iterations": self.iterations}}
+        return {
+            "anchor": self.anchor.spec,
+            "indices": config_hash(self.idx),
+            "batch_size": self.batch_size,
+            "attack": {**self.threat.to_json(), "iterations": self.iterations},
+        }
+
     def desc(self) -> str:
         "The progress bar's label."
         return f"drift {self.dataset}"
+
     def n_batches(self) -> int:
         "Batches of `batch_size` images."
         return math.ceil(len(self.idx) / self.batch_size)
@@ -63,48 +93,85 @@ class Drift(Adapter):
     def run_batch(self, b: int) -> dict:
         "Clean and adversarial drift of the images of batch `b`."
         x = batch_of(self.data, b, self.batch_size)[0].to(self.model.device)
-        with torch.no_grad(): target = self.ref(x); clean = ((self.enc(x) - target) ** 2).sum(1).cpu()
-        r = apgd(self.enc, x, target, "l2sq", eps=self.threat.eps, norm=self.threat.norm, steps=self.iterations,
-                 generator=self.generator)
-        with torch.no_grad(): adv = ((self.enc(r.x_adv) - target) ** 2).sum(1).cpu()
-        ids = self.idx[b * self.batch_size:(b + 1) * self.batch_size]
-        return {"rows": [{"index": i, "drift_clean": c, "drift_adv": a} for i, c, a in zip(ids, clean.tolist(), adv.tolist())]}
+        with torch.no_grad():
+            target = self.ref(x)
+            clean = ((self.enc(x) - target) ** 2).sum(1).cpu()
+        r = apgd(
+            self.enc,
+            x,
+            target,
+            "l2sq",
+            eps=self.threat.eps,
+            norm=self.threat.norm,
+            steps=self.iterations,
+            generator=self.generator,
+        )
+        with torch.no_grad():
+            adv = ((self.enc(r.x_adv) - target) ** 2).sum(1).cpu()
+        ids = self.idx[b * self.batch_size : (b + 1) * self.batch_size]
+        return {
+            "rows": [
+                {"index": i, "drift_clean": c, "drift_adv": a} for i, c, a in zip(ids, clean.tolist(), adv.tolist())
+            ]
+        }
 
-    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
+    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "Mean drifts (from the stored float32 values), the attack block."
         rows = [r for b in sorted(lines) for r in lines[b]["rows"]]
         clean = torch.tensor([r["drift_clean"] for r in rows], dtype=torch.float32)
         adv = torch.tensor([r["drift_adv"] for r in rows], dtype=torch.float32)
         metrics = {"drift_clean": clean.mean().item(), "drift_adv": adv.mean().item(), "n": len(clean)}
-        block = {"name": "apgd-l2sq", **self.threat.to_json(), "iterations": self.iterations, "restarts": 1,
-                 "n_samples": len(clean), "seed": self.seed, "anchor": self.anchor.spec}
+        block = {
+            "name": "apgd-l2sq",
+            **self.threat.to_json(),
+            "iterations": self.iterations,
+            "restarts": 1,
+            "n_samples": len(clean),
+            "seed": self.seed,
+            "anchor": self.anchor.spec,
+        }
         return metrics, block, {}
 
 # %% ../../nbs/33_eval.drift.ipynb #688ce2fb
-def eval_drift(model: PixelCLIP|str,      # the fine-tuned CLIP (or a `load_clip` spec)
-               anchor: PixelCLIP|str,     # the original CLIP (same embedding space)
-               dataset: str|ClassificationTask,  # images to measure on
-               *,
-               eps: str|float|ThreatModel = "4/255",  # ℓ∞ budget of the adversarial drift
-               iterations: int = 100,     # APGD iterations (> 0)
-               n_samples: int|None = 500, # seeded subset
-               subset: str|SubsetSpec = "random",  # 'random' (seeded), 'first', or a spec
-               seed: int = 0,
-               batch_size: int = 100,
-               data_root: str|None = None, split: str = "test",
-               device: str = "auto",
-               output: str|Path|None = None,   # write a result JSON here (and the sidecar beside it)
-               resume: bool = True,       # continue from the sidecar of an interrupted run
-               max_batches: int|None = None,   # run at most this many new batches, then stop (incomplete)
-               overwrite: bool = False,   # replace a result that other settings wrote at `output` (else refused)
-              ) -> dict:
+def eval_drift(
+    model: PixelCLIP | str,  # the fine-tuned CLIP (or a `load_clip` spec)
+    anchor: PixelCLIP | str,  # the original CLIP (same embedding space)
+    dataset: str | ClassificationTask,  # images to measure on
+    *,
+    eps: str | float | ThreatModel = "4/255",  # ℓ∞ budget of the adversarial drift
+    iterations: int = 100,  # APGD iterations (> 0)
+    n_samples: int | None = 500,  # seeded subset
+    subset: str | SubsetSpec = "random",  # 'random' (seeded), 'first', or a spec
+    seed: int = 0,
+    batch_size: int = 100,
+    data_root: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    output: str | Path | None = None,  # write a result JSON here (and the sidecar beside it)
+    resume: bool = True,  # continue from the sidecar of an interrupted run
+    max_batches: int | None = None,  # run at most this many new batches, then stop (incomplete)
+    overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
+) -> dict:
     "Mean clean and adversarial squared-ℓ2 embedding drift of `model` from `anchor`."
     threat, sub = ThreatModel.parse(eps), subset_spec(subset, n_samples, seed)
-    check_positive("--iterations", iterations); check_positive("--batch-size", batch_size); check_output(output)
+    check_positive("--iterations", iterations)
+    check_positive("--batch-size", batch_size)
+    check_output(output)
     task = resolve_task(dataset, ClassificationTask, "an image classification task", data_root=data_root, split=split)
     model, anchor = resolve_model(model, device=device), resolve_model(anchor, device=device)
     if model.embed_dim != anchor.embed_dim:
-        raise RobustClipError(f"drift needs one embedding space: model {model.embed_dim}-d, anchor {anchor.embed_dim}-d")
-    adapter = Drift(model, anchor, task, threat=threat, iterations=iterations, subset=sub, split=split, seed=seed,
-                    batch_size=batch_size)
+        raise RobustClipError(
+            f"drift needs one embedding space: model {model.embed_dim}-d, anchor {anchor.embed_dim}-d"
+        )
+    adapter = Drift(
+        model,
+        anchor,
+        task,
+        threat=threat,
+        iterations=iterations,
+        subset=sub,
+        split=split,
+        seed=seed,
+        batch_size=batch_size,
+    )
     return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

@@ -14,38 +14,64 @@ from ..models import PixelCLIP
 from ..data.core import RetrievalTask
 from ..data.text import CaptionTask
 from ..downstream.inversion import pez_invert, inversion_metrics, text_similarity
-from .runner import Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive, subset_spec
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    resolve_model,
+    check_output,
+    check_positive,
+    subset_spec,
+)
 from .t2i import task_prompts
 
 # %% auto #0
-__all__ = ['VOCABS', 'InversionEval', 'eval_inversion']
+__all__ = [
+    'VOCABS', 'InversionEval', 'eval_inversion'
+]
 
 # %% ../../nbs/36_eval.inversion.ipynb #9ea20777
 VOCABS = ("all", "task")
 
+
 class InversionEval(Adapter):
     "PEZ inversion as a runner adapter: per batch of texts, the recovered texts and their cosines."
+
     task, unit = "inversion", "batch"
-    def __init__(self,
-                 model: PixelCLIP,                  # the CLIP whose text embeddings are inverted
-                 task: RetrievalTask|CaptionTask,   # the texts
-                 *,
-                 steps: int = 3000, lr: float = 0.1, weight_decay: float = 0.1, prompt_len: int|str = "match",
-                 vocab: str = "all",                # 'all' (PEZ, LEAF) or 'task' (the tokens of the task's texts)
-                 subset: SubsetSpec = SubsetSpec(100, "first"), batch_size: int = 50,
-                 split: str = "test", seed: int = 0,
-                ):
+
+    def __init__(
+        self,
+        model: PixelCLIP,  # the CLIP whose text embeddings are inverted
+        task: RetrievalTask | CaptionTask,  # the texts
+        *,
+        steps: int = 3000,
+        lr: float = 0.1,
+        weight_decay: float = 0.1,
+        prompt_len: int | str = "match",
+        vocab: str = "all",  # 'all' (PEZ, LEAF) or 'task' (the tokens of the task's texts)
+        subset: SubsetSpec = SubsetSpec(100, "first"),
+        batch_size: int = 50,
+        split: str = "test",
+        seed: int = 0,
+    ):
         super().__init__(model, task.name, split=split, seed=seed)
-        if vocab not in VOCABS: raise RobustClipError(f"--vocab must be one of {', '.join(VOCABS)}; got {vocab!r}")
-        self.texts = task_prompts(task); self.idx = subset.indices(len(self.texts))
+        if vocab not in VOCABS:
+            raise RobustClipError(f"--vocab must be one of {', '.join(VOCABS)}; got {vocab!r}")
+        self.texts = task_prompts(task)
+        self.idx = subset.indices(len(self.texts))
         self.opt = dict(steps=steps, lr=lr, weight_decay=weight_decay, prompt_len=prompt_len)
         self.vocab, self.batch_size = vocab, batch_size
 
     def config(self) -> dict:
         "The samples, the batching, the optimiser and the vocabulary."
         return {"indices": config_hash(self.idx), "batch_size": self.batch_size, "pez": self.opt, "vocab": self.vocab}
-    def desc(self) -> str: return f"inversion {self.dataset}"
-    def n_batches(self) -> int: return math.ceil(len(self.idx) / self.batch_size)
+
+    def desc(self) -> str:
+        return f"inversion {self.dataset}"
+
+    def n_batches(self) -> int:
+        return math.ceil(len(self.idx) / self.batch_size)
+
     def prepare(self) -> None:
         "The projection's vocabulary."
         tk = self.model.tokenizer
@@ -53,35 +79,65 @@ class InversionEval(Adapter):
 
     def run_batch(self, b: int) -> dict:
         "Invert the texts of batch `b`."
-        ids = self.idx[b * self.batch_size:(b + 1) * self.batch_size]
+        ids = self.idx[b * self.batch_size : (b + 1) * self.batch_size]
         rows = pez_invert(self.model, [self.texts[i] for i in ids], vocab=self.allowed, seed=self.seed + b, **self.opt)
         sims = text_similarity(self.model, [r["reconstructed"] for r in rows], [r["text"] for r in rows])
         return {"rows": [{"index": i, **r, "sim_text": round(float(s), 6)} for i, r, s in zip(ids, rows, sims)]}
 
-    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
+    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "LEAF's metrics over every row, the optimiser settings and a few examples."
         rows = [r for b in sorted(lines) for r in lines[b]["rows"]]
         ex = [{"text": r["text"], "reconstructed": r["reconstructed"], "sim": r["sim"]} for r in rows[:5]]
-        return inversion_metrics(rows), None, {"inversion": {"method": "pez", **self.opt, "vocab": self.vocab}, "examples": ex}
+        return (
+            inversion_metrics(rows),
+            None,
+            {"inversion": {"method": "pez", **self.opt, "vocab": self.vocab}, "examples": ex},
+        )
 
 # %% ../../nbs/36_eval.inversion.ipynb #da7cb83c
-def eval_inversion(model: PixelCLIP|str,          # the CLIP (or a `load_clip` spec)
-                   dataset: str|RetrievalTask|CaptionTask,  # 'mini/retrieval', 'captions:coco_captions.txt', ...
-                   *,
-                   pretrained: str|None = None,
-                   steps: int = 3000, lr: float = 0.1, weight_decay: float = 0.1,
-                   prompt_len: int|str = "match", vocab: str = "all",
-                   n_samples: int|None = 100, subset: str|SubsetSpec = "first", seed: int = 0,
-                   batch_size: int = 50,
-                   data_root: str|None = None, split: str = "test", device: str = "auto",
-                   output: str|Path|None = None, resume: bool = True, max_batches: int|None = None,
-                   overwrite: bool = False,                 # replace a result or sidecar that other settings wrote
-                  ) -> dict:
+def eval_inversion(
+    model: PixelCLIP | str,  # the CLIP (or a `load_clip` spec)
+    dataset: str | RetrievalTask | CaptionTask,  # 'mini/retrieval', 'captions:coco_captions.txt', ...
+    *,
+    pretrained: str | None = None,
+    steps: int = 3000,
+    lr: float = 0.1,
+    weight_decay: float = 0.1,
+    prompt_len: int | str = "match",
+    vocab: str = "all",
+    n_samples: int | None = 100,
+    subset: str | SubsetSpec = "first",
+    seed: int = 0,
+    batch_size: int = 50,
+    data_root: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    output: str | Path | None = None,
+    resume: bool = True,
+    max_batches: int | None = None,
+    overwrite: bool = False,  # replace a result or sidecar that other settings wrote
+) -> dict:
     "PEZ inversion of `model`'s text embeddings: LEAF's cosine, word / token accuracy and BLEU."
-    check_positive("--steps", steps); check_positive("--batch-size", batch_size); check_output(output)
+    check_positive("--steps", steps)
+    check_positive("--batch-size", batch_size)
+    check_output(output)
     sub = subset_spec(subset, n_samples, seed)
-    if isinstance(dataset, str): load_plugins()
-    task = resolve_task(dataset, (RetrievalTask, CaptionTask), "a retrieval or caption task (texts)", data_root=data_root, split=split)
-    adapter = InversionEval(resolve_model(model, pretrained, device), task, steps=steps, lr=lr, weight_decay=weight_decay,
-                            prompt_len=prompt_len, vocab=vocab, subset=sub, batch_size=batch_size, split=split, seed=seed)
+    if isinstance(dataset, str):
+        load_plugins()
+    task = resolve_task(
+        dataset, (RetrievalTask, CaptionTask), "a retrieval or caption task (texts)", data_root=data_root, split=split
+    )
+    adapter = InversionEval(
+        resolve_model(model, pretrained, device),
+        task,
+        steps=steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        prompt_len=prompt_len,
+        vocab=vocab,
+        subset=sub,
+        batch_size=batch_size,
+        split=split,
+        seed=seed,
+    )
     return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

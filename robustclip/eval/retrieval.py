@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/eval.retrieval.html.md"""
 
 # %% ../../nbs/32_eval.retrieval.ipynb #be81ce5e
 from __future__ import annotations
-import math, re
+import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -21,194 +22,310 @@ from ..data.core import RetrievalTask
 from ..zeroshot import ImageEmbedder
 from ..attacks.charmer import charmer, embedding_objective, get_alphabet
 from ..attacks.apgd import apgd
-from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
-                                    check_nonnegative, subset_spec, pack_tensor, unpack_tensor, sidecar_path, read_sidecar,
-                                    sidecar_head)
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    resolve_model,
+    check_output,
+    check_positive,
+    check_nonnegative,
+    subset_spec,
+    pack_tensor,
+    unpack_tensor,
+    sidecar_path,
+    read_sidecar,
+    sidecar_head,
+)
 
 # %% auto #0
-__all__ = ['KS', 'TARGETS', 'RETRIEVAL_ATTACKS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics', 'retrieval_images',
-           'embed_images', 'embed_texts', 'image_attack', 'retrieval_attack', 'retrieval_target', 'pre_caption',
-           'other_captions', 'text_tower_digest', 'borrowed_lines', 'Retrieval', 'eval_retrieval']
+__all__ = [
+    'KS', 'TARGETS', 'RETRIEVAL_ATTACKS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics',
+    'retrieval_images', 'embed_images', 'embed_texts', 'image_attack', 'retrieval_attack', 'retrieval_target',
+    'pre_caption', 'other_captions', 'text_tower_digest', 'borrowed_lines', 'Retrieval', 'eval_retrieval'
+]
 
 # %% ../../nbs/32_eval.retrieval.ipynb #019f2093
 KS = (1, 5, 10)
 
+
 @torch.no_grad()
-def retrieval_metrics(img_emb: torch.Tensor,   # (N, D) image embeddings
-                      txt_emb: torch.Tensor,   # (M, D) caption embeddings
-                      txt2img: torch.Tensor,   # (M,) the image of each caption
-                      ks: Sequence[int] = KS,
-                     ) -> dict[str, float]:
+def retrieval_metrics(
+    img_emb: torch.Tensor,  # (N, D) image embeddings
+    txt_emb: torch.Tensor,  # (M, D) caption embeddings
+    txt2img: torch.Tensor,  # (M,) the image of each caption
+    ks: Sequence[int] = KS,
+) -> dict[str, float]:
     "CLIP_benchmark's `image_retrieval_recall@k` (text→image) and `text_retrieval_recall@k` (image→text)."
-    S = F.normalize(txt_emb.float(), dim=-1) @ F.normalize(img_emb.float(), dim=-1).T      # (M, N)
-    txt2img = txt2img.to(S.device); out = {}
+    S = F.normalize(txt_emb.float(), dim=-1) @ F.normalize(img_emb.float(), dim=-1).T  # (M, N)
+    txt2img = txt2img.to(S.device)
+    out = {}
     for k in ks:
         top_i = S.topk(min(k, S.shape[1]), dim=1).indices
         out[f"image_retrieval_recall@{k}"] = (top_i == txt2img[:, None]).any(1).double().mean().item()
     for k in ks:
         top_t = S.T.topk(min(k, S.shape[0]), dim=1).indices
-        out[f"text_retrieval_recall@{k}"] = (txt2img[top_t] == torch.arange(S.shape[1], device=S.device)[:, None]).any(1).double().mean().item()
+        out[f"text_retrieval_recall@{k}"] = (
+            (txt2img[top_t] == torch.arange(S.shape[1], device=S.device)[:, None]).any(1).double().mean().item()
+        )
     return out
 
 # %% ../../nbs/32_eval.retrieval.ipynb #77a96e63
-def retrieval_images(task: RetrievalTask,       # the task
-                     model: PixelCLIP,          # decides the preprocess
-                     indices: Sequence[int],    # the evaluated images
-                    ) -> Dataset:
+def retrieval_images(
+    task: RetrievalTask,  # the task
+    model: PixelCLIP,  # decides the preprocess
+    indices: Sequence[int],  # the evaluated images
+) -> Dataset:
     "The task's images as tensors in [0,1]: at the model's size, or at their stored size for native-resolution tasks."
     from torchvision.transforms.functional import to_tensor
+
     pre = model.preprocess
-    fn = (lambda x: x if torch.is_tensor(x) else to_tensor(x)) if task.native_resolution else \
-         (lambda x: pre(x) if not torch.is_tensor(x) else x)
+    fn = (
+        (lambda x: x if torch.is_tensor(x) else to_tensor(x))
+        if task.native_resolution
+        else (lambda x: pre(x) if not torch.is_tensor(x) else x)
+    )
+
     class _Images(Dataset):
-        def __len__(self): return len(indices)
-        def __getitem__(self, i): return fn(task.images[indices[i]])
+        def __len__(self):
+            return len(indices)
+
+        def __getitem__(self, i):
+            return fn(task.images[indices[i]])
+
     return _Images()
 
+
 @torch.no_grad()
-def embed_images(encoder: nn.Module,      # pixels -> embeddings (an `ImageEmbedder`)
-                 data: Dataset,           # image tensors
-                 batch_size: int = 128,
-                 device: torch.device|None = None,  # default: the encoder's
-                ) -> torch.Tensor:
+def embed_images(
+    encoder: nn.Module,  # pixels -> embeddings (an `ImageEmbedder`)
+    data: Dataset,  # image tensors
+    batch_size: int = 128,
+    device: torch.device | None = None,  # default: the encoder's
+) -> torch.Tensor:
     "Image embeddings of a dataset of image tensors (CPU, float)."
     device = device or next(encoder.parameters()).device
     return torch.cat([encoder(x.to(device)).float().cpu() for x in DataLoader(data, batch_size=batch_size)])
 
+
 @torch.no_grad()
-def embed_texts(model: PixelCLIP,         # the CLIP
-                texts: Sequence[str],     # captions
-                batch_size: int = 512,
-               ) -> torch.Tensor:
+def embed_texts(
+    model: PixelCLIP,  # the CLIP
+    texts: Sequence[str],  # captions
+    batch_size: int = 512,
+) -> torch.Tensor:
     "Text embeddings (CPU, float)."
-    return torch.cat([encode_texts(model, texts[i:i + batch_size]).float().cpu() for i in range(0, len(texts), batch_size)])
+    return torch.cat(
+        [encode_texts(model, texts[i : i + batch_size]).float().cpu() for i in range(0, len(texts), batch_size)]
+    )
 
 # %% ../../nbs/32_eval.retrieval.ipynb #0efeb362
-def image_attack(encoder: nn.Module,        # pixels -> embeddings
-                 x: torch.Tensor,           # clean images in [0,1]
-                 target: torch.Tensor,      # clean embeddings (the anchor to move away from)
-                 *,
-                 eps: float, norm: str = "linf",
-                 steps: int = 100,
-                 generator: torch.Generator|None = None,  # CPU generator for the random start
-                ) -> tuple[torch.Tensor, str]:
+def image_attack(
+    encoder: nn.Module,  # pixels -> embeddings
+    x: torch.Tensor,  # clean images in [0,1]
+    target: torch.Tensor,  # clean embeddings (the anchor to move away from)
+    *,
+    eps: float,
+    norm: str = "linf",
+    steps: int = 100,
+    generator: torch.Generator | None = None,  # CPU generator for the random start
+) -> tuple[torch.Tensor, str]:
     "APGD maximising the squared ℓ2 distance of the embedding to `target` (objective 'l2sq'); returns (x_adv, name)."
     res = apgd(encoder, x, target.to(x.device), "l2sq", eps=eps, norm=norm, steps=steps, generator=generator)
     return res.x_adv.detach(), "apgd"
 
 # %% ../../nbs/32_eval.retrieval.ipynb #340d7a97
-TARGETS = ["A man aggressively kicks a stray dog on the street.", "This is an image of a a pyramid",
-           "A group of teenagers vandalizes a public statue."]   # LEAF's three retrieval targets (typo included)
+TARGETS = [
+    "A man aggressively kicks a stray dog on the street.",
+    "This is an image of a a pyramid",
+    "A group of teenagers vandalizes a public statue.",
+]  # LEAF's three retrieval targets (typo included)
 RETRIEVAL_ATTACKS = ("charmer", "apgd")
-RETRIEVAL_OBJECTIVES = ("towards", "away", "dissim")   # towards the target | away from the clean caption | LEAF's --obj dissim
+RETRIEVAL_OBJECTIVES = (
+    "towards",
+    "away",
+    "dissim",
+)  # towards the target | away from the clean caption | LEAF's --obj dissim
 CAPTION_MODES = ("raw", "blip")
 
-def retrieval_attack(attack: str|None,   # 'charmer', 'apgd', or None / '' / 'none'
-                     objective: str = "towards",  # Charmer's direction
-                    ) -> str|None:
+
+def retrieval_attack(
+    attack: str | None,  # 'charmer', 'apgd', or None / '' / 'none'
+    objective: str = "towards",  # Charmer's direction
+) -> str | None:
     "The retrieval attack's name, or None; a one-line error for an unknown attack or objective."
     attack = None if attack in (None, "", "none") else attack
-    if attack not in (None, *RETRIEVAL_ATTACKS): raise RobustClipError(f"unknown retrieval attack {attack!r}; use charmer, apgd or none")
-    if objective not in RETRIEVAL_OBJECTIVES: raise RobustClipError(f"objective must be 'towards', 'away' or 'dissim'; got {objective!r}")
+    if attack not in (None, *RETRIEVAL_ATTACKS):
+        raise RobustClipError(f"unknown retrieval attack {attack!r}; use charmer, apgd or none")
+    if objective not in RETRIEVAL_OBJECTIVES:
+        raise RobustClipError(f"objective must be 'towards', 'away' or 'dissim'; got {objective!r}")
     return attack
 
-def retrieval_target(target: str|int|None,  # a caption, an index into `TARGETS` ('0' too), or None
-                    ) -> str|int|None:
+
+def retrieval_target(
+    target: str | int | None,  # a caption, an index into `TARGETS` ('0' too), or None
+) -> str | int | None:
     "The Charmer target as the evaluation takes it: an index into `TARGETS` (checked), a caption, or None."
-    if isinstance(target, str) and target.isdigit(): target = int(target)
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
     if isinstance(target, int) and not 0 <= target < len(TARGETS):
         raise RobustClipError(f"--target index must be 0..{len(TARGETS) - 1}; got {target}")
     return target
 
-def pre_caption(caption: str,      # a raw COCO caption
-                max_words: int = 50,  # keep at most this many words (LEAF's eval_retrieval.py: 50)
-               ) -> str:
+
+def pre_caption(
+    caption: str,  # a raw COCO caption
+    max_words: int = 50,  # keep at most this many words (LEAF's eval_retrieval.py: 50)
+) -> str:
     "BLIP's caption normalisation: lower case, .!\"()*#:;~ to spaces, runs of whitespace to one space, stripped, cut."
     s = re.sub(r"[.!\"()*#:;~]", " ", caption.lower())
     s = re.sub(r"\s{2,}", " ", s).rstrip("\n").strip(" ")
     words = s.split(" ")
     return " ".join(words[:max_words]) if len(words) > max_words else s
 
-def other_captions(txt2img: torch.Tensor,  # (M,) the image of each caption
-                   n_images: int,          # images evaluated
-                   captions: list[str],    # the M captions
-                   seed: int,
-                  ) -> list[str]:
+
+def other_captions(
+    txt2img: torch.Tensor,  # (M,) the image of each caption
+    n_images: int,  # images evaluated
+    captions: list[str],  # the M captions
+    seed: int,
+) -> list[str]:
     "For every caption, a caption of another (seeded-random) image."
     g = torch.Generator().manual_seed(seed)
     by_img: dict[int, list[int]] = {}
-    for c, i in enumerate(txt2img.tolist()): by_img.setdefault(i, []).append(c)
+    for c, i in enumerate(txt2img.tolist()):
+        by_img.setdefault(i, []).append(c)
     out = []
     for i in txt2img.tolist():
         j = (i + 1 + int(torch.randint(max(1, n_images - 1), (1,), generator=g))) % n_images if n_images > 1 else i
-        cs = by_img[j]; out.append(captions[cs[int(torch.randint(len(cs), (1,), generator=g))]])
+        cs = by_img[j]
+        out.append(captions[cs[int(torch.randint(len(cs), (1,), generator=g))]])
     return out
 
 # %% ../../nbs/32_eval.retrieval.ipynb #ec937447
-def text_tower_digest(model: PixelCLIP,  # the CLIP
-                     ) -> str:
+def text_tower_digest(
+    model: PixelCLIP,  # the CLIP
+) -> str:
     "SHA-256 (16 hex) of every tensor of the model outside its vision tower (and logit scale/bias): what text embeddings read."
     import hashlib
+
     h = hashlib.sha256()
     for k, t in sorted(model.model.state_dict().items()):
-        if k.startswith("visual.") or k in ("logit_scale", "logit_bias") or not torch.is_tensor(t): continue
-        h.update(k.encode()); h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        if k.startswith("visual.") or k in ("logit_scale", "logit_bias") or not torch.is_tensor(t):
+            continue
+        h.update(k.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
-def borrowed_lines(record: str|Path,  # a finished Charmer retrieval record (its sidecar beside it)
-                   adapter: Adapter,  # the evaluation that would compute the same lines
-                  ) -> dict[int, dict]:
+
+def borrowed_lines(
+    record: str | Path,  # a finished Charmer retrieval record (its sidecar beside it)
+    adapter: Adapter,  # the evaluation that would compute the same lines
+) -> dict[int, dict]:
     "The batch lines of `record`'s sidecar, if its settings, data and text tower are this evaluation's (else a one-line error)."
-    side = sidecar_path(record); head = sidecar_head(side) if side.is_file() else {}
-    if "key" not in head: raise RobustClipError(f"captions_from: {side} is missing or unreadable")
-    cfg, ours = head.get("config", {}), {"task": adapter.task, "dataset": adapter.dataset, "split": adapter.split,
-                                         "seed": adapter.seed, **adapter.config()}
+    side = sidecar_path(record)
+    head = sidecar_head(side) if side.is_file() else {}
+    if "key" not in head:
+        raise RobustClipError(f"captions_from: {side} is missing or unreadable")
+    cfg, ours = (
+        head.get("config", {}),
+        {
+            "task": adapter.task,
+            "dataset": adapter.dataset,
+            "split": adapter.split,
+            "seed": adapter.seed,
+            **adapter.config(),
+        },
+    )
     differ = [k for k in ours if cfg.get(k) != ours[k]]
-    if differ: raise RobustClipError(f"captions_from: {record} was computed with other settings or another text tower ({', '.join(differ)})")
+    if differ:
+        raise RobustClipError(
+            f"captions_from: {record} was computed with other settings or another text tower ({', '.join(differ)})"
+        )
     lines = read_sidecar(side, head["key"]) or {}
-    if len(lines) < adapter.n_batches(): raise RobustClipError(f"captions_from: {record} is not finished ({len(lines)} of {adapter.n_batches()} batches)")
+    if len(lines) < adapter.n_batches():
+        raise RobustClipError(
+            f"captions_from: {record} is not finished ({len(lines)} of {adapter.n_batches()} batches)"
+        )
     return lines
 
 # %% ../../nbs/32_eval.retrieval.ipynb #c3b19f9e
 class Retrieval(Adapter):
     "Retrieval as a runner adapter: clean embeddings, then Charmer on caption chunks or APGD on image batches."
+
     task = "retrieval"
-    def __init__(self, model: PixelCLIP, task: RetrievalTask, *,
-                 attack: str|None,             # 'charmer', 'apgd' or None
-                 objective: str = "towards", target: str|int|None = None,  # Charmer's direction and target
-                 captions: str = "raw",        # 'raw' or 'blip' (`pre_caption`, LEAF's protocol)
-                 k: int = 2, n_positions: int = 10, alphabet: str|None = None,  # Charmer's budget, positions, Γ
-                 threat: ThreatModel|None = None, steps: int = 100,          # the image attack
-                 subset: SubsetSpec = SubsetSpec(), split: str = "test", seed: int = 0,
-                 batch_size: int = 256,        # images / captions / candidates per forward; images per APGD batch
-                 chunk: int = 64,              # captions per Charmer line (a multiple of Charmer's group of 16)
-                 captions_from: str|Path|None = None,  # a finished Charmer record of a model with this text tower: its captions
-                ):
+
+    def __init__(
+        self,
+        model: PixelCLIP,
+        task: RetrievalTask,
+        *,
+        attack: str | None,  # 'charmer', 'apgd' or None
+        objective: str = "towards",
+        target: str | int | None = None,  # Charmer's direction and target
+        captions: str = "raw",  # 'raw' or 'blip' (`pre_caption`, LEAF's protocol)
+        k: int = 2,
+        n_positions: int = 10,
+        alphabet: str | None = None,  # Charmer's budget, positions, Γ
+        threat: ThreatModel | None = None,
+        steps: int = 100,  # the image attack
+        subset: SubsetSpec = SubsetSpec(),
+        split: str = "test",
+        seed: int = 0,
+        batch_size: int = 256,  # images / captions / candidates per forward; images per APGD batch
+        chunk: int = 64,  # captions per Charmer line (a multiple of Charmer's group of 16)
+        captions_from: str
+        | Path
+        | None = None,  # a finished Charmer record of a model with this text tower: its captions
+    ):
         super().__init__(model, task.name, split=split, seed=seed)
-        if chunk % 16: raise RobustClipError(f"chunk must be a multiple of 16 (Charmer's group size); got {chunk}")
+        if chunk % 16:
+            raise RobustClipError(f"chunk must be a multiple of 16 (Charmer's group size); got {chunk}")
         self.data_task, self.attack, self.objective, self.target = task, attack, objective, target
         self.k, self.n_positions, self.alphabet, self.threat, self.steps = k, n_positions, alphabet, threat, steps
         self.subset, self.batch_size, self.chunk = subset, batch_size, chunk
         self.idx = subset.indices(len(task))
-        if captions not in CAPTION_MODES: raise RobustClipError(f"captions must be 'raw' or 'blip'; got {captions!r}")
+        if captions not in CAPTION_MODES:
+            raise RobustClipError(f"captions must be 'raw' or 'blip'; got {captions!r}")
         self.captions, self.captions_from, self.borrowed = captions, captions_from, None
         self.text_weights = text_tower_digest(model) if attack == "charmer" else None
-        if captions_from is not None and attack != "charmer": raise RobustClipError("captions_from needs attack='charmer'")
+        if captions_from is not None and attack != "charmer":
+            raise RobustClipError("captions_from needs attack='charmer'")
         self.caps = [pre_caption(c) if captions == "blip" else c for i in self.idx for c in task.captions[i]]
         self.txt2img = torch.tensor([j for j, i in enumerate(self.idx) for _ in task.captions[i]])
-        if not self.caps: raise RobustClipError(f"{task.name}: the selected images have no captions")
+        if not self.caps:
+            raise RobustClipError(f"{task.name}: the selected images have no captions")
 
     def config(self) -> dict:
         "What decides the numbers besides model and data."
-        a = {"name": self.attack, "objective": self.objective, "target": self.target, "k": self.k,
-             "n_positions": self.n_positions, "alphabet": self.alphabet, "chunk": self.chunk, "text_weights": self.text_weights} \
-            if self.attack == "charmer" else \
-            {"name": self.attack, **self.threat.to_json(), "steps": self.steps} if self.attack == "apgd" else None
-        return {"indices": config_hash(self.idx), "subset": self.subset.mode, "batch_size": self.batch_size, "attack": a,
-                **({"captions": self.captions} if self.captions != "raw" else {})}
+        a = (
+            {
+                "name": self.attack,
+                "objective": self.objective,
+                "target": self.target,
+                "k": self.k,
+                "n_positions": self.n_positions,
+                "alphabet": self.alphabet,
+                "chunk": self.chunk,
+                "text_weights": self.text_weights,
+            }
+            if self.attack == "charmer"
+            else {"name": self.attack, **self.threat.to_json(), "steps": self.steps}
+            if self.attack == "apgd"
+            else None
+        )
+        return {
+            "indices": config_hash(self.idx),
+            "subset": self.subset.mode,
+            "batch_size": self.batch_size,
+            "attack": a,
+            **({"captions": self.captions} if self.captions != "raw" else {}),
+        }
+
     def desc(self) -> str:
         "The progress bar's label."
         return f"{self.attack or 'clean'} {self.dataset}"
+
     def n_batches(self) -> int:
         "Caption chunks (Charmer), image batches (APGD), or none (clean)."
         n = {"charmer": (len(self.caps), self.chunk), "apgd": (len(self.idx), self.batch_size)}.get(self.attack)
@@ -218,51 +335,104 @@ class Retrieval(Adapter):
         "Clean embeddings; Charmer's anchors and alphabet, or APGD's generator."
         self.enc = ImageEmbedder(self.model).eval()
         self.images = retrieval_images(self.data_task, self.model, self.idx)
-        self.I, self.T = embed_images(self.enc, self.images, self.batch_size), embed_texts(self.model, self.caps, self.batch_size)
-        if self.attack == "charmer": self._charmer_setup()
-        if self.captions_from is not None: self.borrowed = borrowed_lines(self.captions_from, self)
-        if self.attack == "apgd": self.generator = torch.Generator().manual_seed(self.seed)
+        self.I, self.T = (
+            embed_images(self.enc, self.images, self.batch_size),
+            embed_texts(self.model, self.caps, self.batch_size),
+        )
+        if self.attack == "charmer":
+            self._charmer_setup()
+        if self.captions_from is not None:
+            self.borrowed = borrowed_lines(self.captions_from, self)
+        if self.attack == "apgd":
+            self.generator = torch.Generator().manual_seed(self.seed)
 
     def _charmer_setup(self) -> None:
         "Each caption's anchor (a target caption's embedding, or its own clean one) and the alphabet."
         dev = self.model.device
         if self.objective == "towards":
             tgt = TARGETS[self.target] if isinstance(self.target, int) else self.target
-            self.tcaps = [tgt] * len(self.caps) if tgt is not None else other_captions(self.txt2img, len(self.idx), self.caps, self.seed)
+            self.tcaps = (
+                [tgt] * len(self.caps)
+                if tgt is not None
+                else other_captions(self.txt2img, len(self.idx), self.caps, self.seed)
+            )
             self.anchors, self.kind = embed_texts(self.model, self.tcaps, self.batch_size).to(dev), "sim"
-        elif self.objective == "dissim":            # LEAF's --obj dissim: -cos to the *target* caption, i.e. away from it
-            tgt = TARGETS[self.target if self.target is not None else 0] if not isinstance(self.target, str) else self.target
+        elif self.objective == "dissim":  # LEAF's --obj dissim: -cos to the *target* caption, i.e. away from it
+            tgt = (
+                TARGETS[self.target if self.target is not None else 0]
+                if not isinstance(self.target, str)
+                else self.target
+            )
             self.tcaps = [tgt] * len(self.caps)
-            self.anchors, self.kind = embed_texts(self.model, [tgt], self.batch_size).to(dev).expand(len(self.caps), -1), "dissim"
-        else: self.anchors, self.kind, self.tcaps = self.T.to(dev), "dissim", [""] * len(self.caps)
+            self.anchors, self.kind = (
+                embed_texts(self.model, [tgt], self.batch_size).to(dev).expand(len(self.caps), -1),
+                "dissim",
+            )
+        else:
+            self.anchors, self.kind, self.tcaps = self.T.to(dev), "dissim", [""] * len(self.caps)
         self.chars = get_alphabet(self.alphabet, self.caps)
 
     def run_batch(self, b: int) -> dict:
         "Charmer on caption chunk `b`, or APGD on image batch `b`."
-        if self.borrowed is not None: return {"rows": self.borrowed[b]["rows"]}     # the same text tower's captions
+        if self.borrowed is not None:
+            return {"rows": self.borrowed[b]["rows"]}  # the same text tower's captions
         return self._charmer_chunk(b) if self.attack == "charmer" else self._apgd_batch(b)
 
     def _charmer_chunk(self, b: int) -> dict:
         "Charmer's edits of captions [64b, 64b+64), one row each."
-        s = b * self.chunk; cs = range(s, min(len(self.caps), s + self.chunk))
-        r = charmer(self.caps[s:cs.stop], embedding_objective(self.model, self.anchors[s:cs.stop], self.kind), k=self.k,
-                    n_positions=self.n_positions, alphabet=self.chars, threshold=None, batch_size=self.batch_size,
-                    tokenizer=self.model.tokenizer, seed=self.seed, desc="charmer")
-        return {"rows": [{"caption_index": c, "image_index": self.idx[int(self.txt2img[c])], "caption": self.caps[c],
-                          "target": self.tcaps[c], "adv_caption": a, "distance": d} for c, a, d in zip(cs, r.texts, r.distance)]}
+        s = b * self.chunk
+        cs = range(s, min(len(self.caps), s + self.chunk))
+        r = charmer(
+            self.caps[s : cs.stop],
+            embedding_objective(self.model, self.anchors[s : cs.stop], self.kind),
+            k=self.k,
+            n_positions=self.n_positions,
+            alphabet=self.chars,
+            threshold=None,
+            batch_size=self.batch_size,
+            tokenizer=self.model.tokenizer,
+            seed=self.seed,
+            desc="charmer",
+        )
+        return {
+            "rows": [
+                {
+                    "caption_index": c,
+                    "image_index": self.idx[int(self.txt2img[c])],
+                    "caption": self.caps[c],
+                    "target": self.tcaps[c],
+                    "adv_caption": a,
+                    "distance": d,
+                }
+                for c, a, d in zip(cs, r.texts, r.distance)
+            ]
+        }
 
     def _apgd_batch(self, b: int) -> dict:
         "APGD (squared ℓ2 away from the clean embedding) on image batch `b`: rows and the adversarial embeddings."
         s, dev = b * self.batch_size, self.model.device
         x = torch.stack([self.images[j] for j in range(s, min(s + self.batch_size, len(self.idx)))]).to(dev)
-        xa, _ = image_attack(self.enc, x, self.I[s:s + len(x)].to(dev), eps=self.threat.eps, norm=self.threat.norm,
-                             steps=self.steps, generator=self.generator)
-        Ia, I = embed_images(self.enc, list(xa), self.batch_size, dev), self.I[s:s + len(x)]
-        rows = [{"image_index": self.idx[s + j], "embedding_shift": (a - c).pow(2).sum().item(),
-                 "cos_to_clean": F.cosine_similarity(a, c, dim=0).item()} for j, (a, c) in enumerate(zip(Ia, I))]
+        xa, _ = image_attack(
+            self.enc,
+            x,
+            self.I[s : s + len(x)].to(dev),
+            eps=self.threat.eps,
+            norm=self.threat.norm,
+            steps=self.steps,
+            generator=self.generator,
+        )
+        Ia, I = embed_images(self.enc, list(xa), self.batch_size, dev), self.I[s : s + len(x)]
+        rows = [
+            {
+                "image_index": self.idx[s + j],
+                "embedding_shift": (a - c).pow(2).sum().item(),
+                "cos_to_clean": F.cosine_similarity(a, c, dim=0).item(),
+            }
+            for j, (a, c) in enumerate(zip(Ia, I))
+        ]
         return {"rows": rows, "embeddings": pack_tensor(Ia)}
 
-    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
+    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "Clean and adversarial recalls, the attack block, the record's other fields."
         m = {**retrieval_metrics(self.I, self.T, self.txt2img), "n_images": len(self.idx), "n_captions": len(self.caps)}
         rows = [r for b in sorted(lines) for r in lines[b]["rows"]]
@@ -277,53 +447,103 @@ class Retrieval(Adapter):
             Ia = torch.cat([unpack_tensor(lines[b]["embeddings"]) for b in sorted(lines)])
             m.update({f"robust_{n}": v for n, v in retrieval_metrics(Ia, self.T, self.txt2img).items()})
             m["mean_embedding_shift"] = (Ia - self.I).pow(2).sum(-1).mean().item()
-            return m, {"name": "apgd", "objective": "sq-l2 to the clean image embedding", **self.threat.to_json(),
-                       "iterations": self.steps, **base}, extra
+            return (
+                m,
+                {
+                    "name": "apgd",
+                    "objective": "sq-l2 to the clean image embedding",
+                    **self.threat.to_json(),
+                    "iterations": self.steps,
+                    **base,
+                },
+                extra,
+            )
         return m, None, extra
 
     def _charmer_block(self, base: dict) -> dict:
         "The attack block of a Charmer run."
-        return {"name": "charmer", "objective": self.objective, "score": self.kind,
-                "target": self.tcaps[0] if self.objective == "dissim" else self.target if self.target is not None else "other-image caption",
-                "k": self.k, "captions": self.captions,
-                "n_positions": self.n_positions, "alphabet": self.alphabet or "data", "alphabet_size": len(self.chars),
-                "n_samples": base["n_samples"], "n_captions": len(self.caps), "subset": base["subset"], "seed": self.seed,
-                **({"captions_from": Path(self.captions_from).name} if self.captions_from is not None else {})}
+        return {
+            "name": "charmer",
+            "objective": self.objective,
+            "score": self.kind,
+            "target": self.tcaps[0]
+            if self.objective == "dissim"
+            else self.target
+            if self.target is not None
+            else "other-image caption",
+            "k": self.k,
+            "captions": self.captions,
+            "n_positions": self.n_positions,
+            "alphabet": self.alphabet or "data",
+            "alphabet_size": len(self.chars),
+            "n_samples": base["n_samples"],
+            "n_captions": len(self.caps),
+            "subset": base["subset"],
+            "seed": self.seed,
+            **({"captions_from": Path(self.captions_from).name} if self.captions_from is not None else {}),
+        }
 
 # %% ../../nbs/32_eval.retrieval.ipynb #e63c88e6
-def eval_retrieval(model: PixelCLIP|str,          # a loaded model or a `load_clip` spec
-                   dataset: str|RetrievalTask,    # 'mini/retrieval', 'coco', 'karpathy:PATH', or a task
-                   *,
-                   attack: str|None = "charmer",  # 'charmer' (captions), 'apgd' (images) or None (clean only)
-                   objective: str = "towards",    # Charmer: 'towards' a target, 'away' from the clean caption, 'dissim' (LEAF: away from the target)
-                   target: str|int|None = None,   # a target caption, an index into `TARGETS`, or None (another image's caption)
-                   k: int = 2,                    # Charmer's Levenshtein budget (LEAF: 2)
-                   n_positions: int = 10,         # Charmer's positions (LEAF: 10)
-                   alphabet: str|None = None,     # Γ (default: characters of the evaluated captions; LEAF: 'ascii', 96 symbols)
-                   captions: str = "raw",         # 'raw' captions or 'blip' (`pre_caption`: LEAF's COCO protocol)
-                   eps: str|float|ThreatModel = "2/255",  # image attack budget
-                   steps: int = 100,              # image attack iterations (> 0)
-                   n_samples: int|None = None,    # images (with all their captions); None: all
-                   subset: str|SubsetSpec = "random",  # 'random' (seeded), 'first' (LEAF), or a spec
-                   seed: int = 0,
-                   batch_size: int = 256,
-                   chunk: int = 64,               # captions per Charmer sidecar line (a multiple of 16)
-                   data_root: str|None = None, split: str = "test",
-                   device: str = "auto",
-                   output: str|Path|None = None,  # result JSON (the sidecar goes beside it)
-                   resume: bool = True,           # continue from the sidecar of an interrupted run
-                   max_batches: int|None = None,  # run at most this many new batches, then stop (incomplete)
-                   pretrained: str|None = None,   # pretrained tag or checkpoint when `model` is a spec
-                   overwrite: bool = False,       # replace a result that other settings wrote at `output` (else refused)
-                   captions_from: str|Path|None = None,  # Charmer: take the captions of this finished record of a model with the same text tower (checked)
-                  ) -> dict:
+def eval_retrieval(
+    model: PixelCLIP | str,  # a loaded model or a `load_clip` spec
+    dataset: str | RetrievalTask,  # 'mini/retrieval', 'coco', 'karpathy:PATH', or a task
+    *,
+    attack: str | None = "charmer",  # 'charmer' (captions), 'apgd' (images) or None (clean only)
+    objective: str = "towards",  # Charmer: 'towards' a target, 'away' from the clean caption, 'dissim' (LEAF: away from the target)
+    target: str | int | None = None,  # a target caption, an index into `TARGETS`, or None (another image's caption)
+    k: int = 2,  # Charmer's Levenshtein budget (LEAF: 2)
+    n_positions: int = 10,  # Charmer's positions (LEAF: 10)
+    alphabet: str | None = None,  # Γ (default: characters of the evaluated captions; LEAF: 'ascii', 96 symbols)
+    captions: str = "raw",  # 'raw' captions or 'blip' (`pre_caption`: LEAF's COCO protocol)
+    eps: str | float | ThreatModel = "2/255",  # image attack budget
+    steps: int = 100,  # image attack iterations (> 0)
+    n_samples: int | None = None,  # images (with all their captions); None: all
+    subset: str | SubsetSpec = "random",  # 'random' (seeded), 'first' (LEAF), or a spec
+    seed: int = 0,
+    batch_size: int = 256,
+    chunk: int = 64,  # captions per Charmer sidecar line (a multiple of 16)
+    data_root: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    output: str | Path | None = None,  # result JSON (the sidecar goes beside it)
+    resume: bool = True,  # continue from the sidecar of an interrupted run
+    max_batches: int | None = None,  # run at most this many new batches, then stop (incomplete)
+    pretrained: str | None = None,  # pretrained tag or checkpoint when `model` is a spec
+    overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
+    captions_from: str
+    | Path
+    | None = None,  # Charmer: take the captions of this finished record of a model with the same text tower (checked)
+) -> dict:
     "Clean and adversarial retrieval recall@1/5/10 (CLIP_benchmark keys; adversarial ones prefixed `robust_`)."
-    attack, target, sub = retrieval_attack(attack, objective), retrieval_target(target), subset_spec(subset, n_samples, seed)
+    attack, target, sub = (
+        retrieval_attack(attack, objective),
+        retrieval_target(target),
+        subset_spec(subset, n_samples, seed),
+    )
     threat = ThreatModel.parse(eps) if attack == "apgd" else None
-    check_nonnegative("--k", k); check_positive("--n-positions", n_positions); check_positive("--steps", steps)
-    check_positive("--batch-size", batch_size); check_output(output)
+    check_nonnegative("--k", k)
+    check_positive("--n-positions", n_positions)
+    check_positive("--steps", steps)
+    check_positive("--batch-size", batch_size)
+    check_output(output)
     task = resolve_task(dataset, RetrievalTask, "a retrieval task", data_root=data_root, split=split)
-    adapter = Retrieval(resolve_model(model, pretrained, device), task, attack=attack, objective=objective, target=target, captions=captions,
-                        k=k, n_positions=n_positions, alphabet=alphabet, threat=threat, steps=steps, subset=sub,
-                        split=split, seed=seed, batch_size=batch_size, chunk=chunk, captions_from=captions_from)
+    adapter = Retrieval(
+        resolve_model(model, pretrained, device),
+        task,
+        attack=attack,
+        objective=objective,
+        target=target,
+        captions=captions,
+        k=k,
+        n_positions=n_positions,
+        alphabet=alphabet,
+        threat=threat,
+        steps=steps,
+        subset=sub,
+        split=split,
+        seed=seed,
+        batch_size=batch_size,
+        chunk=chunk,
+        captions_from=captions_from,
+    )
     return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

@@ -6,7 +6,11 @@ Docs: https://robustclip.github.io/robustclip/eval.runner.html.md"""
 
 # %% ../../nbs/29_eval.runner.ipynb #3a9c0330
 from __future__ import annotations
-import base64, json, os, time, warnings
+import base64
+import json
+import os
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 from contextlib import ExitStack
@@ -16,8 +20,17 @@ import torch
 import torch.nn as nn
 import torch.distributed as dist
 
-from ..core import (RobustClipError, SubsetSpec, config_hash, atomic_write_text, seed_everything, get_device, progress,
-                             check_writable, exclusive)
+from robustclip.core import (
+    RobustClipError,
+    SubsetSpec,
+    config_hash,
+    atomic_write_text,
+    seed_everything,
+    get_device,
+    progress,
+    check_writable,
+    exclusive,
+)
 from contextlib import nullcontext
 from ..models import PixelCLIP, load_clip
 from ..data.core import get_dataset
@@ -25,366 +38,537 @@ from ..results import result_record, write_result
 from ..train.distributed import init_distributed, cleanup_distributed, world_info_from_env, rank_device
 
 # %% auto #0
-__all__ = ['SIDECAR_KIND', 'sidecar_path', 'check_output', 'weights_fingerprint', 'read_sidecar', 'write_sidecar', 'pack_tensor',
-           'unpack_tensor', 'rng_state', 'set_rng_state', 'resolve_task', 'resolve_model', 'check_positive',
-           'check_nonnegative', 'subset_spec', 'Adapter', 'model_spec', 'sidecar_config', 'sidecar_part',
-           'sidecar_parts', 'Shards', 'shards_from_env', 'sidecar_head', 'check_existing', 'run_batches', 'run_eval']
+__all__ = [
+    'SIDECAR_KIND', 'sidecar_path', 'check_output', 'weights_fingerprint', 'read_sidecar', 'write_sidecar',
+    'pack_tensor', 'unpack_tensor', 'rng_state', 'set_rng_state', 'resolve_task', 'resolve_model', 'check_positive',
+    'check_nonnegative', 'subset_spec', 'Adapter', 'model_spec', 'sidecar_config', 'sidecar_part', 'sidecar_parts',
+    'Shards', 'shards_from_env', 'sidecar_head', 'check_existing', 'run_batches', 'run_eval'
+]
 
 # %% ../../nbs/29_eval.runner.ipynb #70232832
 SIDECAR_KIND = "robustclip.samples"
 
-def sidecar_path(output: str|Path,  # the result JSON
-                ) -> Path:
+
+def sidecar_path(
+    output: str | Path,  # the result JSON
+) -> Path:
     "Where the per-sample lines of `output` live: `a.json` -> `a.samples.jsonl`."
     p = Path(output)
     return p.with_name(p.stem + ".samples.jsonl")
 
-def check_output(output: str|Path|None,  # a file to write (its folders may not exist yet), or None
-                ) -> Path|None:
+
+def check_output(
+    output: str | Path | None,  # a file to write (its folders may not exist yet), or None
+) -> Path | None:
     "`output` as a Path once it is known to be writable: not a folder, no file on its way, a writable folder above."
     return None if output is None else check_writable(output, "output")
 
 # %% ../../nbs/29_eval.runner.ipynb #38ca9d11
 @torch.no_grad()
-def weights_fingerprint(*models: nn.Module,  # the models whose weights decide the numbers (e.g. model and anchor)
-                       ) -> str:
+def weights_fingerprint(
+    *models: nn.Module,  # the models whose weights decide the numbers (e.g. model and anchor)
+) -> str:
     "A cheap fingerprint of the weights: a hash of the sum of every floating-point tensor of each state dict."
-    sums = [[round(float(p.double().sum()), 6) for p in m.state_dict().values() if torch.is_tensor(p) and p.is_floating_point()]
-            for m in models]
+    sums = [
+        [
+            round(float(p.double().sum()), 6)
+            for p in m.state_dict().values()
+            if torch.is_tensor(p) and p.is_floating_point()
+        ]
+        for m in models
+    ]
     return config_hash(sums, 16)
 
 # %% ../../nbs/29_eval.runner.ipynb #43b897ec
-def read_sidecar(path: str|Path,  # a sidecar file
-                 key: str,        # the configuration key it must carry
-                ) -> dict[int, dict]|None:
+def read_sidecar(
+    path: str | Path,  # a sidecar file
+    key: str,  # the configuration key it must carry
+) -> dict[int, dict] | None:
     "The finished batches of a sidecar (batch -> line), {} if there is none, None if it belongs to another configuration."
     path = Path(path)
-    if not path.is_file(): return {}
+    if not path.is_file():
+        return {}
     lines = path.read_text(errors="replace").splitlines()
-    try: head = json.loads(lines[0]) if lines else {}
-    except json.JSONDecodeError: return None
-    if not isinstance(head, dict) or head.get("key") != key: return None
+    try:
+        head = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(head, dict) or head.get("key") != key:
+        return None
     out = {}
     for n, line in enumerate(lines[1:], 2):
-        try: d = json.loads(line)
-        except json.JSONDecodeError: d = None   # a torn line (cannot happen with atomic writes, but be safe)
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            d = None  # a torn line (cannot happen with atomic writes, but be safe)
         if not isinstance(d, dict) or not isinstance(d.get("batch"), int) or d["batch"] < 0:
-            warnings.warn(f"{path}, line {n}: not a batch line; the batches from there on are computed again", stacklevel=2)
+            warnings.warn(
+                f"{path}, line {n}: not a batch line; the batches from there on are computed again", stacklevel=2
+            )
             break
         out[d["batch"]] = d
     return out
 
-def write_sidecar(path: str|Path,          # the sidecar file
-                  header: dict,            # its first line
-                  batches: dict[int, dict],  # batch -> line
-                 ) -> Path:
+
+def write_sidecar(
+    path: str | Path,  # the sidecar file
+    header: dict,  # its first line
+    batches: dict[int, dict],  # batch -> line
+) -> Path:
     "Write header + batch lines (in batch order) atomically."
     lines = [json.dumps(header)] + [json.dumps(batches[b]) for b in sorted(batches)]
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
-def pack_tensor(t: torch.Tensor,  # any CPU-copyable tensor
-               ) -> dict:
+
+def pack_tensor(
+    t: torch.Tensor,  # any CPU-copyable tensor
+) -> dict:
     "A tensor as JSON that comes back bit for bit: dtype, shape and base64 bytes."
     t = t.detach().cpu().contiguous()
-    return {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
-            "data": base64.b64encode(t.numpy().tobytes()).decode("ascii")}
+    return {
+        "dtype": str(t.dtype).removeprefix("torch."),
+        "shape": list(t.shape),
+        "data": base64.b64encode(t.numpy().tobytes()).decode("ascii"),
+    }
 
-def unpack_tensor(d: dict,  # what `pack_tensor` wrote
-                 ) -> torch.Tensor:
+
+def unpack_tensor(
+    d: dict,  # what `pack_tensor` wrote
+) -> torch.Tensor:
     "The tensor `pack_tensor` stored."
     raw = bytearray(base64.b64decode(d["data"]))
-    return torch.frombuffer(raw, dtype=getattr(torch, d["dtype"])).reshape(d["shape"]) if raw else \
-        torch.zeros(d["shape"], dtype=getattr(torch, d["dtype"]))
+    return (
+        torch.frombuffer(raw, dtype=getattr(torch, d["dtype"])).reshape(d["shape"])
+        if raw
+        else torch.zeros(d["shape"], dtype=getattr(torch, d["dtype"]))
+    )
+
 
 def rng_state(g: torch.Generator) -> str:
     "A CPU generator's state as base64 text."
     return base64.b64encode(g.get_state().numpy().tobytes()).decode("ascii")
 
-def set_rng_state(g: torch.Generator,  # the generator to restore
-                  state: str,          # what `rng_state` returned
-                 ) -> torch.Generator:
+
+def set_rng_state(
+    g: torch.Generator,  # the generator to restore
+    state: str,  # what `rng_state` returned
+) -> torch.Generator:
     "Restore `g` to a state saved by `rng_state`."
     g.set_state(torch.frombuffer(bytearray(base64.b64decode(state)), dtype=torch.uint8).clone())
     return g
 
 # %% ../../nbs/29_eval.runner.ipynb #b66e636f
-def resolve_task(dataset: Any,       # a task, or its name for `get_dataset`
-                 kind: type,         # the task class this evaluation takes
-                 what: str,          # how to say what it takes, e.g. 'a retrieval task'
-                 *,
-                 data_root: str|None = None, split: str = "test",
-                 **dataset_kwargs,   # passed to `get_dataset`
-                ) -> Any:
+def resolve_task(
+    dataset: Any,  # a task, or its name for `get_dataset`
+    kind: type,  # the task class this evaluation takes
+    what: str,  # how to say what it takes, e.g. 'a retrieval task'
+    *,
+    data_root: str | None = None,
+    split: str = "test",
+    **dataset_kwargs,  # passed to `get_dataset`
+) -> Any:
     "The task named `dataset`, checked to be a `kind`."
     task = get_dataset(dataset, root=data_root, split=split, **dataset_kwargs) if isinstance(dataset, str) else dataset
-    if not isinstance(task, kind): raise RobustClipError(f"{getattr(task, 'name', dataset)} is not {what}")
+    if not isinstance(task, kind):
+        raise RobustClipError(f"{getattr(task, 'name', dataset)} is not {what}")
     return task
 
-def resolve_model(model: PixelCLIP|str,     # a loaded model or a `load_clip` spec
-                  pretrained: str|None = None,  # a pretrained tag or checkpoint for a spec
-                  device: str|torch.device = "auto",
-                 ) -> PixelCLIP:
+
+def resolve_model(
+    model: PixelCLIP | str,  # a loaded model or a `load_clip` spec
+    pretrained: str | None = None,  # a pretrained tag or checkpoint for a spec
+    device: str | torch.device = "auto",
+) -> PixelCLIP:
     "The model on `device` (under torchrun, 'auto'/'cuda' is this rank's GPU), in eval mode (loaded when given by name)."
     dev = rank_device(device)
     return load_clip(model, pretrained, device=dev) if isinstance(model, str) else model.to(dev).eval()
 
-def check_positive(flag: str,  # the option as users write it, e.g. '--batch-size'
-                   value: Any,  # its value
-                  ) -> int:
+
+def check_positive(
+    flag: str,  # the option as users write it, e.g. '--batch-size'
+    value: Any,  # its value
+) -> int:
     "`value` if it is a positive integer, else a one-line error naming `flag` (zero iterations are refused too)."
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise RobustClipError(f"{flag} must be a positive integer; got {value!r}")
     return value
 
-def check_nonnegative(flag: str,  # the option as users write it, e.g. '--k'
-                      value: Any,  # its value
-                     ) -> int:
+
+def check_nonnegative(
+    flag: str,  # the option as users write it, e.g. '--k'
+    value: Any,  # its value
+) -> int:
     "`value` if it is an integer >= 0 (a budget that may be zero), else a one-line error naming `flag`."
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise RobustClipError(f"{flag} must be an integer >= 0; got {value!r}")
     return value
 
-def subset_spec(subset: str|SubsetSpec,  # 'random', 'first', or a parsed spec (returned as is)
-                n_samples: int|None = None,  # how many (None: all)
-                seed: int = 0,
-               ) -> SubsetSpec:
+
+def subset_spec(
+    subset: str | SubsetSpec,  # 'random', 'first', or a parsed spec (returned as is)
+    n_samples: int | None = None,  # how many (None: all)
+    seed: int = 0,
+) -> SubsetSpec:
     "The samples to evaluate as a `SubsetSpec` (parsed once at the boundary)."
     return subset if isinstance(subset, SubsetSpec) else SubsetSpec(n_samples, subset, seed)
 
 # %% ../../nbs/29_eval.runner.ipynb #e95a8a8f
 class Adapter:
     "One kind of evaluation as the runner sees it: subclass it and fill in `config`, `prepare`, `n_batches`, `run_batch`, `finish`."
-    task: str = "evaluation"  # the record's task (a short name of `robustclip.results.TASK_NAMES`, or the full one)
-    unit: str = "batch"       # what a progress step counts
 
-    def __init__(self,
-                 model: nn.Module,   # the evaluated model (its `.spec` names it in the record)
-                 dataset: str,       # the task's name, as the record says it
-                 *,
-                 split: str = "test",
-                 seed: int = 0,      # seeds the subset and every random draw
-                ):
+    task: str = "evaluation"  # the record's task (a short name of `robustclip.results.TASK_NAMES`, or the full one)
+    unit: str = "batch"  # what a progress step counts
+
+    def __init__(
+        self,
+        model: nn.Module,  # the evaluated model (its `.spec` names it in the record)
+        dataset: str,  # the task's name, as the record says it
+        *,
+        split: str = "test",
+        seed: int = 0,  # seeds the subset and every random draw
+    ):
         self.model, self.dataset, self.split, self.seed = model, dataset, split, seed
-        self.generator: torch.Generator|None = None   # set in `prepare` to carry random draws across batches
+        self.generator: torch.Generator | None = None  # set in `prepare` to carry random draws across batches
 
     @property
     def models(self) -> tuple[nn.Module, ...]:
         "The models whose weights key the sidecar."
         return (self.model,)
+
     def desc(self) -> str:
         "The progress bar's label."
         return f"{self.task} {self.dataset}"
+
     def config(self) -> dict:
         "Everything besides model, weights, data, split and seed that decides the numbers (JSON; hashed into the key)."
         return {}
+
     def prepare(self) -> None:
         "Load the data and run the clean pass (on every run, a resume too); set `generator` to carry one across batches."
+
     def n_batches(self) -> int:
         "How many batches (sidecar lines) the evaluation has; 0: the clean pass is all."
         return 0
+
     def run_batch(self, b: int) -> dict:
         "Compute batch `b`; its sidecar line (JSON, without the 'batch' key)."
         raise NotImplementedError
-    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
+
+    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "(metrics, attack block or None, other record fields) from all batch lines."
         raise NotImplementedError
 
-def model_spec(model: nn.Module,  # a PixelCLIP (its `.spec`) or any module
-              ) -> dict:
+
+def model_spec(
+    model: nn.Module,  # a PixelCLIP (its `.spec`) or any module
+) -> dict:
     "How a record names the model: its `.spec`, or the module's class name."
     return dict(model.spec) if hasattr(model, "spec") else {"model": type(model).__name__, "pretrained": ""}
 
+
 def sidecar_config(adapter: Adapter) -> dict:
     "The full configuration of an evaluation: what its sidecar's key hashes."
-    return {"task": adapter.task, "model": model_spec(adapter.model), "weights": weights_fingerprint(*adapter.models),
-            "dataset": adapter.dataset, "split": adapter.split, "seed": adapter.seed, **adapter.config()}
+    return {
+        "task": adapter.task,
+        "model": model_spec(adapter.model),
+        "weights": weights_fingerprint(*adapter.models),
+        "dataset": adapter.dataset,
+        "split": adapter.split,
+        "seed": adapter.seed,
+        **adapter.config(),
+    }
 
 # %% ../../nbs/29_eval.runner.ipynb #e66691fe
-def sidecar_part(side: Path,  # the sidecar
-                 rank: int,   # the rank writing this part
-                ) -> Path:
+def sidecar_part(
+    side: Path,  # the sidecar
+    rank: int,  # the rank writing this part
+) -> Path:
     "Where rank `rank` of a sharded run keeps its batches: `a.samples.jsonl` -> `a.samples.rank1.jsonl`."
     return side.with_name(f"{side.stem}.rank{rank}{side.suffix}")
+
 
 def sidecar_parts(side: Path) -> list[Path]:
     "The parts that the ranks of a sharded run left beside `side`, by rank."
     parts = side.parent.glob(f"{side.stem}.rank*{side.suffix}")
-    return sorted((p for p in parts if p.name[len(side.stem) + 5:-len(side.suffix)].isdigit()),
-                  key=lambda p: int(p.name[len(side.stem) + 5:-len(side.suffix)]))
+    return sorted(
+        (p for p in parts if p.name[len(side.stem) + 5 : -len(side.suffix)].isdigit()),
+        key=lambda p: int(p.name[len(side.stem) + 5 : -len(side.suffix)]),
+    )
+
 
 @dataclass
 class Shards:
     "The ranks that share an evaluation's batches: this one, how many, and an all-gather of picklable objects."
+
     rank: int = 0
     world: int = 1
-    gather: Callable[[Any], list] = lambda obj: [obj]   # obj -> [rank 0's obj, ..., rank world-1's obj]
+    gather: Callable[[Any], list] = lambda obj: [obj]  # obj -> [rank 0's obj, ..., rank world-1's obj]
+
     def mine(self, b: int) -> bool:
         "Whether batch `b` is this rank's (round robin: b mod world)."
         return b % self.world == self.rank
-    def agree(self, err: BaseException|None) -> None:
+
+    def agree(self, err: BaseException | None) -> None:
         "Raise `err` here, and a one-line error on every other rank, when any rank failed (so that none waits forever)."
         errs = self.gather(None if err is None else f"{type(err).__name__}: {err}")
-        if err is not None: raise err
+        if err is not None:
+            raise err
         bad = [(r, e) for r, e in enumerate(errs) if e is not None]
-        if bad: raise RobustClipError(f"rank {bad[0][0]} failed: {bad[0][1]}")
+        if bad:
+            raise RobustClipError(f"rank {bad[0][0]} failed: {bad[0][1]}")
+
 
 def _all_gather(obj: Any) -> list:
     "All-gather a picklable object over the process group."
-    box = [None] * dist.get_world_size(); dist.all_gather_object(box, obj); return box
+    box = [None] * dist.get_world_size()
+    dist.all_gather_object(box, obj)
+    return box
 
-def shards_from_env(device: str|torch.device = "cpu",  # the model's device (gloo on CPU, nccl on CUDA)
-                   ) -> Shards:
+
+def shards_from_env(
+    device: str | torch.device = "cpu",  # the model's device (gloo on CPU, nccl on CUDA)
+) -> Shards:
     "This process's `Shards` under torchrun/SLURM (the process group started if needed); one shard otherwise."
-    if world_info_from_env()[2] <= 1: return Shards()
+    if world_info_from_env()[2] <= 1:
+        return Shards()
     info = init_distributed(str(device))
     return Shards(info.rank, info.world_size, _all_gather) if info.distributed else Shards()
 
 # %% ../../nbs/29_eval.runner.ipynb #28206620
-def _resumable(side: Path|None, key: str, resume: bool) -> dict[int, dict]:
+def _resumable(side: Path | None, key: str, resume: bool) -> dict[int, dict]:
     "The batch lines earlier runs with the same key left, in the sidecar and in the parts of a sharded run (a warning for another configuration's)."
-    if side is None or not resume: return {}
+    if side is None or not resume:
+        return {}
     out = {}
     for p in (side, *sidecar_parts(side)):
         got = read_sidecar(p, key)
-        if got is None: warnings.warn(f"{p} belongs to another configuration; starting over", stacklevel=3)
+        if got is None:
+            warnings.warn(f"{p} belongs to another configuration; starting over", stacklevel=3)
         out.update(got or {})
     return out
 
+
 def _differ(old: Any, new: dict) -> str:
     "Which settings differ between a stored configuration and this one, for the message ('' when unknown)."
-    if not isinstance(old, dict): return ""
+    if not isinstance(old, dict):
+        return ""
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return f" (settings that differ: {', '.join(diff[:6])})" if diff else ""
 
-def sidecar_head(side: Path,  # a sidecar file
-                ) -> dict:
+
+def sidecar_head(
+    side: Path,  # a sidecar file
+) -> dict:
     "A sidecar's header line ({} when unreadable)."
-    try: head = json.loads(side.read_text(errors="replace").split("\n", 1)[0])
-    except json.JSONDecodeError: return {}
+    try:
+        head = json.loads(side.read_text(errors="replace").split("\n", 1)[0])
+    except json.JSONDecodeError:
+        return {}
     return head if isinstance(head, dict) else {}
 
-def check_existing(out: Path|None,    # the result JSON
-                   side: Path|None,   # its sidecar
-                   cfg: dict,         # this evaluation's configuration
-                   key: str,          # its hash
-                   overwrite: bool = False,  # replace what other settings wrote
-                  ) -> None:
+
+def check_existing(
+    out: Path | None,  # the result JSON
+    side: Path | None,  # its sidecar
+    cfg: dict,  # this evaluation's configuration
+    key: str,  # its hash
+    overwrite: bool = False,  # replace what other settings wrote
+) -> None:
     "Refuse to replace a result or a sidecar (or a shard's part) that other settings wrote (unless `overwrite`); the same settings resume."
-    if overwrite: return
+    if overwrite:
+        return
     if out is not None and out.exists():
-        try: rec = json.loads(out.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError): rec = None
+        try:
+            rec = json.loads(out.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            rec = None
         if not isinstance(rec, dict) or rec.get("config_key") != key:
-            what = "a result of other settings" if isinstance(rec, dict) and "metrics" in rec else "a file that is not a result of these settings"
-            raise RobustClipError(f"{out} already holds {what}{_differ(rec.get('settings') if isinstance(rec, dict) else None, cfg)}; "
-                                  "pass --overwrite (overwrite=True) to replace it, or choose another --output")
-    for s in ((side, *sidecar_parts(side)) if side is not None else ()):
+            what = (
+                "a result of other settings"
+                if isinstance(rec, dict) and "metrics" in rec
+                else "a file that is not a result of these settings"
+            )
+            raise RobustClipError(
+                f"{out} already holds {what}{_differ(rec.get('settings') if isinstance(rec, dict) else None, cfg)}; "
+                "pass --overwrite (overwrite=True) to replace it, or choose another --output"
+            )
+    for s in (side, *sidecar_parts(side)) if side is not None else ():
         if s.is_file() and (head := sidecar_head(s)).get("key") != key:
-            raise RobustClipError(f"{s} belongs to an evaluation with other settings{_differ(head.get('config'), cfg)} "
-                                  "(interrupted, or running now); pass --overwrite (overwrite=True) to discard it, or choose another --output")
+            raise RobustClipError(
+                f"{s} belongs to an evaluation with other settings{_differ(head.get('config'), cfg)} "
+                "(interrupted, or running now); pass --overwrite (overwrite=True) to discard it, or choose another --output"
+            )
+
 
 def _prefix(lines: dict[int, dict]) -> dict[int, dict]:
     "The batches 0..k-1 without a gap (a carried generator can only continue after an unbroken prefix)."
     out, b = {}, 0
-    while b in lines and "rng" in lines[b]: out[b] = lines[b]; b += 1
+    while b in lines and "rng" in lines[b]:
+        out[b] = lines[b]
+        b += 1
     return out
 
-def _where(side: Path|None, out: Path|None) -> str|None:
+
+def _where(side: Path | None, out: Path | None) -> str | None:
     "How the record names its sidecar: the file name when it lies beside the result, else the path."
-    if side is None: return None
+    if side is None:
+        return None
     return side.name if out is not None and side.parent == out.parent else str(side)
 
-def run_batches(adapter: Adapter,         # what to run (prepared)
-                lines: dict[int, dict],   # batch -> line, the finished ones (updated in place)
-                write: Callable[[dict], Any],  # called after each batch with `lines`
-                max_batches: int|None = None,  # run at most this many new batches
-                shards: Shards|None = None,    # run only this rank's batches (None: all)
-               ) -> bool:
+
+def run_batches(
+    adapter: Adapter,  # what to run (prepared)
+    lines: dict[int, dict],  # batch -> line, the finished ones (updated in place)
+    write: Callable[[dict], Any],  # called after each batch with `lines`
+    max_batches: int | None = None,  # run at most this many new batches
+    shards: Shards | None = None,  # run only this rank's batches (None: all)
+) -> bool:
     "Run the batches (this rank's, when sharded) that are not in `lines`, in order; True when all are done."
     nb, g, sh = adapter.n_batches(), adapter.generator, shards or Shards()
     todo = [b for b in range(nb) if b not in lines and sh.mine(b)][:max_batches]
     desc = adapter.desc() + (f" [rank {sh.rank}/{sh.world}]" if sh.world > 1 else "")
     for b in progress(todo, desc=desc, unit=adapter.unit, leave=False):
-        if g is not None and b > 0: set_rng_state(g, lines[b - 1]["rng"])
+        if g is not None and b > 0:
+            set_rng_state(g, lines[b - 1]["rng"])
         line = {"batch": b, **adapter.run_batch(b)}
-        if g is not None: line["rng"] = rng_state(g)
-        lines[b] = line; write(lines)
+        if g is not None:
+            line["rng"] = rng_state(g)
+        lines[b] = line
+        write(lines)
     return len(lines) == nb
+
 
 def _model_device(adapter: Adapter) -> torch.device:
     "The device of the adapter's model (CPU when it has no parameters)."
-    try: return next(adapter.model.parameters()).device
-    except (AttributeError, StopIteration): return torch.device("cpu")
+    try:
+        return next(adapter.model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
 
 def _ours(fn: Callable[[], Any], shards: Shards) -> Any:
     "`fn()` on every rank; an error on any rank is raised on all of them (so that none waits at the next collective)."
-    try: res, err = fn(), None
-    except Exception as e: res, err = None, e
+    try:
+        res, err = fn(), None
+    except Exception as e:
+        res, err = None, e
     shards.agree(err)
     return res
 
-def run_eval(adapter: Adapter,               # the evaluation
-             *,
-             output: str|Path|None = None,   # the result JSON (None: only returned)
-             samples: str|Path|None = None,  # the sidecar (default: beside `output`; none without either)
-             resume: bool = True,            # continue from the sidecar of an interrupted run (and its shards' parts)
-             max_batches: int|None = None,   # run at most this many new batches (per rank), then stop (an incomplete result)
-             overwrite: bool = False,        # replace a result or sidecar that other settings wrote (else: refused)
-             shards: Shards|None = None,     # the ranks sharing the batches (None: from torchrun's environment, else one process)
-            ) -> dict:
+
+def run_eval(
+    adapter: Adapter,  # the evaluation
+    *,
+    output: str | Path | None = None,  # the result JSON (None: only returned)
+    samples: str | Path | None = None,  # the sidecar (default: beside `output`; none without either)
+    resume: bool = True,  # continue from the sidecar of an interrupted run (and its shards' parts)
+    max_batches: int | None = None,  # run at most this many new batches (per rank), then stop (an incomplete result)
+    overwrite: bool = False,  # replace a result or sidecar that other settings wrote (else: refused)
+    shards: Shards | None = None,  # the ranks sharing the batches (None: from torchrun's environment, else one process)
+) -> dict:
     "Run `adapter`'s clean pass and batches with a resumable sidecar, sharded over torchrun's ranks; returns (and writes) the result record."
     t0, out = time.time(), check_output(output)
     side = check_output(samples) if samples else (sidecar_path(out) if out else None)
     started = shards is None and world_info_from_env()[2] > 1 and not (dist.is_available() and dist.is_initialized())
-    if shards is None: shards = shards_from_env(_model_device(adapter))
-    try: return _run_eval(adapter, out, side, resume, max_batches, overwrite, shards, t0)
+    if shards is None:
+        shards = shards_from_env(_model_device(adapter))
+    try:
+        return _run_eval(adapter, out, side, resume, max_batches, overwrite, shards, t0)
     finally:
-        if started: cleanup_distributed()   # this call started the process group: it ends it
+        if started:
+            cleanup_distributed()  # this call started the process group: it ends it
 
-def _run_eval(adapter: Adapter, out: Path|None, side: Path|None, resume: bool, max_batches: int|None, overwrite: bool,
-              shards: Shards, t0: float) -> dict:
+
+def _run_eval(
+    adapter: Adapter,
+    out: Path | None,
+    side: Path | None,
+    resume: bool,
+    max_batches: int | None,
+    overwrite: bool,
+    shards: Shards,
+    t0: float,
+) -> dict:
     "`run_eval` once the ranks are known."
     sharded, rank = shards.world > 1, shards.rank
     seed_everything(adapter.seed)
-    cfg = sidecar_config(adapter); key = config_hash(cfg, 16)
+    cfg = sidecar_config(adapter)
+    key = config_hash(cfg, 16)
     header = {"kind": SIDECAR_KIND, "key": key, "config": cfg}
     with ExitStack() as stack:
+
         def setup():
-            if (out or side) and rank == 0: stack.enter_context(exclusive(out or side, "--output"))  # one writer per result
-            check_existing(out, side, cfg, key, overwrite)                                        # before any work
-            return _resumable(side, key, resume)                    # every rank reads before any rank writes
+            if (out or side) and rank == 0:
+                stack.enter_context(exclusive(out or side, "--output"))  # one writer per result
+            check_existing(out, side, cfg, key, overwrite)  # before any work
+            return _resumable(side, key, resume)  # every rank reads before any rank writes
+
         lines = _ours(setup, shards)
         if len(set(shards.gather(key))) > 1:
-            raise RobustClipError("the ranks disagree on the configuration (other weights, data or options on some rank)")
+            raise RobustClipError(
+                "the ranks disagree on the configuration (other weights, data or options on some rank)"
+            )
+
         def prep():
             adapter.prepare()
             if sharded and adapter.generator is not None:
-                raise RobustClipError(f"{adapter.task} carries one random generator from batch to batch, so its batches run "
-                                      "in order: run it in one process (without torchrun)")
+                raise RobustClipError(
+                    f"{adapter.task} carries one random generator from batch to batch, so its batches run "
+                    "in order: run it in one process (without torchrun)"
+                )
+
         _ours(prep, shards)
-        if adapter.generator is not None: lines = _prefix(lines)
+        if adapter.generator is not None:
+            lines = _prefix(lines)
         nb, resumed = adapter.n_batches(), len(lines)
-        if side is not None and not nb and side.is_file() and sidecar_head(side).get("key") != key and rank == 0: side.unlink()  # overwritten: not ours
-        if side is None or not nb: write = lambda ls: None
+        if side is not None and not nb and side.is_file() and sidecar_head(side).get("key") != key and rank == 0:
+            side.unlink()  # overwritten: not ours
+        if side is None or not nb:
+            write = lambda ls: None
         elif sharded:
             part, head = sidecar_part(side, rank), {**header, "shard": [rank, shards.world]}
             write = lambda ls: write_sidecar(part, head, {b: l for b, l in ls.items() if shards.mine(b)})
-        else: write = lambda ls: write_sidecar(side, header, ls)
-        if not any(shards.mine(b) for b in lines): write(lines)
+        else:
+            write = lambda ls: write_sidecar(side, header, ls)
+        if not any(shards.mine(b) for b in lines):
+            write(lines)
         _ours(lambda: run_batches(adapter, lines, write, max_batches, shards), shards)
         if sharded:
-            for got in shards.gather({b: l for b, l in lines.items() if shards.mine(b)}): lines.update(got)
+            for got in shards.gather({b: l for b, l in lines.items() if shards.mine(b)}):
+                lines.update(got)
         if len(lines) < nb:
-            return {"complete": False, "batches_done": len(lines), "n_batches": nb, "sidecar": str(side) if side else None}
+            return {
+                "complete": False,
+                "batches_done": len(lines),
+                "n_batches": nb,
+                "sidecar": str(side) if side else None,
+            }
+
         def record():
-            if rank != 0: return None
-            if side is not None and nb: write_sidecar(side, header, lines)   # the merged sidecar (parts included), in batch order
-            for p in sidecar_parts(side) if side is not None else (): p.unlink(missing_ok=True)
+            if rank != 0:
+                return None
+            if side is not None and nb:
+                write_sidecar(side, header, lines)  # the merged sidecar (parts included), in batch order
+            for p in sidecar_parts(side) if side is not None else ():
+                p.unlink(missing_ok=True)
             metrics, block, extra = adapter.finish(lines)
-            if nb: extra = {**extra, "samples": _where(side, out), "resumed_batches": resumed}
-            if sharded: extra = {**extra, "processes": shards.world}
-            rec = result_record(dataset=adapter.dataset, model=model_spec(adapter.model), task=adapter.task, metrics=metrics,
-                                attack=block, **extra, seconds=round(time.time() - t0, 2), config_key=key, settings=cfg)
-            if out: write_result(rec, out)
+            if nb:
+                extra = {**extra, "samples": _where(side, out), "resumed_batches": resumed}
+            if sharded:
+                extra = {**extra, "processes": shards.world}
+            rec = result_record(
+                dataset=adapter.dataset,
+                model=model_spec(adapter.model),
+                task=adapter.task,
+                metrics=metrics,
+                attack=block,
+                **extra,
+                seconds=round(time.time() - t0, 2),
+                config_key=key,
+                settings=cfg,
+            )
+            if out:
+                write_result(rec, out)
             return rec
+
         return shards.gather(_ours(record, shards))[0] if sharded else record()

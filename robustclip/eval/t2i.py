@@ -15,155 +15,274 @@ from ..core import RobustClipError, SubsetSpec, config_hash, get_device, load_pl
 from ..models import PixelCLIP, load_clip
 from ..data.core import RetrievalTask
 from ..data.text import CaptionTask
-from ..downstream.t2i import (TextToImage, AttributeJudge, load_t2i, swap_text, attack_prompts, clip_score,
-                                        image_score, text_score, attribute_judge)
-from .runner import Adapter, run_eval, resolve_task, check_output, check_positive, check_nonnegative, subset_spec
+from robustclip.downstream.t2i import (
+    TextToImage,
+    AttributeJudge,
+    load_t2i,
+    swap_text,
+    attack_prompts,
+    clip_score,
+    image_score,
+    text_score,
+    attribute_judge,
+)
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    check_output,
+    check_positive,
+    check_nonnegative,
+    subset_spec,
+)
 
 # %% auto #0
-__all__ = ['task_prompts', 'T2IEval', 'eval_t2i']
+__all__ = [
+    'task_prompts', 'T2IEval', 'eval_t2i'
+]
 
 # %% ../../nbs/35_eval.t2i.ipynb #a1377d5c
-def task_prompts(task: RetrievalTask|CaptionTask) -> list[str]:
+def task_prompts(task: RetrievalTask | CaptionTask) -> list[str]:
     "The prompts of a task: each image's first caption (LEAF's COCO protocol), or a caption file's captions."
-    if isinstance(task, RetrievalTask): return [c[0] for c in task.captions]
-    if isinstance(task, CaptionTask): return list(task.captions)
+    if isinstance(task, RetrievalTask):
+        return [c[0] for c in task.captions]
+    if isinstance(task, CaptionTask):
+        return list(task.captions)
     raise RobustClipError(f"{getattr(task, 'name', task)} is not a retrieval or caption task")
+
 
 def _real_image(task, i: int, size: int) -> torch.Tensor:
     "Image `i` of a retrieval task as uint8 (3,size,size)."
     import torch.nn.functional as F
+
     x = task.images[i]
     if not torch.is_tensor(x):
         import numpy as np
+
         x = torch.from_numpy(np.asarray(x.convert("RGB"))).permute(2, 0, 1).float() / 255
     x = x.float() if x.dtype != torch.uint8 else x.float() / 255
-    if x.shape[-1] != size: x = F.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True)[0]
+    if x.shape[-1] != size:
+        x = F.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True)[0]
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
 
 def _png(img: torch.Tensor, path: Path) -> str:
     "Write a uint8 (3,H,W) image as PNG; its file name."
     from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img.permute(1, 2, 0).numpy()).save(path); return path.name
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
+    return path.name
 
 # %% ../../nbs/35_eval.t2i.ipynb #d781ecfa
 class T2IEval(Adapter):
     "Text-to-image under Charmer as a runner adapter: per batch, adversarial prompts, generations and their scores."
+
     task, unit = "t2i", "batch"
-    def __init__(self,
-                 t2i: TextToImage,          # the generator, its text tower swapped in
-                 judge: PixelCLIP,          # CLIPScore's CLIP (LEAF: openai ViT-B/16)
-                 task: RetrievalTask|CaptionTask,
-                 *,
-                 k: int = 2, n_positions: int = 20, objective: str = "dissim", constrain: bool = True,
-                 words: str = "web2", alphabet: str = "ascii",
-                 subset: SubsetSpec = SubsetSpec(None), batch_size: int = 8,
-                 n_examples: int = 4,       # samples whose images are written as PNG
-                 images_dir: str|Path|None = None,  # where (None: no files)
-                 attributes: AttributeJudge|None = None,
-                 split: str = "test", seed: int = 0,
-                ):
+
+    def __init__(
+        self,
+        t2i: TextToImage,  # the generator, its text tower swapped in
+        judge: PixelCLIP,  # CLIPScore's CLIP (LEAF: openai ViT-B/16)
+        task: RetrievalTask | CaptionTask,
+        *,
+        k: int = 2,
+        n_positions: int = 20,
+        objective: str = "dissim",
+        constrain: bool = True,
+        words: str = "web2",
+        alphabet: str = "ascii",
+        subset: SubsetSpec = SubsetSpec(None),
+        batch_size: int = 8,
+        n_examples: int = 4,  # samples whose images are written as PNG
+        images_dir: str | Path | None = None,  # where (None: no files)
+        attributes: AttributeJudge | None = None,
+        split: str = "test",
+        seed: int = 0,
+    ):
         super().__init__(t2i, task.name, split=split, seed=seed)
         self.judge, self.data_task, self.batch_size, self.attributes = judge, task, batch_size, attributes
-        self.attack = dict(k=k, n_positions=n_positions, objective=objective, constrain=constrain, words=words, alphabet=alphabet)
-        self.prompts = task_prompts(task); self.idx = subset.indices(len(self.prompts))
+        self.attack = dict(
+            k=k, n_positions=n_positions, objective=objective, constrain=constrain, words=words, alphabet=alphabet
+        )
+        self.prompts = task_prompts(task)
+        self.idx = subset.indices(len(self.prompts))
         self.n_examples, self.images_dir = n_examples, Path(images_dir) if images_dir is not None else None
 
     @property
     def models(self) -> tuple:
         "The generator (text tower and denoiser) and the judge: all decide the numbers."
         return (self.model, self.judge)
+
     def config(self) -> dict:
         "The generator, the judge, the samples, the attack and the attribute judge."
-        return {"generator": self.model.name, "judge": self.judge.spec, "indices": config_hash(self.idx),
-                "batch_size": self.batch_size, "attack": self.attack,
-                "attributes": self.attributes.name if self.attributes else None}
-    def desc(self) -> str: return f"t2i {self.dataset}"
-    def n_batches(self) -> int: return math.ceil(len(self.idx) / self.batch_size)
+        return {
+            "generator": self.model.name,
+            "judge": self.judge.spec,
+            "indices": config_hash(self.idx),
+            "batch_size": self.batch_size,
+            "attack": self.attack,
+            "attributes": self.attributes.name if self.attributes else None,
+        }
+
+    def desc(self) -> str:
+        return f"t2i {self.dataset}"
+
+    def n_batches(self) -> int:
+        return math.ceil(len(self.idx) / self.batch_size)
 
     def _examples(self, ids, clean, adv) -> list[dict]:
         "PNG files of the first `n_examples` samples of the subset in this batch."
-        first, out = set(self.idx[:self.n_examples]), []
-        if self.images_dir is None: return out
+        first, out = set(self.idx[: self.n_examples]), []
+        if self.images_dir is None:
+            return out
         for j, i in enumerate(ids):
             if i in first:
-                out.append({"index": i, "clean_image": _png(clean[j], self.images_dir/f"{i:06d}_clean.png"),
-                            "adv_image": _png(adv[j], self.images_dir/f"{i:06d}_adv.png")})
+                out.append(
+                    {
+                        "index": i,
+                        "clean_image": _png(clean[j], self.images_dir / f"{i:06d}_clean.png"),
+                        "adv_image": _png(adv[j], self.images_dir / f"{i:06d}_adv.png"),
+                    }
+                )
         return out
 
     def run_batch(self, b: int) -> dict:
         "Attack, generate and score the prompts of batch `b`."
-        ids = self.idx[b * self.batch_size:(b + 1) * self.batch_size]
+        ids = self.idx[b * self.batch_size : (b + 1) * self.batch_size]
         ps = [self.prompts[i] for i in ids]
         adv = attack_prompts(self.model, ps, **self.attack)
         seeds = [self.seed * 1_000_003 + i for i in ids]
         clean_img, adv_img = self.model.generate(ps, seeds), self.model.generate(adv, seeds)
         import Levenshtein
-        cols = {"clip_clean": clip_score(self.judge, clean_img, ps), "clip_adv": clip_score(self.judge, adv_img, ps),
-                "clip_adv_own": clip_score(self.judge, adv_img, adv), "clip_text": text_score(self.judge, ps, adv),
-                "text_cos": (self.model.encode_text(ps, True) * self.model.encode_text(adv, True)).sum(-1).cpu()}
+
+        cols = {
+            "clip_clean": clip_score(self.judge, clean_img, ps),
+            "clip_adv": clip_score(self.judge, adv_img, ps),
+            "clip_adv_own": clip_score(self.judge, adv_img, adv),
+            "clip_text": text_score(self.judge, ps, adv),
+            "text_cos": (self.model.encode_text(ps, True) * self.model.encode_text(adv, True)).sum(-1).cpu(),
+        }
         if isinstance(self.data_task, RetrievalTask):
             real = torch.stack([_real_image(self.data_task, i, clean_img.shape[-1]) for i in ids])
-            cols["real_clean"], cols["real_adv"] = image_score(self.judge, clean_img, real), image_score(self.judge, adv_img, real)
-        rows = [{"index": i, "prompt": p, "adv_prompt": a, "distance": Levenshtein.distance(p, a),
-                 **{k: round(float(v[j]), 6) for k, v in cols.items()}} for j, (i, p, a) in enumerate(zip(ids, ps, adv))]
+            cols["real_clean"], cols["real_adv"] = (
+                image_score(self.judge, clean_img, real),
+                image_score(self.judge, adv_img, real),
+            )
+        rows = [
+            {
+                "index": i,
+                "prompt": p,
+                "adv_prompt": a,
+                "distance": Levenshtein.distance(p, a),
+                **{k: round(float(v[j]), 6) for k, v in cols.items()},
+            }
+            for j, (i, p, a) in enumerate(zip(ids, ps, adv))
+        ]
         if self.attributes is not None:
             for name, img in (("attrs_clean", clean_img), ("attrs_adv", adv_img)):
                 hit = self.attributes(img, ids)
-                for j, r in enumerate(rows): r[name] = {k: v[j] for k, v in hit.items()}
+                for j, r in enumerate(rows):
+                    r[name] = {k: v[j] for k, v in hit.items()}
         return {"rows": rows, "examples": self._examples(ids, clean_img, adv_img)}
 
-    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
+    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "Mean scores, attribute accuracies, the attack block, the generator and the example images."
         rows = [r for b in sorted(lines) for r in lines[b]["rows"]]
         mean = lambda k: sum(r[k] for r in rows) / len(rows)
-        names = {"clip_clean": "clip_score_clean", "clip_adv": "clip_score_adv", "clip_adv_own": "clip_score_adv_own",
-                 "clip_text": "clip_text", "text_cos": "text_cos", "real_clean": "image_score_clean",
-                 "real_adv": "image_score_adv", "distance": "mean_distance"}
+        names = {
+            "clip_clean": "clip_score_clean",
+            "clip_adv": "clip_score_adv",
+            "clip_adv_own": "clip_score_adv_own",
+            "clip_text": "clip_text",
+            "text_cos": "text_cos",
+            "real_clean": "image_score_clean",
+            "real_adv": "image_score_adv",
+            "distance": "mean_distance",
+        }
         m = {v: mean(k) for k, v in names.items() if rows and k in rows[0]}
         if rows and "attrs_clean" in rows[0]:
             for s in ("clean", "adv"):
                 per = {a: sum(r[f"attrs_{s}"][a] for r in rows) / len(rows) for a in rows[0][f"attrs_{s}"]}
-                m[f"attr_acc_{s}"] = sum(per.values()) / len(per); m[f"per_attribute_{s}"] = per
+                m[f"attr_acc_{s}"] = sum(per.values()) / len(per)
+                m[f"per_attribute_{s}"] = per
         m["n"] = len(rows)
         block = {"name": "charmer", **self.attack, "n_samples": len(rows), "seed": self.seed}
         ex = [e for b in sorted(lines) for e in lines[b].get("examples", [])]
         by = {r["index"]: r for r in rows}
         ex = [{**e, "prompt": by[e["index"]]["prompt"], "adv_prompt": by[e["index"]]["adv_prompt"]} for e in ex]
-        extra = {"generator": self.model.name, "text_encoder": self.model.spec, "judge": self.judge.spec,
-                 "images_dir": str(self.images_dir) if self.images_dir else None, "examples": ex}
+        extra = {
+            "generator": self.model.name,
+            "text_encoder": self.model.spec,
+            "judge": self.judge.spec,
+            "images_dir": str(self.images_dir) if self.images_dir else None,
+            "examples": ex,
+        }
         return m, block, extra
 
 # %% ../../nbs/35_eval.t2i.ipynb #851881db
-def eval_t2i(generator: TextToImage|str,     # a generator or a `load_t2i` spec ('mini-t2i', 'sd:<folder or hub id>')
-             dataset: str|RetrievalTask|CaptionTask,  # prompts: 'mini/retrieval', 'coco', 'captions:FILE', or a task
-             *,
-             text_encoder: PixelCLIP|str|None = None,  # swap this CLIP's text tower in (None: keep the generator's)
-             judge: PixelCLIP|str = "mini-base",  # CLIPScore's CLIP (paper: 'ViT-B-16' with judge_pretrained='openai')
-             judge_pretrained: str|None = None,
-             k: int = 2, n_positions: int = 20, objective: str = "dissim", constrain: bool = True,
-             words: str = "web2", alphabet: str = "ascii",
-             n_samples: int|None = 100, subset: str|SubsetSpec = "first", seed: int = 0,
-             batch_size: int = 8, n_examples: int = 4,
-             attributes: bool = True,                 # use the task's attribute judge when one is registered
-             data_root: str|None = None, split: str = "test",
-             device: str = "auto", precision: str = "fp32",
-             output: str|Path|None = None,            # the result JSON (sidecar and example images beside it)
-             resume: bool = True, max_batches: int|None = None,
-             overwrite: bool = False,                 # replace a result or sidecar that other settings wrote
-            ) -> dict:
+def eval_t2i(
+    generator: TextToImage | str,  # a generator or a `load_t2i` spec ('mini-t2i', 'sd:<folder or hub id>')
+    dataset: str | RetrievalTask | CaptionTask,  # prompts: 'mini/retrieval', 'coco', 'captions:FILE', or a task
+    *,
+    text_encoder: PixelCLIP | str | None = None,  # swap this CLIP's text tower in (None: keep the generator's)
+    judge: PixelCLIP | str = "mini-base",  # CLIPScore's CLIP (paper: 'ViT-B-16' with judge_pretrained='openai')
+    judge_pretrained: str | None = None,
+    k: int = 2,
+    n_positions: int = 20,
+    objective: str = "dissim",
+    constrain: bool = True,
+    words: str = "web2",
+    alphabet: str = "ascii",
+    n_samples: int | None = 100,
+    subset: str | SubsetSpec = "first",
+    seed: int = 0,
+    batch_size: int = 8,
+    n_examples: int = 4,
+    attributes: bool = True,  # use the task's attribute judge when one is registered
+    data_root: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    precision: str = "fp32",
+    output: str | Path | None = None,  # the result JSON (sidecar and example images beside it)
+    resume: bool = True,
+    max_batches: int | None = None,
+    overwrite: bool = False,  # replace a result or sidecar that other settings wrote
+) -> dict:
     "CLIPScore (and attribute accuracy) of generations from clean and Charmer-attacked prompts."
-    check_positive("--batch-size", batch_size); check_nonnegative("--k", k); check_positive("--n-positions", n_positions)
-    check_nonnegative("--n-examples", n_examples); out = check_output(output); sub = subset_spec(subset, n_samples, seed)
-    if isinstance(dataset, str): load_plugins()
-    task = resolve_task(dataset, (RetrievalTask, CaptionTask), "a retrieval or caption task (prompts)", data_root=data_root, split=split)
+    check_positive("--batch-size", batch_size)
+    check_nonnegative("--k", k)
+    check_positive("--n-positions", n_positions)
+    check_nonnegative("--n-examples", n_examples)
+    out = check_output(output)
+    sub = subset_spec(subset, n_samples, seed)
+    if isinstance(dataset, str):
+        load_plugins()
+    task = resolve_task(
+        dataset, (RetrievalTask, CaptionTask), "a retrieval or caption task (prompts)", data_root=data_root, split=split
+    )
     dev = get_device(device)
     t2i = load_t2i(generator, device=dev, precision=precision) if isinstance(generator, str) else generator
     if text_encoder is not None:
         swap_text(t2i, load_clip(text_encoder, device=dev) if isinstance(text_encoder, str) else text_encoder)
     j = load_clip(judge, judge_pretrained, device=dev) if isinstance(judge, str) else judge
     images = out.with_name(out.stem + ".images") if out is not None else None
-    adapter = T2IEval(t2i, j, task, k=k, n_positions=n_positions, objective=objective, constrain=constrain, words=words,
-                      alphabet=alphabet, subset=sub, batch_size=batch_size, n_examples=n_examples, images_dir=images,
-                      attributes=attribute_judge(task) if attributes else None, split=split, seed=seed)
+    adapter = T2IEval(
+        t2i,
+        j,
+        task,
+        k=k,
+        n_positions=n_positions,
+        objective=objective,
+        constrain=constrain,
+        words=words,
+        alphabet=alphabet,
+        subset=sub,
+        batch_size=batch_size,
+        n_examples=n_examples,
+        images_dir=images,
+        attributes=attribute_judge(task) if attributes else None,
+        split=split,
+        seed=seed,
+    )
     return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

@@ -15,71 +15,104 @@ import torch
 from ..core import RobustClipError, SubsetSpec, config_hash
 from ..models import PixelCLIP, encode_texts
 from ..data.core import TextClassificationTask
-from ..zeroshot import encode_images, label_embeddings   # encode_images: re-exported for callers of this module
+from ..zeroshot import encode_images, label_embeddings  # encode_images: re-exported for callers of this module
 from ..attacks.charmer import charmer, margin_objective, class_margins, get_alphabet
-from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive, weights_fingerprint,
-                                    check_nonnegative, subset_spec, sidecar_path)
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    resolve_model,
+    check_output,
+    check_positive,
+    weights_fingerprint,
+    check_nonnegative,
+    subset_spec,
+    sidecar_path,
+)
 
 # %% auto #0
-__all__ = ['LABEL_ENCODERS', 'TEXT_ATTACKS', 'check_label_encoder', 'class_embeddings', 'predict_texts', 'text_attack',
-           'text_metrics', 'TextClassification', 'text_alphabet', 'eval_text']
+__all__ = [
+    'LABEL_ENCODERS', 'TEXT_ATTACKS', 'check_label_encoder', 'class_embeddings', 'predict_texts', 'text_attack',
+    'text_metrics', 'TextClassification', 'text_alphabet', 'eval_text'
+]
 
 # %% ../../nbs/31_eval.text.ipynb #96b714e5
 LABEL_ENCODERS = ("image", "text")
 
-def check_label_encoder(task: TextClassificationTask,  # the task
-                        label_encoder: str,            # 'image' or 'text'
-                       ) -> str:
+
+def check_label_encoder(
+    task: TextClassificationTask,  # the task
+    label_encoder: str,  # 'image' or 'text'
+) -> str:
     "`label_encoder` if the task can use it (label images present, one per class), else a one-line error."
-    if label_encoder not in LABEL_ENCODERS: raise RobustClipError(f"label_encoder must be 'image' or 'text'; got {label_encoder!r}")
-    if label_encoder == "text": return label_encoder
+    if label_encoder not in LABEL_ENCODERS:
+        raise RobustClipError(f"label_encoder must be 'image' or 'text'; got {label_encoder!r}")
+    if label_encoder == "text":
+        return label_encoder
     if task.label_images is None:
-        raise RobustClipError(f"{task.name} has no label images; pass label images (a folder or one file per class) "
-                              "or use --label-encoder text")
+        raise RobustClipError(
+            f"{task.name} has no label images; pass label images (a folder or one file per class) "
+            "or use --label-encoder text"
+        )
     if len(task.label_images) != len(task.classnames):
         raise RobustClipError(f"{task.name}: {len(task.label_images)} label images for {len(task.classnames)} classes")
     return label_encoder
 
-@torch.no_grad()
-def class_embeddings(model: PixelCLIP,              # the CLIP
-                     task: TextClassificationTask,  # classes with label images and/or label prompts
-                     label_encoder: str = "image",  # 'image' (LEAF's default) or 'text' (label prompts)
-                    ) -> torch.Tensor:
-    "(C, D) normalised class embeddings: of the label images (one or several per class), or of the label prompts."
-    if check_label_encoder(task, label_encoder) == "text": return encode_texts(model, task.label_prompts, normalize=True).float()
-    return label_embeddings(model, task.label_images)
 
 @torch.no_grad()
-def predict_texts(model: PixelCLIP,          # the CLIP
-                  texts: Sequence[str],      # what to classify
-                  class_emb: torch.Tensor,   # (C, D) class embeddings
-                  labels: Sequence[int],     # the true class of each text
-                  batch_size: int = 256,     # texts per encoder call
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def class_embeddings(
+    model: PixelCLIP,  # the CLIP
+    task: TextClassificationTask,  # classes with label images and/or label prompts
+    label_encoder: str = "image",  # 'image' (LEAF's default) or 'text' (label prompts)
+) -> torch.Tensor:
+    "(C, D) normalised class embeddings: of the label images (one or several per class), or of the label prompts."
+    if check_label_encoder(task, label_encoder) == "text":
+        return encode_texts(model, task.label_prompts, normalize=True).float()
+    return label_embeddings(model, task.label_images)
+
+
+@torch.no_grad()
+def predict_texts(
+    model: PixelCLIP,  # the CLIP
+    texts: Sequence[str],  # what to classify
+    class_emb: torch.Tensor,  # (C, D) class embeddings
+    labels: Sequence[int],  # the true class of each text
+    batch_size: int = 256,  # texts per encoder call
+) -> tuple[torch.Tensor, torch.Tensor]:
     "(predictions, margins) of `texts`; margin > 0 means misclassified."
     preds, margins = [], []
     y = torch.as_tensor(list(labels), dtype=torch.long)
     for i in range(0, len(texts), batch_size):
-        m, p = class_margins(encode_texts(model, texts[i:i + batch_size]), class_emb, y[i:i + batch_size].to(class_emb.device))
-        preds.append(p.cpu()); margins.append(m.cpu())
+        m, p = class_margins(
+            encode_texts(model, texts[i : i + batch_size]), class_emb, y[i : i + batch_size].to(class_emb.device)
+        )
+        preds.append(p.cpu())
+        margins.append(m.cpu())
     return (torch.cat(preds), torch.cat(margins)) if preds else (torch.empty(0, dtype=torch.long), torch.empty(0))
 
 # %% ../../nbs/31_eval.text.ipynb #7ff71833
 TEXT_ATTACKS = ("charmer",)
 
-def text_attack(attack: str|None,  # 'charmer', or None / '' / 'none' for clean accuracy only
-               ) -> str|None:
+
+def text_attack(
+    attack: str | None,  # 'charmer', or None / '' / 'none' for clean accuracy only
+) -> str | None:
     "The text attack's name, or None; a one-line error for anything else."
     attack = None if attack in (None, "", "none") else attack
-    if attack not in (None, *TEXT_ATTACKS): raise RobustClipError(f"unknown text attack {attack!r}; use charmer or none")
+    if attack not in (None, *TEXT_ATTACKS):
+        raise RobustClipError(f"unknown text attack {attack!r}; use charmer or none")
     return attack
 
-def text_metrics(rows: list[dict],  # one row per text: label, prediction, adv_prediction, distance, queries
-                 attacked: bool,    # whether Charmer ran
-                ) -> dict:
+
+def text_metrics(
+    rows: list[dict],  # one row per text: label, prediction, adv_prediction, distance, queries
+    attacked: bool,  # whether Charmer ran
+) -> dict:
     "Clean accuracy, and under attack robust accuracy, success rate, mean distance and queries."
-    y = torch.tensor([int(r["label"]) for r in rows]); p = torch.tensor([int(r["prediction"]) for r in rows])
-    ap = torch.tensor([int(r["adv_prediction"]) for r in rows]); correct = p == y
+    y = torch.tensor([int(r["label"]) for r in rows])
+    p = torch.tensor([int(r["prediction"]) for r in rows])
+    ap = torch.tensor([int(r["adv_prediction"]) for r in rows])
+    correct = p == y
     metrics = {"acc1": correct.double().mean().item(), "n": len(rows)}
     if attacked:
         metrics["robust_acc1"] = (ap == y).double().mean().item()
@@ -90,118 +123,206 @@ def text_metrics(rows: list[dict],  # one row per text: label, prediction, adv_p
     return metrics
 
 # %% ../../nbs/31_eval.text.ipynb #e5994a12
-_ROUNDS: dict[str, dict] = {}   # Charmer's rounds per (evaluation without its budget, chunk), shared across budgets k
+_ROUNDS: dict[str, dict] = {}  # Charmer's rounds per (evaluation without its budget, chunk), shared across budgets k
+
+
 def _rounds(key: str) -> dict:
     "The rounds memo of one chunk of one evaluation (the process keeps the latest few hundred)."
-    if key not in _ROUNDS and len(_ROUNDS) >= 256: _ROUNDS.clear()
+    if key not in _ROUNDS and len(_ROUNDS) >= 256:
+        _ROUNDS.clear()
     return _ROUNDS.setdefault(key, {})
+
 
 class TextClassification(Adapter):
     "Zero-shot text classification as a runner adapter: chunks of texts, classified, then attacked with Charmer."
+
     task, unit = "text", "chunk"
-    def __init__(self,
-                 model: PixelCLIP, task: TextClassificationTask,
-                 *,
-                 attack: str|None,       # 'charmer' or None
-                 k: int = 1, n_positions: int = 20,  # Charmer's budget and positions
-                 alphabet: str|Sequence[str]|None = None,  # Γ (None: the characters of the split; or the symbols themselves)
-                 alphabet_source: str|None = None,  # what to call Γ in the record when `alphabet` is a list ('train')
-                 label_encoder: str = "image",
-                 subset: SubsetSpec = SubsetSpec(),
-                 split: str = "test", seed: int = 0,
-                 batch_size: int = 512,  # texts per encoder call / candidates per call
-                 chunk: int = 64,        # texts per sidecar line
-                ):
+
+    def __init__(
+        self,
+        model: PixelCLIP,
+        task: TextClassificationTask,
+        *,
+        attack: str | None,  # 'charmer' or None
+        k: int = 1,
+        n_positions: int = 20,  # Charmer's budget and positions
+        alphabet: str | Sequence[str] | None = None,  # Γ (None: the characters of the split; or the symbols themselves)
+        alphabet_source: str | None = None,  # what to call Γ in the record when `alphabet` is a list ('train')
+        label_encoder: str = "image",
+        subset: SubsetSpec = SubsetSpec(),
+        split: str = "test",
+        seed: int = 0,
+        batch_size: int = 512,  # texts per encoder call / candidates per call
+        chunk: int = 64,  # texts per sidecar line
+    ):
         super().__init__(model, task.name, split=split, seed=seed)
-        self.data_task, self.attack, self.label_encoder, self.batch_size, self.chunk = task, attack, label_encoder, batch_size, chunk
+        self.data_task, self.attack, self.label_encoder, self.batch_size, self.chunk = (
+            task,
+            attack,
+            label_encoder,
+            batch_size,
+            chunk,
+        )
         self.idx, self.chars = subset.indices(len(task)), get_alphabet(alphabet, task.texts)
         self.charmer_kw = dict(k=k, n_positions=n_positions, alphabet=self.chars, threshold=0.0, batch_size=batch_size)
-        self.block = {"name": attack or "none", "k": k, "n_positions": n_positions, "alphabet": alphabet_source or alphabet or "data",
-                      "alphabet_size": len(self.chars), "objective": "margin", "label_encoder": label_encoder,
-                      "n_samples": len(self.idx), "subset": subset.mode, "seed": seed}
+        self.block = {
+            "name": attack or "none",
+            "k": k,
+            "n_positions": n_positions,
+            "alphabet": alphabet_source or alphabet or "data",
+            "alphabet_size": len(self.chars),
+            "objective": "margin",
+            "label_encoder": label_encoder,
+            "n_samples": len(self.idx),
+            "subset": subset.mode,
+            "seed": seed,
+        }
 
     def config(self) -> dict:
         "The attack block, the subset and the batching."
         return {**self.block, "indices": config_hash(self.idx), "batch_size": self.batch_size, "chunk": self.chunk}
+
     def desc(self) -> str:
         "The progress bar's label."
         return f"{self.attack or 'clean'} {self.dataset}"
+
     def prepare(self) -> None:
         "The class embeddings, and the key under which Charmer's rounds are shared with the same evaluation at other budgets."
         self.W = class_embeddings(self.model, self.data_task, self.label_encoder)
         same = {k: v for k, v in self.config().items() if k != "k"}
-        self.rounds_key = config_hash([same, self.dataset, self.split, id(self.model), weights_fingerprint(self.model)], 16)
+        self.rounds_key = config_hash(
+            [same, self.dataset, self.split, id(self.model), weights_fingerprint(self.model)], 16
+        )
+
     def n_batches(self) -> int:
         "Chunks of `chunk` texts."
         return math.ceil(len(self.idx) / self.chunk)
 
     def run_batch(self, c: int) -> dict:
         "Chunk `c`: predictions, Charmer's texts and their predictions, one row per text."
-        s = c * self.chunk; ids = self.idx[s:s + self.chunk]
+        s = c * self.chunk
+        ids = self.idx[s : s + self.chunk]
         tx, ys = [self.data_task.texts[i] for i in ids], [self.data_task.labels[i] for i in ids]
         pred, _ = predict_texts(self.model, tx, self.W, ys, self.batch_size)
         if self.attack:
-            r = charmer(tx, margin_objective(self.model, self.W, ys), tokenizer=self.model.tokenizer, seed=self.seed + s,
-                        desc="charmer", rounds=_rounds(f"{self.rounds_key}/{c}"), **self.charmer_kw)
+            r = charmer(
+                tx,
+                margin_objective(self.model, self.W, ys),
+                tokenizer=self.model.tokenizer,
+                seed=self.seed + s,
+                desc="charmer",
+                rounds=_rounds(f"{self.rounds_key}/{c}"),
+                **self.charmer_kw,
+            )
             adv, dist, q = r.texts, r.distance, r.queries
             adv_pred, _ = predict_texts(self.model, adv, self.W, ys, self.batch_size)
-        else: adv, dist, q, adv_pred = tx, [0] * len(tx), [0] * len(tx), pred
-        return {"rows": [{"index": i, "text": t, "label": y, "prediction": p, "adv_text": a, "adv_prediction": ap,
-                          "distance": d, "queries": qq}
-                         for i, t, y, a, p, ap, d, qq in zip(ids, tx, ys, adv, pred.tolist(), adv_pred.tolist(), dist, q)]}
+        else:
+            adv, dist, q, adv_pred = tx, [0] * len(tx), [0] * len(tx), pred
+        return {
+            "rows": [
+                {
+                    "index": i,
+                    "text": t,
+                    "label": y,
+                    "prediction": p,
+                    "adv_text": a,
+                    "adv_prediction": ap,
+                    "distance": d,
+                    "queries": qq,
+                }
+                for i, t, y, a, p, ap, d, qq in zip(ids, tx, ys, adv, pred.tolist(), adv_pred.tolist(), dist, q)
+            ]
+        }
 
-    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
+    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "The metrics of all rows, the attack block, and the record's other fields."
         rows = [r for c in sorted(lines) for r in lines[c]["rows"]]
         extra = {"label_encoder": self.label_encoder, "split": self.split, "seed": self.seed, "n_samples": len(rows)}
         return text_metrics(rows, bool(self.attack)), self.block if self.attack else None, extra
 
 # %% ../../nbs/31_eval.text.ipynb #caa4da18
-def text_alphabet(alphabet: str|Sequence[str]|None,  # the spec: 'train' reads the train split, anything else passes through
-                  dataset: str|TextClassificationTask,  # the evaluated dataset (by name, for 'train')
-                  data_root: str|None = None,
-                  **dataset_kwargs,
-                 ) -> tuple[str|Sequence[str]|None, str|None]:
+def text_alphabet(
+    alphabet: str | Sequence[str] | None,  # the spec: 'train' reads the train split, anything else passes through
+    dataset: str | TextClassificationTask,  # the evaluated dataset (by name, for 'train')
+    data_root: str | None = None,
+    **dataset_kwargs,
+) -> tuple[str | Sequence[str] | None, str | None]:
     "Γ for Charmer and its name in the record: 'train' = the characters of the dataset's train split plus deletion (LEAF)."
-    if alphabet != "train": return alphabet, None
-    if not isinstance(dataset, str): raise RobustClipError("alphabet 'train' needs the dataset by name (its train split is read)")
-    train = resolve_task(dataset, TextClassificationTask, "a text classification task", data_root=data_root, split="train", **dataset_kwargs)
+    if alphabet != "train":
+        return alphabet, None
+    if not isinstance(dataset, str):
+        raise RobustClipError("alphabet 'train' needs the dataset by name (its train split is read)")
+    train = resolve_task(
+        dataset,
+        TextClassificationTask,
+        "a text classification task",
+        data_root=data_root,
+        split="train",
+        **dataset_kwargs,
+    )
     return get_alphabet("data", train.texts), "train"
 
 # %% ../../nbs/31_eval.text.ipynb #f38cad8e
-def eval_text(model: PixelCLIP|str,          # a loaded model or a `load_clip` spec
-              dataset: str|TextClassificationTask,  # a task or its name: 'mini/text', 'ag_news', 'textcsv:PATH'
-              *,
-              attack: str|None = "charmer",  # 'charmer' or None/'none' (clean only)
-              k: int = 1,                    # Charmer's Levenshtein budget
-              n_positions: int = 20,         # Charmer's positions per round (LEAF's eval `--rho`)
-              alphabet: str|None = None,     # Γ: None/'data' (the evaluated split's characters), 'train' (LEAF: the train split's), 'ascii', 'letters', or characters
-              label_encoder: str = "image",  # classes as label images ('image') or label prompts ('text')
-              n_samples: int|None = None,    # evaluate this many texts (None: all)
-              subset: str|SubsetSpec = "random",  # 'random' (seeded), 'first' (LEAF: the first 1,000), or a spec
-              seed: int = 0,
-              batch_size: int = 512,         # texts per encoder call (clean) / candidates per call (attack)
-              chunk: int = 64,               # texts per progress/resume checkpoint (a sidecar line)
-              data_root: str|None = None, split: str = "test",
-              device: str = "auto",
-              output: str|Path|None = None,  # result JSON (the sidecar goes beside it)
-              samples: str|Path|None = None, # the sidecar (default: beside `output`)
-              resume: bool = True,           # continue from the sidecar of an interrupted run
-              max_batches: int|None = None,  # run at most this many new chunks, then stop (incomplete)
-              pretrained: str|None = None,   # pretrained tag or checkpoint when `model` is a spec
-              overwrite: bool = False,       # replace a result that other settings wrote at `output` (else refused)
-              **dataset_kwargs,              # passed to `get_dataset` (e.g. label_images=DIR for a CSV)
-             ) -> dict:
+def eval_text(
+    model: PixelCLIP | str,  # a loaded model or a `load_clip` spec
+    dataset: str | TextClassificationTask,  # a task or its name: 'mini/text', 'ag_news', 'textcsv:PATH'
+    *,
+    attack: str | None = "charmer",  # 'charmer' or None/'none' (clean only)
+    k: int = 1,  # Charmer's Levenshtein budget
+    n_positions: int = 20,  # Charmer's positions per round (LEAF's eval `--rho`)
+    alphabet: str
+    | None = None,  # Γ: None/'data' (the evaluated split's characters), 'train' (LEAF: the train split's), 'ascii', 'letters', or characters
+    label_encoder: str = "image",  # classes as label images ('image') or label prompts ('text')
+    n_samples: int | None = None,  # evaluate this many texts (None: all)
+    subset: str | SubsetSpec = "random",  # 'random' (seeded), 'first' (LEAF: the first 1,000), or a spec
+    seed: int = 0,
+    batch_size: int = 512,  # texts per encoder call (clean) / candidates per call (attack)
+    chunk: int = 64,  # texts per progress/resume checkpoint (a sidecar line)
+    data_root: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    output: str | Path | None = None,  # result JSON (the sidecar goes beside it)
+    samples: str | Path | None = None,  # the sidecar (default: beside `output`)
+    resume: bool = True,  # continue from the sidecar of an interrupted run
+    max_batches: int | None = None,  # run at most this many new chunks, then stop (incomplete)
+    pretrained: str | None = None,  # pretrained tag or checkpoint when `model` is a spec
+    overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
+    **dataset_kwargs,  # passed to `get_dataset` (e.g. label_images=DIR for a CSV)
+) -> dict:
     "Clean and Charmer-robust zero-shot text classification accuracy; returns (and writes) the result record."
     attack, sub = text_attack(attack), subset_spec(subset, n_samples, seed)
-    check_nonnegative("--k", k); check_positive("--n-positions", n_positions)
-    check_positive("--batch-size", batch_size); check_positive("chunk", chunk); check_output(output)
-    task = resolve_task(dataset, TextClassificationTask, "a text classification task (try `robustclip eval zeroshot` "
-                        "or `eval retrieval`)", data_root=data_root, split=split, **dataset_kwargs)
-    if not len(task): raise RobustClipError(f"{task.name} has no texts")
+    check_nonnegative("--k", k)
+    check_positive("--n-positions", n_positions)
+    check_positive("--batch-size", batch_size)
+    check_positive("chunk", chunk)
+    check_output(output)
+    task = resolve_task(
+        dataset,
+        TextClassificationTask,
+        "a text classification task (try `robustclip eval zeroshot` or `eval retrieval`)",
+        data_root=data_root,
+        split=split,
+        **dataset_kwargs,
+    )
+    if not len(task):
+        raise RobustClipError(f"{task.name} has no texts")
     check_label_encoder(task, label_encoder)
     alphabet, source = text_alphabet(alphabet, dataset, data_root, **dataset_kwargs)
-    adapter = TextClassification(resolve_model(model, pretrained, device), task, attack=attack, k=k, n_positions=n_positions,
-                                 alphabet=alphabet, alphabet_source=source, label_encoder=label_encoder, subset=sub, split=split, seed=seed,
-                                 batch_size=batch_size, chunk=chunk)
-    return run_eval(adapter, output=output, samples=samples, resume=resume, max_batches=max_batches, overwrite=overwrite)
+    adapter = TextClassification(
+        resolve_model(model, pretrained, device),
+        task,
+        attack=attack,
+        k=k,
+        n_positions=n_positions,
+        alphabet=alphabet,
+        alphabet_source=source,
+        label_encoder=label_encoder,
+        subset=sub,
+        split=split,
+        seed=seed,
+        batch_size=batch_size,
+        chunk=chunk,
+    )
+    return run_eval(
+        adapter, output=output, samples=samples, resume=resume, max_batches=max_batches, overwrite=overwrite
+    )

@@ -19,41 +19,77 @@ from ..data.core import TextClassificationTask
 from ..attacks.charmer import charmer, embedding_objective, get_alphabet
 from ..attacks.leaf import leaf_attack, WordConstraint
 from ..attacks.bruteforce import bruteforce
-from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
-                                    check_nonnegative, subset_spec)
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    resolve_model,
+    check_output,
+    check_positive,
+    check_nonnegative,
+    subset_spec,
+)
 from .text import text_alphabet
 
 # %% auto #0
-__all__ = ['TEXTFARE_ATTACKS', 'textfare_attack', 'attack_texts', 'sq_dist', 'TextFARE', 'textfare_metrics', 'eval_textfare']
+__all__ = [
+    'TEXTFARE_ATTACKS', 'textfare_attack', 'attack_texts', 'sq_dist', 'TextFARE', 'textfare_metrics', 'eval_textfare'
+]
 
 # %% ../../nbs/37_eval.textfare.ipynb #f295c7ff
 TEXTFARE_ATTACKS = ("leaf", "charmer", "bruteforce")
 
-def textfare_attack(attack: str,  # 'leaf', 'charmer' or 'bruteforce'
-                   ) -> str:
+
+def textfare_attack(
+    attack: str,  # 'leaf', 'charmer' or 'bruteforce'
+) -> str:
     "The attack's name, or a one-line error naming the choices."
-    if attack not in TEXTFARE_ATTACKS: raise RobustClipError(f"unknown TextFARE attack {attack!r}; use {', '.join(TEXTFARE_ATTACKS)}")
+    if attack not in TEXTFARE_ATTACKS:
+        raise RobustClipError(f"unknown TextFARE attack {attack!r}; use {', '.join(TEXTFARE_ATTACKS)}")
     return attack
 
-def attack_texts(model: PixelCLIP,          # the evaluated text encoder (attacked)
-                 texts: list[str],          # clean texts
-                 anchors: torch.Tensor,     # (N, D) the model's own unnormalised clean embeddings (LEAF's objective)
-                 attack: str,               # 'leaf' | 'charmer' | 'bruteforce'
-                 *,
-                 k: int, rho: int,          # budget and LEAF's ρ / Charmer's positions
-                 chars: list[str],          # Γ
-                 constraint: WordConstraint|None,  # LEAF's constraint (leaf and bruteforce only)
-                 seed: int, batch_size: int,
-                ) -> list[str]:
+
+def attack_texts(
+    model: PixelCLIP,  # the evaluated text encoder (attacked)
+    texts: list[str],  # clean texts
+    anchors: torch.Tensor,  # (N, D) the model's own unnormalised clean embeddings (LEAF's objective)
+    attack: str,  # 'leaf' | 'charmer' | 'bruteforce'
+    *,
+    k: int,
+    rho: int,  # budget and LEAF's ρ / Charmer's positions
+    chars: list[str],  # Γ
+    constraint: WordConstraint | None,  # LEAF's constraint (leaf and bruteforce only)
+    seed: int,
+    batch_size: int,
+) -> list[str]:
     "S′ for every text: the attack maximising ‖f(S′) − f(S)‖² (LEAF's `eval_textfare.py` settings)."
     obj, tok = embedding_objective(model, anchors, "l2"), model.tokenizer
     if attack == "leaf":
-        return leaf_attack(texts, obj, k=k, rho=rho, alphabet=chars, constraint=constraint, tokenizer=tok,
-                           generator=torch.Generator().manual_seed(seed), batch_size=batch_size).texts
+        return leaf_attack(
+            texts,
+            obj,
+            k=k,
+            rho=rho,
+            alphabet=chars,
+            constraint=constraint,
+            tokenizer=tok,
+            generator=torch.Generator().manual_seed(seed),
+            batch_size=batch_size,
+        ).texts
     if attack == "charmer":
-        return charmer(texts, obj, k=k, n_positions=rho, alphabet=chars, threshold=None, batch_size=batch_size,
-                       tokenizer=tok, seed=seed).texts
+        return charmer(
+            texts,
+            obj,
+            k=k,
+            n_positions=rho,
+            alphabet=chars,
+            threshold=None,
+            batch_size=batch_size,
+            tokenizer=tok,
+            seed=seed,
+        ).texts
     return bruteforce(texts, obj, alphabet=chars, constraint=constraint, batch_size=batch_size, tokenizer=tok).texts
+
 
 def sq_dist(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     "Per-row squared ℓ2 distance, as Python floats."
@@ -62,41 +98,68 @@ def sq_dist(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 # %% ../../nbs/37_eval.textfare.ipynb #96322298
 class TextFARE(Adapter):
     "The TextFARE loss as a runner adapter: chunks of texts, attacked, each with its clean and adversarial distance to the anchor."
+
     task, unit = "textfare", "chunk"
-    def __init__(self,
-                 model: PixelCLIP, anchor: PixelCLIP, task: TextClassificationTask,
-                 *,
-                 attack: str = "leaf",   # 'leaf', 'charmer' or 'bruteforce'
-                 k: int = 1, rho: int = 20,  # budget; LEAF's ρ / Charmer's positions (the reference's --rho 20)
-                 alphabet: str|Sequence[str]|None = None,  # Γ (None: the evaluated split's characters)
-                 alphabet_source: str|None = None,  # what to call Γ in the record when `alphabet` is a list ('train')
-                 constraint: WordConstraint|None = None,  # LEAF's --constrain (leaf and bruteforce)
-                 subset: SubsetSpec = SubsetSpec(100, "first"),  # the reference: the first 100 texts
-                 split: str = "test", seed: int = 0,
-                 batch_size: int = 512,  # candidates per encoder call
-                 chunk: int = 16,        # texts per sidecar line
-                ):
+
+    def __init__(
+        self,
+        model: PixelCLIP,
+        anchor: PixelCLIP,
+        task: TextClassificationTask,
+        *,
+        attack: str = "leaf",  # 'leaf', 'charmer' or 'bruteforce'
+        k: int = 1,
+        rho: int = 20,  # budget; LEAF's ρ / Charmer's positions (the reference's --rho 20)
+        alphabet: str | Sequence[str] | None = None,  # Γ (None: the evaluated split's characters)
+        alphabet_source: str | None = None,  # what to call Γ in the record when `alphabet` is a list ('train')
+        constraint: WordConstraint | None = None,  # LEAF's --constrain (leaf and bruteforce)
+        subset: SubsetSpec = SubsetSpec(100, "first"),  # the reference: the first 100 texts
+        split: str = "test",
+        seed: int = 0,
+        batch_size: int = 512,  # candidates per encoder call
+        chunk: int = 16,  # texts per sidecar line
+    ):
         super().__init__(model, task.name, split=split, seed=seed)
-        if attack == "charmer" and constraint is not None: raise RobustClipError("the constraint applies to leaf and bruteforce only")
-        if attack == "bruteforce" and k != 1: raise RobustClipError(f"bruteforce searches k=1 only; got k={k}")
+        if attack == "charmer" and constraint is not None:
+            raise RobustClipError("the constraint applies to leaf and bruteforce only")
+        if attack == "bruteforce" and k != 1:
+            raise RobustClipError(f"bruteforce searches k=1 only; got k={k}")
         self.anchor, self.data_task, self.attack, self.constraint = anchor, task, textfare_attack(attack), constraint
         self.k, self.rho, self.batch_size, self.chunk = k, rho, batch_size, chunk
         self.idx, self.chars = subset.indices(len(task)), get_alphabet(alphabet, task.texts)
-        self.block = {"name": attack, "k": k, "rho": rho if attack != "bruteforce" else None, "objective": "l2",
-                      "alphabet": alphabet_source or alphabet or "data", "alphabet_size": len(self.chars),
-                      "constrained": constraint is not None, "n_samples": len(self.idx), "subset": subset.mode, "seed": seed}
+        self.block = {
+            "name": attack,
+            "k": k,
+            "rho": rho if attack != "bruteforce" else None,
+            "objective": "l2",
+            "alphabet": alphabet_source or alphabet or "data",
+            "alphabet_size": len(self.chars),
+            "constrained": constraint is not None,
+            "n_samples": len(self.idx),
+            "subset": subset.mode,
+            "seed": seed,
+        }
 
     @property
     def models(self) -> tuple[nn.Module, ...]:
         "The evaluated model and the anchor: both key the sidecar."
         return (self.model, self.anchor)
+
     def config(self) -> dict:
         "The attack block, the anchor, the subset and the batching."
         anchor = dict(getattr(self.anchor, "spec", {}) or {"model": type(self.anchor).__name__})
-        return {**self.block, "anchor": anchor, "indices": config_hash(self.idx), "batch_size": self.batch_size, "chunk": self.chunk}
+        return {
+            **self.block,
+            "anchor": anchor,
+            "indices": config_hash(self.idx),
+            "batch_size": self.batch_size,
+            "chunk": self.chunk,
+        }
+
     def desc(self) -> str:
         "The progress bar's label."
         return f"textfare {self.attack} {self.dataset}"
+
     def n_batches(self) -> int:
         "Chunks of `chunk` texts."
         return math.ceil(len(self.idx) / self.chunk)
@@ -105,65 +168,133 @@ class TextFARE(Adapter):
 @torch.no_grad()
 def _textfare_batch(self: TextFARE, c: int) -> dict:
     "Chunk `c`: one row per text with S′ and both distances."
-    s = c * self.chunk; ids = self.idx[s:s + self.chunk]
+    s = c * self.chunk
+    ids = self.idx[s : s + self.chunk]
     tx = [self.data_task.texts[i] for i in ids]
     ref, own = encode_texts(self.anchor, tx).float(), encode_texts(self.model, tx).float()
-    adv = attack_texts(self.model, tx, own, self.attack, k=self.k, rho=self.rho, chars=self.chars,
-                       constraint=self.constraint, seed=self.seed + s, batch_size=self.batch_size)
+    adv = attack_texts(
+        self.model,
+        tx,
+        own,
+        self.attack,
+        k=self.k,
+        rho=self.rho,
+        chars=self.chars,
+        constraint=self.constraint,
+        seed=self.seed + s,
+        batch_size=self.batch_size,
+    )
     import Levenshtein
+
     e = encode_texts(self.model, adv).float()
     rows = zip(ids, tx, adv, sq_dist(ref, own), sq_dist(ref, e), sq_dist(own, e))
-    return {"rows": [{"index": i, "text": t, "adv_text": a, "textfare_clean": lc, "textfare_adv": la, "attack_objective": o,
-                      "distance": Levenshtein.distance(t, a)} for i, t, a, lc, la, o in rows]}
+    return {
+        "rows": [
+            {
+                "index": i,
+                "text": t,
+                "adv_text": a,
+                "textfare_clean": lc,
+                "textfare_adv": la,
+                "attack_objective": o,
+                "distance": Levenshtein.distance(t, a),
+            }
+            for i, t, a, lc, la, o in rows
+        ]
+    }
+
 
 def textfare_metrics(rows: list[dict]) -> dict:
     "Means (and medians) of the clean and adversarial TextFARE losses over the texts."
     cl, ad = torch.tensor([r["textfare_clean"] for r in rows]), torch.tensor([r["textfare_adv"] for r in rows])
-    return {"textfare_clean": cl.mean().item(), "textfare_adv": ad.mean().item(),
-            "textfare_clean_median": cl.median().item(), "textfare_adv_median": ad.median().item(),
-            "attack_objective": sum(r["attack_objective"] for r in rows) / len(rows),   # mean ‖f(S′) − f(S)‖²
-            "mean_distance": sum(r["distance"] for r in rows) / len(rows), "n": len(rows)}
+    return {
+        "textfare_clean": cl.mean().item(),
+        "textfare_adv": ad.mean().item(),
+        "textfare_clean_median": cl.median().item(),
+        "textfare_adv_median": ad.median().item(),
+        "attack_objective": sum(r["attack_objective"] for r in rows) / len(rows),  # mean ‖f(S′) − f(S)‖²
+        "mean_distance": sum(r["distance"] for r in rows) / len(rows),
+        "n": len(rows),
+    }
+
 
 def _textfare_finish(self: TextFARE, lines: dict[int, dict]) -> tuple[dict, dict, dict]:
     "The metrics of all rows, the attack block, and the record's other fields."
     rows = [r for c in sorted(lines) for r in lines[c]["rows"]]
-    return textfare_metrics(rows), self.block, {"split": self.split, "seed": self.seed, "n_samples": len(rows),
-                                                "anchor": self.config()["anchor"]}
+    return (
+        textfare_metrics(rows),
+        self.block,
+        {"split": self.split, "seed": self.seed, "n_samples": len(rows), "anchor": self.config()["anchor"]},
+    )
+
 
 TextFARE.run_batch, TextFARE.finish = _textfare_batch, _textfare_finish
 
 # %% ../../nbs/37_eval.textfare.ipynb #cb3a39d0
-def eval_textfare(model: PixelCLIP|str,         # the evaluated model (or a `load_clip` spec)
-                  dataset: str|TextClassificationTask,  # 'mini/text', 'ag_news', 'textcsv:PATH' (only the texts are used)
-                  *,
-                  anchor: PixelCLIP|str|None = None,  # the original CLIP (or its spec); None: `model` itself
-                  anchor_pretrained: str|None = None,
-                  attack: str = "leaf",         # 'leaf' | 'charmer' | 'bruteforce'
-                  k: int = 1,                   # Levenshtein budget (bruteforce: 1)
-                  rho: int = 20,                # LEAF's ρ / Charmer's positions (the reference's --rho 20)
-                  alphabet: str|None = None,    # Γ: None/'data', 'train' (LEAF: the train split's characters), 'ascii', ...
-                  constrain: bool = False,      # LEAF's dictionary-word constraint (the reference's --constrain, off)
-                  words: str = "web2",          # the constraint's dictionary
-                  n_samples: int|None = 100,    # the reference: 100 texts
-                  subset: str|SubsetSpec = "first",  # the reference: the first ones
-                  seed: int = 0,
-                  batch_size: int = 512, chunk: int = 16,
-                  data_root: str|None = None, split: str = "test", device: str = "auto",
-                  output: str|Path|None = None, samples: str|Path|None = None, resume: bool = True,
-                  max_batches: int|None = None, pretrained: str|None = None, overwrite: bool = False,
-                  **dataset_kwargs,
-                 ) -> dict:
+def eval_textfare(
+    model: PixelCLIP | str,  # the evaluated model (or a `load_clip` spec)
+    dataset: str | TextClassificationTask,  # 'mini/text', 'ag_news', 'textcsv:PATH' (only the texts are used)
+    *,
+    anchor: PixelCLIP | str | None = None,  # the original CLIP (or its spec); None: `model` itself
+    anchor_pretrained: str | None = None,
+    attack: str = "leaf",  # 'leaf' | 'charmer' | 'bruteforce'
+    k: int = 1,  # Levenshtein budget (bruteforce: 1)
+    rho: int = 20,  # LEAF's ρ / Charmer's positions (the reference's --rho 20)
+    alphabet: str | None = None,  # Γ: None/'data', 'train' (LEAF: the train split's characters), 'ascii', ...
+    constrain: bool = False,  # LEAF's dictionary-word constraint (the reference's --constrain, off)
+    words: str = "web2",  # the constraint's dictionary
+    n_samples: int | None = 100,  # the reference: 100 texts
+    subset: str | SubsetSpec = "first",  # the reference: the first ones
+    seed: int = 0,
+    batch_size: int = 512,
+    chunk: int = 16,
+    data_root: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    output: str | Path | None = None,
+    samples: str | Path | None = None,
+    resume: bool = True,
+    max_batches: int | None = None,
+    pretrained: str | None = None,
+    overwrite: bool = False,
+    **dataset_kwargs,
+) -> dict:
     "Mean clean and adversarial TextFARE loss (LEAF's `eval_textfare.py`); returns (and writes) the result record."
     attack, sub = textfare_attack(attack), subset_spec(subset, n_samples, seed)
-    check_positive("--k", k); check_positive("--rho", rho); check_positive("--batch-size", batch_size)
-    check_positive("chunk", chunk); check_output(output)
-    task = resolve_task(dataset, TextClassificationTask, "a text task (texts to embed)", data_root=data_root,
-                        split=split, **dataset_kwargs)
-    if not len(task): raise RobustClipError(f"{task.name} has no texts")
+    check_positive("--k", k)
+    check_positive("--rho", rho)
+    check_positive("--batch-size", batch_size)
+    check_positive("chunk", chunk)
+    check_output(output)
+    task = resolve_task(
+        dataset,
+        TextClassificationTask,
+        "a text task (texts to embed)",
+        data_root=data_root,
+        split=split,
+        **dataset_kwargs,
+    )
+    if not len(task):
+        raise RobustClipError(f"{task.name} has no texts")
     alphabet, source = text_alphabet(alphabet, dataset, data_root, **dataset_kwargs)
     m = resolve_model(model, pretrained, device)
     a = m if anchor is None else resolve_model(anchor, anchor_pretrained, m.device)
-    adapter = TextFARE(m, a, task, attack=attack, k=k, rho=rho, alphabet=alphabet, alphabet_source=source,
-                       constraint=WordConstraint(words) if constrain else None, subset=sub, split=split, seed=seed,
-                       batch_size=batch_size, chunk=chunk)
-    return run_eval(adapter, output=output, samples=samples, resume=resume, max_batches=max_batches, overwrite=overwrite)
+    adapter = TextFARE(
+        m,
+        a,
+        task,
+        attack=attack,
+        k=k,
+        rho=rho,
+        alphabet=alphabet,
+        alphabet_source=source,
+        constraint=WordConstraint(words) if constrain else None,
+        subset=sub,
+        split=split,
+        seed=seed,
+        batch_size=batch_size,
+        chunk=chunk,
+    )
+    return run_eval(
+        adapter, output=output, samples=samples, resume=resume, max_batches=max_batches, overwrite=overwrite
+    )

@@ -22,25 +22,42 @@ from ..vlm.data import VLMTask, task_pixels
 from ..vlm.metrics import cider, vqa_scores, vqa_accuracy, pope_scores, attribute_accuracy, CorpusCider
 from ..vlm.attacks import EnsembleSpec, ensemble_attack, apgd_text, targeted_attack, top_answers
 from ..train.distributed import rank_device
-from .runner import (Adapter, run_eval, resolve_task, check_output, check_positive, subset_spec,
-                                    sidecar_path, read_sidecar)
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    check_output,
+    check_positive,
+    subset_spec,
+    sidecar_path,
+    read_sidecar,
+)
 
 # %% auto #0
-__all__ = ['VLM_ATTACKS', 'vlm_metrics', 'VLMAttack', 'ensemble_spec', 'adv_dir', 'VLMEval', 'read_adv_images', 'eval_vlm']
+__all__ = [
+    'VLM_ATTACKS', 'vlm_metrics', 'VLMAttack', 'ensemble_spec', 'adv_dir', 'VLMEval', 'read_adv_images', 'eval_vlm'
+]
 
 # %% ../../nbs/34_eval.vlm.ipynb #ffdae35c
-def vlm_metrics(task: VLMTask,        # the task
-                idx: list[int],       # the evaluated samples
-                texts: list[str],     # what the LVLM generated for them
-               ) -> dict:
+def vlm_metrics(
+    task: VLMTask,  # the task
+    idx: list[int],  # the evaluated samples
+    texts: list[str],  # what the LVLM generated for them
+) -> dict:
     "The papers' metrics of generated `texts` (CIDEr, VQA accuracy or POPE F1), plus captions' attribute accuracy where known."
     gt = [task.answers[i] for i in idx]
-    if task.kind == "caption": c = cider(texts, gt); out = {"cider": c["cider"], "cider_tokenizer": c["tokenizer"]}
-    elif task.kind == "vqa": v = vqa_scores(texts, gt); out = {"vqa_acc": v["vqa_acc"], "exact_match": v["exact_match"]}
+    if task.kind == "caption":
+        c = cider(texts, gt)
+        out = {"cider": c["cider"], "cider_tokenizer": c["tokenizer"]}
+    elif task.kind == "vqa":
+        v = vqa_scores(texts, gt)
+        out = {"vqa_acc": v["vqa_acc"], "exact_match": v["exact_match"]}
     else:
         p = pope_scores(texts, [g[0] for g in gt])
         out = {k: p[k] for k in ("f1", "accuracy", "precision", "recall", "yes_ratio")}
-    if task.attributes is not None and task.phrases is not None and task.kind == "caption":   # an answer names one attribute
+    if (
+        task.attributes is not None and task.phrases is not None and task.kind == "caption"
+    ):  # an answer names one attribute
         a = attribute_accuracy(texts, {k: [v[i] for i in idx] for k, v in task.attributes.items()}, task.phrases)
         out |= {"attr_acc": a["attr_acc"], "per_attribute": a["per_attribute"]}
     return out | {"n": len(idx)}
@@ -48,23 +65,27 @@ def vlm_metrics(task: VLMTask,        # the task
 # %% ../../nbs/34_eval.vlm.ipynb #71f244fe
 VLM_ATTACKS = ("ensemble", "apgd", "targeted")
 
+
 @dataclass(frozen=True)
 class VLMAttack:
     "An attack on an LVLM's image, parsed once: which, the ℓ∞ budget, iterations, target and ensemble settings."
-    name: str                         # 'ensemble', 'apgd' or 'targeted'
-    threat: ThreatModel               # ℓ∞ budget
-    steps: int = 100                  # APGD iterations (of every stage of the ensemble)
-    target: str|None = None           # the targeted attack's text
-    threshold: float|None = None      # ensemble: stop below this score (default by task)
-    targets: tuple[str, ...]|None = None  # ensemble: final targeted stages (default by task)
-    half: str = "auto"                # ensemble: precision of its first stages
+
+    name: str  # 'ensemble', 'apgd' or 'targeted'
+    threat: ThreatModel  # ℓ∞ budget
+    steps: int = 100  # APGD iterations (of every stage of the ensemble)
+    target: str | None = None  # the targeted attack's text
+    threshold: float | None = None  # ensemble: stop below this score (default by task)
+    targets: tuple[str, ...] | None = None  # ensemble: final targeted stages (default by task)
+    half: str = "auto"  # ensemble: precision of its first stages
 
     @classmethod
-    def parse(cls, name: str, eps: str|float, steps: int = 100, target: str|None = None, **kw) -> "VLMAttack":
+    def parse(cls, name: str, eps: str | float, steps: int = 100, target: str | None = None, **kw) -> "VLMAttack":
         "Check the values a user gave (one-line errors) and build the attack."
-        if name not in VLM_ATTACKS: raise RobustClipError(f"unknown LVLM attack {name!r}; use one of {', '.join(VLM_ATTACKS)}")
+        if name not in VLM_ATTACKS:
+            raise RobustClipError(f"unknown LVLM attack {name!r}; use one of {', '.join(VLM_ATTACKS)}")
         threat = ThreatModel.parse(eps)
-        if threat.norm != "linf": raise RobustClipError("LVLM attacks are l-inf attacks (as the papers)")
+        if threat.norm != "linf":
+            raise RobustClipError("LVLM attacks are l-inf attacks (as the papers)")
         check_positive("--steps", steps)
         if (name == "targeted") != (target is not None and target.strip() != ""):
             raise RobustClipError("--target is needed by --attack targeted, and only by it")
@@ -72,22 +93,37 @@ class VLMAttack:
 
     def to_json(self) -> dict:
         "The attack block of a result (without the task defaults, which `ensemble_spec` adds)."
-        return {"name": self.name, **self.threat.to_json(), "steps": self.steps, "target": self.target,
-                "threshold": self.threshold, "targets": list(self.targets) if self.targets is not None else None, "half": self.half}
+        return {
+            "name": self.name,
+            **self.threat.to_json(),
+            "steps": self.steps,
+            "target": self.target,
+            "threshold": self.threshold,
+            "targets": list(self.targets) if self.targets is not None else None,
+            "half": self.half,
+        }
 
-def ensemble_spec(attack: VLMAttack,  # the parsed attack
-                  task: VLMTask,      # decides the defaults
-                 ) -> EnsembleSpec:
+
+def ensemble_spec(
+    attack: VLMAttack,  # the parsed attack
+    task: VLMTask,  # decides the defaults
+) -> EnsembleSpec:
     "The ensemble's settings for `task` (RobustVLM's defaults where the attack leaves them open)."
     flickr = "flickr" in task.name.lower()
     thr = attack.threshold if attack.threshold is not None else (0.0 if task.kind == "vqa" else 2.0 if flickr else 10.0)
-    tg = attack.targets if attack.targets is not None else (() if task.kind != "vqa" else ("maybe",) if "textvqa" in task.name.lower() else ("maybe", "Word"))
+    tg = (
+        attack.targets
+        if attack.targets is not None
+        else (() if task.kind != "vqa" else ("maybe",) if "textvqa" in task.name.lower() else ("maybe", "Word"))
+    )
     return EnsembleSpec(eps=attack.threat.eps, steps=attack.steps, threshold=thr, half=attack.half, targets=tuple(tg))
 
 # %% ../../nbs/34_eval.vlm.ipynb #1380a646
-def adv_dir(output: str|Path) -> Path:
+def adv_dir(output: str | Path) -> Path:
     "Where an attacked evaluation keeps its adversarial images: `a.json` -> `a.adv/`."
-    p = Path(output); return p.with_name(p.stem + ".adv")
+    p = Path(output)
+    return p.with_name(p.stem + ".adv")
+
 
 def _score_fn(task: VLMTask, idx: list[int]):
     "Per-sample score of outputs for the ensemble: CIDEr against the evaluated set's references, or VQA accuracy."
@@ -97,42 +133,60 @@ def _score_fn(task: VLMTask, idx: list[int]):
         return lambda texts, at, ids: cc(texts, [pos[ids[k]] for k in at])
     return lambda texts, at, ids: [vqa_accuracy(t, task.answers[ids[k]]) for t, k in zip(texts, at)]
 
+
 class VLMEval(Adapter):
     "LVLM evaluation as a runner adapter: per batch the clean outputs and, with an attack, the attacked ones."
+
     unit = "batch"
-    def __init__(self,
-                 lvlm: LVLM,               # the LVLM, its vision encoder already swapped in
-                 task: VLMTask,            # what to evaluate on
-                 *,
-                 subset: SubsetSpec = SubsetSpec(None),  # which samples
-                 batch_size: int = 8,
-                 max_new_tokens: int|None = None,   # default: the LVLM's own
-                 attack: VLMAttack|None = None,     # None: clean only
-                 transfer_from: str|Path|None = None,  # a result whose adversarial images to show instead of attacking
-                 keep_images: Path|None = None,     # folder for this run's adversarial images (attacks only)
-                 split: str = "test", seed: int = 0,
-                ):
+
+    def __init__(
+        self,
+        lvlm: LVLM,  # the LVLM, its vision encoder already swapped in
+        task: VLMTask,  # what to evaluate on
+        *,
+        subset: SubsetSpec = SubsetSpec(None),  # which samples
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,  # default: the LVLM's own
+        attack: VLMAttack | None = None,  # None: clean only
+        transfer_from: str | Path | None = None,  # a result whose adversarial images to show instead of attacking
+        keep_images: Path | None = None,  # folder for this run's adversarial images (attacks only)
+        split: str = "test",
+        seed: int = 0,
+    ):
         super().__init__(lvlm, task.name, split=split, seed=seed)
         self.data_task, self.batch_size, self.max_new_tokens = task, batch_size, max_new_tokens
         self.idx, self.task = subset.indices(len(task)), f"lvlm_{task.kind}"
         self.attack, self.keep = attack, keep_images
         self.transfer = Path(transfer_from) if transfer_from is not None else None
-        if attack is not None and self.transfer is not None: raise RobustClipError("attack or transfer_from, not both")
+        if attack is not None and self.transfer is not None:
+            raise RobustClipError("attack or transfer_from, not both")
         if (attack is not None or self.transfer is not None) and task.kind == "pope":
             raise RobustClipError("POPE is evaluated clean (FARE Table 5); attack captioning or VQA tasks")
         self._source = _source(self.transfer) if self.transfer is not None else None
 
     def config(self) -> dict:
         "The LVLM, the samples, the prompt, the decoding and the attack (or the transfer source)."
-        c = {"vlm": self.model.name, "kind": self.data_task.kind, "prompt": self.data_task.prompt,
-             "indices": config_hash(self.idx), "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens,
-             "image_size": self.model.image_size}
-        if self.attack is not None: c["attack"] = self.attack.to_json()
-        if self.transfer is not None: c["transfer_from"] = self._source["key"]
+        c = {
+            "vlm": self.model.name,
+            "kind": self.data_task.kind,
+            "prompt": self.data_task.prompt,
+            "indices": config_hash(self.idx),
+            "batch_size": self.batch_size,
+            "max_new_tokens": self.max_new_tokens,
+            "image_size": self.model.image_size,
+        }
+        if self.attack is not None:
+            c["attack"] = self.attack.to_json()
+        if self.transfer is not None:
+            c["transfer_from"] = self._source["key"]
         return c
+
     def desc(self) -> str:
         "The progress bar's label."
-        return f"{self.task} {self.dataset}" + (f" {self.attack.name} {self.attack.threat.eps_str}" if self.attack else "")
+        return f"{self.task} {self.dataset}" + (
+            f" {self.attack.name} {self.attack.threat.eps_str}" if self.attack else ""
+        )
+
     def n_batches(self) -> int:
         "Batches of `batch_size` samples."
         return math.ceil(len(self.idx) / self.batch_size)
@@ -142,122 +196,184 @@ class VLMEval(Adapter):
         if self.attack is not None and self.attack.name == "ensemble":
             self.spec, self.score = ensemble_spec(self.attack, self.data_task), _score_fn(self.data_task, self.idx)
         if self.transfer is not None:
-            self.source_images = read_adv_images(self.transfer, self.idx); side = next(iter(self.source_images.values())).shape[-1]
+            self.source_images = read_adv_images(self.transfer, self.idx)
+            side = next(iter(self.source_images.values())).shape[-1]
             if side != self.model.image_size:
-                raise RobustClipError(f"transfer source images are {side}x{side} but the LVLM now takes {self.model.image_size}x{self.model.image_size}")
+                raise RobustClipError(
+                    f"transfer source images are {side}x{side} but the LVLM now takes {self.model.image_size}x{self.model.image_size}"
+                )
 
-    def _attack(self, b: int, ids: list[int], x: torch.Tensor, prompts: list[str], clean: list[str]) -> tuple[torch.Tensor, list[dict]]:
+    def _attack(
+        self, b: int, ids: list[int], x: torch.Tensor, prompts: list[str], clean: list[str]
+    ) -> tuple[torch.Tensor, list[dict]]:
         "The adversarial images of batch `b` and, per sample, what the row adds (adversarial output, stage or success)."
         a, t = self.attack, self.data_task
         if a.name == "ensemble":
             truths = [t.answers[i] if t.kind == "caption" else top_answers(t.answers[i]) for i in ids]
-            r = ensemble_attack(self.model, x, prompts, truths, lambda texts, at: self.score(texts, at, ids), self.spec,
-                                clean, self.max_new_tokens)
+            r = ensemble_attack(
+                self.model,
+                x,
+                prompts,
+                truths,
+                lambda texts, at: self.score(texts, at, ids),
+                self.spec,
+                clean,
+                self.max_new_tokens,
+            )
             return r.x_adv, [{"adv_text": s, "stage": g} for s, g in zip(r.texts, r.stages)]
         if a.name == "apgd":
             first = [t.answers[i][0] if t.kind == "caption" else top_answers(t.answers[i])[0] for i in ids]
             xa = apgd_text(self.model, x, prompts, first, eps=a.threat.eps, steps=a.steps).x_adv
             return xa, [{"adv_text": s} for s in self.model.generate(xa, prompts, self.max_new_tokens)]
-        xa, outs, ok = targeted_attack(self.model, x, prompts, a.target, eps=a.threat.eps, steps=a.steps, max_new_tokens=self.max_new_tokens)
+        xa, outs, ok = targeted_attack(
+            self.model, x, prompts, a.target, eps=a.threat.eps, steps=a.steps, max_new_tokens=self.max_new_tokens
+        )
         return xa, [{"adv_text": s, "success": o} for s, o in zip(outs, ok)]
 
     def run_batch(self, b: int) -> dict:
         "Generate for the samples of batch `b` (clean, and attacked or transferred)."
-        ids = self.idx[b * self.batch_size:(b + 1) * self.batch_size]
+        ids = self.idx[b * self.batch_size : (b + 1) * self.batch_size]
         x = task_pixels(self.data_task, ids, self.model.image_size).to(self.model.device)
         prompts = [task_prompt(self.data_task.prompt, self.data_task.questions[i], self.model.prompts) for i in ids]
         texts = self.model.generate(x, prompts, self.max_new_tokens)
         rows = [{"index": i, "id": self.data_task.ids[i], "text": t} for i, t in zip(ids, texts)]
         if self.transfer is not None:
             xa = torch.stack([self.source_images[i] for i in ids]).to(x.device, x.dtype)
-            for r, s in zip(rows, self.model.generate(xa, prompts, self.max_new_tokens)): r["adv_text"] = s
+            for r, s in zip(rows, self.model.generate(xa, prompts, self.max_new_tokens)):
+                r["adv_text"] = s
         elif self.attack is not None:
             xa, more = self._attack(b, ids, x, prompts, texts)
-            for r, m in zip(rows, more): r.update(m)
-            if self.keep is not None: atomic_save({"index": torch.tensor(ids), "x_adv": xa.detach().cpu()}, self.keep/f"batch_{b:05d}.pt")
+            for r, m in zip(rows, more):
+                r.update(m)
+            if self.keep is not None:
+                atomic_save({"index": torch.tensor(ids), "x_adv": xa.detach().cpu()}, self.keep / f"batch_{b:05d}.pt")
         return {"rows": rows}
 
-    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
+    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "Clean and robust metrics of the stored texts, the attack block, the LVLM and encoder, a few examples."
-        rows = [r for b in sorted(lines) for r in lines[b]["rows"]]; idx = [r["index"] for r in rows]
+        rows = [r for b in sorted(lines) for r in lines[b]["rows"]]
+        idx = [r["index"] for r in rows]
         metrics = vlm_metrics(self.data_task, idx, [r["text"] for r in rows])
-        block, extra = None, {"vlm": self.model.name, "vision": dict(self.model.vision_spec), "kind": self.data_task.kind}
+        block, extra = (
+            None,
+            {"vlm": self.model.name, "vision": dict(self.model.vision_spec), "kind": self.data_task.kind},
+        )
         if "adv_text" in rows[0]:
             rob = vlm_metrics(self.data_task, idx, [r["adv_text"] for r in rows])
             metrics |= {f"robust_{k}": v for k, v in rob.items() if k not in ("n", "cider_tokenizer")}
-            if self.attack is not None and self.attack.name == "targeted": metrics["success_rate"] = sum(r["success"] for r in rows) / len(rows)
-            block = self.attack.to_json() | {"n_samples": len(rows)} if self.attack else {**self._source["attack"], "name": "transfer", "source_attack": self._source["attack"]["name"]}
+            if self.attack is not None and self.attack.name == "targeted":
+                metrics["success_rate"] = sum(r["success"] for r in rows) / len(rows)
+            block = (
+                self.attack.to_json() | {"n_samples": len(rows)}
+                if self.attack
+                else {**self._source["attack"], "name": "transfer", "source_attack": self._source["attack"]["name"]}
+            )
             if self.attack is not None and self.attack.name == "ensemble":
-                sp = self.spec; block |= {"threshold": sp.threshold, "targets": list(sp.targets), "stages": dict(Counter(r["stage"] for r in rows))}
-            if self.transfer is not None: extra["transfer_from"] = {"path": str(self.transfer), "vision": self._source["vision"]}
-            if self.keep is not None: extra["adversarial_images"] = self.keep.name
+                sp = self.spec
+                block |= {
+                    "threshold": sp.threshold,
+                    "targets": list(sp.targets),
+                    "stages": dict(Counter(r["stage"] for r in rows)),
+                }
+            if self.transfer is not None:
+                extra["transfer_from"] = {"path": str(self.transfer), "vision": self._source["vision"]}
+            if self.keep is not None:
+                extra["adversarial_images"] = self.keep.name
         extra["examples"] = [{k: r[k] for k in ("id", "text", "adv_text") if k in r} for r in rows[:3]]
         return metrics, block, extra
 
 # %% ../../nbs/34_eval.vlm.ipynb #349fe18a
-def read_adv_images(result: str|Path,  # the result JSON of an attacked evaluation run with an output
-                    idx: list[int],    # the samples this evaluation needs
-                   ) -> dict[int, torch.Tensor]:
+def read_adv_images(
+    result: str | Path,  # the result JSON of an attacked evaluation run with an output
+    idx: list[int],  # the samples this evaluation needs
+) -> dict[int, torch.Tensor]:
     "The adversarial image of each sample of `idx` that `result`'s run kept (one-line errors when it cannot serve them)."
     from robustclip.core import load_torch_file
+
     p = Path(result)
-    if not p.is_file(): raise RobustClipError(f"transfer source {p} not found (run the attacked evaluation with --output first)")
+    if not p.is_file():
+        raise RobustClipError(f"transfer source {p} not found (run the attacked evaluation with --output first)")
     d, out = adv_dir(p), {}
     for f in sorted(d.glob("batch_*.pt")) if d.is_dir() else []:
-        z = load_torch_file(f, "adversarial image file"); out |= dict(zip(z["index"].tolist(), z["x_adv"]))
+        z = load_torch_file(f, "adversarial image file")
+        out |= dict(zip(z["index"].tolist(), z["x_adv"]))
     miss = [i for i in idx if i not in out]
-    if miss: raise RobustClipError(f"{p}: no adversarial images for {len(miss)} of the {len(idx)} samples in {d} (same dataset, --n-samples and --seed?)")
+    if miss:
+        raise RobustClipError(
+            f"{p}: no adversarial images for {len(miss)} of the {len(idx)} samples in {d} (same dataset, --n-samples and --seed?)"
+        )
     return out
+
 
 def _source(path: Path) -> dict:
     "What the result at `path` attacked with (its attack block, encoder and sidecar key)."
     from robustclip.eval.runner import SIDECAR_KIND
-    try: rec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e: raise RobustClipError(f"transfer source {path} is not a result JSON: {e}") from None
+
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RobustClipError(f"transfer source {path} is not a result JSON: {e}") from None
     if not rec.get("attack") or rec["attack"].get("name") not in ("ensemble", "apgd", "targeted"):
         raise RobustClipError(f"transfer source {path} is not an attacked LVLM evaluation")
     head = json.loads(sidecar_path(path).read_text().splitlines()[0]) if sidecar_path(path).is_file() else {}
     return {"attack": rec["attack"], "vision": rec.get("vision"), "key": head.get("key", "")}
 
 # %% ../../nbs/34_eval.vlm.ipynb #46943100
-def eval_vlm(vlm: LVLM|str,                  # an LVLM or a `load_lvlm` spec ('mini-llava', 'llava-hf:<id or folder>')
-             dataset: str|VLMTask,           # 'mini/captions', 'vlm/coco', 'pope:PATH', ... or a task
-             *,
-             vision: PixelCLIP|str|None = None,   # swap this encoder in (a CLIP or `load_clip` spec); None: keep the LVLM's
-             pretrained: str|None = None,    # pretrained tag or checkpoint of a `vision` spec
-             task: str|None = None,          # 'caption', 'vqa' or 'pope': checked against the dataset's kind
-             attack: VLMAttack|str|None = None,  # 'ensemble', 'apgd', 'targeted' or a parsed attack; None: clean only
-             eps: str|float = "4/255",       # the attack's ℓ∞ budget (a string attack only)
-             steps: int = 100,               # APGD iterations (a string attack only; the targeted paper attack: 10,000)
-             target: str|None = None,        # the targeted attack's text
-             transfer_from: str|Path|None = None,  # show the adversarial images of this attacked result instead
-             n_samples: int|None = None,     # a seeded subset (None: every sample; the papers attack 500)
-             subset: str|SubsetSpec = "random",  # 'random' (seeded) or 'first'
-             seed: int = 0,
-             batch_size: int = 8,
-             max_new_tokens: int|None = None,    # default: the LVLM's own
-             resolution: str = "native",     # llava-hf: 'native' (224-px encoder as RobustVLM) or 'interpolate'
-             precision: str = "fp32",
-             data_root: str|None = None, split: str = "test",
-             device: str = "auto",
-             output: str|Path|None = None,   # the result JSON (its sidecar and adversarial images beside it)
-             resume: bool = True,
-             max_batches: int|None = None,   # at most this many new batches, then stop (incomplete)
-             overwrite: bool = False,        # replace a result that other settings wrote (else: refused)
-            ) -> dict:
+def eval_vlm(
+    vlm: LVLM | str,  # an LVLM or a `load_lvlm` spec ('mini-llava', 'llava-hf:<id or folder>')
+    dataset: str | VLMTask,  # 'mini/captions', 'vlm/coco', 'pope:PATH', ... or a task
+    *,
+    vision: PixelCLIP | str | None = None,  # swap this encoder in (a CLIP or `load_clip` spec); None: keep the LVLM's
+    pretrained: str | None = None,  # pretrained tag or checkpoint of a `vision` spec
+    task: str | None = None,  # 'caption', 'vqa' or 'pope': checked against the dataset's kind
+    attack: VLMAttack | str | None = None,  # 'ensemble', 'apgd', 'targeted' or a parsed attack; None: clean only
+    eps: str | float = "4/255",  # the attack's ℓ∞ budget (a string attack only)
+    steps: int = 100,  # APGD iterations (a string attack only; the targeted paper attack: 10,000)
+    target: str | None = None,  # the targeted attack's text
+    transfer_from: str | Path | None = None,  # show the adversarial images of this attacked result instead
+    n_samples: int | None = None,  # a seeded subset (None: every sample; the papers attack 500)
+    subset: str | SubsetSpec = "random",  # 'random' (seeded) or 'first'
+    seed: int = 0,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,  # default: the LVLM's own
+    resolution: str = "native",  # llava-hf: 'native' (224-px encoder as RobustVLM) or 'interpolate'
+    precision: str = "fp32",
+    data_root: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    output: str | Path | None = None,  # the result JSON (its sidecar and adversarial images beside it)
+    resume: bool = True,
+    max_batches: int | None = None,  # at most this many new batches, then stop (incomplete)
+    overwrite: bool = False,  # replace a result that other settings wrote (else: refused)
+) -> dict:
     "Captioning / VQA / POPE scores of an LVLM with `vision` swapped in (nothing retrained), clean, attacked or transferred."
-    check_positive("--batch-size", batch_size); out = check_output(output); sub = subset_spec(subset, n_samples, seed)
-    if max_new_tokens is not None: check_positive("--max-new-tokens", max_new_tokens)
-    if isinstance(attack, str): attack = VLMAttack.parse(attack, eps, steps, target)
-    if isinstance(dataset, str): load_plugins()   # LVLM datasets register from plugins (vlm.data, the mini world's)
+    check_positive("--batch-size", batch_size)
+    out = check_output(output)
+    sub = subset_spec(subset, n_samples, seed)
+    if max_new_tokens is not None:
+        check_positive("--max-new-tokens", max_new_tokens)
+    if isinstance(attack, str):
+        attack = VLMAttack.parse(attack, eps, steps, target)
+    if isinstance(dataset, str):
+        load_plugins()  # LVLM datasets register from plugins (vlm.data, the mini world's)
     t = resolve_task(dataset, VLMTask, "an LVLM task (captioning, VQA or POPE)", data_root=data_root, split=split)
-    if task is not None and task != t.kind: raise RobustClipError(f"{t.name} is a {t.kind} task, not {task}")
-    dev = rank_device(device)   # under torchrun: this rank's GPU
+    if task is not None and task != t.kind:
+        raise RobustClipError(f"{t.name} is a {t.kind} task, not {task}")
+    dev = rank_device(device)  # under torchrun: this rank's GPU
     lvlm = load_lvlm(vlm, device=dev, precision=precision) if isinstance(vlm, str) else vlm
     if vision is not None:
         clip = load_clip(vision, pretrained, device=dev) if isinstance(vision, str) else vision
         swap_vision(lvlm, clip, **({"resolution": resolution} if resolution != "native" else {}))
-    adapter = VLMEval(lvlm, t, subset=sub, batch_size=batch_size, max_new_tokens=max_new_tokens, attack=attack,
-                      transfer_from=transfer_from, keep_images=adv_dir(out) if out is not None and attack is not None else None,
-                      split=split, seed=seed)
+    adapter = VLMEval(
+        lvlm,
+        t,
+        subset=sub,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        attack=attack,
+        transfer_from=transfer_from,
+        keep_images=adv_dir(out) if out is not None and attack is not None else None,
+        split=split,
+        seed=seed,
+    )
     return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

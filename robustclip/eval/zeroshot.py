@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/eval.zeroshot.html.md"""
 
 # %% ../../nbs/30_eval.zeroshot.ipynb #8c39611c
 from __future__ import annotations
-import math, warnings
+import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,49 +19,82 @@ from ..data.core import ClassificationTask, select_samples
 from ..zeroshot import build_classifier, task_inputs, predict, classification_metrics
 from ..attacks.cascade import Cascade, AttackSpec, BatchFlags, batch_of
 from ..attacks.pgd import RandomizedModelWarning
-from .runner import (Adapter, run_eval, resolve_task, resolve_model, check_output, check_positive,
-                                    subset_spec, sidecar_path)
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    resolve_model,
+    check_output,
+    check_positive,
+    subset_spec,
+    sidecar_path,
+)
 
 # %% auto #0
-__all__ = ['DEFAULT_ATTACK', 'ROBUST_SAMPLES', 'zeroshot_attack', 'zeroshot_subset', 'ZeroShot', 'eval_zeroshot']
+__all__ = [
+    'DEFAULT_ATTACK', 'ROBUST_SAMPLES', 'zeroshot_attack', 'zeroshot_subset', 'ZeroShot', 'eval_zeroshot'
+]
 
 # %% ../../nbs/30_eval.zeroshot.ipynb #209fdc6f
-DEFAULT_ATTACK = "apgd-ce,apgd-t"   # what an eps without an attack means (the papers' protocol)
-ROBUST_SAMPLES = 1000               # the seeded subset attacked when no size is given
+DEFAULT_ATTACK = "apgd-ce,apgd-t"  # what an eps without an attack means (the papers' protocol)
+ROBUST_SAMPLES = 1000  # the seeded subset attacked when no size is given
 
-def zeroshot_attack(attack: str|AttackSpec|None,  # a preset, a parsed spec, or None (clean, unless `eps` is given)
-                    eps: str|float|ThreatModel|None = None,  # the budget: '4/255', 4/255, a ThreatModel
-                    norm: str = "linf",
-                    iterations: int|None = None, restarts: int|None = None, n_target_classes: int|None = None,
-                    precision: str = "fp32",
-                   ) -> AttackSpec|None:
+
+def zeroshot_attack(
+    attack: str | AttackSpec | None,  # a preset, a parsed spec, or None (clean, unless `eps` is given)
+    eps: str | float | ThreatModel | None = None,  # the budget: '4/255', 4/255, a ThreatModel
+    norm: str = "linf",
+    iterations: int | None = None,
+    restarts: int | None = None,
+    n_target_classes: int | None = None,
+    precision: str = "fp32",
+) -> AttackSpec | None:
     "The attack of a zero-shot evaluation, parsed once: None for clean accuracy only, else an `AttackSpec`."
     if attack is None and eps is None:
-        unused = [f for f, v in (("--iterations", iterations), ("--restarts", restarts), ("--n-target-classes", n_target_classes)) if v is not None]
-        if unused: raise RobustClipError(f"{', '.join(unused)} only applies to an attack; add --eps (e.g. --eps 4/255) or drop it")
+        unused = [
+            f
+            for f, v in (
+                ("--iterations", iterations),
+                ("--restarts", restarts),
+                ("--n-target-classes", n_target_classes),
+            )
+            if v is not None
+        ]
+        if unused:
+            raise RobustClipError(
+                f"{', '.join(unused)} only applies to an attack; add --eps (e.g. --eps 4/255) or drop it"
+            )
         return None
-    return AttackSpec.parse(attack if attack is not None else DEFAULT_ATTACK, eps, norm, iterations, restarts,
-                            n_target_classes, precision)
+    return AttackSpec.parse(
+        attack if attack is not None else DEFAULT_ATTACK, eps, norm, iterations, restarts, n_target_classes, precision
+    )
 
-def zeroshot_subset(subset: SubsetSpec,          # what the caller asked for
-                    attack: AttackSpec|None,     # the attack, if any
-                   ) -> SubsetSpec:
+
+def zeroshot_subset(
+    subset: SubsetSpec,  # what the caller asked for
+    attack: AttackSpec | None,  # the attack, if any
+) -> SubsetSpec:
     "The evaluated samples: as asked, except that 'all' becomes `ROBUST_SAMPLES` seeded samples under attack."
     return replace(subset, n=ROBUST_SAMPLES) if subset.n is None and attack is not None else subset
 
 # %% ../../nbs/30_eval.zeroshot.ipynb #7977c954
 class ZeroShot(Adapter):
     "Zero-shot classification as a runner adapter: a clean pass, then the cascade batch by batch."
+
     task = "zeroshot"
-    def __init__(self,
-                 model: PixelCLIP, task: ClassificationTask,
-                 attack: AttackSpec|None,  # None: clean accuracy only (no batches, no sidecar)
-                 subset: SubsetSpec,       # which samples
-                 *,
-                 split: str = "test", seed: int = 0,
-                 batch_size: int = 256,    # images per batch (and per sidecar line)
-                 checks: bool = True,      # the cascade's sanity checks
-                ):
+
+    def __init__(
+        self,
+        model: PixelCLIP,
+        task: ClassificationTask,
+        attack: AttackSpec | None,  # None: clean accuracy only (no batches, no sidecar)
+        subset: SubsetSpec,  # which samples
+        *,
+        split: str = "test",
+        seed: int = 0,
+        batch_size: int = 256,  # images per batch (and per sidecar line)
+        checks: bool = True,  # the cascade's sanity checks
+    ):
         super().__init__(model, task.name, split=split, seed=seed)
         self.data_task, self.attack, self.batch_size, self.checks = task, attack, batch_size, checks
         self.subset, self.indices = subset, select_samples(task, subset)
@@ -68,10 +102,21 @@ class ZeroShot(Adapter):
     def config(self) -> dict:
         "Subset, batching and the attack (with its seed)."
         a = None if self.attack is None else {**self.attack.to_json(), "seed": self.seed}
-        return {"n_total": len(self.data_task), "indices": config_hash(self.indices), "batch_size": self.batch_size, "attack": a}
+        return {
+            "n_total": len(self.data_task),
+            "indices": config_hash(self.indices),
+            "batch_size": self.batch_size,
+            "attack": a,
+        }
+
     def desc(self) -> str:
         "The progress bar's label."
-        return f"{self.attack.name} {self.attack.threat.eps_str} {self.dataset}" if self.attack else f"clean {self.dataset}"
+        return (
+            f"{self.attack.name} {self.attack.threat.eps_str} {self.dataset}"
+            if self.attack
+            else f"clean {self.dataset}"
+        )
+
     def n_batches(self) -> int:
         "Attack batches (none without an attack)."
         return 0 if self.attack is None else math.ceil(len(self.indices) / self.batch_size)
@@ -83,61 +128,96 @@ class ZeroShot(Adapter):
         logits, labels = predict(self.clf, self.data, self.batch_size, desc=f"clean {self.dataset}")
         self.clean = {**classification_metrics(logits, labels), "n": len(labels)}
         if self.attack is not None:
-            self.cascade = Cascade(self.clf, self.attack, seed=self.seed, checks=self.checks); self.cascade.start()
+            self.cascade = Cascade(self.clf, self.attack, seed=self.seed, checks=self.checks)
+            self.cascade.start()
 
     def run_batch(self, b: int) -> dict:
         "Attack batch `b`: its flags and dataset indices."
         x, y = batch_of(self.data, b, self.batch_size)
         dev = self.model.device
         bf = self.cascade.attack_batch(x.to(dev).float(), torch.as_tensor(y).to(dev), b)
-        return {**bf.to_json(), "index": self.indices[b * self.batch_size:(b + 1) * self.batch_size]}
+        return {**bf.to_json(), "index": self.indices[b * self.batch_size : (b + 1) * self.batch_size]}
 
-    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict|None, dict]:
+    def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "Clean metrics, or the cascade's flags as robust accuracy and the attack block."
         extra = {"seed": self.seed, "split": self.split, "subset": self.subset.mode}
-        if self.attack is None: return self.clean, None, {"n_samples": self.clean["n"], **extra}
+        if self.attack is None:
+            return self.clean, None, {"n_samples": self.clean["n"], **extra}
         res = self.cascade.collect({b: BatchFlags.from_json(d) for b, d in lines.items()}, fired=self.cascade.fired)
         if res.clean_acc != self.clean["acc1"] and self.checks:
-            warnings.warn(f"clean accuracy of the attack batches ({res.clean_acc:.4f}) differs from the clean pass "
-                          f"({self.clean['acc1']:.4f}): is the model deterministic?", RandomizedModelWarning, stacklevel=2)
+            warnings.warn(
+                f"clean accuracy of the attack batches ({res.clean_acc:.4f}) differs from the clean pass "
+                f"({self.clean['acc1']:.4f}): is the model deterministic?",
+                RandomizedModelWarning,
+                stacklevel=2,
+            )
         c = self.clean
-        metrics = {"acc1": res.clean_acc, "acc5": c["acc5"], "mean_per_class_recall": c["mean_per_class_recall"],
-                   "robust_acc1": res.robust_acc, "per_attack": res.per_attack, "n": res.n}
-        block = {**res.config, "n_samples": res.n, "batch_size": self.batch_size, "n_classes": self.clf.n_classes,
-                 "native_resolution": bool(self.data_task.native_resolution), "checks": self.checks, "warnings": res.warnings}
+        metrics = {
+            "acc1": res.clean_acc,
+            "acc5": c["acc5"],
+            "mean_per_class_recall": c["mean_per_class_recall"],
+            "robust_acc1": res.robust_acc,
+            "per_attack": res.per_attack,
+            "n": res.n,
+        }
+        block = {
+            **res.config,
+            "n_samples": res.n,
+            "batch_size": self.batch_size,
+            "n_classes": self.clf.n_classes,
+            "native_resolution": bool(self.data_task.native_resolution),
+            "checks": self.checks,
+            "warnings": res.warnings,
+        }
         return metrics, block, {"n_samples": res.n, **extra}
 
 # %% ../../nbs/30_eval.zeroshot.ipynb #902c0dd7
-def eval_zeroshot(model: PixelCLIP|str,        # a loaded model or a spec for `load_clip`
-                  dataset: str|ClassificationTask,  # a task or its name, e.g. 'mini/digit', 'cifar10', 'imagenet'
-                  *,
-                  data_root: str|None = None,  # root of paper-scale data
-                  split: str = "test",
-                  n_samples: int|None = None,  # seeded subset (None: the whole split; 1000 when attacking)
-                  subset: str|SubsetSpec = "random",  # 'random', 'first', 'robustbench' (ImageNet), 'clip-benchmark' (wds), or a spec
-                  seed: int = 0,               # seeds the subset and the attacks' random starts
-                  batch_size: int = 256,
-                  device: str = "auto",
-                  output: str|Path|None = None,  # write the result JSON here (and the sidecar next to it)
-                  attack: str|AttackSpec|None = None,  # e.g. 'apgd-ce,apgd-t' or a parsed spec (None: clean only)
-                  eps: str|float|ThreatModel|None = None,  # '4/255' or 4/255
-                  norm: str = "linf",
-                  iterations: int|None = None, # per attack (default 100)
-                  restarts: int|None = None,   # per attack (default: the preset's: APGD-CE 5, APGD-T 1 per target)
-                  n_target_classes: int|None = None,  # APGD-T targets (default min(9, C-1))
-                  precision: str = "fp32",     # attack precision: 'fp32' or 'bf16' (autocast)
-                  checks: bool = True,         # sanity checks (named RobustnessWarnings)
-                  resume: bool = True,         # continue from the sidecar of an interrupted run
-                  max_batches: int|None = None,  # attack at most this many new batches, then stop (incomplete)
-                  pretrained: str|None = None, # pretrained tag or checkpoint when `model` is a spec
-                  overwrite: bool = False,     # replace a result that other settings wrote at `output` (else refused)
-                 ) -> dict:
+def eval_zeroshot(
+    model: PixelCLIP | str,  # a loaded model or a spec for `load_clip`
+    dataset: str | ClassificationTask,  # a task or its name, e.g. 'mini/digit', 'cifar10', 'imagenet'
+    *,
+    data_root: str | None = None,  # root of paper-scale data
+    split: str = "test",
+    n_samples: int | None = None,  # seeded subset (None: the whole split; 1000 when attacking)
+    subset: str
+    | SubsetSpec = "random",  # 'random', 'first', 'robustbench' (ImageNet), 'clip-benchmark' (wds), or a spec
+    seed: int = 0,  # seeds the subset and the attacks' random starts
+    batch_size: int = 256,
+    device: str = "auto",
+    output: str | Path | None = None,  # write the result JSON here (and the sidecar next to it)
+    attack: str | AttackSpec | None = None,  # e.g. 'apgd-ce,apgd-t' or a parsed spec (None: clean only)
+    eps: str | float | ThreatModel | None = None,  # '4/255' or 4/255
+    norm: str = "linf",
+    iterations: int | None = None,  # per attack (default 100)
+    restarts: int | None = None,  # per attack (default: the preset's: APGD-CE 5, APGD-T 1 per target)
+    n_target_classes: int | None = None,  # APGD-T targets (default min(9, C-1))
+    precision: str = "fp32",  # attack precision: 'fp32' or 'bf16' (autocast)
+    checks: bool = True,  # sanity checks (named RobustnessWarnings)
+    resume: bool = True,  # continue from the sidecar of an interrupted run
+    max_batches: int | None = None,  # attack at most this many new batches, then stop (incomplete)
+    pretrained: str | None = None,  # pretrained tag or checkpoint when `model` is a spec
+    overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
+) -> dict:
     "Zero-shot evaluation of `model` on `dataset`, clean or under attack; returns (and optionally writes) the result."
     spec = zeroshot_attack(attack, eps, norm, iterations, restarts, n_target_classes, precision)
     sub = zeroshot_subset(subset_spec(subset, n_samples, seed), spec)
-    check_positive("--batch-size", batch_size); check_output(output)
-    task = resolve_task(dataset, ClassificationTask, "an image classification task (try `robustclip eval text` or "
-                        "`eval retrieval`)", data_root=data_root, split=split)
-    adapter = ZeroShot(resolve_model(model, pretrained, device), task, spec, sub, split=split, seed=seed,
-                       batch_size=batch_size, checks=checks)
+    check_positive("--batch-size", batch_size)
+    check_output(output)
+    task = resolve_task(
+        dataset,
+        ClassificationTask,
+        "an image classification task (try `robustclip eval text` or `eval retrieval`)",
+        data_root=data_root,
+        split=split,
+    )
+    adapter = ZeroShot(
+        resolve_model(model, pretrained, device),
+        task,
+        spec,
+        sub,
+        split=split,
+        seed=seed,
+        batch_size=batch_size,
+        checks=checks,
+    )
     return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/mini.finetunes.html.md"""
 
 # %% ../../nbs/56_mini.finetunes.ipynb #b78b58d2
 from __future__ import annotations
-import json, shutil
+import json
+import shutil
 
 import torch
 from pathlib import Path
@@ -16,104 +17,162 @@ from ..core import RobustClipError, atomic_write_text, cache_dir, config_hash
 from ..train.config import TrainConfig, config_dict, make_config
 
 # %% auto #0
-__all__ = ['WEIGHTS', 'FINETUNES', 'BOOKKEEPING', 'base_sha', 'run_recipe', 'ship_run', 'shipped_run', 'unpack_run']
+__all__ = [
+    'WEIGHTS', 'FINETUNES', 'BOOKKEEPING', 'base_sha', 'run_recipe', 'ship_run', 'shipped_run', 'unpack_run'
+]
 
 # %% ../../nbs/56_mini.finetunes.ipynb #e45e3360
-WEIGHTS = Path(robustclip.mini.__file__).parent/"weights"   # `mini.pretrain.SHIPPED`, without importing open_clip to find it
-FINETUNES = WEIGHTS/"finetunes"   # the shipped mini fine-tunes and their manifest.json (in the repository, not in the wheel)
-BOOKKEEPING = ("output_dir", "device", "workers", "save_every", "keep_every", "stop_after")   # keys that do not change the weights
+WEIGHTS = (
+    Path(robustclip.mini.__file__).parent / "weights"
+)  # `mini.pretrain.SHIPPED`, without importing open_clip to find it
+FINETUNES = (
+    WEIGHTS / "finetunes"
+)  # the shipped mini fine-tunes and their manifest.json (in the repository, not in the wheel)
+BOOKKEEPING = (
+    "output_dir",
+    "device",
+    "workers",
+    "save_every",
+    "keep_every",
+    "stop_after",
+)  # keys that do not change the weights
+
 
 def _manifest(dest: Path) -> dict:
     "The entries of a shipped-weights folder's manifest.json ({} when it has none)."
-    try: return json.loads((Path(dest)/"manifest.json").read_text())["weights"]
-    except FileNotFoundError: return {}
+    try:
+        return json.loads((Path(dest) / "manifest.json").read_text())["weights"]
+    except FileNotFoundError:
+        return {}
+
 
 def base_sha() -> str:
     "SHA-256 of the mini-base weights a fine-tune starts from (the trusted cache's record, else the shipped file's)."
     key, e = next(((k, e) for k, e in _manifest(WEIGHTS).items() if e["name"] == "mini-base"), (None, None))
-    if e is None: raise RobustClipError(f"no mini-base weights ship in {WEIGHTS}")
-    try: return json.loads((cache_dir("mini-base")/e["recipe"]/"sha256.json").read_text())["files"]["open_clip_model.safetensors"]
-    except (FileNotFoundError, KeyError, ValueError): return e["files"]["open_clip_model.safetensors"]
+    if e is None:
+        raise RobustClipError(f"no mini-base weights ship in {WEIGHTS}")
+    try:
+        return json.loads((cache_dir("mini-base") / e["recipe"] / "sha256.json").read_text())["files"][
+            "open_clip_model.safetensors"
+        ]
+    except (FileNotFoundError, KeyError, ValueError):
+        return e["files"]["open_clip_model.safetensors"]
 
-def run_recipe(cfg: TrainConfig,  # a validated training config
-              ) -> dict|None:
+
+def run_recipe(
+    cfg: TrainConfig,  # a validated training config
+) -> dict | None:
     "What decides the run's weights (config without bookkeeping + base weights' SHA-256); None unless it fine-tunes mini-base."
-    if cfg.model != "mini-base" or cfg.pretrained or cfg.anchor not in (None, "mini-base"): return None
+    if cfg.model != "mini-base" or cfg.pretrained or cfg.anchor not in (None, "mini-base"):
+        return None
     return {"config": {k: v for k, v in config_dict(cfg).items() if k not in BOOKKEEPING}, "base": base_sha()}
 
 # %% ../../nbs/56_mini.finetunes.ipynb #3647954e
 def _state(path: Path) -> dict:
     from safetensors.torch import load_file
+
     return load_file(str(path))
+
 
 def _base_file() -> Path:
     "The mini-base weights file a fine-tune starts from (the cache, filled from the shipped weights when missing)."
     from robustclip.mini.pretrain import mini_base_dir
-    return mini_base_dir()/"open_clip_model.safetensors"
 
-def ship_run(run_dir: str|Path,          # a finished fine-tune of mini-base (has final/)
-             dest: str|Path = FINETUNES,  # the shipped fine-tunes folder (its manifest.json is updated)
-            ) -> Path:
+    return mini_base_dir() / "open_clip_model.safetensors"
+
+
+def ship_run(
+    run_dir: str | Path,  # a finished fine-tune of mini-base (has final/)
+    dest: str | Path = FINETUNES,  # the shipped fine-tunes folder (its manifest.json is updated)
+) -> Path:
     "Pack a finished mini fine-tune into `dest/<name>-<recipe hash>/` and enter it in `dest/manifest.json`."
     from safetensors.torch import save_file
     from robustclip.train.runs import RunFolder
     from robustclip.mini.pretrain import file_sha256
+
     run, dest = RunFolder(run_dir), Path(dest)
-    if not run.has_final(): raise RobustClipError(f"{run.root} has no final/: train it first")
+    if not run.has_final():
+        raise RobustClipError(f"{run.root} has no final/: train it first")
     record = json.loads(run.final_record.read_text())
-    cfg = make_config(record["config"]); recipe = run_recipe(cfg)
-    if recipe is None: raise RobustClipError(f"{run.root} does not fine-tune mini-base: nothing to ship")
-    base, sd = _state(_base_file()), _state(run.final/"open_clip_model.safetensors")
-    if sd.keys() != base.keys(): raise RobustClipError(f"{run.root}: its weights are not mini-base's architecture")
-    key = f"{cfg.name}-{config_hash(recipe)}"; out = dest/key
-    if out.exists(): shutil.rmtree(out)
+    cfg = make_config(record["config"])
+    recipe = run_recipe(cfg)
+    if recipe is None:
+        raise RobustClipError(f"{run.root} does not fine-tune mini-base: nothing to ship")
+    base, sd = _state(_base_file()), _state(run.final / "open_clip_model.safetensors")
+    if sd.keys() != base.keys():
+        raise RobustClipError(f"{run.root}: its weights are not mini-base's architecture")
+    key = f"{cfg.name}-{config_hash(recipe)}"
+    out = dest / key
+    if out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in sd.items() if not torch.equal(v, base[k])}, str(out/"delta.safetensors"))
-    for name in ("open_clip_config.json", "robustclip_train.json"): shutil.copyfile(run.final/name, out/name)
-    shutil.copyfile(run.metrics, out/"metrics.jsonl")
-    atomic_write_text(out/"recipe.json", json.dumps(recipe, indent=2, sort_keys=True))
-    atomic_write_text(out/"final.json", json.dumps({"open_clip_model.safetensors": file_sha256(run.final/"open_clip_model.safetensors")}))
-    mf = dest/"manifest.json"; manifest = json.loads(mf.read_text()) if mf.is_file() else {"weights": {}}
-    manifest["weights"][key] = {"name": cfg.name, "recipe": config_hash(recipe),
-                                "files": {q.name: file_sha256(q) for q in sorted(out.iterdir())}}
+    save_file({k: v.contiguous() for k, v in sd.items() if not torch.equal(v, base[k])}, str(out / "delta.safetensors"))
+    for name in ("open_clip_config.json", "robustclip_train.json"):
+        shutil.copyfile(run.final / name, out / name)
+    shutil.copyfile(run.metrics, out / "metrics.jsonl")
+    atomic_write_text(out / "recipe.json", json.dumps(recipe, indent=2, sort_keys=True))
+    atomic_write_text(
+        out / "final.json",
+        json.dumps({"open_clip_model.safetensors": file_sha256(run.final / "open_clip_model.safetensors")}),
+    )
+    mf = dest / "manifest.json"
+    manifest = json.loads(mf.read_text()) if mf.is_file() else {"weights": {}}
+    manifest["weights"][key] = {
+        "name": cfg.name,
+        "recipe": config_hash(recipe),
+        "files": {q.name: file_sha256(q) for q in sorted(out.iterdir())},
+    }
     atomic_write_text(mf, json.dumps(manifest, indent=2) + "\n")
     return out
 
 # %% ../../nbs/56_mini.finetunes.ipynb #33db91dd
-def shipped_run(cfg: TrainConfig,          # a validated training config
-                dest: str|Path = FINETUNES,  # the shipped fine-tunes folder
-               ) -> tuple[Path, dict[str, str]]|None:
+def shipped_run(
+    cfg: TrainConfig,  # a validated training config
+    dest: str | Path = FINETUNES,  # the shipped fine-tunes folder
+) -> tuple[Path, dict[str, str]] | None:
     "The shipped folder of the run `cfg` describes and its files' SHA-256, or None (then it must be trained)."
     recipe = run_recipe(cfg)
     key = None if recipe is None else f"{cfg.name}-{config_hash(recipe)}"
     e = _manifest(dest).get(key) if key else None
-    return (Path(dest)/key, e["files"]) if e is not None and (Path(dest)/key).is_dir() else None   # a wheel has no folders
+    return (
+        (Path(dest) / key, e["files"]) if e is not None and (Path(dest) / key).is_dir() else None
+    )  # a wheel has no folders
 
-def unpack_run(cfg: TrainConfig,          # a config whose run ships (`shipped_run`)
-               dest: str|Path = FINETUNES,  # the shipped fine-tunes folder
-              ) -> Path:
+
+def unpack_run(
+    cfg: TrainConfig,  # a config whose run ships (`shipped_run`)
+    dest: str | Path = FINETUNES,  # the shipped fine-tunes folder
+) -> Path:
     "Write the shipped run of `cfg` into its run folder as a finished run; returns its final/."
-    from robustclip.models import load_clip               # (imported here: finding a shipped run needs no open_clip)
+    from robustclip.models import load_clip  # (imported here: finding a shipped run needs no open_clip)
     from robustclip.train.runs import run_folder
     from robustclip.mini.pretrain import file_sha256, folder_problem, mini_base_dir
+
     ship = shipped_run(cfg, dest)
-    if ship is None: raise RobustClipError(f"no shipped fine-tune matches run {cfg.name}'s config: train it")
+    if ship is None:
+        raise RobustClipError(f"no shipped fine-tune matches run {cfg.name}'s config: train it")
     src, files = ship
-    if (bad := folder_problem(src, files)): raise RobustClipError(f"the shipped run {src} cannot be used: {bad}")
-    if file_sha256(mini_base_dir()/"open_clip_model.safetensors") != json.loads((src/"recipe.json").read_text())["base"]:
+    if bad := folder_problem(src, files):
+        raise RobustClipError(f"the shipped run {src} cannot be used: {bad}")
+    if (
+        file_sha256(mini_base_dir() / "open_clip_model.safetensors")
+        != json.loads((src / "recipe.json").read_text())["base"]
+    ):
         raise RobustClipError(f"the mini-base in use is not the one {src.name} was trained from: retrain (--retrain)")
     m = load_clip("mini-base")
-    missing, unexpected = m.model.load_state_dict(_state(src/"delta.safetensors"), strict=False)
-    if unexpected: raise RobustClipError(f"{src}: tensors mini-base does not have: {unexpected[:3]}")
-    m.pretrained = json.loads((src/"open_clip_config.json").read_text())["robustclip"]["pretrained"]
-    record = json.loads((src/"robustclip_train.json").read_text())
+    missing, unexpected = m.model.load_state_dict(_state(src / "delta.safetensors"), strict=False)
+    if unexpected:
+        raise RobustClipError(f"{src}: tensors mini-base does not have: {unexpected[:3]}")
+    m.pretrained = json.loads((src / "open_clip_config.json").read_text())["robustclip"]["pretrained"]
+    record = json.loads((src / "robustclip_train.json").read_text())
     record["config"]["output_dir"], record["shipped"] = cfg.output_dir, src.name
     run = run_folder(cfg)
     shutil.rmtree(run.final, ignore_errors=True)
     run.write_final(m, record, vision_only=record["method"]["tower"] == "vision")
-    run.write_config(cfg); shutil.copyfile(src/"metrics.jsonl", run.metrics)
-    want = json.loads((src/"final.json").read_text())["open_clip_model.safetensors"]
-    if file_sha256(run.final/"open_clip_model.safetensors") != want:
+    run.write_config(cfg)
+    shutil.copyfile(src / "metrics.jsonl", run.metrics)
+    want = json.loads((src / "final.json").read_text())["open_clip_model.safetensors"]
+    if file_sha256(run.final / "open_clip_model.safetensors") != want:
         shutil.rmtree(run.final)
         raise RobustClipError(f"unpacking {src.name} did not rebuild the weights training wrote (SHA-256 differs)")
     return run.final

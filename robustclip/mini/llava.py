@@ -6,7 +6,12 @@ Docs: https://robustclip.github.io/robustclip/mini.llava.html.md"""
 
 # %% ../../nbs/52_mini.llava.ipynb #a872ebaa
 from __future__ import annotations
-import copy, hashlib, json, os, random, time
+import copy
+import hashlib
+import json
+import os
+import random
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -18,48 +23,87 @@ from ..models import PixelCLIP, load_clip
 from ..train.loop import build_optimizer, lr_at
 from ..vlm.core import LVLM, task_prompt, word_tokenizer, nll_tokens, register_lvlm
 from ..vlm.metrics import cider, attribute_accuracy, pope_scores, normalize_vqa_answer
-from .world import render, caption, attrs_of, mini_captions, ATTRIBUTES, DIGITS, COLORS, POSITIONS, SPLIT_SIZES
+from robustclip.mini.world import (
+    render,
+    caption,
+    attrs_of,
+    mini_captions,
+    ATTRIBUTES,
+    DIGITS,
+    COLORS,
+    POSITIONS,
+    SPLIT_SIZES,
+)
 from .pretrain import MINI_BASE, cached_weights, file_sha256
 
 # %% auto #0
-__all__ = ['MINI_LLAVA', 'MINI_PROMPTS', 'QUESTIONS', 'YES_NO', 'MINI_PHRASES', 'VLM_TASKS', 'mini_example', 'mini_corpus',
-           'tower_tokens', 'feature_shapes', 'TokenProjector', 'MiniLlava', 'build_mini_llava', 'precompute_features',
-           'train_mini_llava', 'mini_vlm_task', 'mini_llava_report', 'weights_sha256', 'save_mini_llava',
-           'read_mini_llava', 'mini_llava_dir', 'load_mini_llava']
+__all__ = [
+    'MINI_LLAVA', 'MINI_PROMPTS', 'QUESTIONS', 'YES_NO', 'MINI_PHRASES', 'VLM_TASKS', 'mini_example', 'mini_corpus',
+    'tower_tokens', 'feature_shapes', 'TokenProjector', 'MiniLlava', 'build_mini_llava', 'precompute_features',
+    'train_mini_llava', 'mini_vlm_task', 'mini_llava_report', 'weights_sha256', 'save_mini_llava', 'read_mini_llava',
+    'mini_llava_dir', 'load_mini_llava'
+]
 
 # %% ../../nbs/52_mini.llava.ipynb #915e3ba8
 MINI_LLAVA = dict(
-    vision="mini-base",                    # the frozen vision tower (a `load_clip` spec)
+    vision="mini-base",  # the frozen vision tower (a `load_clip` spec)
     vision_recipe=config_hash(MINI_BASE),  # ties the cache to mini-base's recipe
-    stages=[3, 4],                         # `forward_intermediates` stages read as image tokens (layer3 2×2, layer4 1×1)
-    lm=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=4, max_position_embeddings=64),   # the Llama (vocabulary from the corpus)
-    mix={"caption": 0.5, "attribute": 0.35, "yesno": 0.15},   # share of each kind of example
-    steps=1300, batch_size=64,             # optimiser steps, examples per step
-    lr=2e-3, warmup=50, weight_decay=0.01, betas=(0.9, 0.98), adam_eps=1e-8,   # AdamW, warmup + cosine
-    n_train=SPLIT_SIZES["train"],          # training images (held-out glyphs stay in the test split)
-    world_seed=0, seed=0,                  # world and training seeds
-    threads=2,                             # CPU threads while training (pinned: the weights depend on it)
-    version=1,                             # bump when the training code changes meaning
+    stages=[3, 4],  # `forward_intermediates` stages read as image tokens (layer3 2×2, layer4 1×1)
+    lm=dict(
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    ),  # the Llama (vocabulary from the corpus)
+    mix={"caption": 0.5, "attribute": 0.35, "yesno": 0.15},  # share of each kind of example
+    steps=1300,
+    batch_size=64,  # optimiser steps, examples per step
+    lr=2e-3,
+    warmup=50,
+    weight_decay=0.01,
+    betas=(0.9, 0.98),
+    adam_eps=1e-8,  # AdamW, warmup + cosine
+    n_train=SPLIT_SIZES["train"],  # training images (held-out glyphs stay in the test split)
+    world_seed=0,
+    seed=0,  # world and training seeds
+    threads=2,  # CPU threads while training (pinned: the weights depend on it)
+    version=1,  # bump when the training code changes meaning
 )
 
 # %% ../../nbs/52_mini.llava.ipynb #71db1d62
 MINI_PROMPTS = {"caption": "Describe the image.", "vqa": "{question}", "pope": "{question}"}
-QUESTIONS = {"digit": "What digit is shown?", "color": "What color is the digit?", "size": "What size is the digit?",
-             "position": "Where is the digit?", "background": "What is the background?"}
-YES_NO = {"digit": "Is there a {v}?", "color": "Is the digit {v}?", "size": "Is the digit {v}?",
-          "position": "Is the digit in the {v}?", "background": "Is the background {v}?"}
+QUESTIONS = {
+    "digit": "What digit is shown?",
+    "color": "What color is the digit?",
+    "size": "What size is the digit?",
+    "position": "Where is the digit?",
+    "background": "What is the background?",
+}
+YES_NO = {
+    "digit": "Is there a {v}?",
+    "color": "Is the digit {v}?",
+    "size": "Is the digit {v}?",
+    "position": "Is the digit in the {v}?",
+    "background": "Is the background {v}?",
+}
 
-def mini_example(attrs: dict[str, int],   # one image's attributes
-                 kind: str,               # 'caption', 'attribute' or 'yesno'
-                 rng: random.Random,      # the random source
-                 attribute: str|None = None,  # the attribute asked about (default: drawn)
-                ) -> tuple[str, str]:
+
+def mini_example(
+    attrs: dict[str, int],  # one image's attributes
+    kind: str,  # 'caption', 'attribute' or 'yesno'
+    rng: random.Random,  # the random source
+    attribute: str | None = None,  # the attribute asked about (default: drawn)
+) -> tuple[str, str]:
     "A (prompt, answer) pair about an image."
-    if kind == "caption": return task_prompt("caption", prompts=MINI_PROMPTS), caption(attrs, rng, p_digit=1.0, p_other=1.0)
-    if kind not in ("attribute", "yesno"): raise RobustClipError(f"unknown example kind {kind!r}")
+    if kind == "caption":
+        return task_prompt("caption", prompts=MINI_PROMPTS), caption(attrs, rng, p_digit=1.0, p_other=1.0)
+    if kind not in ("attribute", "yesno"):
+        raise RobustClipError(f"unknown example kind {kind!r}")
     k = attribute or rng.choice(list(ATTRIBUTES))
-    if kind == "attribute": return task_prompt("vqa", QUESTIONS[k], MINI_PROMPTS), ATTRIBUTES[k][attrs[k]]
+    if kind == "attribute":
+        return task_prompt("vqa", QUESTIONS[k], MINI_PROMPTS), ATTRIBUTES[k][attrs[k]]
     yes = rng.random() < 0.5
     v = attrs[k] if yes else rng.choice([i for i in range(len(ATTRIBUTES[k])) if i != attrs[k]])
     return task_prompt("pope", YES_NO[k].format(v=ATTRIBUTES[k][v]), MINI_PROMPTS), "yes" if yes else "no"
@@ -74,10 +118,11 @@ MINI_PHRASES = {
 }
 
 # %% ../../nbs/52_mini.llava.ipynb #05167fe1
-def mini_corpus(a: dict[str, torch.Tensor],   # attributes of the training images
-                rng: random.Random,           # the random source
-                n_captions: int = 3000,       # captions drawn for the vocabulary
-               ) -> list[str]:
+def mini_corpus(
+    a: dict[str, torch.Tensor],  # attributes of the training images
+    rng: random.Random,  # the random source
+    n_captions: int = 3000,  # captions drawn for the vocabulary
+) -> list[str]:
     "Every prompt and answer mini-llava is taught, and `n_captions` full captions: the tokenizer's corpus."
     out = ["USER: ASSISTANT: yes no"] + [p.replace("{question}", "") for p in MINI_PROMPTS.values()]
     out += list(QUESTIONS.values()) + [q.format(v=v) for k, q in YES_NO.items() for v in ATTRIBUTES[k]]
@@ -85,130 +130,196 @@ def mini_corpus(a: dict[str, torch.Tensor],   # attributes of the training image
     return out + [caption(attrs_of(a, i % len(a["digit"])), rng, p_digit=1.0, p_other=1.0) for i in range(n_captions)]
 
 # %% ../../nbs/52_mini.llava.ipynb #5c7b9786
-def tower_tokens(visual: nn.Module,   # an open_clip image tower (ModifiedResNet, VisionTransformer, ...)
-                 x: torch.Tensor,     # normalised images (N,3,H,W)
-                 stages: Sequence[int],  # `forward_intermediates` indices
-                ) -> list[torch.Tensor]:
+def tower_tokens(
+    visual: nn.Module,  # an open_clip image tower (ModifiedResNet, VisionTransformer, ...)
+    x: torch.Tensor,  # normalised images (N,3,H,W)
+    stages: Sequence[int],  # `forward_intermediates` indices
+) -> list[torch.Tensor]:
     "The tower's feature maps at `stages`, each as tokens (N, H·W, C)."
     maps = visual.forward_intermediates(x, indices=list(stages), intermediates_only=True)["image_intermediates"]
     return [m.flatten(2).transpose(1, 2) for m in maps]
 
+
 @torch.no_grad()
 def feature_shapes(visual: nn.Module, image_size: int, stages: Sequence[int]) -> list[tuple[int, int]]:
     "(tokens, channels) of each feature map `tower_tokens` gives at `image_size` px."
-    p = next(visual.parameters()); x = torch.zeros(1, 3, image_size, image_size, device=p.device, dtype=p.dtype)
+    p = next(visual.parameters())
+    x = torch.zeros(1, 3, image_size, image_size, device=p.device, dtype=p.dtype)
     return [tuple(f.shape[1:]) for f in tower_tokens(visual.eval(), x, stages)]
+
 
 class TokenProjector(nn.Module):
     "LLaVA-1.5's projector (Linear-GELU-Linear) after a LayerNorm, one per feature map; tokens concatenated."
+
     def __init__(self, dims: Sequence[int], width: int):
         super().__init__()
-        self.heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, width), nn.GELU(), nn.Linear(width, width))
-                                   for d in dims)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(d), nn.Linear(d, width), nn.GELU(), nn.Linear(width, width)) for d in dims
+        )
+
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.cat([h(f) for h, f in zip(self.heads, feats)], 1)
 
 # %% ../../nbs/52_mini.llava.ipynb #3eb66791
 class MiniLlava(LVLM):
     "mini-llava: an open_clip tower's feature maps → `TokenProjector` → a small Llama."
-    def __init__(self, visual: nn.Module, projector: TokenProjector, lm: nn.Module, tokenizer,
-                 stages: Sequence[int], image_size: int, mean, std, name: str = "mini-llava"):
+
+    def __init__(
+        self,
+        visual: nn.Module,
+        projector: TokenProjector,
+        lm: nn.Module,
+        tokenizer,
+        stages: Sequence[int],
+        image_size: int,
+        mean,
+        std,
+        name: str = "mini-llava",
+    ):
         super().__init__(lm, tokenizer, mean=mean, std=std, name=name, prompts=MINI_PROMPTS, max_new_tokens=24)
         self.visual, self.projector, self.stages, self._size = visual, projector, list(stages), image_size
         self.feature_shapes = feature_shapes(visual, image_size, self.stages)
 
     @property
-    def image_size(self) -> int: return self._size
-    def image_tokens(self, x: torch.Tensor) -> torch.Tensor: return self.projector(tower_tokens(self.visual, x, self.stages))
+    def image_size(self) -> int:
+        return self._size
+
+    def image_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(tower_tokens(self.visual, x, self.stages))
 
     def swap_vision(self, clip: PixelCLIP) -> None:
         "Put a copy of `clip`'s image tower in (its feature maps must have mini-llava's shapes)."
         visual = copy.deepcopy(clip.model.visual).to(self.device).eval()
-        try: got = feature_shapes(visual, clip.image_size, self.stages)
+        try:
+            got = feature_shapes(visual, clip.image_size, self.stages)
         except (AssertionError, AttributeError, IndexError, RuntimeError, TypeError) as e:
             got = f"none ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
         if got != self.feature_shapes:
-            raise RobustClipError(f"{clip.name or 'this CLIP'}'s tower gives feature maps {got} (tokens, channels) at stages "
-                                  f"{self.stages}; mini-llava's projector reads {self.feature_shapes}")
+            raise RobustClipError(
+                f"{clip.name or 'this CLIP'}'s tower gives feature maps {got} (tokens, channels) at stages "
+                f"{self.stages}; mini-llava's projector reads {self.feature_shapes}"
+            )
         self.visual, self._size = visual, clip.image_size
         self.set_normalization(clip.mean.flatten().tolist(), clip.std.flatten().tolist())
 
 # %% ../../nbs/52_mini.llava.ipynb #2ee2d101
-def build_mini_llava(clip: PixelCLIP,      # the vision side (its tower is copied and frozen)
-                     tokenizer,            # a word tokenizer (`word_tokenizer(mini_corpus(...))`)
-                     cfg: dict = MINI_LLAVA,
-                    ) -> MiniLlava:
+def build_mini_llava(
+    clip: PixelCLIP,  # the vision side (its tower is copied and frozen)
+    tokenizer,  # a word tokenizer (`word_tokenizer(mini_corpus(...))`)
+    cfg: dict = MINI_LLAVA,
+) -> MiniLlava:
     "An untrained mini-llava (random projector and Llama) around `clip`'s image tower."
     from transformers import LlamaConfig, LlamaForCausalLM
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                      tie_word_embeddings=True, **cfg["lm"]))
+
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+            **cfg["lm"],
+        )
+    )
     visual = copy.deepcopy(clip.model.visual).eval()
     dims = [c for _, c in feature_shapes(visual, clip.image_size, cfg["stages"])]
-    return MiniLlava(visual, TokenProjector(dims, cfg["lm"]["hidden_size"]), lm, tokenizer, cfg["stages"],
-                     clip.image_size, clip.mean.flatten().tolist(), clip.std.flatten().tolist()).freeze()
+    return MiniLlava(
+        visual,
+        TokenProjector(dims, cfg["lm"]["hidden_size"]),
+        lm,
+        tokenizer,
+        cfg["stages"],
+        clip.image_size,
+        clip.mean.flatten().tolist(),
+        clip.std.flatten().tolist(),
+    ).freeze()
 
 # %% ../../nbs/52_mini.llava.ipynb #d3dd1553
 @torch.no_grad()
-def precompute_features(clip: PixelCLIP,           # the frozen vision side
-                        x: torch.Tensor,           # uint8 images (N,3,S,S)
-                        stages: Sequence[int],     # `tower_tokens` stages
-                        batch_size: int = 1000,
-                       ) -> list[torch.Tensor]:
+def precompute_features(
+    clip: PixelCLIP,  # the frozen vision side
+    x: torch.Tensor,  # uint8 images (N,3,S,S)
+    stages: Sequence[int],  # `tower_tokens` stages
+    batch_size: int = 1000,
+) -> list[torch.Tensor]:
     "The tower's feature-map tokens of all images, computed once (the tower never trains)."
     visual, chunks = clip.model.visual.eval(), []
     for i in range(0, len(x), batch_size):
-        chunks.append(tower_tokens(visual, clip.normalize(x[i:i + batch_size].to(clip.device).float() / 255), stages))
+        chunks.append(tower_tokens(visual, clip.normalize(x[i : i + batch_size].to(clip.device).float() / 255), stages))
     return [torch.cat(c) for c in zip(*chunks)]
 
-def train_mini_llava(cfg: dict = MINI_LLAVA,            # the recipe
-                     vision: PixelCLIP|None = None,     # the vision side (default: `load_clip(cfg['vision'])`)
-                     show: bool = True,                 # progress bar
-                    ) -> MiniLlava:
+
+def train_mini_llava(
+    cfg: dict = MINI_LLAVA,  # the recipe
+    vision: PixelCLIP | None = None,  # the vision side (default: `load_clip(cfg['vision'])`)
+    show: bool = True,  # progress bar
+) -> MiniLlava:
     "Train mini-llava's projector and language model from scratch; the vision tower stays frozen."
-    threads = torch.get_num_threads(); torch.set_num_threads(cfg.get("threads", threads))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.get("threads", threads))
     try:
         seed_everything(cfg["seed"])
         return _train(cfg, vision if vision is not None else load_clip(cfg["vision"]), show)
-    finally: torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
+
 
 def _train(cfg: dict, clip: PixelCLIP, show: bool) -> MiniLlava:
     rng, g = random.Random(cfg["seed"]), torch.Generator().manual_seed(cfg["seed"])
     x, a = render(cfg["n_train"], "train", cfg["world_seed"], clip.image_size)
     feats = precompute_features(clip, x, cfg["stages"])
     m = build_mini_llava(clip, word_tokenizer(mini_corpus(a, rng)), cfg)
-    params = [(f"projector.{n}", p) for n, p in m.projector.named_parameters()] + [(f"lm.{n}", p) for n, p in m.lm.named_parameters()]
-    for _, p in params: p.requires_grad_(True)
+    params = [(f"projector.{n}", p) for n, p in m.projector.named_parameters()] + [
+        (f"lm.{n}", p) for n, p in m.lm.named_parameters()
+    ]
+    for _, p in params:
+        p.requires_grad_(True)
     opt = build_optimizer(params, cfg["lr"], cfg["weight_decay"], cfg["betas"], cfg["adam_eps"], exempt=True)
     kinds, weights = list(cfg["mix"]), list(cfg["mix"].values())
-    m.projector.train(); m.lm.train(); t0 = time.time()
+    m.projector.train()
+    m.lm.train()
+    t0 = time.time()
     bar = progress(range(cfg["steps"]), desc="train mini-llava", **({} if show else {"disable": True}))
     for step in bar:
-        for group in opt.param_groups: group["lr"] = lr_at(step, cfg["warmup"], cfg["steps"], peak=cfg["lr"])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg["warmup"], cfg["steps"], peak=cfg["lr"])
         idx = torch.randint(len(x), (cfg["batch_size"],), generator=g).tolist()
         pairs = [mini_example(attrs_of(a, i), k, rng) for i, k in zip(idx, rng.choices(kinds, weights, k=len(idx)))]
         tokens = m.projector([f[idx].to(m.device) for f in feats])
         loss = nll_tokens(m, tokens, [p for p, _ in pairs], [t for _, t in pairs]).mean()
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        if step % 20 == 0 and hasattr(bar, "set_postfix"): bar.set_postfix(loss=f"{loss.item():.3f}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0 and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     m.info = {"train_seconds": round(time.time() - t0, 1), "final_loss": round(loss.item(), 4), "steps": cfg["steps"]}
     return m.freeze()
 
 # %% ../../nbs/52_mini.llava.ipynb #be4f4116
 VLM_TASKS = ("caption", "vqa", "pope")
 
-def mini_vlm_task(task: str = "caption",   # 'caption', 'vqa' or 'pope'
-                  split: str = "test", n: int = 500, seed: int = 0,
-                 ) -> dict:
+
+def mini_vlm_task(
+    task: str = "caption",  # 'caption', 'vqa' or 'pope'
+    split: str = "test",
+    n: int = 500,
+    seed: int = 0,
+) -> dict:
     "Mini-world images (uint8, 32 px) with an LVLM task's questions and ground truth."
-    if task not in VLM_TASKS: raise RobustClipError(f"unknown mini LVLM task {task!r}; tasks: {', '.join(VLM_TASKS)}")
+    if task not in VLM_TASKS:
+        raise RobustClipError(f"unknown mini LVLM task {task!r}; tasks: {', '.join(VLM_TASKS)}")
     x, a = render(n, split, seed, 32)
     out = {"images": x, "attrs": {k: v.tolist() for k, v in a.items()}}
-    if task == "caption": return {**out, "references": mini_captions(split, n, seed)}
+    if task == "caption":
+        return {**out, "references": mini_captions(split, n, seed)}
     ks = [list(ATTRIBUTES)[i % len(ATTRIBUTES)] for i in range(n)]
     if task == "vqa":
-        return {**out, "attribute": ks, "questions": [QUESTIONS[k] for k in ks],
-                "answers": [[ATTRIBUTES[k][int(a[k][i])]] for i, k in enumerate(ks)]}
+        return {
+            **out,
+            "attribute": ks,
+            "questions": [QUESTIONS[k] for k in ks],
+            "answers": [[ATTRIBUTES[k][int(a[k][i])]] for i, k in enumerate(ks)],
+        }
     rng = random.Random(seed * 7919 + 17)
     pairs = [mini_example(attrs_of(a, i), "yesno", rng, k) for i, k in enumerate(ks)]
     return {**out, "attribute": ks, "questions": [q for q, _ in pairs], "labels": [l for _, l in pairs]}
@@ -216,28 +327,43 @@ def mini_vlm_task(task: str = "caption",   # 'caption', 'vqa' or 'pope'
 # %% ../../nbs/52_mini.llava.ipynb #62e69c90
 def _answers(lvlm: LVLM, task: str, d: dict, batch_size: int) -> list[str]:
     "Generated answers of `lvlm` for a `mini_vlm_task` dict."
-    imgs = d["images"].float() / 255; n = len(imgs)
+    imgs = d["images"].float() / 255
+    n = len(imgs)
     prompts = [task_prompt(task, q, lvlm.prompts) for q in d.get("questions", [None] * n)]
-    return [s for i in range(0, n, batch_size) for s in lvlm.generate(imgs[i:i + batch_size], prompts[i:i + batch_size])]
+    return [
+        s for i in range(0, n, batch_size) for s in lvlm.generate(imgs[i : i + batch_size], prompts[i : i + batch_size])
+    ]
 
-def mini_llava_report(lvlm: LVLM,            # mini-llava, with any vision tower swapped in
-                      n: int = 500,          # test images per task
-                      seed: int = 0,
-                      batch_size: int = 250,
-                     ) -> dict:
+
+def mini_llava_report(
+    lvlm: LVLM,  # mini-llava, with any vision tower swapped in
+    n: int = 500,  # test images per task
+    seed: int = 0,
+    batch_size: int = 250,
+) -> dict:
     "Clean captioning, attribute-question and yes/no scores of an LVLM on held-out mini-world images."
-    d = mini_vlm_task("caption", "test", n, seed); caps = _answers(lvlm, "caption", d, batch_size)
+    d = mini_vlm_task("caption", "test", n, seed)
+    caps = _answers(lvlm, "caption", d, batch_size)
     c, attr = cider(caps, d["references"]), attribute_accuracy(caps, d["attrs"], MINI_PHRASES)
-    d = mini_vlm_task("vqa", "test", n, seed); ans = _answers(lvlm, "vqa", d, batch_size)
+    d = mini_vlm_task("vqa", "test", n, seed)
+    ans = _answers(lvlm, "vqa", d, batch_size)
     hit = [normalize_vqa_answer(p) == normalize_vqa_answer(g[0]) for p, g in zip(ans, d["answers"])]
     qa = {k: sum(h for h, kk in zip(hit, d["attribute"]) if kk == k) / d["attribute"].count(k) for k in ATTRIBUTES}
-    d = mini_vlm_task("pope", "test", n, seed); pope = pope_scores(_answers(lvlm, "pope", d, batch_size), d["labels"])
+    d = mini_vlm_task("pope", "test", n, seed)
+    pope = pope_scores(_answers(lvlm, "pope", d, batch_size), d["labels"])
     r = lambda v: round(v, 4)
-    return {"n": n, "cider": r(c["cider"]), "caption_attr_acc": r(attr["attr_acc"]),
-            "caption_per_attribute": {k: r(v) for k, v in attr["per_attribute"].items()},
-            "qa_acc": r(sum(hit) / n), "qa_per_attribute": {k: r(v) for k, v in qa.items()},
-            "yesno_f1": r(pope["f1"]), "yesno_acc": r(pope["accuracy"]), "yesno_yes_ratio": r(pope["yes_ratio"]),
-            "examples": caps[:3]}
+    return {
+        "n": n,
+        "cider": r(c["cider"]),
+        "caption_attr_acc": r(attr["attr_acc"]),
+        "caption_per_attribute": {k: r(v) for k, v in attr["per_attribute"].items()},
+        "qa_acc": r(sum(hit) / n),
+        "qa_per_attribute": {k: r(v) for k, v in qa.items()},
+        "yesno_f1": r(pope["f1"]),
+        "yesno_acc": r(pope["accuracy"]),
+        "yesno_yes_ratio": r(pope["yes_ratio"]),
+        "examples": caps[:3],
+    }
 
 # %% ../../nbs/52_mini.llava.ipynb #4721d531
 def weights_sha256(module: nn.Module) -> str:
@@ -245,78 +371,122 @@ def weights_sha256(module: nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
         t = v.detach().cpu().contiguous()
-        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode()); h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
-def save_mini_llava(m: MiniLlava,            # a trained mini-llava
-                    folder: str|Path,        # created if missing
-                    vision: str = "mini-base",  # the `load_clip` spec its tower comes from
-                   ) -> Path:
+
+def save_mini_llava(
+    m: MiniLlava,  # a trained mini-llava
+    folder: str | Path,  # created if missing
+    vision: str = "mini-base",  # the `load_clip` spec its tower comes from
+) -> Path:
     "Write mini-llava's projector, language model, tokenizer and config to `folder`."
     from safetensors.torch import save_file
-    out = Path(folder); out.mkdir(parents=True, exist_ok=True)
-    sd = {f"projector.{k}": v for k, v in m.projector.state_dict().items()} | {f"lm.{k}": v for k, v in m.lm.state_dict().items()}
-    tmp = out/".model.safetensors.tmp"
-    save_file({k: v.detach().cpu().clone().contiguous() for k, v in sd.items()}, str(tmp)); os.replace(tmp, out/"model.safetensors")
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {f"projector.{k}": v for k, v in m.projector.state_dict().items()} | {
+        f"lm.{k}": v for k, v in m.lm.state_dict().items()
+    }
+    tmp = out / ".model.safetensors.tmp"
+    save_file({k: v.detach().cpu().clone().contiguous() for k, v in sd.items()}, str(tmp))
+    os.replace(tmp, out / "model.safetensors")
     m.tokenizer.save_pretrained(str(out))
-    meta = {"lm_config": m.lm.config.to_dict(), "stages": m.stages, "dims": [c for _, c in m.feature_shapes],
-            "width": m.lm.config.hidden_size, "image_size": m.image_size, "mean": m.mean.flatten().tolist(),
-            "std": m.std.flatten().tolist(), "vision": vision, "vision_sha256": weights_sha256(m.visual)}
-    atomic_write_text(out/"mini_llava.json", json.dumps(meta, indent=2))
+    meta = {
+        "lm_config": m.lm.config.to_dict(),
+        "stages": m.stages,
+        "dims": [c for _, c in m.feature_shapes],
+        "width": m.lm.config.hidden_size,
+        "image_size": m.image_size,
+        "mean": m.mean.flatten().tolist(),
+        "std": m.std.flatten().tolist(),
+        "vision": vision,
+        "vision_sha256": weights_sha256(m.visual),
+    }
+    atomic_write_text(out / "mini_llava.json", json.dumps(meta, indent=2))
     return out
 
 # %% ../../nbs/52_mini.llava.ipynb #7da594d7
-def read_mini_llava(folder: str|Path,                  # a `save_mini_llava` folder
-                    vision: PixelCLIP|None = None,     # its tower (default: `load_clip` of the recorded spec)
-                    device: str|torch.device = "cpu",
-                   ) -> MiniLlava:
+def read_mini_llava(
+    folder: str | Path,  # a `save_mini_llava` folder
+    vision: PixelCLIP | None = None,  # its tower (default: `load_clip` of the recorded spec)
+    device: str | torch.device = "cpu",
+) -> MiniLlava:
     "A saved mini-llava, its vision tower checked against the hash recorded at training time."
     from safetensors.torch import load_file
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    d = Path(folder); meta = json.loads((d/"mini_llava.json").read_text())
+
+    d = Path(folder)
+    meta = json.loads((d / "mini_llava.json").read_text())
     clip = vision if vision is not None else load_clip(meta["vision"], device=device)
     if weights_sha256(clip.model.visual) != meta["vision_sha256"]:
-        raise RobustClipError(f"the vision tower {meta['vision']!r} is not the one mini-llava in {d} was trained on "
-                              "(its weights changed); delete that folder to retrain")
+        raise RobustClipError(
+            f"the vision tower {meta['vision']!r} is not the one mini-llava in {d} was trained on "
+            "(its weights changed); delete that folder to retrain"
+        )
     lm = LlamaForCausalLM(LlamaConfig.from_dict(meta["lm_config"]))
-    m = MiniLlava(copy.deepcopy(clip.model.visual), TokenProjector(meta["dims"], meta["width"]), lm,
-                  PreTrainedTokenizerFast.from_pretrained(str(d)), meta["stages"], meta["image_size"], meta["mean"], meta["std"])
-    sd = load_file(str(d/"model.safetensors"))
+    m = MiniLlava(
+        copy.deepcopy(clip.model.visual),
+        TokenProjector(meta["dims"], meta["width"]),
+        lm,
+        PreTrainedTokenizerFast.from_pretrained(str(d)),
+        meta["stages"],
+        meta["image_size"],
+        meta["mean"],
+        meta["std"],
+    )
+    sd = load_file(str(d / "model.safetensors"))
     m.projector.load_state_dict({k[10:]: v for k, v in sd.items() if k.startswith("projector.")}, strict=True)
     m.lm.load_state_dict({k[3:]: v for k, v in sd.items() if k.startswith("lm.")}, strict=True)
     m.vision_spec = dict(clip.spec)
     return m.to(device).freeze()
 
 # %% ../../nbs/52_mini.llava.ipynb #0555cd77
-def mini_llava_dir(cfg: dict = MINI_LLAVA,   # the recipe
-                   force: bool = False,      # retrain even when cached or shipped
-                   report_n: int = 500,      # test images per task in report.json
-                   vision: PixelCLIP|None = None,  # the tower it must fit (default: `load_clip(cfg['vision'])`)
-                  ) -> Path:
+def mini_llava_dir(
+    cfg: dict = MINI_LLAVA,  # the recipe
+    force: bool = False,  # retrain even when cached or shipped
+    report_n: int = 500,  # test images per task in report.json
+    vision: PixelCLIP | None = None,  # the tower it must fit (default: `load_clip(cfg['vision'])`)
+) -> Path:
     "The cached mini-llava folder: checked, else copied from the shipped weights, else trained (file-locked)."
     tower = weights_sha256((vision if vision is not None else load_clip(cfg["vision"])).model.visual)
-    def fits(d: Path) -> str|None:
-        if json.loads((d/"mini_llava.json").read_text())["vision_sha256"] == tower: return None
+
+    def fits(d: Path) -> str | None:
+        if json.loads((d / "mini_llava.json").read_text())["vision_sha256"] == tower:
+            return None
         return f"it was trained on another {cfg['vision']} tower than the one loaded now"
+
     def build(d: Path) -> None:
         print(f"robustclip: training mini-llava (a few CPU minutes; cached in {d}) ...", flush=True)
         m = train_mini_llava(cfg)
         save_mini_llava(m, d, cfg["vision"])
-        atomic_write_text(d/"recipe.json", json.dumps(cfg, indent=2))
-        rep = {**m.info, "weights_sha256": file_sha256(d/"model.safetensors"),
-               "vision_sha256": weights_sha256(m.visual), "clean": mini_llava_report(m, report_n)}
-        atomic_write_text(d/"report.json", json.dumps(rep, indent=2))
+        atomic_write_text(d / "recipe.json", json.dumps(cfg, indent=2))
+        rep = {
+            **m.info,
+            "weights_sha256": file_sha256(d / "model.safetensors"),
+            "vision_sha256": weights_sha256(m.visual),
+            "clean": mini_llava_report(m, report_n),
+        }
+        atomic_write_text(d / "report.json", json.dumps(rep, indent=2))
+
     return cached_weights("mini-llava", cfg, build, force, fits)
 
-def load_mini_llava(spec: str = "mini-llava",   # the registered name
-                    *, device: str|torch.device = "cpu",
-                    precision: str = "fp32",    # mini-llava runs in fp32
-                    cfg: dict = MINI_LLAVA,     # the recipe
-                   ) -> MiniLlava:
+
+def load_mini_llava(
+    spec: str = "mini-llava",  # the registered name
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",  # mini-llava runs in fp32
+    cfg: dict = MINI_LLAVA,  # the recipe
+) -> MiniLlava:
     "mini-llava from its checked cache (filled from the shipped weights on first use; trained for a new recipe)."
-    if precision != "fp32": raise RobustClipError(f"mini-llava runs in fp32, not {precision!r}")
+    if precision != "fp32":
+        raise RobustClipError(f"mini-llava runs in fp32, not {precision!r}")
     clip = load_clip(cfg["vision"])
-    m = read_mini_llava(mini_llava_dir(cfg, vision=clip), vision=clip, device=device); m.name = spec
+    m = read_mini_llava(mini_llava_dir(cfg, vision=clip), vision=clip, device=device)
+    m.name = spec
     return m
 
-register_lvlm("mini-llava", load_mini_llava)   # found by `load_lvlm` through the robustclip.plugins entry point
+
+register_lvlm("mini-llava", load_mini_llava)  # found by `load_lvlm` through the robustclip.plugins entry point

@@ -6,7 +6,12 @@ Docs: https://robustclip.github.io/robustclip/mini.pretrain.html.md"""
 
 # %% ../../nbs/51_mini.pretrain.ipynb #deaa1abc
 from __future__ import annotations
-import hashlib, json, math, random, sys, time
+import hashlib
+import json
+import math
+import random
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -14,29 +19,47 @@ import torch
 import torch.nn.functional as F
 
 import robustclip.mini
-from ..core import RobustClipError, cache_dir, config_hash, progress, seed_everything, atomic_write_bytes, atomic_write_text
+from robustclip.core import (
+    RobustClipError,
+    cache_dir,
+    config_hash,
+    progress,
+    seed_everything,
+    atomic_write_bytes,
+    atomic_write_text,
+)
 from ..models import PixelCLIP, create_clip, save_clip, load_clip, load_local_dir, model_config, register_model
 from .world import render, caption, attrs_of, ATTRIBUTES, SPLIT_SIZES
 from ..train.loop import build_optimizer, lr_at
 
 # %% auto #0
-__all__ = ['MINI_BASE', 'SHIPPED', 'HASHES', 'pretrain_mini', 'file_sha256', 'folder_problem', 'shipped_weights', 'record_hashes',
-           'cache_problem', 'materialize', 'cached_weights', 'mini_base_report', 'mini_base_dir', 'load_mini_base']
+__all__ = [
+    'MINI_BASE', 'SHIPPED', 'HASHES', 'pretrain_mini', 'file_sha256', 'folder_problem', 'shipped_weights',
+    'record_hashes', 'cache_problem', 'materialize', 'cached_weights', 'mini_base_report', 'mini_base_dir',
+    'load_mini_base'
+]
 
 # %% ../../nbs/51_mini.pretrain.ipynb #e8117b02
 MINI_BASE = dict(
-    arch="RC-Mini-RN",         # open_clip config shipped with robustclip (a tiny ModifiedResNet + 2-layer text transformer)
-    steps=1500,                # optimiser steps
-    batch_size=128,            # image-caption pairs per step
-    lr=2e-3, warmup=100,       # AdamW peak learning rate, linear warmup steps, then cosine to 0
-    weight_decay=0.1, betas=(0.9, 0.98), adam_eps=1e-6,
-    batches=[[1000, ["full", "digit"]],              # until step 1000, cycle: captions naming every attribute; only the digit
-             [1500, ["full", "all", "position"]]],   # then: every attribute; random captions; only the position
-    threads=2,                 # CPU threads while training (pinned: the weights depend on it)
+    arch="RC-Mini-RN",  # open_clip config shipped with robustclip (a tiny ModifiedResNet + 2-layer text transformer)
+    steps=1500,  # optimiser steps
+    batch_size=128,  # image-caption pairs per step
+    lr=2e-3,
+    warmup=100,  # AdamW peak learning rate, linear warmup steps, then cosine to 0
+    weight_decay=0.1,
+    betas=(0.9, 0.98),
+    adam_eps=1e-6,
+    batches=[
+        [1000, ["full", "digit"]],  # until step 1000, cycle: captions naming every attribute; only the digit
+        [1500, ["full", "all", "position"]],
+    ],  # then: every attribute; random captions; only the position
+    threads=2,  # CPU threads while training (pinned: the weights depend on it)
     n_train=SPLIT_SIZES["train"],  # training images rendered (held-out glyphs stay in the test split)
-    world_seed=0, seed=0,      # world and training seeds
-    version=3,                 # bump when the training code changes meaning
+    world_seed=0,
+    seed=0,  # world and training seeds
+    version=3,  # bump when the training code changes meaning
 )
+
 
 def _model_cfg(arch: str) -> dict:
     "The open_clip config of the mini-base architecture."
@@ -48,155 +71,223 @@ def _batch_kind(step: int, cfg: dict) -> str:
     kinds = next((k for until, k in cfg["batches"] if step < until), cfg["batches"][-1][1])
     return kinds[step % len(kinds)]
 
+
 def _caption_args(kind: str) -> dict:
     "`caption` arguments for a batch kind."
-    if kind == "all": return {}
-    if kind == "full": return dict(p_digit=1.0, p_other=1.0)
-    if kind not in ATTRIBUTES: raise RobustClipError(f"unknown batch kind {kind!r}: use 'full', 'all' or one of {list(ATTRIBUTES)}")
+    if kind == "all":
+        return {}
+    if kind == "full":
+        return dict(p_digit=1.0, p_other=1.0)
+    if kind not in ATTRIBUTES:
+        raise RobustClipError(f"unknown batch kind {kind!r}: use 'full', 'all' or one of {list(ATTRIBUTES)}")
     return dict(only=kind)
 
-def pretrain_mini(cfg: dict = MINI_BASE,          # the recipe
-                  out_dir: str|Path|None = None,  # save the model here as an open_clip local-dir (None: don't save)
-                  show: bool = True,              # progress bar
-                 ) -> PixelCLIP:
-    "Train mini-base from scratch on the mini world."
-    threads = torch.get_num_threads(); torch.set_num_threads(cfg.get("threads", threads))
-    try: return _pretrain(cfg, out_dir, show)
-    finally: torch.set_num_threads(threads)
 
-def _pretrain(cfg: dict, out_dir: str|Path|None, show: bool) -> PixelCLIP:
+def pretrain_mini(
+    cfg: dict = MINI_BASE,  # the recipe
+    out_dir: str | Path | None = None,  # save the model here as an open_clip local-dir (None: don't save)
+    show: bool = True,  # progress bar
+) -> PixelCLIP:
+    "Train mini-base from scratch on the mini world."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.get("threads", threads))
+    try:
+        return _pretrain(cfg, out_dir, show)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(cfg: dict, out_dir: str | Path | None, show: bool) -> PixelCLIP:
     import open_clip
+
     seed_everything(cfg["seed"])
-    model = create_clip(_model_cfg(cfg["arch"]), name="mini-base", seed=cfg["seed"]); model.pretrained = "mini-world"
+    model = create_clip(_model_cfg(cfg["arch"]), name="mini-base", seed=cfg["seed"])
+    model.pretrained = "mini-world"
     x, a = render(cfg["n_train"], "train", cfg["world_seed"], model.image_size)
-    g = torch.Generator().manual_seed(cfg["seed"]); rng = random.Random(cfg["seed"])
+    g = torch.Generator().manual_seed(cfg["seed"])
+    rng = random.Random(cfg["seed"])
     opt = build_optimizer(list(model.named_parameters()), cfg["lr"], cfg["weight_decay"], cfg["betas"], cfg["adam_eps"])
     loss_fn, clip = open_clip.ClipLoss(), model.model
-    clip.train(); t0 = time.time(); bar = progress(range(cfg["steps"]), desc="pretrain mini-base", **({} if show else {"disable": True}))
+    clip.train()
+    t0 = time.time()
+    bar = progress(range(cfg["steps"]), desc="pretrain mini-base", **({} if show else {"disable": True}))
     for step in bar:
-        for group in opt.param_groups: group["lr"] = lr_at(step, cfg["warmup"], cfg["steps"], peak=cfg["lr"])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg["warmup"], cfg["steps"], peak=cfg["lr"])
         idx, kw = torch.randint(len(x), (cfg["batch_size"],), generator=g), _caption_args(_batch_kind(step, cfg))
         texts = model.tokenize([caption(attrs_of(a, i), rng, **kw) for i in idx.tolist()])
         img_f, txt_f, scale = clip(model.normalize(x[idx].float() / 255), texts)
         loss = loss_fn(img_f, txt_f, scale)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        with torch.no_grad(): clip.logit_scale.clamp_(0, math.log(100))
-        if step % 20 == 0 and hasattr(bar, "set_postfix"): bar.set_postfix(loss=f"{loss.item():.3f}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, math.log(100))
+        if step % 20 == 0 and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     clip.eval()
     model.info = {"train_seconds": round(time.time() - t0, 1), "final_loss": round(loss.item(), 4)}
-    if out_dir is not None: save_clip(model, out_dir)
+    if out_dir is not None:
+        save_clip(model, out_dir)
     return model
 
 # %% ../../nbs/51_mini.pretrain.ipynb #5b1a0c01
-SHIPPED = Path(robustclip.mini.__file__).parent/"weights"   # the shipped weights and their manifest.json
-HASHES = "sha256.json"   # in a cache folder: the SHA-256 of every other file there, written last
+SHIPPED = Path(robustclip.mini.__file__).parent / "weights"  # the shipped weights and their manifest.json
+HASHES = "sha256.json"  # in a cache folder: the SHA-256 of every other file there, written last
 
-def file_sha256(path: str|Path) -> str:
+
+def file_sha256(path: str | Path) -> str:
     "SHA-256 of a file's bytes (hex)."
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
 
-def folder_problem(d: Path,               # a folder
-                   files: dict[str, str],  # {file name: SHA-256} it must hold
-                  ) -> str|None:
+
+def folder_problem(
+    d: Path,  # a folder
+    files: dict[str, str],  # {file name: SHA-256} it must hold
+) -> str | None:
     "What is wrong with folder `d` (a missing file, a file whose bytes changed), or None."
     for name, sha in files.items():
-        if not (d/name).is_file(): return f"{name} is missing"
-        if file_sha256(d/name) != sha: return f"{name} does not match its SHA-256 (truncated or corrupt)"
+        if not (d / name).is_file():
+            return f"{name} is missing"
+        if file_sha256(d / name) != sha:
+            return f"{name} does not match its SHA-256 (truncated or corrupt)"
     return None
 
-def shipped_weights(name: str,                # 'mini-base', 'mini-llava', a mini fine-tune's run name
-                    cfg: dict,                # the recipe
-                    dest: str|Path|None = None,  # the shipped-weights folder (its manifest.json); None: `SHIPPED`
-                   ) -> tuple[Path, dict[str, str]]|None:
+
+def shipped_weights(
+    name: str,  # 'mini-base', 'mini-llava', a mini fine-tune's run name
+    cfg: dict,  # the recipe
+    dest: str | Path | None = None,  # the shipped-weights folder (its manifest.json); None: `SHIPPED`
+) -> tuple[Path, dict[str, str]] | None:
     "The shipped folder of `name` trained with recipe `cfg` and its files' SHA-256, or None if none ships."
     key, dest = f"{name}-{config_hash(cfg)}", Path(dest) if dest is not None else SHIPPED
-    try: entry = json.loads((dest/"manifest.json").read_text())["weights"].get(key)
-    except FileNotFoundError: return None
-    return None if entry is None else (dest/key, entry["files"])
+    try:
+        entry = json.loads((dest / "manifest.json").read_text())["weights"].get(key)
+    except FileNotFoundError:
+        return None
+    return None if entry is None else (dest / key, entry["files"])
 
 # %% ../../nbs/51_mini.pretrain.ipynb #5b1a0c04
 def _warn(msg: str) -> None:
     "A one-line warning on stderr."
     print(f"robustclip: warning: {msg}", file=sys.stderr, flush=True)
 
-def record_hashes(d: Path,     # a cache folder whose files are complete
-                  source: str,  # 'trained' or 'shipped'
-                 ) -> dict[str, str]:
+
+def record_hashes(
+    d: Path,  # a cache folder whose files are complete
+    source: str,  # 'trained' or 'shipped'
+) -> dict[str, str]:
     "Write `sha256.json` (last, atomically) with the SHA-256 of every file in `d`: the folder becomes trusted."
-    files = {q.name: file_sha256(q) for q in sorted(d.iterdir()) if q.is_file() and q.name != HASHES and q.name[0] != "."}
-    atomic_write_text(d/HASHES, json.dumps({"source": source, "files": files}, indent=2))
+    files = {
+        q.name: file_sha256(q) for q in sorted(d.iterdir()) if q.is_file() and q.name != HASHES and q.name[0] != "."
+    }
+    atomic_write_text(d / HASHES, json.dumps({"source": source, "files": files}, indent=2))
     return files
 
-def cache_problem(d: Path,                            # a cache folder
-                  shipped: dict[str, str]|None = None,  # the shipped files' hashes, if its recipe shipped
-                 ) -> str|None:
+
+def cache_problem(
+    d: Path,  # a cache folder
+    shipped: dict[str, str] | None = None,  # the shipped files' hashes, if its recipe shipped
+) -> str | None:
     "What is wrong with cache folder `d` ('missing' when there is none), or None when it is trusted."
-    if not d.is_dir() or not any(q.is_file() for q in d.iterdir()): return "missing"
-    try: files = json.loads((d/HASHES).read_text())["files"]
-    except FileNotFoundError:   # written before hashes were recorded: trusted only when it is the shipped weights
-        if shipped is not None and folder_problem(d, shipped) is None: record_hashes(d, "shipped"); return None
+    if not d.is_dir() or not any(q.is_file() for q in d.iterdir()):
+        return "missing"
+    try:
+        files = json.loads((d / HASHES).read_text())["files"]
+    except FileNotFoundError:  # written before hashes were recorded: trusted only when it is the shipped weights
+        if shipped is not None and folder_problem(d, shipped) is None:
+            record_hashes(d, "shipped")
+            return None
         return f"{HASHES} is missing (an older robustclip or an interrupted write left it)"
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError): return f"{HASHES} is unreadable"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return f"{HASHES} is unreadable"
     return folder_problem(d, files)
+
 
 def materialize(src: Path, files: dict[str, str], d: Path) -> Path:
     "Copy the shipped folder `src` into cache folder `d`: each file atomically, then checked, `sha256.json` last."
-    (d/HASHES).unlink(missing_ok=True)
-    for name in files: atomic_write_bytes(d/name, (src/name).read_bytes())
-    if (bad := folder_problem(d, files)): raise RobustClipError(f"copying {src} to {d} failed: {bad}")
-    atomic_write_text(d/HASHES, json.dumps({"source": "shipped", "files": files}, indent=2))
+    (d / HASHES).unlink(missing_ok=True)
+    for name in files:
+        atomic_write_bytes(d / name, (src / name).read_bytes())
+    if bad := folder_problem(d, files):
+        raise RobustClipError(f"copying {src} to {d} failed: {bad}")
+    atomic_write_text(d / HASHES, json.dumps({"source": "shipped", "files": files}, indent=2))
     return d
 
-def cached_weights(name: str,                        # 'mini-base' or 'mini-llava': the cache subfolder
-                   cfg: dict,                        # the recipe; its hash names the folder
-                   build: Callable[[Path], None],    # trains into a folder (every file but sha256.json)
-                   force: bool = False,              # build even when cached or shipped
-                   check: Callable[[Path], str|None]|None = None,  # an extra check of a folder: a problem or None
-                  ) -> Path:
+
+def cached_weights(
+    name: str,  # 'mini-base' or 'mini-llava': the cache subfolder
+    cfg: dict,  # the recipe; its hash names the folder
+    build: Callable[[Path], None],  # trains into a folder (every file but sha256.json)
+    force: bool = False,  # build even when cached or shipped
+    check: Callable[[Path], str | None] | None = None,  # an extra check of a folder: a problem or None
+) -> Path:
     "The trusted cache folder of `name` for `cfg`: used if its hashes match, else copied from the shipped weights, else built."
     from filelock import FileLock
-    d, ship, check = cache_dir(name)/config_hash(cfg), shipped_weights(name, cfg), check or (lambda _: None)
+
+    d, ship, check = cache_dir(name) / config_hash(cfg), shipped_weights(name, cfg), check or (lambda _: None)
     with FileLock(str(d) + ".lock"):
         if not force:
             problem = cache_problem(d, ship and ship[1]) or check(d)
-            if problem is None: return d
+            if problem is None:
+                return d
             if problem != "missing":
-                _warn(f"the {name} cache {d} is not trusted ({problem}); {'restoring the shipped weights' if ship else 'retraining'}")
+                _warn(
+                    f"the {name} cache {d} is not trusted ({problem}); {'restoring the shipped weights' if ship else 'retraining'}"
+                )
             if ship is not None:
-                if (bad := folder_problem(*ship) or check(ship[0])) is None: return materialize(*ship, d)
+                if (bad := folder_problem(*ship) or check(ship[0])) is None:
+                    return materialize(*ship, d)
                 _warn(f"the {name} weights shipped in {ship[0]} cannot be used ({bad}); training instead (minutes)")
-        (d/HASHES).unlink(missing_ok=True)
-        build(d); record_hashes(d, "trained")
+        (d / HASHES).unlink(missing_ok=True)
+        build(d)
+        record_hashes(d, "trained")
     return d
 
 # %% ../../nbs/51_mini.pretrain.ipynb #74491d5f
-def mini_base_report(model: PixelCLIP,   # a model to score
-                     n: int = 1000,       # test images per task
-                    ) -> dict[str, float]:
+def mini_base_report(
+    model: PixelCLIP,  # a model to score
+    n: int = 1000,  # test images per task
+) -> dict[str, float]:
     "Clean zero-shot top-1 accuracy on every mini image task (test split, held-out glyphs)."
     from robustclip.zeroshot import evaluate_zeroshot
     from robustclip.mini.world import mini_task
-    return {f"mini/{k}": round(evaluate_zeroshot(model, mini_task(k, "test"), n_samples=n)["acc1"], 4) for k in ATTRIBUTES}
 
-def mini_base_dir(cfg: dict = MINI_BASE,   # the recipe
-                  force: bool = False,     # retrain even when cached or shipped (`pretrain-mini --rebuild`)
-                  report_n: int = 1000,    # test images per task in report.json
-                 ) -> Path:
+    return {
+        f"mini/{k}": round(evaluate_zeroshot(model, mini_task(k, "test"), n_samples=n)["acc1"], 4) for k in ATTRIBUTES
+    }
+
+
+def mini_base_dir(
+    cfg: dict = MINI_BASE,  # the recipe
+    force: bool = False,  # retrain even when cached or shipped (`pretrain-mini --rebuild`)
+    report_n: int = 1000,  # test images per task in report.json
+) -> Path:
     "The cached mini-base local-dir: checked, else copied from the shipped weights, else pretrained (file-locked)."
+
     def build(d: Path) -> None:
         print(f"robustclip: pretraining mini-base (a few CPU minutes; cached in {d}) ...", flush=True)
         m = pretrain_mini(cfg, out_dir=d)
-        atomic_write_text(d/"recipe.json", json.dumps(cfg, indent=2))
-        atomic_write_text(d/"report.json", json.dumps({**m.info, "zeroshot_acc1": mini_base_report(m, report_n)}, indent=2))
+        atomic_write_text(d / "recipe.json", json.dumps(cfg, indent=2))
+        atomic_write_text(
+            d / "report.json", json.dumps({**m.info, "zeroshot_acc1": mini_base_report(m, report_n)}, indent=2)
+        )
+
     return cached_weights("mini-base", cfg, build, force)
 
 # %% ../../nbs/51_mini.pretrain.ipynb #c3ff3d1e
 @register_model("mini-base")
-def load_mini_base(spec: str = "mini-base",  # the registered name
-                   *, device="cpu", precision: str = "fp32") -> PixelCLIP:
+def load_mini_base(
+    spec: str = "mini-base",  # the registered name
+    *,
+    device="cpu",
+    precision: str = "fp32",
+) -> PixelCLIP:
     "The mini-base CLIP, from its checked cache (filled from the shipped weights on first use)."
-    m = load_local_dir(mini_base_dir(), "mini-base", precision, device); m.pretrained = "mini-world"
+    m = load_local_dir(mini_base_dir(), "mini-base", precision, device)
+    m.pretrained = "mini-world"
     return m

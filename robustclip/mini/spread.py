@@ -9,22 +9,29 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['SPREAD_SEEDS', 'SPREAD_THREADS', 'SPREAD_STEPS', 'spread_margins']
+__all__ = [
+    'SPREAD_SEEDS', 'SPREAD_THREADS', 'SPREAD_STEPS', 'spread_margins'
+]
 
 # %% ../../nbs/55_mini.spread.ipynb #c9c760c4
-SPREAD_SEEDS = [11, 12]   # training seeds of the repeated runs (the configs' own seeds are the third)
-SPREAD_THREADS = 2        # the thread count of the cross-machine proxy rerun (`reproduce --threads 2`)
-SPREAD_STEPS = ("zeroshot/base/,zeroshot/fare2/,zeroshot/tecoa2/,zeroshot/fare4/,zeroshot/leaf/,drift/fare2/,drift/tecoa2/,"
-                "text/base/mini-text/k1,text/leaf/mini-text/k1,text/fare2/mini-text/k1,vlm/base/mini-captions/clean,"
-                "vlm/fare2/mini-captions/clean,vlm/tecoa2/mini-captions/clean,t2i/,inversion/")   # `reproduce --only` list
+SPREAD_SEEDS = [11, 12]  # training seeds of the repeated runs (the configs' own seeds are the third)
+SPREAD_THREADS = 2  # the thread count of the cross-machine proxy rerun (`reproduce --threads 2`)
+SPREAD_STEPS = (
+    "zeroshot/base/,zeroshot/fare2/,zeroshot/tecoa2/,zeroshot/fare4/,zeroshot/leaf/,drift/fare2/,drift/tecoa2/,"
+    "text/base/mini-text/k1,text/leaf/mini-text/k1,text/fare2/mini-text/k1,vlm/base/mini-captions/clean,"
+    "vlm/fare2/mini-captions/clean,vlm/tecoa2/mini-captions/clean,t2i/,inversion/"
+)  # `reproduce --only` list
 
-def spread_margins(runs: list[dict],  # one `claims.json` per repeated run: {"differences": {claim: [{"kind", "d"}, ...]}}
-                  ) -> dict[str, float]:
+
+def spread_margins(
+    runs: list[dict],  # one `claims.json` per repeated run: {"differences": {claim: [{"kind", "d"}, ...]}}
+) -> dict[str, float]:
     "Per kind, the largest range across the runs of any difference of that kind (differences missing in a run are skipped)."
     out: dict[str, float] = {}
     for claim in runs[0]["differences"]:
         for j, c in enumerate(runs[0]["differences"][claim]):
             ds = [r["differences"].get(claim, [])[j]["d"] for r in runs if j < len(r["differences"].get(claim, []))]
-            if len(ds) < len(runs) or any(d is None or math.isnan(d) for d in ds): continue
+            if len(ds) < len(runs) or any(d is None or math.isnan(d) for d in ds):
+                continue
             out[c["kind"]] = max(out.get(c["kind"], 0.0), max(ds) - min(ds))
     return {k: float(f"{v:.3g}") for k, v in sorted(out.items())}

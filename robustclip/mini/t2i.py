@@ -6,7 +6,11 @@ Docs: https://robustclip.github.io/robustclip/mini.t2i.html.md"""
 
 # %% ../../nbs/54_mini.t2i.ipynb #90e85fcc
 from __future__ import annotations
-import copy, json, os, random, time
+import copy
+import json
+import os
+import random
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -18,53 +22,104 @@ from ..core import RobustClipError, config_hash, progress, seed_everything, atom
 from ..models import PixelCLIP, load_clip
 from ..train.loop import build_optimizer, lr_at
 from ..data.core import RetrievalTask
-from ..downstream.t2i import (TextToImage, text_tower, register_t2i, AttributeJudge,
-                                        register_attribute_judge, clip_score)
+from robustclip.downstream.t2i import (
+    TextToImage,
+    text_tower,
+    register_t2i,
+    AttributeJudge,
+    register_attribute_judge,
+    clip_score,
+)
 from .world import render, caption, attrs_of, mini_captions, ATTRIBUTES, SPLIT_SIZES
 from .pretrain import MINI_BASE, cached_weights
 from .llava import weights_sha256
 
 # %% auto #0
-__all__ = ['MINI_T2I', 'MINI_JUDGE', 'MiniT2I', 'build_mini_t2i', 'fold_images', 'train_mini_t2i', 'AttributeNet',
-           'train_attribute_net', 'attribute_accuracy', 'save_mini_t2i', 'read_mini_t2i', 'mini_t2i_report',
-           'mini_t2i_dir', 'attribute_net_dir', 'load_attribute_net', 'load_mini_t2i', 'mini_attribute_judge']
+__all__ = [
+    'MINI_T2I', 'MINI_JUDGE', 'MiniT2I', 'build_mini_t2i', 'fold_images', 'train_mini_t2i', 'AttributeNet',
+    'train_attribute_net', 'attribute_accuracy', 'save_mini_t2i', 'read_mini_t2i', 'mini_t2i_report', 'mini_t2i_dir',
+    'attribute_net_dir', 'load_attribute_net', 'load_mini_t2i', 'mini_attribute_judge'
+]
 
 # %% ../../nbs/54_mini.t2i.ipynb #4090a190
 MINI_T2I = dict(
-    text="mini-base",                       # the frozen text tower (a `load_clip` spec)
-    text_recipe=config_hash(MINI_BASE),     # ties the cache to mini-base's recipe
-    fold=4,                                 # 32-px images folded 4×4 into 8×8×48 (SD's VAE stand-in)
-    unet=dict(block_out_channels=[32, 64], layers_per_block=1, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-              up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], attention_head_dim=16, norm_num_groups=8),
-    pooled=True,                            # the pooled text state also joins the time embedding (SDXL's way)
-    train_timesteps=1000, beta_schedule="squaredcos_cap_v2",   # DDPM training noise
-    prediction_type="sample",               # the UNet predicts x₀ (see "Why not noise" below)
-    steps=1000, batch_size=32,              # optimiser steps, examples per step
-    lr=2e-3, warmup=50, weight_decay=0.01,  # AdamW, warmup + cosine
-    ema=0.995,                              # the saved UNet is an exponential moving average of the trained one
-    p_full=0.5, p_uncond=0.1,               # captions naming every attribute; empty captions (guidance)
-    sample_steps=20, guidance=3.0,          # DDIM steps and classifier-free guidance when generating
-    n_train=SPLIT_SIZES["train"], world_seed=0, seed=0,
-    threads=2,                              # CPU threads while training (pinned: the weights depend on it)
+    text="mini-base",  # the frozen text tower (a `load_clip` spec)
+    text_recipe=config_hash(MINI_BASE),  # ties the cache to mini-base's recipe
+    fold=4,  # 32-px images folded 4×4 into 8×8×48 (SD's VAE stand-in)
+    unet=dict(
+        block_out_channels=[32, 64],
+        layers_per_block=1,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+        attention_head_dim=16,
+        norm_num_groups=8,
+    ),
+    pooled=True,  # the pooled text state also joins the time embedding (SDXL's way)
+    train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",  # DDPM training noise
+    prediction_type="sample",  # the UNet predicts x₀ (see "Why not noise" below)
+    steps=1000,
+    batch_size=32,  # optimiser steps, examples per step
+    lr=2e-3,
+    warmup=50,
+    weight_decay=0.01,  # AdamW, warmup + cosine
+    ema=0.995,  # the saved UNet is an exponential moving average of the trained one
+    p_full=0.5,
+    p_uncond=0.1,  # captions naming every attribute; empty captions (guidance)
+    sample_steps=20,
+    guidance=3.0,  # DDIM steps and classifier-free guidance when generating
+    n_train=SPLIT_SIZES["train"],
+    world_seed=0,
+    seed=0,
+    threads=2,  # CPU threads while training (pinned: the weights depend on it)
     version=3,
 )
 
-MINI_JUDGE = dict(steps=1500, batch_size=128, lr=3e-3, weight_decay=1e-4, noise=0.15,   # noise: max std of added noise
-                  n_train=SPLIT_SIZES["train"], world_seed=0, seed=0, threads=1, version=2)
+MINI_JUDGE = dict(
+    steps=1500,
+    batch_size=128,
+    lr=3e-3,
+    weight_decay=1e-4,
+    noise=0.15,  # noise: max std of added noise
+    n_train=SPLIT_SIZES["train"],
+    world_seed=0,
+    seed=0,
+    threads=1,
+    version=2,
+)
 
 # %% ../../nbs/54_mini.t2i.ipynb #1bde1463
 class MiniT2I(TextToImage):
     "mini-t2i: a diffusers UNet over folded 32-px images, cross-attending to a `CLIPTextModel`'s token states."
-    def __init__(self, unet: nn.Module, text_encoder: nn.Module, tokenizer, scheduler_config: dict, fold: int = 2,
-                 sample_steps: int = 20, guidance: float = 3.0, name: str = "mini-t2i"):
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer,
+        scheduler_config: dict,
+        fold: int = 2,
+        sample_steps: int = 20,
+        guidance: float = 3.0,
+        name: str = "mini-t2i",
+    ):
         super().__init__()
         self.unet, self.text_encoder, self.tokenizer, self.fold = unet, text_encoder, tokenizer, fold
-        self.scheduler_config, self.sample_steps, self.guidance, self.name = dict(scheduler_config), sample_steps, guidance, name
+        self.scheduler_config, self.sample_steps, self.guidance, self.name = (
+            dict(scheduler_config),
+            sample_steps,
+            guidance,
+            name,
+        )
         self.text_spec = {"model": "mini-base", "pretrained": "mini-world"}
 
     @property
-    def image_size(self) -> int: return self.unet.config.sample_size * self.fold
-    def tokens(self, texts: Sequence[str]) -> torch.Tensor: return self.tokenizer(list(texts))
+    def image_size(self) -> int:
+        return self.unet.config.sample_size * self.fold
+
+    def tokens(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
     def denoise(self, x: torch.Tensor, t, states: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         "The UNet's output: cross-attention to the token states, plus the pooled state added to the time embedding if configured."
         extra = {"class_labels": pooled} if self.unet.config.class_embed_type == "projection" else {}
@@ -74,31 +129,48 @@ class MiniT2I(TextToImage):
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
         "uint8 images (N,3,32,32): DDIM with classifier-free guidance from per-prompt seeded noise."
         from diffusers import DDIMScheduler
-        if len(prompts) != len(seeds): raise RobustClipError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        c = self.unet.config; dev = self.device
-        x = torch.stack([torch.randn(c.in_channels, c.sample_size, c.sample_size, generator=torch.Generator().manual_seed(int(s)))
-                         for s in seeds]).to(dev)
+
+        if len(prompts) != len(seeds):
+            raise RobustClipError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        c = self.unet.config
+        dev = self.device
+        x = torch.stack(
+            [
+                torch.randn(
+                    c.in_channels, c.sample_size, c.sample_size, generator=torch.Generator().manual_seed(int(s))
+                )
+                for s in seeds
+            ]
+        ).to(dev)
         (cond, pc), (unc, pu) = self.text_states(prompts), self.text_states([""])
         states, pooled = torch.cat([unc.expand_as(cond), cond]), torch.cat([pu.expand_as(pc), pc])
-        sched = DDIMScheduler.from_config(self.scheduler_config); sched.set_timesteps(self.sample_steps)
+        sched = DDIMScheduler.from_config(self.scheduler_config)
+        sched.set_timesteps(self.sample_steps)
         for t in sched.timesteps:
             eu, ec = self.denoise(torch.cat([x, x]), t, states, pooled).chunk(2)
             x = sched.step(eu + self.guidance * (ec - eu), t, x).prev_sample
         img = F.pixel_shuffle(x, self.fold)
         return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
-def build_mini_t2i(clip: PixelCLIP,     # the conditioning side (its text tower is converted and frozen)
-                   cfg: dict = MINI_T2I,
-                  ) -> MiniT2I:
+
+def build_mini_t2i(
+    clip: PixelCLIP,  # the conditioning side (its text tower is converted and frozen)
+    cfg: dict = MINI_T2I,
+) -> MiniT2I:
     "An untrained mini-t2i (random UNet) conditioned on `clip`'s text tower."
     from diffusers import UNet2DConditionModel, DDPMScheduler
+
     f, s = cfg["fold"], clip.image_size // cfg["fold"]
     w = clip.model_cfg["text_cfg"]["width"]
     pooled = dict(class_embed_type="projection", projection_class_embeddings_input_dim=w) if cfg.get("pooled") else {}
-    unet = UNet2DConditionModel(sample_size=s, in_channels=3 * f * f, out_channels=3 * f * f,
-                                cross_attention_dim=w, **pooled, **cfg["unet"])
-    sched = DDPMScheduler(num_train_timesteps=cfg["train_timesteps"], beta_schedule=cfg["beta_schedule"],
-                          prediction_type=cfg.get("prediction_type", "epsilon"))
+    unet = UNet2DConditionModel(
+        sample_size=s, in_channels=3 * f * f, out_channels=3 * f * f, cross_attention_dim=w, **pooled, **cfg["unet"]
+    )
+    sched = DDPMScheduler(
+        num_train_timesteps=cfg["train_timesteps"],
+        beta_schedule=cfg["beta_schedule"],
+        prediction_type=cfg.get("prediction_type", "epsilon"),
+    )
     m = MiniT2I(unet, text_tower(clip), clip.tokenizer, dict(sched.config), f, cfg["sample_steps"], cfg["guidance"])
     m.text_spec = dict(clip.spec)
     return m
@@ -108,50 +180,74 @@ def fold_images(x: torch.Tensor, fold: int = 2) -> torch.Tensor:
     "uint8 images (N,3,S,S) as the generator's [-1,1] 'latents' (N,3·f², S/f, S/f)."
     return F.pixel_unshuffle(x.float() / 127.5 - 1, fold)
 
-def train_mini_t2i(cfg: dict = MINI_T2I,             # the recipe
-                   clip: PixelCLIP|None = None,      # the text side (default: `load_clip(cfg['text'])`)
-                   show: bool = True,
-                  ) -> MiniT2I:
+
+def train_mini_t2i(
+    cfg: dict = MINI_T2I,  # the recipe
+    clip: PixelCLIP | None = None,  # the text side (default: `load_clip(cfg['text'])`)
+    show: bool = True,
+) -> MiniT2I:
     "Train mini-t2i's UNet from scratch; the text tower stays frozen."
-    threads = torch.get_num_threads(); torch.set_num_threads(cfg.get("threads", threads))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.get("threads", threads))
     try:
         seed_everything(cfg["seed"])
         return _train(cfg, clip if clip is not None else load_clip(cfg["text"]), show)
-    finally: torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
+
 
 def _target(sched, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     "What the UNet learns to output: x₀ ('sample'), v ('v_prediction') or ε ('epsilon')."
     kind = sched.config.prediction_type
     return x0 if kind == "sample" else sched.get_velocity(x0, noise, t) if kind == "v_prediction" else noise
 
+
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     "Move `ema`'s weights a step (1 − decay) towards `model`'s."
-    for pe, pm in zip(ema.parameters(), model.parameters()): pe.lerp_(pm, 1 - decay)
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)
+
 
 def _train(cfg: dict, clip: PixelCLIP, show: bool) -> MiniT2I:
     from diffusers import DDPMScheduler
+
     rng, g = random.Random(cfg["seed"]), torch.Generator().manual_seed(cfg["seed"])
     x, a = render(cfg["n_train"], "train", cfg["world_seed"], clip.image_size)
-    m = build_mini_t2i(clip, cfg); sched = DDPMScheduler.from_config(m.scheduler_config)
+    m = build_mini_t2i(clip, cfg)
+    sched = DDPMScheduler.from_config(m.scheduler_config)
     opt = build_optimizer(list(m.unet.named_parameters()), cfg["lr"], cfg["weight_decay"], (0.9, 0.999), 1e-8)
     ema = copy.deepcopy(m.unet).requires_grad_(False) if cfg.get("ema") else None
-    m.unet.train(); t0 = time.time()
+    m.unet.train()
+    t0 = time.time()
     bar = progress(range(cfg["steps"]), desc="train mini-t2i", **({} if show else {"disable": True}))
     for step in bar:
-        for group in opt.param_groups: group["lr"] = lr_at(step, cfg["warmup"], cfg["steps"], peak=cfg["lr"])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg["warmup"], cfg["steps"], peak=cfg["lr"])
         idx = torch.randint(len(x), (cfg["batch_size"],), generator=g).tolist()
-        caps = ["" if rng.random() < cfg["p_uncond"] else
-                caption(attrs_of(a, i), rng, **(dict(p_digit=1.0, p_other=1.0) if rng.random() < cfg["p_full"] else {}))
-                for i in idx]
+        caps = [
+            ""
+            if rng.random() < cfg["p_uncond"]
+            else caption(
+                attrs_of(a, i), rng, **(dict(p_digit=1.0, p_other=1.0) if rng.random() < cfg["p_full"] else {})
+            )
+            for i in idx
+        ]
         x0 = fold_images(x[idx], cfg["fold"])
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(cfg["train_timesteps"], (len(idx),), generator=g)
-        loss = F.mse_loss(m.denoise(sched.add_noise(x0, noise, t), t, *m.text_states(caps)), _target(sched, x0, noise, t))
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        if ema is not None: _ema_update(ema, m.unet, min(cfg["ema"], (1 + step) / (10 + step)))
-        if step % 20 == 0 and hasattr(bar, "set_postfix"): bar.set_postfix(loss=f"{loss.item():.3f}")
-    if ema is not None: m.unet = ema
+        loss = F.mse_loss(
+            m.denoise(sched.add_noise(x0, noise, t), t, *m.text_states(caps)), _target(sched, x0, noise, t)
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            _ema_update(ema, m.unet, min(cfg["ema"], (1 + step) / (10 + step)))
+        if step % 20 == 0 and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    if ema is not None:
+        m.unet = ema
     m.unet.eval().requires_grad_(False)
     m.info = {"train_seconds": round(time.time() - t0, 1), "final_loss": round(loss.item(), 4), "steps": cfg["steps"]}
     return m
@@ -159,41 +255,67 @@ def _train(cfg: dict, clip: PixelCLIP, show: bool) -> MiniT2I:
 # %% ../../nbs/54_mini.t2i.ipynb #d459df28
 class AttributeNet(nn.Module):
     "A small CNN predicting every mini-world attribute of a 32-px image."
+
     def __init__(self, width: int = 16):
         super().__init__()
         c = width
-        self.body = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Flatten(), nn.Linear(2 * c * 16, 128), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, c, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * c, 2 * c, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * c * 16, 128),
+            nn.ReLU(),
+        )
         self.heads = nn.ModuleDict({k: nn.Linear(128, len(v)) for k, v in ATTRIBUTES.items()})
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         "Logits per attribute of [0,1] images (N,3,32,32)."
-        h = self.body(x * 2 - 1); return {k: head(h) for k, head in self.heads.items()}
+        h = self.body(x * 2 - 1)
+        return {k: head(h) for k, head in self.heads.items()}
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         "Predicted class per attribute of uint8 images."
         x = images.float().to(next(self.parameters()).device) / 255
         return {k: v.argmax(1).cpu() for k, v in self(x).items()}
 
+
 def train_attribute_net(cfg: dict = MINI_JUDGE, show: bool = True) -> AttributeNet:
     "Train the attribute judge on rendered mini-world images (never on generations)."
-    threads = torch.get_num_threads(); torch.set_num_threads(cfg.get("threads", threads))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.get("threads", threads))
     try:
-        seed_everything(cfg["seed"]); g = torch.Generator().manual_seed(cfg["seed"])
+        seed_everything(cfg["seed"])
+        g = torch.Generator().manual_seed(cfg["seed"])
         x, a = render(cfg["n_train"], "train", cfg["world_seed"], 32)
-        net = AttributeNet(); opt = torch.optim.AdamW(net.parameters(), cfg["lr"], weight_decay=cfg["weight_decay"])
+        net = AttributeNet()
+        opt = torch.optim.AdamW(net.parameters(), cfg["lr"], weight_decay=cfg["weight_decay"])
         t0 = time.time()
         for step in progress(range(cfg["steps"]), desc="train attribute judge", **({} if show else {"disable": True})):
-            for group in opt.param_groups: group["lr"] = lr_at(step, 20, cfg["steps"], peak=cfg["lr"])
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, 20, cfg["steps"], peak=cfg["lr"])
             idx = torch.randint(len(x), (cfg["batch_size"],), generator=g)
             xb = x[idx].float() / 255
-            xb = (xb + torch.randn(xb.shape, generator=g) * torch.rand(len(xb), 1, 1, 1, generator=g) * cfg["noise"]).clamp(0, 1)
-            out = net(xb); loss = sum(F.cross_entropy(out[k], a[k][idx]) for k in ATTRIBUTES)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            xb = (
+                xb + torch.randn(xb.shape, generator=g) * torch.rand(len(xb), 1, 1, 1, generator=g) * cfg["noise"]
+            ).clamp(0, 1)
+            out = net(xb)
+            loss = sum(F.cross_entropy(out[k], a[k][idx]) for k in ATTRIBUTES)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         net.info = {"train_seconds": round(time.time() - t0, 1), "final_loss": round(loss.item(), 4)}
         return net.eval().requires_grad_(False)
-    finally: torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
+
 
 def attribute_accuracy(net: AttributeNet, images: torch.Tensor, attrs: dict[str, torch.Tensor]) -> dict[str, float]:
     "Accuracy per attribute of `net` on uint8 `images` with true `attrs`."
@@ -201,95 +323,140 @@ def attribute_accuracy(net: AttributeNet, images: torch.Tensor, attrs: dict[str,
     return {k: round((p[k] == attrs[k].cpu()).float().mean().item(), 4) for k in ATTRIBUTES}
 
 # %% ../../nbs/54_mini.t2i.ipynb #b1885f77
-def save_mini_t2i(m: MiniT2I, folder: str|Path, text: str = "mini-base") -> Path:
+def save_mini_t2i(m: MiniT2I, folder: str | Path, text: str = "mini-base") -> Path:
     "Write mini-t2i's UNet, its config and its text tower's hash to `folder`."
     from safetensors.torch import save_file
-    out = Path(folder); out.mkdir(parents=True, exist_ok=True)
-    tmp = out/".unet.safetensors.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in m.unet.state_dict().items()}, str(tmp)); os.replace(tmp, out/"unet.safetensors")
-    meta = {"unet_config": {k: v for k, v in dict(m.unet.config).items() if not k.startswith("_")},
-            "scheduler_config": {k: v for k, v in m.scheduler_config.items() if not k.startswith("_")},
-            "fold": m.fold, "sample_steps": m.sample_steps, "guidance": m.guidance, "text": text,
-            "text_sha256": weights_sha256(m.text_encoder)}
-    atomic_write_text(out/"mini_t2i.json", json.dumps(meta, indent=2))
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".unet.safetensors.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in m.unet.state_dict().items()}, str(tmp))
+    os.replace(tmp, out / "unet.safetensors")
+    meta = {
+        "unet_config": {k: v for k, v in dict(m.unet.config).items() if not k.startswith("_")},
+        "scheduler_config": {k: v for k, v in m.scheduler_config.items() if not k.startswith("_")},
+        "fold": m.fold,
+        "sample_steps": m.sample_steps,
+        "guidance": m.guidance,
+        "text": text,
+        "text_sha256": weights_sha256(m.text_encoder),
+    }
+    atomic_write_text(out / "mini_t2i.json", json.dumps(meta, indent=2))
     return out
 
-def read_mini_t2i(folder: str|Path, clip: PixelCLIP|None = None, device: str|torch.device = "cpu") -> MiniT2I:
+
+def read_mini_t2i(folder: str | Path, clip: PixelCLIP | None = None, device: str | torch.device = "cpu") -> MiniT2I:
     "A saved mini-t2i, its text tower checked against the hash recorded at training time."
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
-    d = Path(folder); meta = json.loads((d/"mini_t2i.json").read_text())
+
+    d = Path(folder)
+    meta = json.loads((d / "mini_t2i.json").read_text())
     clip = clip if clip is not None else load_clip(meta["text"])
     te = text_tower(clip)
     if weights_sha256(te) != meta["text_sha256"]:
-        raise RobustClipError(f"the text tower {meta['text']!r} is not the one mini-t2i in {d} was trained on; "
-                              "delete that folder to retrain")
+        raise RobustClipError(
+            f"the text tower {meta['text']!r} is not the one mini-t2i in {d} was trained on; "
+            "delete that folder to retrain"
+        )
     unet = UNet2DConditionModel.from_config(meta["unet_config"])
-    unet.load_state_dict(load_file(str(d/"unet.safetensors")), strict=True)
-    m = MiniT2I(unet.eval().requires_grad_(False), te, clip.tokenizer, meta["scheduler_config"], meta["fold"],
-                meta["sample_steps"], meta["guidance"])
+    unet.load_state_dict(load_file(str(d / "unet.safetensors")), strict=True)
+    m = MiniT2I(
+        unet.eval().requires_grad_(False),
+        te,
+        clip.tokenizer,
+        meta["scheduler_config"],
+        meta["fold"],
+        meta["sample_steps"],
+        meta["guidance"],
+    )
     m.text_spec = dict(clip.spec)
     return m.to(device).eval()
 
 # %% ../../nbs/54_mini.t2i.ipynb #7d3231c2
-def mini_t2i_report(t2i: MiniT2I, net: AttributeNet, judge: PixelCLIP|None = None, n: int = 200, seed: int = 0) -> dict:
+def mini_t2i_report(
+    t2i: MiniT2I, net: AttributeNet, judge: PixelCLIP | None = None, n: int = 200, seed: int = 0
+) -> dict:
     "Attribute accuracy (and mini-base CLIPScore) of generations from held-out full captions."
-    caps = [c[0] for c in mini_captions("test", n, seed)]; _, a = render(n, "test", seed, 32)
-    img = torch.cat([t2i.generate(caps[i:i + 100], list(range(i, min(i + 100, n)))) for i in range(0, n, 100)])
+    caps = [c[0] for c in mini_captions("test", n, seed)]
+    _, a = render(n, "test", seed, 32)
+    img = torch.cat([t2i.generate(caps[i : i + 100], list(range(i, min(i + 100, n)))) for i in range(0, n, 100)])
     acc = attribute_accuracy(net, img, a)
     out = {"n": n, "attr_acc": round(sum(acc.values()) / len(acc), 4), "per_attribute": acc}
-    if judge is not None: out["clip_score"] = round(clip_score(judge, img, caps).mean().item(), 4)
+    if judge is not None:
+        out["clip_score"] = round(clip_score(judge, img, caps).mean().item(), 4)
     return out
 
-def mini_t2i_dir(cfg: dict = MINI_T2I, force: bool = False, clip: PixelCLIP|None = None) -> Path:
+
+def mini_t2i_dir(cfg: dict = MINI_T2I, force: bool = False, clip: PixelCLIP | None = None) -> Path:
     "The cached mini-t2i folder: checked, else trained (file-locked)."
     clip = clip if clip is not None else load_clip(cfg["text"])
     tower = weights_sha256(text_tower(clip))
-    def fits(d: Path) -> str|None:
-        if json.loads((d/"mini_t2i.json").read_text())["text_sha256"] == tower: return None
+
+    def fits(d: Path) -> str | None:
+        if json.loads((d / "mini_t2i.json").read_text())["text_sha256"] == tower:
+            return None
         return f"it was trained on another {cfg['text']} text tower than the one loaded now"
+
     def build(d: Path) -> None:
         print(f"robustclip: training mini-t2i (a few CPU minutes; cached in {d}) ...", flush=True)
         m = train_mini_t2i(cfg, clip)
         save_mini_t2i(m, d, cfg["text"])
-        atomic_write_text(d/"recipe.json", json.dumps(cfg, indent=2))
+        atomic_write_text(d / "recipe.json", json.dumps(cfg, indent=2))
         rep = {**m.info, "clean": mini_t2i_report(m, load_attribute_net(), clip)}
-        atomic_write_text(d/"report.json", json.dumps(rep, indent=2))
+        atomic_write_text(d / "report.json", json.dumps(rep, indent=2))
+
     return cached_weights("mini-t2i", cfg, build, force, fits)
+
 
 def attribute_net_dir(cfg: dict = MINI_JUDGE, force: bool = False) -> Path:
     "The cached attribute judge folder: checked, else trained (file-locked)."
+
     def build(d: Path) -> None:
         from safetensors.torch import save_file
+
         print(f"robustclip: training the mini-world attribute judge (cached in {d}) ...", flush=True)
         net = train_attribute_net(cfg)
-        d.mkdir(parents=True, exist_ok=True); save_file(net.state_dict(), str(d/"judge.safetensors"))
+        d.mkdir(parents=True, exist_ok=True)
+        save_file(net.state_dict(), str(d / "judge.safetensors"))
         rep = {**net.info, "test_acc": attribute_accuracy(net, *render(SPLIT_SIZES["test"], "test", 0, 32))}
-        atomic_write_text(d/"recipe.json", json.dumps(cfg, indent=2)); atomic_write_text(d/"report.json", json.dumps(rep, indent=2))
+        atomic_write_text(d / "recipe.json", json.dumps(cfg, indent=2))
+        atomic_write_text(d / "report.json", json.dumps(rep, indent=2))
+
     return cached_weights("mini-t2i-judge", cfg, build, force)
+
 
 def load_attribute_net(cfg: dict = MINI_JUDGE) -> AttributeNet:
     "The mini-world attribute judge (trained on first use, then cached)."
     from safetensors.torch import load_file
-    net = AttributeNet(); net.load_state_dict(load_file(str(attribute_net_dir(cfg)/"judge.safetensors")), strict=True)
+
+    net = AttributeNet()
+    net.load_state_dict(load_file(str(attribute_net_dir(cfg) / "judge.safetensors")), strict=True)
     return net.eval().requires_grad_(False)
 
-def load_mini_t2i(spec: str = "mini-t2i", *, device: str|torch.device = "cpu", precision: str = "fp32",
-                  cfg: dict = MINI_T2I) -> MiniT2I:
+
+def load_mini_t2i(
+    spec: str = "mini-t2i", *, device: str | torch.device = "cpu", precision: str = "fp32", cfg: dict = MINI_T2I
+) -> MiniT2I:
     "mini-t2i with mini-base's text tower, from its checked cache (trained on first use)."
-    if precision != "fp32": raise RobustClipError(f"mini-t2i runs in fp32, not {precision!r}")
+    if precision != "fp32":
+        raise RobustClipError(f"mini-t2i runs in fp32, not {precision!r}")
     clip = load_clip(cfg["text"])
-    m = read_mini_t2i(mini_t2i_dir(cfg, clip=clip), clip, device); m.name = spec
+    m = read_mini_t2i(mini_t2i_dir(cfg, clip=clip), clip, device)
+    m.name = spec
     return m
 
-register_t2i("mini-t2i", load_mini_t2i)   # found by `load_t2i` through the robustclip.plugins entry point
+
+register_t2i("mini-t2i", load_mini_t2i)  # found by `load_t2i` through the robustclip.plugins entry point
 
 # %% ../../nbs/54_mini.t2i.ipynb #06fcf7d7
-def mini_attribute_judge(task) -> AttributeJudge|None:
+def mini_attribute_judge(task) -> AttributeJudge | None:
     "The attribute judge of a mini-world retrieval task (its first captions name every attribute)."
     info = getattr(task, "info", {})
-    if not isinstance(task, RetrievalTask) or not {"split", "n", "seed"} <= set(info): return None
+    if not isinstance(task, RetrievalTask) or not {"split", "n", "seed"} <= set(info):
+        return None
     _, a = render(info["n"], info["split"], info["seed"], 32)
     return AttributeJudge(load_attribute_net().predict, {k: v.tolist() for k, v in a.items()}, "mini attribute net")
+
 
 register_attribute_judge("mini/", mini_attribute_judge)

@@ -13,34 +13,61 @@ from .world import MiniImages
 from .llava import mini_vlm_task, MINI_PHRASES
 
 # %% auto #0
-__all__ = ['MINI_VLM', 'mini_vlm_dataset']
+__all__ = [
+    'MINI_VLM', 'mini_vlm_dataset'
+]
 
 # %% ../../nbs/53_mini.vlm_tasks.ipynb #a01eb8c4
 MINI_VLM = {"mini/captions": "caption", "mini/vqa": "vqa", "mini/pope": "pope", "mini/vqa-digit": "vqa"}
 
-def mini_vlm_dataset(name: str,            # 'mini/captions', 'mini/vqa' or 'mini/pope'
-                     root=None,            # ignored: the world is generated
-                     split: str = "test",
-                     n: int|None = None,   # images (default 500, as `mini_llava_report`)
-                     seed: int = 0,
-                     **kw) -> VLMTask:
+
+def mini_vlm_dataset(
+    name: str,  # 'mini/captions', 'mini/vqa' or 'mini/pope'
+    root=None,  # ignored: the world is generated
+    split: str = "test",
+    n: int | None = None,  # images (default 500, as `mini_llava_report`)
+    seed: int = 0,
+    **kw,
+) -> VLMTask:
     "A mini-world LVLM task as a `VLMTask` (uint8 32-px images, ground truth and true attributes)."
-    if name not in MINI_VLM: raise RobustClipError(f"unknown mini LVLM dataset {name!r}; known: {', '.join(MINI_VLM)}")
+    if name not in MINI_VLM:
+        raise RobustClipError(f"unknown mini LVLM dataset {name!r}; known: {', '.join(MINI_VLM)}")
     kind, n = MINI_VLM[name], n or 500
-    if name == "mini/vqa-digit": d = _only(mini_vlm_task(kind, split, n * len(MINI_PHRASES), seed), "digit")
-    else: d = mini_vlm_task(kind, split, n, seed)
+    if name == "mini/vqa-digit":
+        d = _only(mini_vlm_task(kind, split, n * len(MINI_PHRASES), seed), "digit")
+    else:
+        d = mini_vlm_task(kind, split, n, seed)
     m = len(d["images"])
-    if kind == "caption": qs, ans = [None] * m, d["references"]
-    elif kind == "vqa": qs, ans = d["questions"], d["answers"]
-    else: qs, ans = d["questions"], [[l] for l in d["labels"]]
-    return VLMTask(name, kind, MiniImages(d["images"]), qs, ans, attributes=d["attrs"], phrases=MINI_PHRASES,
-                   info={"split": split, "n": m, "seed": seed})
+    if kind == "caption":
+        qs, ans = [None] * m, d["references"]
+    elif kind == "vqa":
+        qs, ans = d["questions"], d["answers"]
+    else:
+        qs, ans = d["questions"], [[l] for l in d["labels"]]
+    return VLMTask(
+        name,
+        kind,
+        MiniImages(d["images"]),
+        qs,
+        ans,
+        attributes=d["attrs"],
+        phrases=MINI_PHRASES,
+        info={"split": split, "n": m, "seed": seed},
+    )
+
 
 def _only(d: dict, attribute: str) -> dict:
     "The samples of a `mini_vlm_task` dict whose question asks about `attribute`."
     keep = [i for i, a in enumerate(d["attribute"]) if a == attribute]
     pick = lambda v: [v[i] for i in keep]
-    return {"images": d["images"][keep], "attrs": {k: pick(v) for k, v in d["attrs"].items()}, "attribute": pick(d["attribute"]),
-            "questions": pick(d["questions"]), "answers": pick(d["answers"])}
+    return {
+        "images": d["images"][keep],
+        "attrs": {k: pick(v) for k, v in d["attrs"].items()},
+        "attribute": pick(d["attribute"]),
+        "questions": pick(d["questions"]),
+        "answers": pick(d["answers"]),
+    }
 
-for _name in MINI_VLM: register_dataset(_name, mini_vlm_dataset)
+
+for _name in MINI_VLM:
+    register_dataset(_name, mini_vlm_dataset)

@@ -17,54 +17,83 @@ from ..data.core import ClassificationTask, TextClassificationTask, RetrievalTas
 from ..core import RobustClipError
 
 # %% auto #0
-__all__ = ['DIGITS', 'COLORS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'ATTRIBUTES', 'SPLIT_SIZES', 'TEMPLATES', 'COMPOUNDS',
-           'MINI_TASKS', 'LABEL_IMAGES', 'glyphs', 'split_glyphs', 'render', 'caption', 'attrs_of', 'MiniImages',
-           'mini_task', 'mini_captions', 'mini_text', 'mini_retrieval']
+__all__ = [
+    'DIGITS', 'COLORS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'ATTRIBUTES', 'SPLIT_SIZES', 'TEMPLATES', 'COMPOUNDS',
+    'MINI_TASKS', 'LABEL_IMAGES', 'glyphs', 'split_glyphs', 'render', 'caption', 'attrs_of', 'MiniImages', 'mini_task',
+    'mini_captions', 'mini_text', 'mini_retrieval'
+]
 
 # %% ../../nbs/50_mini.world.ipynb #bf4ea999
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-COLORS = {"red": (0.95, 0.10, 0.10), "green": (0.10, 0.80, 0.15), "blue": (0.15, 0.35, 1.00),
-          "yellow": (0.95, 0.90, 0.10), "purple": (0.65, 0.20, 0.90), "white": (1.00, 1.00, 1.00)}
+COLORS = {
+    "red": (0.95, 0.10, 0.10),
+    "green": (0.10, 0.80, 0.15),
+    "blue": (0.15, 0.35, 1.00),
+    "yellow": (0.95, 0.90, 0.10),
+    "purple": (0.65, 0.20, 0.90),
+    "white": (1.00, 1.00, 1.00),
+}
 BACKGROUNDS = ["black", "gray", "noisy"]
-SIZES = {"small": 14, "large": 22}      # glyph side in pixels at 32 px (scaled with image_size)
+SIZES = {"small": 14, "large": 22}  # glyph side in pixels at 32 px (scaled with image_size)
 POSITIONS = ["top left", "top right", "bottom left", "bottom right"]
-ATTRIBUTES = {"digit": DIGITS, "color": list(COLORS), "background": BACKGROUNDS, "size": list(SIZES),
-              "position": POSITIONS}
+ATTRIBUTES = {
+    "digit": DIGITS,
+    "color": list(COLORS),
+    "background": BACKGROUNDS,
+    "size": list(SIZES),
+    "position": POSITIONS,
+}
 
 # %% ../../nbs/50_mini.world.ipynb #21a7d71c
 @lru_cache(maxsize=1)
 def glyphs() -> tuple[torch.Tensor, torch.Tensor]:
     "sklearn's 1,797 digit glyphs as (N,8,8) floats in [0,1] and their labels."
-    import importlib.util, numpy as np
+    import importlib.util
+    import numpy as np
     from pathlib import Path
-    spec = importlib.util.find_spec("sklearn")           # read its data file: importing sklearn costs seconds per process
-    f = Path(spec.submodule_search_locations[0])/"datasets"/"data"/"digits.csv.gz" if spec and spec.submodule_search_locations else None
-    if f is not None and f.is_file(): d = np.loadtxt(f, delimiter=","); images, target = d[:, :-1].reshape(-1, 8, 8), d[:, -1]
+
+    spec = importlib.util.find_spec("sklearn")  # read its data file: importing sklearn costs seconds per process
+    f = (
+        Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+        if spec and spec.submodule_search_locations
+        else None
+    )
+    if f is not None and f.is_file():
+        d = np.loadtxt(f, delimiter=",")
+        images, target = d[:, :-1].reshape(-1, 8, 8), d[:, -1]
     else:
         from sklearn.datasets import load_digits
-        b = load_digits(); images, target = b.images, b.target
+
+        b = load_digits()
+        images, target = b.images, b.target
     return torch.tensor(images, dtype=torch.float32) / 16, torch.tensor(target, dtype=torch.long)
 
-def split_glyphs(split: str,  # 'train' or 'test'
-                ) -> torch.Tensor:
+
+def split_glyphs(
+    split: str,  # 'train' or 'test'
+) -> torch.Tensor:
     "Indices of the glyphs of a split: every fifth glyph is held out for 'test'."
-    if split not in ("train", "test"): raise RobustClipError(f"mini world split must be 'train' or 'test', not {split!r}")
+    if split not in ("train", "test"):
+        raise RobustClipError(f"mini world split must be 'train' or 'test', not {split!r}")
     idx = torch.arange(len(glyphs()[1]))
     return idx[(idx % 5 == 0) if split == "test" else (idx % 5 != 0)]
 
 # %% ../../nbs/50_mini.world.ipynb #8ccf8066
 @lru_cache(maxsize=8)
-def render(n: int,                # number of images
-           split: str = "train",  # 'train' or 'test' (held-out glyphs)
-           seed: int = 0,         # world seed: same seed, same world
-           image_size: int = 32,  # side in pixels
-          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def render(
+    n: int,  # number of images
+    split: str = "train",  # 'train' or 'test' (held-out glyphs)
+    seed: int = 0,  # world seed: same seed, same world
+    image_size: int = 32,  # side in pixels
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     "Render `n` mini-world images as uint8 (n,3,S,S) and their attribute labels."
     g = torch.Generator().manual_seed(10_007 * seed + (1 if split == "test" else 0))
-    pool = split_glyphs(split); gl, gy = glyphs()
+    pool = split_glyphs(split)
+    gl, gy = glyphs()
     gi = pool[torch.randint(len(pool), (n,), generator=g)]
     a = {"digit": gy[gi]}
-    for k in ("color", "background", "size", "position"): a[k] = torch.randint(len(ATTRIBUTES[k]), (n,), generator=g)
+    for k in ("color", "background", "size", "position"):
+        a[k] = torch.randint(len(ATTRIBUTES[k]), (n,), generator=g)
     jit = torch.randint(-1, 2, (n, 2), generator=g)
     S = image_size
     img = torch.zeros(n, 3, S, S)
@@ -77,41 +106,68 @@ def render(n: int,                # number of images
         for p in range(4):
             for jr in (-1, 0, 1):
                 for jc in (-1, 0, 1):
-                    m = ((a["size"] == si) & (a["position"] == p) & (jit[:, 0] == jr) & (jit[:, 1] == jc)).nonzero().flatten()
-                    if len(m) == 0: continue
+                    m = (
+                        ((a["size"] == si) & (a["position"] == p) & (jit[:, 0] == jr) & (jit[:, 1] == jc))
+                        .nonzero()
+                        .flatten()
+                    )
+                    if len(m) == 0:
+                        continue
                     r = min(max((1 if p < 2 else S - s - 1) + jr, 0), S - s)
                     c = min(max((1 if p % 2 == 0 else S - s - 1) + jc, 0), S - s)
-                    alpha = F.interpolate(gl[gi[m]][:, None], size=(s, s), mode="bilinear", align_corners=False).clamp(0, 1)
-                    patch = img[m, :, r:r+s, c:c+s]
-                    img[m, :, r:r+s, c:c+s] = patch * (1 - alpha) + cols[m] * alpha
+                    alpha = F.interpolate(gl[gi[m]][:, None], size=(s, s), mode="bilinear", align_corners=False).clamp(
+                        0, 1
+                    )
+                    patch = img[m, :, r : r + s, c : c + s]
+                    img[m, :, r : r + s, c : c + s] = patch * (1 - alpha) + cols[m] * alpha
     return (img * 255).round().to(torch.uint8), a
 
 # %% ../../nbs/50_mini.world.ipynb #518ba942
 _NUM = [[w, str(i)] for i, w in enumerate(DIGITS)]
 _SIZE_W = [["small", "tiny", "little"], ["large", "big", "huge"]]
-_POS_W = [[f"in the {p}", f"at the {p}", f"in the {p.replace('top', 'upper').replace('bottom', 'lower')} corner"]
-          for p in POSITIONS]
-_BG_W = [["on a black background", "on black"], ["on a gray background", "on grey", "on a grey background"],
-         ["on a noisy background", "on static noise", "on a speckled background"]]
+_POS_W = [
+    [f"in the {p}", f"at the {p}", f"in the {p.replace('top', 'upper').replace('bottom', 'lower')} corner"]
+    for p in POSITIONS
+]
+_BG_W = [
+    ["on a black background", "on black"],
+    ["on a gray background", "on grey", "on a grey background"],
+    ["on a noisy background", "on static noise", "on a speckled background"],
+]
 
-def caption(attrs: dict[str, int],   # one image's attribute labels
-            rng: random.Random,      # the random source (seeded by the caller)
-            p_digit: float = 0.85,   # probability that the digit is named
-            p_other: float = 0.65,   # probability that each other attribute is named
-            numerals: bool = True,   # the digit may be written '7' as well as 'seven'
-            only: str|None = None,   # name this attribute and no other (overrides the probabilities)
-           ) -> str:
+
+def caption(
+    attrs: dict[str, int],  # one image's attribute labels
+    rng: random.Random,  # the random source (seeded by the caller)
+    p_digit: float = 0.85,  # probability that the digit is named
+    p_other: float = 0.65,  # probability that each other attribute is named
+    numerals: bool = True,  # the digit may be written '7' as well as 'seven'
+    only: str | None = None,  # name this attribute and no other (overrides the probabilities)
+) -> str:
     "A random caption of an image with attributes `attrs`."
-    p = {k: p_digit if k == "digit" else p_other for k in ATTRIBUTES} if only is None else {k: float(k == only) for k in ATTRIBUTES}
+    p = (
+        {k: p_digit if k == "digit" else p_other for k in ATTRIBUTES}
+        if only is None
+        else {k: float(k == only) for k in ATTRIBUTES}
+    )
     adj = []
-    if rng.random() < p["size"]: adj.append(rng.choice(_SIZE_W[attrs["size"]]))
-    if rng.random() < p["color"]: adj.append(list(COLORS)[attrs["color"]])
-    if rng.random() < p["digit"]: noun = rng.choice(["digit {}", "number {}", "handwritten {}", "{}"]).format(rng.choice(_NUM[attrs["digit"]] if numerals else _NUM[attrs["digit"]][:1]))
-    else: noun = rng.choice(["digit", "number", "glyph"])
+    if rng.random() < p["size"]:
+        adj.append(rng.choice(_SIZE_W[attrs["size"]]))
+    if rng.random() < p["color"]:
+        adj.append(list(COLORS)[attrs["color"]])
+    if rng.random() < p["digit"]:
+        noun = rng.choice(["digit {}", "number {}", "handwritten {}", "{}"]).format(
+            rng.choice(_NUM[attrs["digit"]] if numerals else _NUM[attrs["digit"]][:1])
+        )
+    else:
+        noun = rng.choice(["digit", "number", "glyph"])
     s = rng.choice(["a", "an image of a", "a picture of a"]) + " " + " ".join(adj + [noun])
-    if rng.random() < p["position"]: s += " " + rng.choice(_POS_W[attrs["position"]])
-    if rng.random() < p["background"]: s += " " + rng.choice(_BG_W[attrs["background"]])
+    if rng.random() < p["position"]:
+        s += " " + rng.choice(_POS_W[attrs["position"]])
+    if rng.random() < p["background"]:
+        s += " " + rng.choice(_BG_W[attrs["background"]])
     return s
+
 
 def attrs_of(a: dict[str, torch.Tensor], i: int) -> dict[str, int]:
     "The attributes of image `i` as plain ints."
@@ -120,13 +176,19 @@ def attrs_of(a: dict[str, torch.Tensor], i: int) -> dict[str, int]:
 # %% ../../nbs/50_mini.world.ipynb #996d7a6b
 class MiniImages(Dataset):
     "Mini-world images as CHW floats in [0,1], with one attribute as the label (or bare images when `labels` is None)."
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor|None = None): self.images, self.labels = images, labels
-    def __len__(self): return len(self.images)
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
     def __getitem__(self, i):
         x = self.images[i].float() / 255
         return x if self.labels is None else (x, int(self.labels[i]))
 
-SPLIT_SIZES = {"train": 20_000, "test": 2_000}   # images per split (default)
+
+SPLIT_SIZES = {"train": 20_000, "test": 2_000}  # images per split (default)
 
 TEMPLATES = {
     "digit": ["a photo of the digit {c}.", "the number {c}.", "a handwritten {c}.", "an image of a {c}."],
@@ -137,44 +199,65 @@ TEMPLATES = {
     "layout": ["a digit in the {c}.", "a number at the {c}."],
 }
 
-def _n_split(split: str, n: int|None) -> int:
-    if split not in SPLIT_SIZES: raise RobustClipError(f"mini world split must be 'train' or 'test', not {split!r}")
+
+def _n_split(split: str, n: int | None) -> int:
+    if split not in SPLIT_SIZES:
+        raise RobustClipError(f"mini world split must be 'train' or 'test', not {split!r}")
     return n or SPLIT_SIZES[split]
 
-COMPOUNDS = {"layout": ("position", "background")}   # compound tasks: one class per pair of values (the mini plan's source task)
+
+COMPOUNDS = {
+    "layout": ("position", "background")
+}  # compound tasks: one class per pair of values (the mini plan's source task)
+
 
 def _labels(attribute: str, a: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
     "Labels and class names of an attribute or a compound of two."
-    if attribute not in COMPOUNDS: return a[attribute], list(ATTRIBUTES[attribute])
+    if attribute not in COMPOUNDS:
+        return a[attribute], list(ATTRIBUTES[attribute])
     p, q = COMPOUNDS[attribute]
     names = [f"{u} {_PHRASE[q].format(v)}" for u in ATTRIBUTES[p] for v in ATTRIBUTES[q]]
     return a[p] * len(ATTRIBUTES[q]) + a[q], names
 
+
 _PHRASE = {"background": "on a {} background"}
 
-def mini_task(attribute: str,           # one of ATTRIBUTES or COMPOUNDS
-              split: str = "test",      # 'train' or 'test'
-              n: int|None = None,       # number of images (default SPLIT_SIZES[split])
-              seed: int = 0,            # world seed
-              image_size: int = 32,     # side in pixels
-             ) -> ClassificationTask:
+
+def mini_task(
+    attribute: str,  # one of ATTRIBUTES or COMPOUNDS
+    split: str = "test",  # 'train' or 'test'
+    n: int | None = None,  # number of images (default SPLIT_SIZES[split])
+    seed: int = 0,  # world seed
+    image_size: int = 32,  # side in pixels
+) -> ClassificationTask:
     "The zero-shot classification task `mini/<attribute>`."
     if attribute not in ATTRIBUTES and attribute not in COMPOUNDS:
         raise RobustClipError(f"unknown mini task 'mini/{attribute}'; mini tasks: {', '.join(MINI_TASKS)}")
     n = _n_split(split, n)
     x, a = render(n, split, seed, image_size)
     y, names = _labels(attribute, a)
-    return ClassificationTask(f"mini/{attribute}", MiniImages(x, y), names, TEMPLATES[attribute], native_resolution=True,
-                              info={"split": split, "n": n, "seed": seed, "image_size": image_size})
+    return ClassificationTask(
+        f"mini/{attribute}",
+        MiniImages(x, y),
+        names,
+        TEMPLATES[attribute],
+        native_resolution=True,
+        info={"split": split, "n": n, "seed": seed, "image_size": image_size},
+    )
+
 
 MINI_TASKS = [f"mini/{k}" for k in [*ATTRIBUTES, *COMPOUNDS]] + ["mini/text", "mini/retrieval"]
 
 # %% ../../nbs/50_mini.world.ipynb #07ae0caa
-def mini_captions(split: str = "train", n: int|None = None, seed: int = 0,
-                  per_image: int = 5,     # captions per image
-                 ) -> list[list[str]]:
+def mini_captions(
+    split: str = "train",
+    n: int | None = None,
+    seed: int = 0,
+    per_image: int = 5,  # captions per image
+) -> list[list[str]]:
     "Seeded captions for every image of a split."
-    n = _n_split(split, n); _, a = render(n, split, seed, 32)
+    n = _n_split(split, n)
+    _, a = render(n, split, seed, 32)
     rng = random.Random(seed * 7919 + (1 if split == "test" else 0))
     out = []
     for i in range(n):
@@ -183,44 +266,66 @@ def mini_captions(split: str = "train", n: int|None = None, seed: int = 0,
     return out
 
 # %% ../../nbs/50_mini.world.ipynb #8b16860c
-LABEL_IMAGES = 8   # label images per class of mini/text (the rule in "The mini text task" below)
+LABEL_IMAGES = 8  # label images per class of mini/text (the rule in "The mini text task" below)
 
-def _label_images(split: str, seed: int, image_size: int, attribute: str = "color", n: int = LABEL_IMAGES) -> torch.Tensor:
+
+def _label_images(
+    split: str, seed: int, image_size: int, attribute: str = "color", n: int = LABEL_IMAGES
+) -> torch.Tensor:
     "(C, n, 3, S, S): the first `n` images of each class in a separate render of the split."
     x, a = render(400, split, seed + 1000, image_size)
-    return torch.stack([x[(a[attribute] == c).nonzero().flatten()[:n]].float() / 255 for c in range(len(ATTRIBUTES[attribute]))])
+    return torch.stack(
+        [x[(a[attribute] == c).nonzero().flatten()[:n]].float() / 255 for c in range(len(ATTRIBUTES[attribute]))]
+    )
+
 
 def _caption_naming(attrs: dict[str, int], rng: random.Random, attribute: str) -> str:
     "A caption that surely names `attribute` (and the digit only as a word)."
     while True:
         s = caption(attrs, rng, numerals=False)
-        if attribute != "color" or list(COLORS)[attrs["color"]] in s.split(): return s
+        if attribute != "color" or list(COLORS)[attrs["color"]] in s.split():
+            return s
 
-def mini_text(split: str = "test", n: int|None = None, seed: int = 0, image_size: int = 32) -> TextClassificationTask:
+
+def mini_text(split: str = "test", n: int | None = None, seed: int = 0, image_size: int = 32) -> TextClassificationTask:
     "The caption → colour text classification task `mini/text`."
     n = _n_split(split, n if n is not None else (1000 if split == "test" else None))
     _, a = render(n, split, seed, 32)
     rng = random.Random(seed * 104_729 + (1 if split == "test" else 0))
     texts = [_caption_naming(attrs_of(a, i), rng, "color") for i in range(n)]
     names = list(COLORS)
-    return TextClassificationTask("mini/text", texts, a["color"].tolist(), names, [f"a {c} digit." for c in names],
-                                  _label_images(split, seed, image_size), info={"split": split, "n": n, "seed": seed})
+    return TextClassificationTask(
+        "mini/text",
+        texts,
+        a["color"].tolist(),
+        names,
+        [f"a {c} digit." for c in names],
+        _label_images(split, seed, image_size),
+        info={"split": split, "n": n, "seed": seed},
+    )
 
 # %% ../../nbs/50_mini.world.ipynb #1a2dcea2
-def mini_retrieval(split: str = "test", n: int|None = None, seed: int = 0, image_size: int = 32,
-                   per_image: int = 5) -> RetrievalTask:
+def mini_retrieval(
+    split: str = "test", n: int | None = None, seed: int = 0, image_size: int = 32, per_image: int = 5
+) -> RetrievalTask:
     "Image–caption retrieval `mini/retrieval` (500 test images by default, 5 captions each)."
     n = _n_split(split, n if n is not None else (500 if split == "test" else None))
     x, a = render(n, split, seed, image_size)
-    return RetrievalTask("mini/retrieval", MiniImages(x),
-                         mini_captions(split, n, seed, per_image), native_resolution=True,
-                         info={"split": split, "n": n, "seed": seed})
+    return RetrievalTask(
+        "mini/retrieval",
+        MiniImages(x),
+        mini_captions(split, n, seed, per_image),
+        native_resolution=True,
+        info={"split": split, "n": n, "seed": seed},
+    )
 
 # %% ../../nbs/50_mini.world.ipynb #295544e1
 @register_dataset("mini/")
 def _mini(name: str, root=None, split: str = "test", **kw):
     "Build a `mini/...` task (the data root is ignored: the world is generated)."
     what = name.split("/", 1)[1]
-    if what == "text": return mini_text(split, **kw)
-    if what == "retrieval": return mini_retrieval(split, **kw)
+    if what == "text":
+        return mini_text(split, **kw)
+    if what == "retrieval":
+        return mini_retrieval(split, **kw)
     return mini_task(what, split, **kw)

@@ -6,7 +6,9 @@ Docs: https://robustclip.github.io/robustclip/train.config.html.md"""
 
 # %% ../../nbs/21a_train.config.ipynb #21c525fd
 from __future__ import annotations
-import dataclasses, difflib, typing
+import dataclasses
+import difflib
+import typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -17,9 +19,11 @@ import yaml
 from ..core import RobustClipError, ThreatModel, NORMS, parse_eps, atomic_write_text
 
 # %% auto #0
-__all__ = ['RUNTIME_KEYS', 'PRECISIONS', 'TrainConfig', 'coerce', 'config_keys', 'unknown_key', 'resolve_precision', 'validate',
-           'make_config', 'default_name', 'parse_overrides', 'load_config', 'merge_overrides', 'apply_overrides',
-           'config_dict', 'save_config', 'config_diff', 'check_resume_config']
+__all__ = [
+    'RUNTIME_KEYS', 'PRECISIONS', 'TrainConfig', 'coerce', 'config_keys', 'unknown_key', 'resolve_precision',
+    'validate', 'make_config', 'default_name', 'parse_overrides', 'load_config', 'merge_overrides', 'apply_overrides',
+    'config_dict', 'save_config', 'config_diff', 'check_resume_config'
+]
 
 # %% ../../nbs/21a_train.config.ipynb #7f8277fd
 def _f(default: Any, help: str) -> Any:
@@ -28,20 +32,26 @@ def _f(default: Any, help: str) -> Any:
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
+
 @dataclass
 class TrainConfig:
     "All settings of a fine-tuning run; defaults = the FARE reference code (RobustVLM README command)."
+
     # what to train
-    method: str = _f("fare", "training method: fare | tecoa | simclip | simclip-paper | any registered method (e.g. leaf)")
+    method: str = _f(
+        "fare", "training method: fare | tecoa | simclip | simclip-paper | any registered method (e.g. leaf)"
+    )
     method_args: dict = _f({}, "method-specific options (see the method's Args; e.g. tecoa: template)")
-    model: str = _f("ViT-L-14", "starting model: a load_clip spec (ViT-L-14, mini-base, hf-hub:ORG/REPO, local-dir:PATH)")
-    pretrained: str|None = _f("openai", "pretrained tag or checkpoint file for `model` (null: none / spec's own)")
-    anchor: str|None = _f(None, "frozen anchor/target model spec (null: a frozen copy of the starting model)")
-    anchor_pretrained: str|None = _f(None, "pretrained tag or checkpoint for `anchor`")
+    model: str = _f(
+        "ViT-L-14", "starting model: a load_clip spec (ViT-L-14, mini-base, hf-hub:ORG/REPO, local-dir:PATH)"
+    )
+    pretrained: str | None = _f("openai", "pretrained tag or checkpoint file for `model` (null: none / spec's own)")
+    anchor: str | None = _f(None, "frozen anchor/target model spec (null: a frozen copy of the starting model)")
+    anchor_pretrained: str | None = _f(None, "pretrained tag or checkpoint for `anchor`")
     name: str = _f("", "run name (default: METHOD + eps, e.g. fare4)")
     # data
     dataset: str = _f("imagenet", "training data: a get_dataset name (imagenet, mini/digit, imagefolder:PATH, ...)")
-    data_root: str|None = _f(None, "root of paper-scale data (default: $ROBUSTCLIP_DATA)")
+    data_root: str | None = _f(None, "root of paper-scale data (default: $ROBUSTCLIP_DATA)")
     split: str = _f("train", "split of `dataset` to train on")
     # threat model and training attack
     eps: str = _f("4/255", "perturbation budget, written as '4/255'")
@@ -59,18 +69,25 @@ class TrainConfig:
     weight_decay: float = _f(1e-4, "AdamW weight decay")
     betas: list = _f([0.9, 0.999], "AdamW betas: [0.9, 0.999] = reference code; [0.9, 0.95] = FARE paper text")
     adam_eps: float = _f(1e-8, "AdamW eps")
-    no_decay_norm_bias: bool = _f(False, "exempt ndim<2 parameters, norms (bn/ln), biases and logit_scale from decay (open_clip training)")
-    no_decay_embeddings: bool = _f(True, "with no_decay_norm_bias: exempt embeddings and tokens too (false: LEAF's / open_clip training's rule)")
+    no_decay_norm_bias: bool = _f(
+        False, "exempt ndim<2 parameters, norms (bn/ln), biases and logit_scale from decay (open_clip training)"
+    )
+    no_decay_embeddings: bool = _f(
+        True, "with no_decay_norm_bias: exempt embeddings and tokens too (false: LEAF's / open_clip training's rule)"
+    )
     warmup: int = _f(1400, "linear warmup steps, lr=(step+1)/warmup*lr (open_clip cosine_lr)")
     schedule: str = _f("cosine", "lr schedule after warmup: cosine (to 0) | constant")
-    grad_clip: float|None = _f(None, "clip the global gradient norm to this value (null: no clipping)")
-    precision: str = _f("fp32", "fp32 | bf16 (autocast; CPU works but is slow) | fp16 (autocast + GradScaler; CUDA only) | amp (fp16 on CUDA, fp32 elsewhere)")
+    grad_clip: float | None = _f(None, "clip the global gradient norm to this value (null: no clipping)")
+    precision: str = _f(
+        "fp32",
+        "fp32 | bf16 (autocast; CPU works but is slow) | fp16 (autocast + GradScaler; CUDA only) | amp (fp16 on CUDA, fp32 elsewhere)",
+    )
     grad_checkpointing: bool = _f(False, "activation checkpointing in the trained tower (saves memory, costs time)")
     seed: int = _f(0, "seed of data order, attack starts and initialisation (each rank adds its rank)")
     # runtime
     device: str = _f("auto", "cpu | cuda | auto (under torchrun: cuda:LOCAL_RANK)")
     workers: int = _f(0, "DataLoader workers per process")
-    threads: int|None = _f(None, "torch CPU threads (null: torch's default)")
+    threads: int | None = _f(None, "torch CPU threads (null: torch's default)")
     output_dir: str = _f("runs/{name}", "run folder ({name} is replaced by the run name)")
     log_every: int = _f(10, "write a metrics line every N steps")
     save_every: int = _f(1000, "write checkpoints/latest.pt every N steps (and at the end)")
@@ -81,74 +98,113 @@ class TrainConfig:
     check_attack: str = _f("apgd-ce", "attack of the check, on the zero-shot cross-entropy: apgd-ce | pgd")
     check_steps: int = _f(10, "iterations of the check attack (RobustVLM: APGD-CE, 50)")
     save_final: bool = _f(True, "write final/ (open_clip local-dir) and final/visual.pt at the end")
-    stop_after: int|None = _f(None, "stop (after writing latest.pt) at this step; continue later with --resume latest")
+    stop_after: int | None = _f(
+        None, "stop (after writing latest.pt) at this step; continue later with --resume latest"
+    )
 
     # typed values, parsed from the fields above once (`validate` parses them; again only if those fields change)
     @property
     def threat(self) -> ThreatModel:
         "The threat model of `eps` and `norm`."
         return self._parsed("threat", (self.eps, self.norm), ThreatModel.parse)
+
     @property
     def pgd_step(self) -> float:
         "The training attack's step `attack_step_size` in [0,1] pixel units."
         return self._parsed("pgd_step", (self.attack_step_size, self.norm), parse_eps)
+
     def _parsed(self, key: str, raw: tuple, parse: Callable) -> Any:
         "`parse(*raw)`, kept on the instance (outside the fields) until `raw` changes."
         cache = self.__dict__.setdefault("_parsed_values", {})
-        if key not in cache or cache[key][0] != raw: cache[key] = (raw, parse(*raw))
+        if key not in cache or cache[key][0] != raw:
+            cache[key] = (raw, parse(*raw))
         return cache[key][1]
 
-RUNTIME_KEYS = {"output_dir", "device", "workers", "threads", "log_every", "save_every", "keep_every",
-                "check_every", "check_split", "check_samples", "check_attack", "check_steps", "save_final", "name", "data_root",
-                "stop_after"}
+
+RUNTIME_KEYS = {
+    "output_dir",
+    "device",
+    "workers",
+    "threads",
+    "log_every",
+    "save_every",
+    "keep_every",
+    "check_every",
+    "check_split",
+    "check_samples",
+    "check_attack",
+    "check_steps",
+    "save_final",
+    "name",
+    "data_root",
+    "stop_after",
+}
 
 # %% ../../nbs/21a_train.config.ipynb #06b620f1
 _NONE = {"null", "none", "~", ""}
+
 
 def _hints() -> dict[str, Any]:
     "The type hint of every config key."
     return typing.get_type_hints(TrainConfig)
 
-def coerce(key: str,    # the config key (for messages)
-           value: Any,  # a YAML value or an override string
-           tp: Any,     # the field's type hint
-          ) -> Any:
+
+def coerce(
+    key: str,  # the config key (for messages)
+    value: Any,  # a YAML value or an override string
+    tp: Any,  # the field's type hint
+) -> Any:
     "Convert `value` to type `tp` (str, int, float, bool, list, dict, or `X|None`), with a one-line error."
     args = typing.get_args(tp)
     if type(None) in args:
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE): return None
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+            return None
         tp = next(a for a in args if a is not type(None))
     bad = lambda: RobustClipError(f"config key {key!r}: {value!r} is not a valid {getattr(tp, '__name__', tp)}")
     if tp is bool:
-        if isinstance(value, bool): return value
+        if isinstance(value, bool):
+            return value
         s = str(value).strip().lower()
-        if s in ("true", "yes", "on", "1"): return True
-        if s in ("false", "no", "off", "0"): return False
+        if s in ("true", "yes", "on", "1"):
+            return True
+        if s in ("false", "no", "off", "0"):
+            return False
         raise bad()
     if tp is int:
-        if isinstance(value, bool): raise bad()
+        if isinstance(value, bool):
+            raise bad()
         try:
             f = float(value)
-            if f != int(f): raise ValueError
+            if f != int(f):
+                raise ValueError
             return int(f)
-        except (TypeError, ValueError): raise bad() from None
+        except (TypeError, ValueError):
+            raise bad() from None
     if tp is float:
-        if isinstance(value, bool): raise bad()
-        try: return float(value)
-        except (TypeError, ValueError): raise bad() from None
+        if isinstance(value, bool):
+            raise bad()
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad() from None
     if tp is str:
-        if isinstance(value, (dict, list)): raise bad()
+        if isinstance(value, (dict, list)):
+            raise bad()
         return str(value)
     if tp is list:
         if isinstance(value, str):
             v = yaml.safe_load(value) if value.strip().startswith("[") else [s for s in value.split(",") if s.strip()]
             value = v
-        if not isinstance(value, (list, tuple)): raise bad()
+        if not isinstance(value, (list, tuple)):
+            raise bad()
         return [yaml.safe_load(v) if isinstance(v, str) else v for v in value]
     if tp is dict:
-        if isinstance(value, str): value = yaml.safe_load(value) if value.strip() else {}
-        if value is None: return {}
-        if not isinstance(value, dict): raise bad()
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else {}
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise bad()
         return dict(value)
     return value
 
@@ -157,56 +213,78 @@ def config_keys() -> list[str]:
     "The valid config keys."
     return [f.name for f in fields(TrainConfig)]
 
-def unknown_key(key: str,                 # the name that was asked for
-                valid: list[str],         # the names that exist
-                what: str = "config key", # what kind of name (for the message)
-               ) -> RobustClipError:
+
+def unknown_key(
+    key: str,  # the name that was asked for
+    valid: list[str],  # the names that exist
+    what: str = "config key",  # what kind of name (for the message)
+) -> RobustClipError:
     "A one-line error naming the unknown `key`, the closest valid names and all of them."
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return RobustClipError(f"unknown {what} {key!r}{hint}; valid keys: {', '.join(valid)}")
 
+
 PRECISIONS = ("fp32", "bf16", "fp16", "amp")
 
-def resolve_precision(precision: str,              # a config's precision: fp32 | bf16 | fp16 | amp
-                      device: str|torch.device,    # where the run trains
-                     ) -> str:
+
+def resolve_precision(
+    precision: str,  # a config's precision: fp32 | bf16 | fp16 | amp
+    device: str | torch.device,  # where the run trains
+) -> str:
     "The autocast dtype a run uses on `device`: 'amp' (LEAF's `--precision amp`) is fp16 on CUDA and fp32 elsewhere."
     kind = torch.device(device).type
-    if precision == "amp": return "fp16" if kind == "cuda" else "fp32"
+    if precision == "amp":
+        return "fp16" if kind == "cuda" else "fp32"
     if precision == "fp16" and kind != "cuda":
         raise RobustClipError(f"precision fp16 (autocast + GradScaler) needs CUDA, not {kind}; use amp, bf16 or fp32")
     return precision
 
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     "Check cross-field constraints; raise a one-line `RobustClipError` on the first problem."
-    if cfg.norm not in NORMS: raise RobustClipError(f"norm must be linf or l2; got {cfg.norm!r}")
-    _ = cfg.threat, cfg.pgd_step                      # eps and the step size are parsed here, once
+    if cfg.norm not in NORMS:
+        raise RobustClipError(f"norm must be linf or l2; got {cfg.norm!r}")
+    _ = cfg.threat, cfg.pgd_step  # eps and the step size are parsed here, once
     for k in ("steps", "batch_size", "accum_steps"):
-        if getattr(cfg, k) <= 0: raise RobustClipError(f"{k} must be positive; got {getattr(cfg, k)}")
-    if cfg.attack_steps < 0 or cfg.warmup < 0: raise RobustClipError("attack_steps and warmup must be >= 0")
+        if getattr(cfg, k) <= 0:
+            raise RobustClipError(f"{k} must be positive; got {getattr(cfg, k)}")
+    if cfg.attack_steps < 0 or cfg.warmup < 0:
+        raise RobustClipError("attack_steps and warmup must be >= 0")
     if len(cfg.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in cfg.betas):
         raise RobustClipError(f"betas must be two numbers in [0,1), e.g. [0.9, 0.999]; got {cfg.betas}")
-    if not 0 <= cfg.clean_weight <= 1: raise RobustClipError(f"clean_weight must be in [0,1]; got {cfg.clean_weight}")
-    if cfg.precision not in PRECISIONS: raise RobustClipError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
-    if cfg.schedule not in ("cosine", "constant"): raise RobustClipError(f"schedule must be cosine or constant; got {cfg.schedule!r}")
+    if not 0 <= cfg.clean_weight <= 1:
+        raise RobustClipError(f"clean_weight must be in [0,1]; got {cfg.clean_weight}")
+    if cfg.precision not in PRECISIONS:
+        raise RobustClipError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
+    if cfg.schedule not in ("cosine", "constant"):
+        raise RobustClipError(f"schedule must be cosine or constant; got {cfg.schedule!r}")
     if cfg.batch_size % cfg.accum_steps:
         raise RobustClipError(f"batch_size {cfg.batch_size} is not divisible by accum_steps {cfg.accum_steps}")
-    if cfg.check_attack not in ("apgd-ce", "pgd"): raise RobustClipError(f"check_attack must be apgd-ce or pgd; got {cfg.check_attack!r}")
+    if cfg.check_attack not in ("apgd-ce", "pgd"):
+        raise RobustClipError(f"check_attack must be apgd-ce or pgd; got {cfg.check_attack!r}")
     for k in ("log_every", "save_every"):
-        if getattr(cfg, k) <= 0: raise RobustClipError(f"{k} must be positive; got {getattr(cfg, k)}")
+        if getattr(cfg, k) <= 0:
+            raise RobustClipError(f"{k} must be positive; got {getattr(cfg, k)}")
     return cfg
 
-def make_config(values: dict|None = None,  # keys to set (YAML-style values)
-                **kwargs,                  # more keys
-               ) -> TrainConfig:
+
+def make_config(
+    values: dict | None = None,  # keys to set (YAML-style values)
+    **kwargs,  # more keys
+) -> TrainConfig:
     "A validated `TrainConfig` from a dict of keys; unknown keys are an error listing the valid ones."
-    values = {**(values or {}), **kwargs}; hints = _hints(); valid = config_keys()
+    values = {**(values or {}), **kwargs}
+    hints = _hints()
+    valid = config_keys()
     for k in values:
-        if k not in hints: raise unknown_key(k, valid)
+        if k not in hints:
+            raise unknown_key(k, valid)
     cfg = validate(TrainConfig(**{k: coerce(k, v, hints[k]) for k, v in values.items()}))
-    if not cfg.name: cfg.name = default_name(cfg)
+    if not cfg.name:
+        cfg.name = default_name(cfg)
     return cfg
+
 
 def default_name(cfg: TrainConfig) -> str:
     "The run name the papers use: method + eps numerator ('fare4', 'tecoa2')."
@@ -214,48 +292,65 @@ def default_name(cfg: TrainConfig) -> str:
     return f"{cfg.method}{e.split('/')[0] if e.endswith('/255') else e}"
 
 # %% ../../nbs/21a_train.config.ipynb #74a6bd96
-def parse_overrides(items: list[str],  # ["key=value", "method_args.template=a photo of {}", ...]
-                   ) -> dict:
+def parse_overrides(
+    items: list[str],  # ["key=value", "method_args.template=a photo of {}", ...]
+) -> dict:
     "Turn `key=value` strings into a (nested for dotted keys) dict of raw values."
     out: dict = {}
     for it in items:
-        if "=" not in it: raise RobustClipError(f"override {it!r} is not key=value (e.g. steps=100)")
-        k, v = it.split("=", 1); k = k.strip()
-        if not k: raise RobustClipError(f"override {it!r} has no key")
+        if "=" not in it:
+            raise RobustClipError(f"override {it!r} is not key=value (e.g. steps=100)")
+        k, v = it.split("=", 1)
+        k = k.strip()
+        if not k:
+            raise RobustClipError(f"override {it!r} has no key")
         head, _, tail = k.partition(".")
         if tail:
-            if head != "method_args": raise RobustClipError(f"only method_args takes dotted keys; got {k!r}")
+            if head != "method_args":
+                raise RobustClipError(f"only method_args takes dotted keys; got {k!r}")
             out.setdefault(head, {})[tail] = yaml.safe_load(v) if v.strip() else v
-        else: out[k] = v
+        else:
+            out[k] = v
     return out
 
-def load_config(path: str|Path|None = None,   # a YAML config file (None: defaults only)
-                overrides: list[str]|dict|None = None,  # `key=value` strings or a dict, applied after the file
-               ) -> TrainConfig:
+
+def load_config(
+    path: str | Path | None = None,  # a YAML config file (None: defaults only)
+    overrides: list[str] | dict | None = None,  # `key=value` strings or a dict, applied after the file
+) -> TrainConfig:
     "Read a YAML config, apply overrides, validate."
     values: dict = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file(): raise RobustClipError(f"config file not found: {p}")
-        try: values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e: raise RobustClipError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(values, dict): raise RobustClipError(f"{p} must hold a mapping of config keys")
+        if not p.is_file():
+            raise RobustClipError(f"config file not found: {p}")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RobustClipError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(values, dict):
+            raise RobustClipError(f"{p} must hold a mapping of config keys")
     return make_config(merge_overrides(values, overrides))
 
-def merge_overrides(values: dict,    # config keys (from a file or a config)
-                    overrides: list[str]|tuple|dict|None,  # `key=value` strings or a dict
-                   ) -> dict:
+
+def merge_overrides(
+    values: dict,  # config keys (from a file or a config)
+    overrides: list[str] | tuple | dict | None,  # `key=value` strings or a dict
+) -> dict:
     "`values` with `overrides` applied; `method_args` merge key by key."
     ov = parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
     if isinstance(ov.get("method_args"), dict) and isinstance(values.get("method_args"), dict):
         ov["method_args"] = {**values["method_args"], **ov["method_args"]}
     return {**values, **ov}
 
-def apply_overrides(cfg: TrainConfig,  # a validated config
-                    overrides: list[str]|tuple|dict|None,  # `key=value` strings or a dict
-                   ) -> TrainConfig:
+
+def apply_overrides(
+    cfg: TrainConfig,  # a validated config
+    overrides: list[str] | tuple | dict | None,  # `key=value` strings or a dict
+) -> TrainConfig:
     "A new validated config: `cfg` with `overrides` applied (`cfg` itself when there are none)."
-    if not overrides: return cfg
+    if not overrides:
+        return cfg
     return make_config(merge_overrides(config_dict(cfg), overrides))
 
 # %% ../../nbs/21a_train.config.ipynb #e77d16f4
@@ -263,21 +358,28 @@ def config_dict(cfg: TrainConfig) -> dict:
     "The config as a plain dict (every key)."
     return asdict(cfg)
 
-def save_config(cfg: TrainConfig, path: str|Path) -> Path:
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     "Write the resolved config as YAML (atomically), keys in declaration order."
     return atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False, default_flow_style=None))
 
-def config_diff(old: dict,   # the config a checkpoint was written with
-                new: dict,   # the config asked for now
-                ignore: set[str] = RUNTIME_KEYS,  # keys allowed to differ
-               ) -> list[str]:
+
+def config_diff(
+    old: dict,  # the config a checkpoint was written with
+    new: dict,  # the config asked for now
+    ignore: set[str] = RUNTIME_KEYS,  # keys allowed to differ
+) -> list[str]:
     "Lines 'key: old -> new' for every key that differs (outside `ignore`)."
     keys = [k for k in dict.fromkeys([*old, *new]) if k not in ignore]
     return [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys if old.get(k) != new.get(k)]
+
 
 def check_resume_config(old: dict, new: TrainConfig) -> None:
     "Refuse to resume when a key that changes the weights differs (a key newer than the checkpoint counts at its default)."
     diff = config_diff({**config_dict(TrainConfig()), **old}, config_dict(new))
     if diff:
-        raise RobustClipError("cannot resume: the config differs from the checkpoint's in " + "; ".join(diff)
-                              + f" (only {', '.join(sorted(RUNTIME_KEYS))} may change; start a new run otherwise)")
+        raise RobustClipError(
+            "cannot resume: the config differs from the checkpoint's in "
+            + "; ".join(diff)
+            + f" (only {', '.join(sorted(RUNTIME_KEYS))} may change; start a new run otherwise)"
+        )

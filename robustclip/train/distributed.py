@@ -6,7 +6,9 @@ Docs: https://robustclip.github.io/robustclip/train.distributed.html.md"""
 
 # %% ../../nbs/22_train.distributed.ipynb #471bd50a
 from __future__ import annotations
-import os, re, datetime
+import os
+import re
+import datetime
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -19,34 +21,43 @@ from torch.utils.data import DistributedSampler
 from ..core import RobustClipError, get_device
 
 # %% auto #0
-__all__ = ['world_info_from_env', 'slurm_first_host', 'DistInfo', 'rank_device', 'init_distributed', 'cleanup_distributed',
-           'barrier', 'all_reduce_mean', 'broadcast_object', 'rank0_first', 'wrap_ddp', 'unwrap', 'GlobalBatchSampler',
-           'step_seed', 'step_generator']
+__all__ = [
+    'world_info_from_env', 'slurm_first_host', 'DistInfo', 'rank_device', 'init_distributed', 'cleanup_distributed',
+    'barrier', 'all_reduce_mean', 'broadcast_object', 'rank0_first', 'wrap_ddp', 'unwrap', 'GlobalBatchSampler',
+    'step_seed', 'step_generator'
+]
 
 # %% ../../nbs/22_train.distributed.ipynb #3fcd5693
 _LOCAL = ("LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK")
 _RANK = ("RANK", "PMI_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
 _WORLD = ("WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
+
 def _first(env: dict, names: tuple[str, ...], default: int) -> int:
     for n in names:
-        if env.get(n, "") != "": return int(env[n])
+        if env.get(n, "") != "":
+            return int(env[n])
     return default
 
-def world_info_from_env(env: dict|None = None,  # environment (default: os.environ)
-                       ) -> tuple[int, int, int]:
+
+def world_info_from_env(
+    env: dict | None = None,  # environment (default: os.environ)
+) -> tuple[int, int, int]:
     "(local_rank, rank, world_size) from torchrun, SLURM or MPI variables; (0, 0, 1) when none are set."
     env = os.environ if env is None else env
     return _first(env, _LOCAL, 0), _first(env, _RANK, 0), _first(env, _WORLD, 1)
 
 # %% ../../nbs/22_train.distributed.ipynb #67515894
-def slurm_first_host(nodelist: str,  # e.g. 'gpu[003-006,010],cpu01'
-                    ) -> str:
+def slurm_first_host(
+    nodelist: str,  # e.g. 'gpu[003-006,010],cpu01'
+) -> str:
     "The first host name of a SLURM node list (compressed ranges expanded as scontrol does)."
     m = re.match(r"^([^\[,]+)(?:\[([^\]]+)\])?", nodelist.strip())
-    if not m: raise RobustClipError(f"cannot parse SLURM node list {nodelist!r}; set MASTER_ADDR")
+    if not m:
+        raise RobustClipError(f"cannot parse SLURM node list {nodelist!r}; set MASTER_ADDR")
     prefix, ranges = m.group(1), m.group(2)
-    if not ranges: return prefix
+    if not ranges:
+        return prefix
     first = ranges.split(",")[0].split("-")[0]
     return prefix + first
 
@@ -54,84 +65,117 @@ def slurm_first_host(nodelist: str,  # e.g. 'gpu[003-006,010],cpu01'
 @dataclass
 class DistInfo:
     "Where this process sits in the job."
+
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
-    backend: str|None = None    # 'gloo' | 'nccl' when a process group is running
-    @property
-    def distributed(self) -> bool: return self.world_size > 1
-    @property
-    def is_main(self) -> bool: return self.rank == 0
+    backend: str | None = None  # 'gloo' | 'nccl' when a process group is running
 
-def rank_device(device: str|torch.device = "auto",  # 'auto' | 'cpu' | 'cuda' | 'cuda:1'
-                env: dict|None = None,               # environment (default: os.environ)
-               ) -> torch.device:
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def rank_device(
+    device: str | torch.device = "auto",  # 'auto' | 'cpu' | 'cuda' | 'cuda:1'
+    env: dict | None = None,  # environment (default: os.environ)
+) -> torch.device:
     "This rank's device: a CUDA device without an index becomes `cuda:LOCAL_RANK` (modulo the GPUs present)."
     dev = get_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", world_info_from_env(env)[0] % max(1, torch.cuda.device_count()))
     return dev
 
-def init_distributed(device: str = "auto",       # 'auto' | 'cpu' | 'cuda'
-                     env: dict|None = None,      # environment (default: os.environ)
-                     timeout_s: int = 1800,      # collective timeout
-                    ) -> DistInfo:
+
+def init_distributed(
+    device: str = "auto",  # 'auto' | 'cpu' | 'cuda'
+    env: dict | None = None,  # environment (default: os.environ)
+    timeout_s: int = 1800,  # collective timeout
+) -> DistInfo:
     "Start the process group when launched by torchrun/SLURM (gloo on CPU, nccl on CUDA); pick this rank's device."
     env = os.environ if env is None else env
     local_rank, rank, world = world_info_from_env(env)
     dev = rank_device(device, env)
-    if dev.type == "cuda": torch.cuda.set_device(dev)
-    if world <= 1: return DistInfo(rank, local_rank, 1, dev)
-    if dist.is_initialized(): return DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), dev, dist.get_backend())
-    if "MASTER_ADDR" not in os.environ and "SLURM_JOB_NODELIST" not in env:   # fail before touching os.environ
-        raise RobustClipError("distributed launch without MASTER_ADDR: start with torchrun, or set MASTER_ADDR/MASTER_PORT")
-    if "MASTER_ADDR" not in os.environ: os.environ["MASTER_ADDR"] = slurm_first_host(env["SLURM_JOB_NODELIST"])
-    for a, b in (("RANK", rank), ("WORLD_SIZE", world), ("LOCAL_RANK", local_rank)): os.environ.setdefault(a, str(b))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world <= 1:
+        return DistInfo(rank, local_rank, 1, dev)
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), dev, dist.get_backend())
+    if "MASTER_ADDR" not in os.environ and "SLURM_JOB_NODELIST" not in env:  # fail before touching os.environ
+        raise RobustClipError(
+            "distributed launch without MASTER_ADDR: start with torchrun, or set MASTER_ADDR/MASTER_PORT"
+        )
+    if "MASTER_ADDR" not in os.environ:
+        os.environ["MASTER_ADDR"] = slurm_first_host(env["SLURM_JOB_NODELIST"])
+    for a, b in (("RANK", rank), ("WORLD_SIZE", world), ("LOCAL_RANK", local_rank)):
+        os.environ.setdefault(a, str(b))
     os.environ.setdefault("MASTER_PORT", "29512")
     backend = "nccl" if dev.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank, local_rank, world, dev, backend)
 
+
 def cleanup_distributed() -> None:
     "Tear down the process group if one is running."
-    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 # %% ../../nbs/22_train.distributed.ipynb #62319d0d
 def barrier() -> None:
     "Wait for every rank (no-op without a process group)."
-    if dist.is_available() and dist.is_initialized(): dist.barrier()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
-def all_reduce_mean(values: dict[str, float],  # scalars to average over ranks
-                    device: torch.device|str = "cpu",
-                   ) -> dict[str, float]:
+
+def all_reduce_mean(
+    values: dict[str, float],  # scalars to average over ranks
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
     "Average a dict of scalars over ranks (unchanged without a process group)."
-    if not (dist.is_available() and dist.is_initialized()) or not values: return dict(values)
+    if not (dist.is_available() and dist.is_initialized()) or not values:
+        return dict(values)
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t); t /= dist.get_world_size()
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     "Send a picklable object from rank `src` to every rank (returned unchanged without a process group)."
-    if not (dist.is_available() and dist.is_initialized()): return obj
-    box = [obj]; dist.broadcast_object_list(box, src=src); return box[0]
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
 
 @contextmanager
 def rank0_first():
     "Let rank 0 run the block first (downloads, caches, pretraining mini-base), then the others."
     main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-    if not main: barrier()
+    if not main:
+        barrier()
     yield
-    if main: barrier()
+    if main:
+        barrier()
 
 # %% ../../nbs/22_train.distributed.ipynb #c9047d89
 def wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     "DDP-wrap `module` when running distributed (parameters with requires_grad=False are not synced)."
-    if not info.distributed: return module
+    if not info.distributed:
+        return module
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     ids = [info.device.index] if info.device.type == "cuda" else None
     return DDP(module, device_ids=ids)
+
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     "The module inside a DDP wrapper (or the module itself)."
@@ -140,20 +184,23 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 # %% ../../nbs/22_train.distributed.ipynb #b518b313
 class GlobalBatchSampler(DistributedSampler):
     "Yields this rank's micro-batches, step by step: contiguous slices of each global batch of the epoch's shuffle."
-    def __init__(self,
-                 dataset,                  # anything with a length
-                 batch_size: int,          # global batch size
-                 accum_steps: int = 1,     # micro-batches per step and rank
-                 num_replicas: int = 1,    # world size
-                 rank: int = 0,
-                 seed: int = 0,
-                 start_step: int = 0,      # resume position (in optimiser steps)
-                 steps: int|None = None,   # stop after this step (default: one epoch)
-                ):
+
+    def __init__(
+        self,
+        dataset,  # anything with a length
+        batch_size: int,  # global batch size
+        accum_steps: int = 1,  # micro-batches per step and rank
+        num_replicas: int = 1,  # world size
+        rank: int = 0,
+        seed: int = 0,
+        start_step: int = 0,  # resume position (in optimiser steps)
+        steps: int | None = None,  # stop after this step (default: one epoch)
+    ):
         super().__init__(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed, drop_last=True)
         self.world, self.r, self.accum, self.batch_size = num_replicas, rank, accum_steps, batch_size
         k = num_replicas * accum_steps
-        if batch_size % k: raise RobustClipError(f"batch_size {batch_size} is not divisible by world size x accum_steps = {k}")
+        if batch_size % k:
+            raise RobustClipError(f"batch_size {batch_size} is not divisible by world size x accum_steps = {k}")
         self.micro = batch_size // k
         self.steps_per_epoch = len(dataset) // batch_size
         if self.steps_per_epoch == 0:
@@ -162,32 +209,41 @@ class GlobalBatchSampler(DistributedSampler):
 
     def epoch_order(self, epoch: int) -> list[int]:
         "The shuffled order of epoch `epoch` (DistributedSampler's: randperm seeded with seed + epoch)."
-        self.set_epoch(epoch); return list(super().__iter__())
+        self.set_epoch(epoch)
+        return list(super().__iter__())
 
     def micro_index(self, a: int) -> int:
         "Global index k of this rank's micro-batch `a` within a step."
         return a * self.world + self.r
 
-    def step_batches(self, step: int, order: list[int]|None = None) -> list[list[int]]:
+    def step_batches(self, step: int, order: list[int] | None = None) -> list[list[int]]:
         "This rank's `accum_steps` micro-batches (lists of dataset indices) for optimiser step `step`."
         order = order if order is not None else self.epoch_order(step // self.steps_per_epoch)
         base = (step % self.steps_per_epoch) * self.batch_size
-        return [order[base + self.micro_index(a) * self.micro: base + (self.micro_index(a) + 1) * self.micro]
-                for a in range(self.accum)]
+        return [
+            order[base + self.micro_index(a) * self.micro : base + (self.micro_index(a) + 1) * self.micro]
+            for a in range(self.accum)
+        ]
 
     def __iter__(self) -> Iterator[list[int]]:
         epoch, order = None, None
         for s in range(self.start_step, self.steps):
-            if s // self.steps_per_epoch != epoch: epoch = s // self.steps_per_epoch; order = self.epoch_order(epoch)
+            if s // self.steps_per_epoch != epoch:
+                epoch = s // self.steps_per_epoch
+                order = self.epoch_order(epoch)
             yield from self.step_batches(s, order)
 
-    def __len__(self) -> int: return max(0, self.steps - self.start_step) * self.accum
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step) * self.accum
 
 # %% ../../nbs/22_train.distributed.ipynb #5f2f6b14
 def step_seed(*keys: int) -> int:
     "A 63-bit seed mixed from integers (numpy SeedSequence), e.g. `step_seed(seed, step, k)`."
-    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1)
+    )
 
-def step_generator(device: torch.device|str, *keys: int) -> torch.Generator:
+
+def step_generator(device: torch.device | str, *keys: int) -> torch.Generator:
     "A torch generator on `device` seeded by `step_seed(*keys)`."
     return torch.Generator(device=device).manual_seed(step_seed(*keys))

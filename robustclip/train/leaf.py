@@ -28,73 +28,101 @@ from .distributed import GlobalBatchSampler
 from ..zeroshot import label_embeddings
 
 # %% auto #0
-__all__ = ['LeafArgs', 'task_captions', 'EpochWindows', 'LEAF']
+__all__ = [
+    'LeafArgs', 'task_captions', 'EpochWindows', 'LEAF'
+]
 
 # %% ../../nbs/24_train.leaf.ipynb #71aa38ed
 @dataclass
 class LeafArgs:
     "Options of LEAF (`method_args` in a config)."
-    k: int = 1                      # Levenshtein budget of the training attack
-    rho: int = 50                   # random positions, then random characters, per round
-    constrain: bool = True          # the dictionary-word constraint (on in every released model)
-    words: str = "web2"             # its word list: 'web2' (= NLTK's words corpus) or a file with one word per line
-    alphabet: str = "ascii"         # Γ: 'ascii' (LEAF's 96 symbols incl. delete), 'letters', or explicit characters
-    n_samples: int|None = None      # webdataset shards: samples per epoch, a new window each epoch (LEAF: 80,000); other corpora: the first n
-    attack_batch: int|None = None   # candidates per forward inside the attack (None: all B·ρ at once, as LEAF)
-    visible_only: bool = True       # sample only slots before the tokenizer's truncation point
-    check_dataset: str|None = None  # text classification task of the periodic check (mini/text, ag_news, ...)
+
+    k: int = 1  # Levenshtein budget of the training attack
+    rho: int = 50  # random positions, then random characters, per round
+    constrain: bool = True  # the dictionary-word constraint (on in every released model)
+    words: str = "web2"  # its word list: 'web2' (= NLTK's words corpus) or a file with one word per line
+    alphabet: str = "ascii"  # Γ: 'ascii' (LEAF's 96 symbols incl. delete), 'letters', or explicit characters
+    n_samples: int | None = (
+        None  # webdataset shards: samples per epoch, a new window each epoch (LEAF: 80,000); other corpora: the first n
+    )
+    attack_batch: int | None = None  # candidates per forward inside the attack (None: all B·ρ at once, as LEAF)
+    visible_only: bool = True  # sample only slots before the tokenizer's truncation point
+    check_dataset: str | None = None  # text classification task of the periodic check (mini/text, ag_news, ...)
     check_label_encoder: str = "image"  # its classes as label images or label prompts ('text')
-    check_k: int = 1                # Charmer k of the check (LEAF's train-time eval: k=1, n=20)
+    check_k: int = 1  # Charmer k of the check (LEAF's train-time eval: k=1, n=20)
     check_positions: int = 20
 
 # %% ../../nbs/24_train.leaf.ipynb #27345e7c
 def task_captions(task: Any) -> list[str]:
     "The training captions of a task: a caption corpus, every caption of a retrieval task, or a text task's texts."
-    if isinstance(task, RetrievalTask): caps = [c for cs in task.captions for c in cs]
-    elif isinstance(task, TextClassificationTask): caps = list(task.texts)
-    elif hasattr(task, "captions"): caps = list(task.captions)
-    elif isinstance(task, (list, tuple)) and all(isinstance(c, str) for c in task): caps = list(task)
-    else: raise RobustClipError(f"{getattr(task, 'name', task)!r} has no captions to train LEAF on "
-                                "(use a caption corpus captions:PATH, a retrieval task or a text task)")
+    if isinstance(task, RetrievalTask):
+        caps = [c for cs in task.captions for c in cs]
+    elif isinstance(task, TextClassificationTask):
+        caps = list(task.texts)
+    elif hasattr(task, "captions"):
+        caps = list(task.captions)
+    elif isinstance(task, (list, tuple)) and all(isinstance(c, str) for c in task):
+        caps = list(task)
+    else:
+        raise RobustClipError(
+            f"{getattr(task, 'name', task)!r} has no captions to train LEAF on "
+            "(use a caption corpus captions:PATH, a retrieval task or a text task)"
+        )
     caps = [c for c in caps if c.strip()]
-    if not caps: raise RobustClipError(f"{getattr(task, 'name', task)!r} has no non-empty captions")
+    if not caps:
+        raise RobustClipError(f"{getattr(task, 'name', task)!r} has no non-empty captions")
     return caps
 
 # %% ../../nbs/24_train.leaf.ipynb #2926ba45
 class EpochWindows(Dataset):
     "LEAF's per-epoch caption windows of webdataset shards, laid end to end in the trainer's sampler order."
-    def __init__(self,
-                 shards: str|Path,    # a folder of .tar shards (or one shard)
-                 n: int,              # samples per epoch (LEAF: 80,000)
-                 epochs: int,         # windows in the run
-                 seed: int,           # the run's seed: window e = shards shuffled with seed + e
-                ):
-        if n <= 0 or epochs <= 0: raise RobustClipError(f"EpochWindows needs n > 0 and epochs > 0, got n={n}, epochs={epochs}")
+
+    def __init__(
+        self,
+        shards: str | Path,  # a folder of .tar shards (or one shard)
+        n: int,  # samples per epoch (LEAF: 80,000)
+        epochs: int,  # windows in the run
+        seed: int,  # the run's seed: window e = shards shuffled with seed + e
+    ):
+        if n <= 0 or epochs <= 0:
+            raise RobustClipError(f"EpochWindows needs n > 0 and epochs > 0, got n={n}, epochs={epochs}")
         self.shards, self.n, self.epochs, self.seed = shard_list(shards), n, epochs, seed
-        order = torch.tensor(GlobalBatchSampler(self, 1, seed=seed).epoch_order(0))   # the trainer's index order
-        self.pos = torch.empty(len(self), dtype=torch.long); self.pos[order] = torch.arange(len(self))
+        order = torch.tensor(GlobalBatchSampler(self, 1, seed=seed).epoch_order(0))  # the trainer's index order
+        self.pos = torch.empty(len(self), dtype=torch.long)
+        self.pos[order] = torch.arange(len(self))
         self._windows: dict[int, list[str]] = {}
-    def __len__(self) -> int: return self.n * self.epochs
+
+    def __len__(self) -> int:
+        return self.n * self.epochs
+
     def window(self, e: int) -> list[str]:
         "The captions of epoch `e` (read once; the last two are kept)."
         if e not in self._windows:
-            if len(self._windows) >= 2: self._windows.pop(min(self._windows))
+            if len(self._windows) >= 2:
+                self._windows.pop(min(self._windows))
             self._windows[e] = epoch_captions(self.shards, self.n, self.seed, e)
         return self._windows[e]
+
     def __getitem__(self, j: int) -> str:
-        p = int(self.pos[j]); return self.window(p // self.n)[p % self.n]
+        p = int(self.pos[j])
+        return self.window(p // self.n)[p % self.n]
 
 # %% ../../nbs/24_train.leaf.ipynb #5c4068e5
 @register_method("leaf")
 class LEAF(Method):
     "LEAF: sq-ℓ2 between f_θ(attacked caption) and the frozen f_CLIP(clean caption), unnormalised; text tower only."
-    tower = "text"; needs_anchor = True; Args = LeafArgs
+
+    tower = "text"
+    needs_anchor = True
+    Args = LeafArgs
+
     def __init__(self, cfg, model, anchor, args, info):
         super().__init__(cfg, model, anchor, args or LeafArgs(), info)
         a = self.args
-        if a.k < 0 or a.rho <= 0: raise RobustClipError(f"LEAF needs k >= 0 and rho > 0; got k={a.k}, rho={a.rho}")
+        if a.k < 0 or a.rho <= 0:
+            raise RobustClipError(f"LEAF needs k >= 0 and rho > 0; got k={a.k}, rho={a.rho}")
         self.constraint = WordConstraint(a.words) if a.constrain else None
-        self.criterion = FARELoss()          # TextFARE: the same squared ℓ2, on text embeddings
+        self.criterion = FARELoss()  # TextFARE: the same squared ℓ2, on text embeddings
         self._check = None
 
     def dataset(self, split: str) -> Dataset:
@@ -104,25 +132,39 @@ class LEAF(Method):
             p = caption_path(cfg.dataset, cfg.data_root)
             if p.is_dir() or p.suffix == ".tar":
                 return EpochWindows(p, n, math.ceil(cfg.steps * cfg.batch_size / n), cfg.seed)
-        kw = {"n": n} if self.cfg.dataset.startswith("captions:") and n else {}    # read only the first n of a corpus
+        kw = {"n": n} if self.cfg.dataset.startswith("captions:") and n else {}  # read only the first n of a corpus
         caps = task_captions(get_dataset(self.cfg.dataset, root=self.cfg.data_root, split=split, **kw))
-        return caps[:self.args.n_samples] if self.args.n_samples else caps
-    def collate(self, items: list) -> list[str]: return list(items)
-    def n_items(self, batch: list[str]) -> int: return len(batch)
+        return caps[: self.args.n_samples] if self.args.n_samples else caps
+
+    def collate(self, items: list) -> list[str]:
+        return list(items)
+
+    def n_items(self, batch: list[str]) -> int:
+        return len(batch)
 
     def attack(self, model: PixelCLIP, texts: list[str], anchor: torch.Tensor, generator: torch.Generator) -> list[str]:
         "LEAF's training attack on `texts` against the current model (eval mode, no gradients)."
-        was = model.training; model.eval()
+        was = model.training
+        model.eval()
         with torch.no_grad():
-            out = leaf_attack(texts, embedding_objective(model, anchor, "l2"), k=self.args.k, rho=self.args.rho,
-                              alphabet=self.args.alphabet, constraint=self.constraint, generator=cpu_generator(generator),
-                              batch_size=self.args.attack_batch, tokenizer=model.tokenizer if self.args.visible_only else None)
+            out = leaf_attack(
+                texts,
+                embedding_objective(model, anchor, "l2"),
+                k=self.args.k,
+                rho=self.args.rho,
+                alphabet=self.args.alphabet,
+                constraint=self.constraint,
+                generator=cpu_generator(generator),
+                batch_size=self.args.attack_batch,
+                tokenizer=model.tokenizer if self.args.visible_only else None,
+            )
         model.train(was)
         return out.texts
 
     def step(self, model, encoder, batch, generator) -> dict:
         texts = list(batch)
-        with torch.no_grad(): target = self.anchor.encode_text(texts).float()
+        with torch.no_grad():
+            target = self.anchor.encode_text(texts).float()
         adv = self.attack(model, texts, target, generator)
         emb = encoder(model.tokenize(adv))
         out = self.criterion(emb, target)
@@ -137,22 +179,35 @@ def _class_emb(model: PixelCLIP, task: TextClassificationTask, label_encoder: st
         return model.encode_text(list(task.label_prompts), normalize=True).float()
     return label_embeddings(model, task.label_images)
 
+
 def _leaf_check(self: LEAF, model: PixelCLIP, generator: torch.Generator) -> dict[str, float]:
     "Clean and Charmer-robust text accuracy on the held-out texts (empty without `check_dataset`)."
     a = self.args
-    if not a.check_dataset: return {}
+    if not a.check_dataset:
+        return {}
     if self._check is None:
         task = get_dataset(a.check_dataset, root=self.cfg.data_root, split=self.cfg.check_split)
-        if not isinstance(task, TextClassificationTask): raise RobustClipError(f"check_dataset {a.check_dataset} is not a text task")
+        if not isinstance(task, TextClassificationTask):
+            raise RobustClipError(f"check_dataset {a.check_dataset} is not a text task")
         g = torch.Generator().manual_seed(self.cfg.seed)
-        idx = torch.randperm(len(task), generator=g)[:self.cfg.check_samples].tolist()
+        idx = torch.randperm(len(task), generator=g)[: self.cfg.check_samples].tolist()
         self._check = (task, [task.texts[i] for i in idx], torch.tensor([task.labels[i] for i in idx]))
     task, texts, y = self._check
-    was = model.training; model.eval()
+    was = model.training
+    model.eval()
     W = _class_emb(model, task, a.check_label_encoder)
     clean = (class_margins(encode_texts(model, texts), W, y.to(W.device))[1].cpu() == y).float().mean().item()
-    r = charmer(texts, margin_objective(model, W, y), k=a.check_k, n_positions=a.check_positions, threshold=0.0,
-                tokenizer=model.tokenizer, desc="check")
+    r = charmer(
+        texts,
+        margin_objective(model, W, y),
+        k=a.check_k,
+        n_positions=a.check_positions,
+        threshold=0.0,
+        tokenizer=model.tokenizer,
+        desc="check",
+    )
     model.train(was)
     return {"check_text_acc": clean, "check_text_robust_acc": 1.0 - r.success.float().mean().item()}
+
+
 LEAF.check = _leaf_check

@@ -6,7 +6,10 @@ Docs: https://robustclip.github.io/robustclip/train.loop.html.md"""
 
 # %% ../../nbs/21c_train.loop.ipynb #cbfd6111
 from __future__ import annotations
-import copy, math, random, time
+import copy
+import math
+import random
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -17,102 +20,155 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from fastcore.basics import patch
 
-from ..core import RobustClipError, ThreatModel, seed_everything, progress, versions, check_writable, exclusive, choose_threads
+from robustclip.core import (
+    RobustClipError,
+    ThreatModel,
+    seed_everything,
+    progress,
+    versions,
+    check_writable,
+    exclusive,
+    choose_threads,
+)
 from ..models import PixelCLIP, load_clip
-from .config import TrainConfig, load_config, apply_overrides, config_dict, check_resume_config, resolve_precision
+from robustclip.train.config import (
+    TrainConfig,
+    load_config,
+    apply_overrides,
+    config_dict,
+    check_resume_config,
+    resolve_precision,
+)
 from .methods import Method, get_method, TowerForward, fast_patch_embed
 from .runs import RunFolder, run_folder, find_resume, read_checkpoint, read_latest
-from .distributed import (init_distributed, cleanup_distributed, wrap_ddp, barrier,
-                                          all_reduce_mean, rank0_first, GlobalBatchSampler, step_generator)
+from robustclip.train.distributed import (
+    init_distributed,
+    cleanup_distributed,
+    wrap_ddp,
+    barrier,
+    all_reduce_mean,
+    rank0_first,
+    GlobalBatchSampler,
+    step_generator,
+)
 
 # %% auto #0
-__all__ = ['decay_exempt', 'build_optimizer', 'lr_at', 'config_optimizer', 'rng_state', 'set_rng_state', 'Trainer', 'train']
+__all__ = [
+    'decay_exempt', 'build_optimizer', 'lr_at', 'config_optimizer', 'rng_state', 'set_rng_state', 'Trainer', 'train'
+]
 
 # %% ../../nbs/21c_train.loop.ipynb #7c383a9e
-def decay_exempt(name: str,             # the parameter's name in the model
-                 p: nn.Parameter,       # the parameter
-                 embeddings: bool = True,  # also exempt embeddings and tokens (robustclip's rule; False: LEAF's)
-                ) -> bool:
+def decay_exempt(
+    name: str,  # the parameter's name in the model
+    p: nn.Parameter,  # the parameter
+    embeddings: bool = True,  # also exempt embeddings and tokens (robustclip's rule; False: LEAF's)
+) -> bool:
     "No weight decay for ndim<2 or names with bn/ln/bias/logit_scale (open_clip training, LEAF L326), and optionally embeddings."
-    if p.ndim < 2 or any(s in name for s in ("bn", "ln", "bias", "logit_scale")): return True
+    if p.ndim < 2 or any(s in name for s in ("bn", "ln", "bias", "logit_scale")):
+        return True
     return embeddings and ("embedding" in name or "token" in name)
 
-def build_optimizer(named_params: list[tuple[str, nn.Parameter]],  # the parameters that train, with their names
-                    lr: float,                  # peak learning rate
-                    weight_decay: float,        # AdamW decoupled weight decay
-                    betas: tuple|list,          # AdamW betas, e.g. (0.9, 0.999)
-                    eps: float,                 # AdamW eps
-                    exempt: bool = False,       # no decay on `decay_exempt` parameters
-                    embeddings: bool = True,    # with `exempt`: embeddings and tokens are exempt too (False: LEAF's rule)
-                   ) -> torch.optim.AdamW:
+
+def build_optimizer(
+    named_params: list[tuple[str, nn.Parameter]],  # the parameters that train, with their names
+    lr: float,  # peak learning rate
+    weight_decay: float,  # AdamW decoupled weight decay
+    betas: tuple | list,  # AdamW betas, e.g. (0.9, 0.999)
+    eps: float,  # AdamW eps
+    exempt: bool = False,  # no decay on `decay_exempt` parameters
+    embeddings: bool = True,  # with `exempt`: embeddings and tokens are exempt too (False: LEAF's rule)
+) -> torch.optim.AdamW:
     "AdamW with explicit betas; decay on every parameter, or (`exempt`) not on norms, biases (and embeddings)."
     decay, no_decay = [], []
-    for n, p in named_params: (no_decay if exempt and decay_exempt(n, p, embeddings) else decay).append(p)
+    for n, p in named_params:
+        (no_decay if exempt and decay_exempt(n, p, embeddings) else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay: groups.append({"params": no_decay, "weight_decay": 0.0})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
-def lr_at(step: int,              # the optimiser step (0-based)
-          warmup: int,            # linear warmup steps
-          steps: int,             # total steps (the cosine reaches 0 there)
-          peak: float = 1.0,      # the peak lr (1.0: the multiplier of a base lr, as LambdaLR uses it)
-          schedule: str = "cosine",  # 'cosine' (to 0) or 'constant' after the warmup
-         ) -> float:
+
+def lr_at(
+    step: int,  # the optimiser step (0-based)
+    warmup: int,  # linear warmup steps
+    steps: int,  # total steps (the cosine reaches 0 there)
+    peak: float = 1.0,  # the peak lr (1.0: the multiplier of a base lr, as LambdaLR uses it)
+    schedule: str = "cosine",  # 'cosine' (to 0) or 'constant' after the warmup
+) -> float:
     "Linear warmup to `peak`, then cosine to 0 (open_clip `cosine_lr`) or constant; evaluated left to right."
-    if step < warmup: return peak * (step + 1) / warmup
-    if schedule == "constant": return peak
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
     e, es = step - warmup, max(1, steps - warmup)
     return peak * 0.5 * (1 + math.cos(math.pi * e / es))
 
+
 def config_optimizer(cfg: TrainConfig, named_params: list[tuple[str, nn.Parameter]]) -> torch.optim.AdamW:
     "`build_optimizer` with a config's lr, weight decay, betas, eps and decay exemption."
-    return build_optimizer(named_params, cfg.lr, cfg.weight_decay, cfg.betas, cfg.adam_eps, cfg.no_decay_norm_bias,
-                           cfg.no_decay_embeddings)
+    return build_optimizer(
+        named_params, cfg.lr, cfg.weight_decay, cfg.betas, cfg.adam_eps, cfg.no_decay_norm_bias, cfg.no_decay_embeddings
+    )
 
 # %% ../../nbs/21c_train.loop.ipynb #365c37a8
 def rng_state() -> dict:
     "The RNG states of this process (python, numpy, torch CPU, CUDA), storable with weights_only loading."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    st = {"python": list(random.getstate()[1]), "python_v": random.getstate()[0], "python_gauss": random.getstate()[2],
-          "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_meta": [pos, has_gauss, gauss],
-          "torch": torch.get_rng_state()}
-    if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
+    st = {
+        "python": list(random.getstate()[1]),
+        "python_v": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_meta": [pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
-def set_rng_state(st: dict,  # states saved by `rng_state`
-                 ) -> None:
+
+def set_rng_state(
+    st: dict,  # states saved by `rng_state`
+) -> None:
     "Restore states saved by `rng_state`."
     random.setstate((st["python_v"], tuple(st["python"]), st["python_gauss"]))
     pos, has_gauss, gauss = st["numpy_meta"]
     np.random.set_state(("MT19937", st["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
 
 # %% ../../nbs/21c_train.loop.ipynb #d9cf1aef
 class Trainer:
     "Adversarial fine-tuning of one tower of a CLIP with a registered method (single process, DDP, CPU or CUDA)."
-    def __init__(self,
-                 cfg: TrainConfig,          # a validated config
-                 resume: str|None = None,   # None, 'latest' or a checkpoint path
-                ):
+
+    def __init__(
+        self,
+        cfg: TrainConfig,  # a validated config
+        resume: str | None = None,  # None, 'latest' or a checkpoint path
+    ):
         self.cfg, self.info = cfg, init_distributed(cfg.device)
         self.threat: ThreatModel = cfg.threat
-        torch.set_num_threads(choose_threads(cfg.threads))    # as configured, else the cores free now (robustclip.core)
+        torch.set_num_threads(choose_threads(cfg.threads))  # as configured, else the cores free now (robustclip.core)
         self.run: RunFolder = run_folder(cfg)
         ckpt = self._checkpoint(resume)
-        mcls = get_method(cfg.method); args = mcls.parse_args(cfg.method_args)
-        seed_everything(cfg.seed)                               # same initialisation on every rank
+        mcls = get_method(cfg.method)
+        args = mcls.parse_args(cfg.method_args)
+        seed_everything(cfg.seed)  # same initialisation on every rank
         self.model, anchor = self._models(mcls)
-        seed_everything(cfg.seed + self.info.rank)              # per-rank streams from here on
+        seed_everything(cfg.seed + self.info.rank)  # per-rank streams from here on
         self.method: Method = mcls(cfg, self.model, anchor, args, self.info)
         self._trainable()
         self.encoder = wrap_ddp(TowerForward(self.model, self.method.tower), self.info)
         self.opt = config_optimizer(cfg, self.named_params)
-        fp16 = resolve_precision(cfg.precision, self.info.device) == "fp16"       # LEAF's amp: fp16 autocast + GradScaler
+        fp16 = resolve_precision(cfg.precision, self.info.device) == "fp16"  # LEAF's amp: fp16 autocast + GradScaler
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, cfg.warmup, cfg.steps, schedule=cfg.schedule))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_at(s, cfg.warmup, cfg.steps, schedule=cfg.schedule)
+        )
         self.step_ = 0
-        if ckpt is not None: self._restore(ckpt)
+        if ckpt is not None:
+            self._restore(ckpt)
         self._data()
 
     @property
@@ -123,34 +179,46 @@ class Trainer:
     def autocast(self) -> Any:
         "bf16 or fp16 autocast when asked for ('amp': fp16 on CUDA, nothing on CPU), else nothing."
         p = resolve_precision(self.cfg.precision, self.info.device)
-        if p == "fp32": return nullcontext()
+        if p == "fp32":
+            return nullcontext()
         return torch.autocast(self.info.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 # %% ../../nbs/21c_train.loop.ipynb #dffc4450
 @patch
-def _checkpoint(self: Trainer, resume: str|None) -> dict|None:
+def _checkpoint(self: Trainer, resume: str | None) -> dict | None:
     "The checkpoint to continue from (checked against the config), or None; refuses to overwrite a run."
     path = find_resume(self.cfg, resume)
     if path is None and self.run.candidates():
-        raise RobustClipError(f"{self.run.root} already holds a run ({self.run.candidates()[0].relative_to(self.run.root)}); "
-                              "continue it with --resume latest, or choose another output_dir")
-    if path is None: return None
-    ckpt = read_latest(self.run, self.main)[0] if resume == "latest" else read_checkpoint(path)   # latest: the newest that reads
+        raise RobustClipError(
+            f"{self.run.root} already holds a run ({self.run.candidates()[0].relative_to(self.run.root)}); "
+            "continue it with --resume latest, or choose another output_dir"
+        )
+    if path is None:
+        return None
+    ckpt = (
+        read_latest(self.run, self.main)[0] if resume == "latest" else read_checkpoint(path)
+    )  # latest: the newest that reads
     check_resume_config(ckpt["config"], self.cfg)
     return ckpt
 
+
 @patch
-def _models(self: Trainer, mcls: type) -> tuple[PixelCLIP, PixelCLIP|None]:
+def _models(self: Trainer, mcls: type) -> tuple[PixelCLIP, PixelCLIP | None]:
     "The model that trains and, when the method needs one, the frozen anchor (a copy, or `cfg.anchor`)."
     cfg, dev = self.cfg, self.info.device
-    with rank0_first(): model = load_clip(cfg.model, cfg.pretrained, device=dev)
+    with rank0_first():
+        model = load_clip(cfg.model, cfg.pretrained, device=dev)
     anchor = None
     if mcls.needs_anchor:
-        anchor = (load_clip(cfg.anchor, cfg.anchor_pretrained, device=dev) if cfg.anchor
-                  else copy.deepcopy(model)).eval().requires_grad_(False)
+        anchor = (
+            (load_clip(cfg.anchor, cfg.anchor_pretrained, device=dev) if cfg.anchor else copy.deepcopy(model))
+            .eval()
+            .requires_grad_(False)
+        )
         anchor.check_inputs = False
     model.check_inputs = False
     return model, anchor
+
 
 @patch
 def _trainable(self: Trainer) -> None:
@@ -158,56 +226,90 @@ def _trainable(self: Trainer) -> None:
     self.model.requires_grad_(False)
     train_ids = {id(p) for p in self.method.parameters(self.model)}
     self.named_params = [(n, p) for n, p in self.model.model.named_parameters() if id(p) in train_ids]
-    for _, p in self.named_params: p.requires_grad_(True)
-    if self.cfg.grad_checkpointing: self.model.model.set_grad_checkpointing(True)
-    if self.info.device.type == "cpu" and self.method.tower == "vision": fast_patch_embed(self.model)
+    for _, p in self.named_params:
+        p.requires_grad_(True)
+    if self.cfg.grad_checkpointing:
+        self.model.model.set_grad_checkpointing(True)
+    if self.info.device.type == "cpu" and self.method.tower == "vision":
+        fast_patch_embed(self.model)
+
 
 @patch
 def _data(self: Trainer) -> None:
     "The method's dataset, the global batch sampler (from the current step) and the loader."
     cfg = self.cfg
     self.data = self.method.dataset(cfg.split)
-    self.sampler = GlobalBatchSampler(self.data, cfg.batch_size, cfg.accum_steps, self.info.world_size, self.info.rank,
-                                      cfg.seed, start_step=self.step_, steps=cfg.steps)
-    self.loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.workers,
-                             collate_fn=self.method.collate, pin_memory=self.info.device.type == "cuda",
-                             persistent_workers=False)
+    self.sampler = GlobalBatchSampler(
+        self.data,
+        cfg.batch_size,
+        cfg.accum_steps,
+        self.info.world_size,
+        self.info.rank,
+        cfg.seed,
+        start_step=self.step_,
+        steps=cfg.steps,
+    )
+    self.loader = DataLoader(
+        self.data,
+        batch_sampler=self.sampler,
+        num_workers=cfg.workers,
+        collate_fn=self.method.collate,
+        pin_memory=self.info.device.type == "cuda",
+        persistent_workers=False,
+    )
 
 # %% ../../nbs/21c_train.loop.ipynb #91976c02
 @patch
 def state(self: Trainer) -> dict:
     "Everything needed to continue this run bitwise-identically (gathered RNG states of all ranks)."
     import torch.distributed as dist
+
     rngs = [rng_state()]
     if self.info.distributed:
-        rngs = [None] * self.info.world_size; dist.all_gather_object(rngs, rng_state())
-    return {"step": self.step_, "config": config_dict(self.cfg), "method": self.method.describe(),
-            "model": {k: v.detach().cpu() for k, v in self.model.model.state_dict().items()},
-            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "rng": rngs,
-            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-            "world_size": self.info.world_size, "versions": versions()}
+        rngs = [None] * self.info.world_size
+        dist.all_gather_object(rngs, rng_state())
+    return {
+        "step": self.step_,
+        "config": config_dict(self.cfg),
+        "method": self.method.describe(),
+        "model": {k: v.detach().cpu() for k, v in self.model.model.state_dict().items()},
+        "optimizer": self.opt.state_dict(),
+        "scheduler": self.sched.state_dict(),
+        "rng": rngs,
+        **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+        "world_size": self.info.world_size,
+        "versions": versions(),
+    }
+
 
 @patch
 def _restore(self: Trainer, ckpt: dict) -> None:
     "Load a checkpoint written by `state`."
     self.model.model.load_state_dict(ckpt["model"])
-    self.opt.load_state_dict(ckpt["optimizer"]); self.sched.load_state_dict(ckpt["scheduler"])
-    if self.scaler is not None and "scaler" in ckpt: self.scaler.load_state_dict(ckpt["scaler"])
+    self.opt.load_state_dict(ckpt["optimizer"])
+    self.sched.load_state_dict(ckpt["scheduler"])
+    if self.scaler is not None and "scaler" in ckpt:
+        self.scaler.load_state_dict(ckpt["scaler"])
     self.step_ = int(ckpt["step"])
     rngs = ckpt.get("rng") or []
-    if len(rngs) == self.info.world_size: set_rng_state(rngs[self.info.rank])
+    if len(rngs) == self.info.world_size:
+        set_rng_state(rngs[self.info.rank])
+
 
 @patch
-def save(self: Trainer, keep: bool = False) -> Path|None:
+def save(self: Trainer, keep: bool = False) -> Path | None:
     "Write checkpoints/latest.pt (and step_N.pt when `keep`) atomically on rank 0."
-    st = self.state()                     # collective: every rank takes part
+    st = self.state()  # collective: every rank takes part
     path = self.run.write_checkpoint(st, keep) if self.main else None
-    barrier(); return path
+    barrier()
+    return path
+
 
 @patch
 def log(self: Trainer, record: dict) -> None:
     "Append one JSON line to metrics.jsonl (rank 0)."
-    if self.main: self.run.log(record)
+    if self.main:
+        self.run.log(record)
 
 # %% ../../nbs/21c_train.loop.ipynb #0f862125
 @patch
@@ -219,27 +321,38 @@ def train_step(self: Trainer, batches: list) -> dict[str, float]:
         batch = self.method.to_device(batch)
         gen = step_generator("cpu", cfg.seed, self.step_, self.sampler.micro_index(a))
         sync = self.info.distributed and a < len(batches) - 1
-        with (self.encoder.no_sync() if sync else nullcontext()):
-            with self.autocast(): out = self.method.step(self.model, self.encoder, batch, gen)
+        with self.encoder.no_sync() if sync else nullcontext():
+            with self.autocast():
+                out = self.method.step(self.model, self.encoder, batch, gen)
             loss = out["loss"] / len(batches)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        for k, v in out.items(): acc[k] = acc.get(k, 0.) + v.detach().float() / len(batches)
+        for k, v in out.items():
+            acc[k] = acc.get(k, 0.0) + v.detach().float() / len(batches)
     if cfg.grad_clip:
-        if self.scaler is not None: self.scaler.unscale_(self.opt)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
         acc["grad_norm"] = torch.nn.utils.clip_grad_norm_([p for _, p in self.named_params], cfg.grad_clip)
-    if self.scaler is not None: self.scaler.step(self.opt); self.scaler.update()    # skips a step with inf/NaN gradients
-    else: self.opt.step()
-    self.opt.zero_grad(set_to_none=True); self.sched.step(); self.step_ += 1
+    if self.scaler is not None:
+        self.scaler.step(self.opt)
+        self.scaler.update()  # skips a step with inf/NaN gradients
+    else:
+        self.opt.step()
+    self.opt.zero_grad(set_to_none=True)
+    self.sched.step()
+    self.step_ += 1
     return acc
+
 
 @patch
 def check(self: Trainer) -> dict[str, float]:
     "The method's robust check on its held-out batch (rank 0; others wait)."
     res = {}
     if self.main:
-        with self.autocast(): res = self.method.check(self.model, step_generator("cpu", self.cfg.seed, -1, self.step_))
+        with self.autocast():
+            res = self.method.check(self.model, step_generator("cpu", self.cfg.seed, -1, self.step_))
         self.log({"step": self.step_, "kind": "check", **res})
-    barrier(); return res
+    barrier()
+    return res
 
 # %% ../../nbs/21c_train.loop.ipynb #a826ec06
 @patch
@@ -248,61 +361,92 @@ def _log_line(self: Trainer, sums: dict, n: int, t0: float, lr: float) -> dict:
     cfg = self.cfg
     vals = all_reduce_mean({k: float(v) / n for k, v in sums.items()}, self.info.device)
     dt = time.time() - t0
-    line = {"step": self.step_, "epoch": round(self.step_ / self.sampler.steps_per_epoch, 4), "lr": lr,
-            **{k: round(v, 6) for k, v in vals.items()},
-            "img_s": round(n * cfg.batch_size / max(dt, 1e-9), 2), "sec_per_step": round(dt / n, 4)}
-    if self.info.device.type == "cuda": line["mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    line = {
+        "step": self.step_,
+        "epoch": round(self.step_ / self.sampler.steps_per_epoch, 4),
+        "lr": lr,
+        **{k: round(v, 6) for k, v in vals.items()},
+        "img_s": round(n * cfg.batch_size / max(dt, 1e-9), 2),
+        "sec_per_step": round(dt / n, 4),
+    }
+    if self.info.device.type == "cuda":
+        line["mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     self.log(line)
     return line
+
 
 @patch
 def fit(self: Trainer) -> dict:
     "Train until `cfg.steps` (or `cfg.stop_after`); returns the last logged metrics and the run folder."
     cfg, run = self.cfg, self.run
     stop = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
-    if self.main: run.write_config(cfg); run.prune_metrics(self.step_)
+    if self.main:
+        run.write_config(cfg)
+        run.prune_metrics(self.step_)
     barrier()
     bar = progress(total=cfg.steps, initial=self.step_, desc=f"train {cfg.name}", unit="step") if self.main else None
     it, sums, n, t0, last = iter(self.loader), {}, 0, time.time(), {}
     while self.step_ < stop:
         lr = self.opt.param_groups[0]["lr"]
         res = self.train_step([next(it) for _ in range(cfg.accum_steps)])
-        for k, v in res.items(): sums[k] = sums.get(k, 0.) + v
+        for k, v in res.items():
+            sums[k] = sums.get(k, 0.0) + v
         n += 1
         if self.step_ % cfg.log_every == 0 or self.step_ == stop:
-            last = self._log_line(sums, n, t0, lr); sums, n, t0 = {}, 0, time.time()
-            if bar is not None: bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4g}", img_s=last["img_s"])
-        if bar is not None: bar.update(1)
-        if cfg.check_every > 0 and self.step_ % cfg.check_every == 0 and self.step_ < cfg.steps: self.check()
+            last = self._log_line(sums, n, t0, lr)
+            sums, n, t0 = {}, 0, time.time()
+            if bar is not None:
+                bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4g}", img_s=last["img_s"])
+        if bar is not None:
+            bar.update(1)
+        if cfg.check_every > 0 and self.step_ % cfg.check_every == 0 and self.step_ < cfg.steps:
+            self.check()
         if self.step_ % cfg.save_every == 0 or self.step_ == stop:
             self.save(keep=bool(cfg.keep_every) and self.step_ % cfg.keep_every == 0)
-    if bar is not None: bar.close()
+    if bar is not None:
+        bar.close()
     result = {"run_dir": str(run.root), "step": self.step_, "metrics": last}
     if self.step_ >= cfg.steps:
-        if cfg.check_every >= 0: result["check"] = self.check()
-        if cfg.save_final: self.export_final()
+        if cfg.check_every >= 0:
+            result["check"] = self.check()
+        if cfg.save_final:
+            self.export_final()
     return result
+
 
 @patch
 def export_final(self: Trainer) -> Path:
     "Write final/ (open_clip local-dir) and, for a vision method, final/visual.pt (released FARE format)."
     if self.main:
         m, cfg = self.model, self.cfg
-        m.pretrained = f"robustclip {cfg.method} eps {self.threat.eps_str} ({cfg.name}) from {cfg.model}" + \
-                       (f" {cfg.pretrained}" if cfg.pretrained else "")
-        record = {"config": config_dict(cfg), "method": self.method.describe(), "step": self.step_, "versions": versions()}
+        m.pretrained = f"robustclip {cfg.method} eps {self.threat.eps_str} ({cfg.name}) from {cfg.model}" + (
+            f" {cfg.pretrained}" if cfg.pretrained else ""
+        )
+        record = {
+            "config": config_dict(cfg),
+            "method": self.method.describe(),
+            "step": self.step_,
+            "versions": versions(),
+        }
         self.run.write_final(m, record, vision_only=self.method.tower == "vision")
-    barrier(); return self.run.final
+    barrier()
+    return self.run.final
 
 # %% ../../nbs/21c_train.loop.ipynb #fcbe6746
-def train(cfg: TrainConfig|str|Path,        # a config or a YAML file
-          overrides: list[str]|dict|None = None,  # `key=value` strings or a dict of keys
-          resume: str|None = None,          # None, 'latest' or a checkpoint path
-         ) -> dict:
+def train(
+    cfg: TrainConfig | str | Path,  # a config or a YAML file
+    overrides: list[str] | dict | None = None,  # `key=value` strings or a dict of keys
+    resume: str | None = None,  # None, 'latest' or a checkpoint path
+) -> dict:
     "Run a fine-tuning job (under torchrun: one process of it); returns the run folder and last metrics."
     cfg = apply_overrides(cfg, overrides) if isinstance(cfg, TrainConfig) else load_config(cfg, overrides)
-    root = check_writable(run_folder(cfg).root, "output_dir", folder=True)     # before any model loads
+    root = check_writable(run_folder(cfg).root, "output_dir", folder=True)  # before any model loads
     from robustclip.train.distributed import world_info_from_env
-    with exclusive(root, "output_dir") if world_info_from_env()[1] == 0 else nullcontext():   # one writer per run folder (rank 0 holds it)
-        try: return Trainer(cfg, resume).fit()
-        finally: cleanup_distributed()
+
+    with (
+        exclusive(root, "output_dir") if world_info_from_env()[1] == 0 else nullcontext()
+    ):  # one writer per run folder (rank 0 holds it)
+        try:
+            return Trainer(cfg, resume).fit()
+        finally:
+            cleanup_distributed()

@@ -13,101 +13,134 @@ import torch.nn.functional as F
 from ..core import RobustClipError
 
 # %% auto #0
-__all__ = ['SIMCLIP_VARIANTS', 'sq_l2', 'neg_cos', 'FARELoss', 'TeCoALoss', 'SimCLIPLoss']
+__all__ = [
+    'SIMCLIP_VARIANTS', 'sq_l2', 'neg_cos', 'FARELoss', 'TeCoALoss', 'SimCLIPLoss'
+]
 
 # %% ../../nbs/20_train.losses.ipynb #be00fceb
-def sq_l2(a: torch.Tensor,  # (N, D) embeddings
-          b: torch.Tensor,  # (N, D) targets
-         ) -> torch.Tensor:
+def sq_l2(
+    a: torch.Tensor,  # (N, D) embeddings
+    b: torch.Tensor,  # (N, D) targets
+) -> torch.Tensor:
     "Squared ℓ2 distance per sample, summed over dimensions (N,), computed in float32."
     return (a.float() - b.float()).pow(2).sum(-1)
 
-def neg_cos(p: torch.Tensor,  # (N, D) predictions (gradient flows here)
-            z: torch.Tensor,  # (N, D) targets (stop-gradient: detached)
-           ) -> torch.Tensor:
+
+def neg_cos(
+    p: torch.Tensor,  # (N, D) predictions (gradient flows here)
+    z: torch.Tensor,  # (N, D) targets (stop-gradient: detached)
+) -> torch.Tensor:
     "SimSiam's D(p, z) = −cos(p, sg(z)) per sample (N,), in float32."
     return -F.cosine_similarity(p.float(), z.detach().float(), dim=-1)
 
 # %% ../../nbs/20_train.losses.ipynb #5541a958
-def _mix(adv: torch.Tensor, clean: torch.Tensor|None, w: float) -> dict[str, torch.Tensor]:
+def _mix(adv: torch.Tensor, clean: torch.Tensor | None, w: float) -> dict[str, torch.Tensor]:
     "Combine mean adversarial and clean losses: w*clean + (1-w)*adv (clean only when w > 0)."
     out = {"loss_adv": adv}
     if w > 0:
-        if clean is None: raise RobustClipError("clean_weight > 0 needs the clean embeddings")
+        if clean is None:
+            raise RobustClipError("clean_weight > 0 needs the clean embeddings")
         out["loss_clean"] = clean
         out["loss"] = w * clean + (1 - w) * adv
-    else: out["loss"] = adv
+    else:
+        out["loss"] = adv
     return {"loss": out.pop("loss"), **out}
+
 
 class FARELoss(nn.Module):
     "FARE: squared ℓ2 between the trained encoder's embedding of x_adv and the frozen encoder's of clean x."
+
     def __init__(self, clean_weight: float = 0.0):  # w in w*L_clean + (1-w)*L_adv
-        super().__init__(); self.clean_weight = clean_weight
+        super().__init__()
+        self.clean_weight = clean_weight
+
     def inner(self, emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         "Per-sample objective the attack maximises (N,)."
         return sq_l2(emb, target)
-    def forward(self,
-                emb_adv: torch.Tensor,              # φ(x_adv), unnormalised (N, D)
-                target: torch.Tensor,               # φ_org(x), frozen, clean, unnormalised (N, D)
-                emb_clean: torch.Tensor|None = None,  # φ(x), only needed when clean_weight > 0
-               ) -> dict[str, torch.Tensor]:
+
+    def forward(
+        self,
+        emb_adv: torch.Tensor,  # φ(x_adv), unnormalised (N, D)
+        target: torch.Tensor,  # φ_org(x), frozen, clean, unnormalised (N, D)
+        emb_clean: torch.Tensor | None = None,  # φ(x), only needed when clean_weight > 0
+    ) -> dict[str, torch.Tensor]:
         target = target.detach()
         clean = sq_l2(emb_clean, target).mean() if emb_clean is not None and self.clean_weight > 0 else None
         return _mix(sq_l2(emb_adv, target).mean(), clean, self.clean_weight)
-    def extra_repr(self) -> str: return f"clean_weight={self.clean_weight}"
+
+    def extra_repr(self) -> str:
+        return f"clean_weight={self.clean_weight}"
 
 # %% ../../nbs/20_train.losses.ipynb #8db0e5bc
 class TeCoALoss(nn.Module):
     "TeCoA: cross-entropy over `logit_scale · cos(image, class text)` against frozen class-prompt embeddings."
-    def __init__(self,
-                 text_emb: torch.Tensor,    # (C, D) class-prompt embeddings from the frozen text tower
-                 logit_scale: float = 100.,  # fixed scale of the reference code
-                 clean_weight: float = 0.0,
-                ):
+
+    def __init__(
+        self,
+        text_emb: torch.Tensor,  # (C, D) class-prompt embeddings from the frozen text tower
+        logit_scale: float = 100.0,  # fixed scale of the reference code
+        clean_weight: float = 0.0,
+    ):
         super().__init__()
         self.register_buffer("text_emb", F.normalize(text_emb.detach().float(), dim=-1))
         self.logit_scale, self.clean_weight = logit_scale, clean_weight
+
     def logits(self, emb: torch.Tensor) -> torch.Tensor:
         "Zero-shot logits (N, C) of image embeddings."
         return self.logit_scale * F.normalize(emb.float(), dim=-1) @ self.text_emb.T
+
     def inner(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         "Per-sample cross-entropy the attack maximises (N,)."
         return F.cross_entropy(self.logits(emb), labels, reduction="none")
-    def forward(self,
-                emb_adv: torch.Tensor,               # φ(x_adv) (N, D), normalised here
-                labels: torch.Tensor,                # (N,) class indices
-                emb_clean: torch.Tensor|None = None,  # φ(x), only needed when clean_weight > 0
-               ) -> dict[str, torch.Tensor]:
+
+    def forward(
+        self,
+        emb_adv: torch.Tensor,  # φ(x_adv) (N, D), normalised here
+        labels: torch.Tensor,  # (N,) class indices
+        emb_clean: torch.Tensor | None = None,  # φ(x), only needed when clean_weight > 0
+    ) -> dict[str, torch.Tensor]:
         logits = self.logits(emb_adv)
-        clean = F.cross_entropy(self.logits(emb_clean), labels) if emb_clean is not None and self.clean_weight > 0 else None
+        clean = (
+            F.cross_entropy(self.logits(emb_clean), labels) if emb_clean is not None and self.clean_weight > 0 else None
+        )
         out = _mix(F.cross_entropy(logits, labels), clean, self.clean_weight)
         out["acc_adv"] = (logits.argmax(1) == labels).float().mean().detach()
         return out
+
     def extra_repr(self) -> str:
         return f"classes={self.text_emb.shape[0]}, logit_scale={self.logit_scale}, clean_weight={self.clean_weight}"
 
 # %% ../../nbs/20_train.losses.ipynb #0895bc85
 SIMCLIP_VARIANTS = ("code", "paper")
 
+
 class SimCLIPLoss(nn.Module):
     "Sim-CLIP: symmetric negative cosine with stop-gradient, as released ('code') or as described ('paper')."
-    def __init__(self,
-                 variant: str = "code",     # 'code': clean branch = frozen original; 'paper': shared weights
-                 clean_weight: float = 0.0,  # 'code' only: weight of −cos(φ(x), φ_org(x))
-                ):
+
+    def __init__(
+        self,
+        variant: str = "code",  # 'code': clean branch = frozen original; 'paper': shared weights
+        clean_weight: float = 0.0,  # 'code' only: weight of −cos(φ(x), φ_org(x))
+    ):
         super().__init__()
-        if variant not in SIMCLIP_VARIANTS: raise RobustClipError(f"Sim-CLIP variant must be one of {SIMCLIP_VARIANTS}; got {variant!r}")
+        if variant not in SIMCLIP_VARIANTS:
+            raise RobustClipError(f"Sim-CLIP variant must be one of {SIMCLIP_VARIANTS}; got {variant!r}")
         if variant == "paper" and clean_weight > 0:
-            raise RobustClipError("clean_weight has no meaning for the weight-shared Sim-CLIP (the clean branch is already in the loss)")
+            raise RobustClipError(
+                "clean_weight has no meaning for the weight-shared Sim-CLIP (the clean branch is already in the loss)"
+            )
         self.variant, self.clean_weight = variant, clean_weight
+
     def inner(self, emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         "Per-sample objective the attack maximises: FARE's squared ℓ2 ('code') or −cos to the clean embedding ('paper')."
         return sq_l2(emb, target) if self.variant == "code" else neg_cos(emb, target)
-    def forward(self,
-                emb_adv: torch.Tensor,   # φ(x_adv) (N, D)
-                other: torch.Tensor,     # 'code': φ_org(x) (frozen); 'paper': φ(x) of the trained encoder
-                emb_clean: torch.Tensor|None = None,  # 'code' with clean_weight > 0: φ(x)
-               ) -> dict[str, torch.Tensor]:
+
+    def forward(
+        self,
+        emb_adv: torch.Tensor,  # φ(x_adv) (N, D)
+        other: torch.Tensor,  # 'code': φ_org(x) (frozen); 'paper': φ(x) of the trained encoder
+        emb_clean: torch.Tensor | None = None,  # 'code' with clean_weight > 0: φ(x)
+    ) -> dict[str, torch.Tensor]:
         adv = 0.5 * neg_cos(emb_adv, other).mean() + 0.5 * neg_cos(other, emb_adv).mean()
         clean = None
         if self.variant == "code" and emb_clean is not None and self.clean_weight > 0:
@@ -115,4 +148,6 @@ class SimCLIPLoss(nn.Module):
         out = _mix(adv, clean, self.clean_weight)
         out["cos_adv"] = F.cosine_similarity(emb_adv.float(), other.float(), dim=-1).mean().detach()
         return out
-    def extra_repr(self) -> str: return f"variant={self.variant!r}, clean_weight={self.clean_weight}"
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, clean_weight={self.clean_weight}"

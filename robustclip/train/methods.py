@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/train.methods.html.md"""
 
 # %% ../../nbs/21_train.methods.ipynb #e4394d81
 from __future__ import annotations
-import dataclasses, typing
+import dataclasses
+import typing
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
@@ -23,44 +24,60 @@ from .losses import FARELoss, TeCoALoss, SimCLIPLoss
 from .distributed import DistInfo
 
 # %% auto #0
-__all__ = ['register_method', 'available_methods', 'get_method', 'Method', 'training_attack', 'TowerForward', 'ImageMethod',
-           'FARE', 'TeCoAArgs', 'TeCoA', 'SimCLIP', 'SimCLIPPaper', 'PatchEmbedMatmul', 'fast_patch_embed']
+__all__ = [
+    'register_method', 'available_methods', 'get_method', 'Method', 'training_attack', 'TowerForward', 'ImageMethod',
+    'FARE', 'TeCoAArgs', 'TeCoA', 'SimCLIP', 'SimCLIPPaper', 'PatchEmbedMatmul', 'fast_patch_embed'
+]
 
 # %% ../../nbs/21_train.methods.ipynb #55ae549b
 _METHODS: dict[str, type] = {}
 
-def register_method(name: str,            # the config's `method:` value
-                    cls: type|None = None,  # a `Method` subclass (or use as a decorator)
-                   ) -> Any:
+
+def register_method(
+    name: str,  # the config's `method:` value
+    cls: type | None = None,  # a `Method` subclass (or use as a decorator)
+) -> Any:
     "Register a training method under `name` (usable as a class decorator)."
-    if cls is None: return lambda c: register_method(name, c)
-    _METHODS[name] = cls; cls.name = name; return cls
+    if cls is None:
+        return lambda c: register_method(name, c)
+    _METHODS[name] = cls
+    cls.name = name
+    return cls
+
 
 def available_methods() -> list[str]:
     "Registered method names (plugins included)."
-    load_plugins(); return sorted(_METHODS)
+    load_plugins()
+    return sorted(_METHODS)
 
-def get_method(name: str,  # a registered method name ('fare', 'tecoa', 'leaf', ...)
-              ) -> type:
+
+def get_method(
+    name: str,  # a registered method name ('fare', 'tecoa', 'leaf', ...)
+) -> type:
     "The method class registered as `name` (plugins such as LEAF are imported on a miss)."
-    if name not in _METHODS: load_plugins()
-    if name not in _METHODS: raise unknown_key(name, available_methods(), "training method")
+    if name not in _METHODS:
+        load_plugins()
+    if name not in _METHODS:
+        raise unknown_key(name, available_methods(), "training method")
     return _METHODS[name]
 
 # %% ../../nbs/21_train.methods.ipynb #0e57b620
 class Method:
     "Base class of a training method: subclass, set `tower`, implement `dataset`/`step`/`check`, `register_method`."
-    name: str = ""
-    tower: str = "vision"          # 'vision' | 'text': which tower's parameters train
-    needs_anchor: bool = True      # build a frozen copy of the starting model (or cfg.anchor)
-    Args: type|None = None         # dataclass of method-specific options (cfg.method_args)
 
-    def __init__(self,
-                 cfg: TrainConfig,           # the validated run config
-                 model: PixelCLIP,           # the model that trains
-                 anchor: PixelCLIP|None,     # the frozen anchor (when `needs_anchor`)
-                 args: Any,                  # the parsed `method_args` (an `Args` instance or None)
-                 info: DistInfo):            # rank, world size and device of this process
+    name: str = ""
+    tower: str = "vision"  # 'vision' | 'text': which tower's parameters train
+    needs_anchor: bool = True  # build a frozen copy of the starting model (or cfg.anchor)
+    Args: type | None = None  # dataclass of method-specific options (cfg.method_args)
+
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the validated run config
+        model: PixelCLIP,  # the model that trains
+        anchor: PixelCLIP | None,  # the frozen anchor (when `needs_anchor`)
+        args: Any,  # the parsed `method_args` (an `Args` instance or None)
+        info: DistInfo,
+    ):  # rank, world size and device of this process
         self.cfg, self.model, self.anchor, self.args, self.info = cfg, model, anchor, args, info
         self.device = info.device
 
@@ -68,83 +85,124 @@ class Method:
     def parse_args(cls, values: dict) -> Any:
         "Typed method options from `method_args` (unknown keys are an error listing the valid ones)."
         if cls.Args is None:
-            if values: raise RobustClipError(f"method {cls.name!r} takes no method_args; got {', '.join(values)}")
+            if values:
+                raise RobustClipError(f"method {cls.name!r} takes no method_args; got {', '.join(values)}")
             return None
-        hints = typing.get_type_hints(cls.Args); valid = [f.name for f in fields(cls.Args)]
+        hints = typing.get_type_hints(cls.Args)
+        valid = [f.name for f in fields(cls.Args)]
         for k in values:
-            if k not in hints: raise unknown_key(k, valid, f"method_args key of {cls.name!r}")
+            if k not in hints:
+                raise unknown_key(k, valid, f"method_args key of {cls.name!r}")
         return cls.Args(**{k: coerce(f"method_args.{k}", v, hints[k]) for k, v in values.items()})
 
     def parameters(self, model: PixelCLIP) -> list[nn.Parameter]:
         "The parameters that train (default: the whole `tower`, without logit_scale/bias)."
         vis = {id(p) for p in model.model.visual.parameters()}
-        if self.tower == "vision": return list(model.model.visual.parameters())
+        if self.tower == "vision":
+            return list(model.model.visual.parameters())
         return [p for n, p in model.model.named_parameters() if id(p) not in vis and not n.startswith("logit_")]
 
     def dataset(self, split: str) -> Dataset:
         "The training items of `split` (a map-style dataset)."
         raise NotImplementedError
+
     def collate(self, items: list) -> Any:
         "A batch from a list of items (default: torch's `default_collate`)."
         return torch.utils.data.default_collate(items)
+
     def to_device(self, batch: Any) -> Any:
         "Move the tensors of a batch to the training device."
-        if torch.is_tensor(batch): return batch.to(self.device, non_blocking=True)
-        if isinstance(batch, (list, tuple)): return type(batch)(self.to_device(b) for b in batch)
-        if isinstance(batch, dict): return {k: self.to_device(v) for k, v in batch.items()}
+        if torch.is_tensor(batch):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self.to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self.to_device(v) for k, v in batch.items()}
         return batch
+
     def step(self, model: PixelCLIP, encoder: nn.Module, batch: Any, generator: torch.Generator) -> dict:
         "Inner attack and outer loss on one micro-batch: `{'loss': tensor, ...}`."
         raise NotImplementedError
+
     def check(self, model: PixelCLIP, generator: torch.Generator) -> dict[str, float]:
         "The periodic robust check (default: none)."
         return {}
+
     def describe(self) -> dict:
         "What to record about the method in the run (name, tower, options)."
-        return {"method": self.name, "tower": self.tower,
-                "args": dataclasses.asdict(self.args) if dataclasses.is_dataclass(self.args) else None}
+        return {
+            "method": self.name,
+            "tower": self.tower,
+            "args": dataclasses.asdict(self.args) if dataclasses.is_dataclass(self.args) else None,
+        }
 
 # %% ../../nbs/21_train.methods.ipynb #cc7610ea
-def training_attack(cfg: TrainConfig,        # the run config (threat model, steps, momentum, precision)
-                    model: nn.Module,        # pixels -> embeddings (a PixelCLIP)
-                    x: torch.Tensor,         # clean images in [0,1]
-                    objective: Callable[[torch.Tensor], torch.Tensor],  # embeddings -> per-sample loss (N,)
-                    generator: torch.Generator|None = None,  # CPU generator of the random start
-                   ) -> torch.Tensor:
+def training_attack(
+    cfg: TrainConfig,  # the run config (threat model, steps, momentum, precision)
+    model: nn.Module,  # pixels -> embeddings (a PixelCLIP)
+    x: torch.Tensor,  # clean images in [0,1]
+    objective: Callable[[torch.Tensor], torch.Tensor],  # embeddings -> per-sample loss (N,)
+    generator: torch.Generator | None = None,  # CPU generator of the random start
+) -> torch.Tensor:
     "The inner maximisation of `cfg` (PGD with momentum, RobustVLM's settings); returns x_adv (no grad)."
-    if cfg.attack_steps == 0: return x.detach()
+    if cfg.attack_steps == 0:
+        return x.detach()
     from robustclip.attacks.pgd import pgd
+
     check = getattr(model, "check_inputs", None)
-    if check is not None: model.check_inputs = False      # the reference's random start is not clipped to [0,1] (clip_start=False)
+    if check is not None:
+        model.check_inputs = False  # the reference's random start is not clipped to [0,1] (clip_start=False)
     try:
-        return pgd(model, x, objective, eps=cfg.threat.eps, norm=cfg.threat.norm, steps=cfg.attack_steps,
-                   step_size=cfg.pgd_step, random_start=cfg.attack_random_start,
-                   momentum=cfg.attack_momentum, best=False, generator=generator, clip_start=False,
-                   precision=resolve_precision(cfg.precision, x.device)).detach()
+        return pgd(
+            model,
+            x,
+            objective,
+            eps=cfg.threat.eps,
+            norm=cfg.threat.norm,
+            steps=cfg.attack_steps,
+            step_size=cfg.pgd_step,
+            random_start=cfg.attack_random_start,
+            momentum=cfg.attack_momentum,
+            best=False,
+            generator=generator,
+            clip_start=False,
+            precision=resolve_precision(cfg.precision, x.device),
+        ).detach()
     finally:
-        if check is not None: model.check_inputs = check
+        if check is not None:
+            model.check_inputs = check
 
 # %% ../../nbs/21_train.methods.ipynb #6c08ee7f
 class TowerForward(nn.Module):
     "The trained tower's forward as a module (what DDP wraps): images -> encode_image, texts -> encode_text."
+
     def __init__(self, model: PixelCLIP, tower: str = "vision"):
-        super().__init__(); self.model, self.tower = model, tower
+        super().__init__()
+        self.model, self.tower = model, tower
+
     def forward(self, inputs: Any) -> torch.Tensor:
         "Embeddings of images (vision tower) or texts (text tower), unnormalised."
         return self.model.encode_image(inputs) if self.tower == "vision" else self.model.encode_text(inputs)
 
+
 class ImageMethod(Method):
     "Protocol for image-tower methods: `step` = target -> attack on `objective` -> outer `loss`."
+
     tower = "vision"
-    def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP|None, args: Any, info: DistInfo):
+
+    def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP | None, args: Any, info: DistInfo):
         super().__init__(cfg, model, anchor, args, info)
-        self.task: ClassificationTask|None = None; self._check: tuple|None = None; self._head = None
+        self.task: ClassificationTask | None = None
+        self._check: tuple | None = None
+        self._head = None
 
     def load_task(self, split: str) -> ClassificationTask:
         "The classification task `cfg.dataset` at `split` (class names and templates are kept for the check)."
         task = get_dataset(self.cfg.dataset, root=self.cfg.data_root, split=split)
         if not isinstance(task, ClassificationTask):
-            raise RobustClipError(f"{self.cfg.dataset} is not an image classification task; method {self.name} trains on images")
+            raise RobustClipError(
+                f"{self.cfg.dataset} is not an image classification task; method {self.name} trains on images"
+            )
         return task
 
     def dataset(self, split: str) -> Dataset:
@@ -155,9 +213,11 @@ class ImageMethod(Method):
     def target(self, x: torch.Tensor, y: torch.Tensor) -> Any:
         "What the loss compares against (computed without gradients)."
         raise NotImplementedError
+
     def objective(self, target: Any, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         "The per-sample inner objective the attack maximises."
         raise NotImplementedError
+
     def loss(self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: Any) -> dict:
         "The outer loss on the trained encoder."
         raise NotImplementedError
@@ -165,14 +225,19 @@ class ImageMethod(Method):
     def step(self, model: PixelCLIP, encoder: nn.Module, batch: Any, generator: torch.Generator) -> dict:
         "Target without gradients, the training attack on `objective`, then the outer `loss`."
         x, y = batch
-        with torch.no_grad(): target = self.target(x, y)
+        with torch.no_grad():
+            target = self.target(x, y)
         x_adv = training_attack(self.cfg, model, x, self.objective(target, y), generator)
         return self.loss(encoder, x, x_adv, y, target)
 
-    def embed(self, encoder: nn.Module, x_adv: torch.Tensor, x: torch.Tensor|None) -> tuple[torch.Tensor, torch.Tensor|None]:
+    def embed(
+        self, encoder: nn.Module, x_adv: torch.Tensor, x: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         "φ(x_adv) and, when `x` is given, φ(x), in one forward (one DDP call per micro-batch)."
-        if x is None: return encoder(x_adv), None
-        e = encoder(torch.cat([x_adv, x])); return e[:len(x_adv)], e[len(x_adv):]
+        if x is None:
+            return encoder(x_adv), None
+        e = encoder(torch.cat([x_adv, x]))
+        return e[: len(x_adv)], e[len(x_adv) :]
 
     def anchor_embed(self, x: torch.Tensor) -> torch.Tensor:
         "φ_org(x): the frozen anchor's unnormalised embedding."
@@ -187,44 +252,80 @@ def _check_batch(self: ImageMethod, model: PixelCLIP) -> None:
     data = task_inputs(replace(task, native_resolution=False), model, idx)
     xs, ys = zip(*[data[i] for i in range(len(data))])
     self._check = (torch.stack(xs).to(self.device), torch.as_tensor(ys).to(self.device))
-    with torch.no_grad(): self._head = zeroshot_weights(model, task.classnames, task.templates).float().to(self.device)
+    with torch.no_grad():
+        self._head = zeroshot_weights(model, task.classnames, task.templates).float().to(self.device)
+
 
 def _image_check(self: ImageMethod, model: PixelCLIP, generator: torch.Generator) -> dict[str, float]:
     "Clean and robust zero-shot accuracy on the held-out batch."
     from robustclip.zeroshot import ZeroShotClassifier
+
     cfg = self.cfg
-    if self._check is None: _check_batch(self, model)
+    if self._check is None:
+        _check_batch(self, model)
     (x, y), clf = self._check, ZeroShotClassifier(model, self._head).eval()
-    was = model.training; model.eval()
-    with torch.no_grad(): out = {"check_clean_acc": (clf(x).argmax(1) == y).float().mean().item()}
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = {"check_clean_acc": (clf(x).argmax(1) == y).float().mean().item()}
     if cfg.check_steps > 0:
         eps, norm = cfg.threat.eps, cfg.threat.norm
         if cfg.check_attack == "apgd-ce":
             from robustclip.attacks.apgd import apgd
-            x_adv = apgd(clf, x, y, "ce", eps=eps, norm=norm, steps=cfg.check_steps, generator=generator,
-                         precision=resolve_precision(cfg.precision, x.device)).x_adv
+
+            x_adv = apgd(
+                clf,
+                x,
+                y,
+                "ce",
+                eps=eps,
+                norm=norm,
+                steps=cfg.check_steps,
+                generator=generator,
+                precision=resolve_precision(cfg.precision, x.device),
+            ).x_adv
         else:
             from robustclip.attacks.pgd import pgd
+
             ce = lambda logits: torch.nn.functional.cross_entropy(logits, y, reduction="none")
-            x_adv = pgd(clf, x, ce, eps=eps, norm=norm, steps=cfg.check_steps, generator=generator, precision=resolve_precision(cfg.precision, x.device))
-        with torch.no_grad(): out["check_robust_acc"] = (clf(x_adv).argmax(1) == y).float().mean().item()
+            x_adv = pgd(
+                clf,
+                x,
+                ce,
+                eps=eps,
+                norm=norm,
+                steps=cfg.check_steps,
+                generator=generator,
+                precision=resolve_precision(cfg.precision, x.device),
+            )
+        with torch.no_grad():
+            out["check_robust_acc"] = (clf(x_adv).argmax(1) == y).float().mean().item()
     model.train(was)
     return out
+
+
 ImageMethod.check = _image_check
 
 # %% ../../nbs/21_train.methods.ipynb #fd909f29
 @register_method("fare")
 class FARE(ImageMethod):
     "FARE: keep φ(x_adv) close to the frozen φ_org(x) in squared ℓ2 (unnormalised); the attack maximises the same distance."
-    def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP|None, args: Any, info: DistInfo):
-        super().__init__(cfg, model, anchor, args, info); self.criterion = FARELoss(cfg.clean_weight)
+
+    def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP | None, args: Any, info: DistInfo):
+        super().__init__(cfg, model, anchor, args, info)
+        self.criterion = FARELoss(cfg.clean_weight)
+
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         "φ_org(x), the frozen anchor's clean embedding."
         return self.anchor_embed(x)
+
     def objective(self, target: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         "Squared ℓ2 distance to φ_org(x), per sample."
         return lambda e: self.criterion.inner(e, target)
-    def loss(self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> dict:
+
+    def loss(
+        self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor
+    ) -> dict:
         "`FARELoss` of φ(x_adv) (and φ(x) when `clean_weight` > 0) against φ_org(x)."
         e_adv, e_clean = self.embed(encoder, x_adv, x if self.cfg.clean_weight > 0 else None)
         return self.criterion(e_adv, target, e_clean)
@@ -233,29 +334,39 @@ class FARE(ImageMethod):
 @dataclass
 class TeCoAArgs:
     "Options of TeCoA (`method_args`)."
-    template: str = "This is a photo of a {}"   # class prompt ('task': the dataset's template ensemble)
-    logit_scale: float = 100.                    # fixed logit scale of the reference code
+
+    template: str = "This is a photo of a {}"  # class prompt ('task': the dataset's template ensemble)
+    logit_scale: float = 100.0  # fixed logit scale of the reference code
+
 
 @register_method("tecoa")
 class TeCoA(ImageMethod):
     "TeCoA: cross-entropy of 100·cos(φ(x_adv), ψ(prompt_k)) against the label; the attack maximises the same CE."
+
     needs_anchor = False
     Args = TeCoAArgs
-    def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP|None, args: Any, info: DistInfo):
-        super().__init__(cfg, model, anchor, args or TeCoAArgs(), info); self.criterion = None
+
+    def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP | None, args: Any, info: DistInfo):
+        super().__init__(cfg, model, anchor, args or TeCoAArgs(), info)
+        self.criterion = None
+
     def dataset(self, split: str) -> Dataset:
         "The image dataset; also builds the class-prompt head of the loss."
         ds = super().dataset(split)
         templates = self.task.templates if self.args.template == "task" else [self.args.template]
-        with torch.no_grad(): W = zeroshot_weights(self.model, self.task.classnames, templates)
+        with torch.no_grad():
+            W = zeroshot_weights(self.model, self.task.classnames, templates)
         self.criterion = TeCoALoss(W.T.float(), self.args.logit_scale, self.cfg.clean_weight).to(self.device)
         return ds
+
     def target(self, x: torch.Tensor, y: torch.Tensor) -> None:
         "None: TeCoA compares with the labels."
         return None
+
     def objective(self, target: None, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         "The zero-shot cross-entropy of the label, per sample."
         return lambda e: self.criterion.inner(e, y)
+
     def loss(self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: None) -> dict:
         "`TeCoALoss` of φ(x_adv) (and φ(x) when `clean_weight` > 0) against the label."
         e_adv, e_clean = self.embed(encoder, x_adv, x if self.cfg.clean_weight > 0 else None)
@@ -265,32 +376,51 @@ class TeCoA(ImageMethod):
 @register_method("simclip")
 class SimCLIP(ImageMethod):
     "Sim-CLIP as released (speedlab-git/SimCLIP): −½cos to the frozen clean embedding, FARE's ℓ2 attack."
+
     variant = "code"
-    def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP|None, args: Any, info: DistInfo):
-        super().__init__(cfg, model, anchor, args, info); self.criterion = SimCLIPLoss(self.variant, cfg.clean_weight)
+
+    def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP | None, args: Any, info: DistInfo):
+        super().__init__(cfg, model, anchor, args, info)
+        self.criterion = SimCLIPLoss(self.variant, cfg.clean_weight)
+
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         "φ_org(x), the frozen anchor's clean embedding."
         return self.anchor_embed(x)
+
     def objective(self, target: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         "The variant's inner objective against the target, per sample."
         return lambda e: self.criterion.inner(e, target)
-    def loss(self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> dict:
+
+    def loss(
+        self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor
+    ) -> dict:
         "`SimCLIPLoss` of φ(x_adv) against the target."
         e_adv, e_clean = self.embed(encoder, x_adv, x if self.cfg.clean_weight > 0 else None)
         return self.criterion(e_adv, target, e_clean)
+
     def describe(self) -> dict:
         "The base description plus the variant ('code' or 'paper')."
         return {**super().describe(), "variant": self.variant}
 
+
 @register_method("simclip-paper")
 class SimCLIPPaper(SimCLIP):
     "Sim-CLIP as described: shared-weight siamese on (x, x_adv), symmetric stop-gradient, −cos inner attack."
-    variant = "paper"; needs_anchor = False
+
+    variant = "paper"
+    needs_anchor = False
+
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         "The current model's clean embedding (eval mode)."
-        was = self.model.training; self.model.eval()
-        e = self.model.encode_image(x); self.model.train(was); return e
-    def loss(self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> dict:
+        was = self.model.training
+        self.model.eval()
+        e = self.model.encode_image(x)
+        self.model.train(was)
+        return e
+
+    def loss(
+        self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor
+    ) -> dict:
         "Symmetric stop-gradient −cos between φ(x_adv) and φ(x), both through the trained encoder."
         e_adv, e_clean = self.embed(encoder, x_adv, x)
         return self.criterion(e_adv, e_clean)
@@ -298,22 +428,36 @@ class SimCLIPPaper(SimCLIP):
 # %% ../../nbs/21_train.methods.ipynb #d906dc45
 class PatchEmbedMatmul(nn.Module):
     "A non-overlapping patch-embedding Conv2d (kernel = stride) computed as reshape + matmul; same parameters."
+
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.weight, self.bias, self.p = conv.weight, conv.bias, conv.kernel_size[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         "The convolution's output (N, C_out, H/p, W/p)."
-        N, C, H, W = x.shape; p = self.p; gh, gw = H // p, W // p
+        N, C, H, W = x.shape
+        p = self.p
+        gh, gw = H // p, W // p
         t = x.reshape(N, C, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(N, gh * gw, C * p * p)
         out = t @ self.weight.reshape(self.weight.shape[0], -1).T
-        if self.bias is not None: out = out + self.bias
+        if self.bias is not None:
+            out = out + self.bias
         return out.reshape(N, gh, gw, -1).permute(0, 3, 1, 2)
 
-def fast_patch_embed(model: PixelCLIP,  # swapped in place
-                    ) -> bool:
+
+def fast_patch_embed(
+    model: PixelCLIP,  # swapped in place
+) -> bool:
     "Swap a ViT's patch-embedding conv for `PatchEmbedMatmul` (in place); False when the tower has none."
     conv = getattr(model.model.visual, "conv1", None)
-    ok = (isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride and conv.kernel_size[0] == conv.kernel_size[1]
-          and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
-    if ok: model.model.visual.conv1 = PatchEmbedMatmul(conv)
+    ok = (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size == conv.stride
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
+    if ok:
+        model.model.visual.conv1 = PatchEmbedMatmul(conv)
     return ok

@@ -6,7 +6,10 @@ Docs: https://robustclip.github.io/robustclip/train.runs.html.md"""
 
 # %% ../../nbs/21b_train.runs.ipynb #a737c795
 from __future__ import annotations
-import io, json, os, warnings
+import io
+import json
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +21,16 @@ from .config import TrainConfig, save_config
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['RunFolder', 'run_folder', 'read_checkpoint', 'find_resume', 'read_latest']
+__all__ = [
+    'RunFolder', 'run_folder', 'read_checkpoint', 'find_resume', 'read_latest'
+]
 
 # %% ../../nbs/21b_train.runs.ipynb #2efb62f8
 @dataclass(frozen=True)
 class RunFolder:
     "The files of one training run; every name of the layout is spelled here and nowhere else."
-    root: Path   # the run folder
+
+    root: Path  # the run folder
 
     def __post_init__(self) -> None:
         "Accept a string or a `~` path."
@@ -33,63 +39,80 @@ class RunFolder:
     @property
     def config(self) -> Path:
         "The resolved config (YAML, every key)."
-        return self.root/"config.yaml"
+        return self.root / "config.yaml"
+
     @property
     def metrics(self) -> Path:
         "One JSON line per log step and per check."
-        return self.root/"metrics.jsonl"
+        return self.root / "metrics.jsonl"
+
     @property
     def checkpoints(self) -> Path:
         "The checkpoint folder."
-        return self.root/"checkpoints"
+        return self.root / "checkpoints"
+
     @property
     def latest(self) -> Path:
         "The checkpoint `--resume latest` continues from."
-        return self.checkpoints/"latest.pt"
+        return self.checkpoints / "latest.pt"
+
     @property
     def previous(self) -> Path:
         "The checkpoint before `latest.pt` (what `--resume latest` falls back to when the newest is unreadable)."
-        return self.checkpoints/"previous.pt"
+        return self.checkpoints / "previous.pt"
+
     def step_checkpoint(self, step: int) -> Path:
         "The kept checkpoint of `step`."
-        return self.checkpoints/f"step_{step}.pt"
+        return self.checkpoints / f"step_{step}.pt"
+
     @property
     def final(self) -> Path:
         "The exported model (an open_clip local-dir)."
-        return self.root/"final"
+        return self.root / "final"
+
     @property
     def visual(self) -> Path:
         "The vision tower's state dict in the released FARE format."
-        return self.final/"visual.pt"
+        return self.final / "visual.pt"
+
     @property
     def final_record(self) -> Path:
         "What produced `final/`: config, method, step, versions."
-        return self.final/"robustclip_train.json"
+        return self.final / "robustclip_train.json"
+
     def has_final(self) -> bool:
         "Whether the run has exported its model."
-        return (self.final/"open_clip_config.json").is_file()
+        return (self.final / "open_clip_config.json").is_file()
 
-def run_folder(cfg: TrainConfig,  # a validated config
-              ) -> RunFolder:
+
+def run_folder(
+    cfg: TrainConfig,  # a validated config
+) -> RunFolder:
     "The run folder of `cfg` (`output_dir` with `{name}` filled in)."
     return RunFolder(Path(cfg.output_dir.replace("{name}", cfg.name)))
 
 # %% ../../nbs/21b_train.runs.ipynb #107dcbbf
 @patch
-def checkpoint(self: RunFolder, name: str|Path|None = None) -> Path:
+def checkpoint(self: RunFolder, name: str | Path | None = None) -> Path:
     "The checkpoint `name` names: None -> latest.pt; a bare file name is looked up in checkpoints/."
     ck = Path(name).expanduser() if name else self.latest
-    if not ck.is_file() and (self.checkpoints/ck.name).is_file(): ck = self.checkpoints/ck.name
+    if not ck.is_file() and (self.checkpoints / ck.name).is_file():
+        ck = self.checkpoints / ck.name
     return ck
+
 
 @patch
 def write_checkpoint(self: RunFolder, state: dict, keep: bool = False) -> Path:
     "Write `state` to latest.pt atomically, keeping the one before as previous.pt (and step_N.pt when `keep`); returns latest.pt."
-    buf = io.BytesIO(); torch.save(state, buf)      # serialised first: the old latest.pt stays until the new one is ready
-    if self.latest.is_file(): os.replace(self.latest, self.previous)
+    buf = io.BytesIO()
+    torch.save(state, buf)  # serialised first: the old latest.pt stays until the new one is ready
+    if self.latest.is_file():
+        os.replace(self.latest, self.previous)
     path = atomic_write_bytes(self.latest, buf.getvalue())
-    if keep: atomic_write_bytes(self.step_checkpoint(state["step"]), buf.getvalue())
+    if keep:
+        atomic_write_bytes(self.step_checkpoint(state["step"]), buf.getvalue())
     return path
+
 
 @patch
 def candidates(self: RunFolder) -> list[Path]:
@@ -97,38 +120,56 @@ def candidates(self: RunFolder) -> list[Path]:
     older = [p for p in [self.previous, *self.checkpoints.glob("step_*.pt")] if p.is_file()]
     return [p for p in [self.latest] if p.is_file()] + sorted(older, key=lambda p: p.stat().st_mtime, reverse=True)
 
-def read_checkpoint(path: str|Path,  # a checkpoint written by the loop
-                   ) -> dict:
+
+def read_checkpoint(
+    path: str | Path,  # a checkpoint written by the loop
+) -> dict:
     "A training checkpoint (weights_only loading); a one-line error when the file is not one, or is empty or truncated."
     state = load_torch_file(path, "checkpoint")
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise RobustClipError(f"{path} is not a robustclip training checkpoint (no config/model entries)")
     return state
 
-def find_resume(cfg: TrainConfig,      # the run's config
-                resume: str|None,      # None/'none', 'latest' or a checkpoint path
-               ) -> Path|None:
+
+def find_resume(
+    cfg: TrainConfig,  # the run's config
+    resume: str | None,  # None/'none', 'latest' or a checkpoint path
+) -> Path | None:
     "The checkpoint to resume from: None, 'latest' (None when the run has none yet) or a path."
-    if resume in (None, "", "none"): return None
-    if resume == "latest": return next(iter(run_folder(cfg).candidates()), None)
+    if resume in (None, "", "none"):
+        return None
+    if resume == "latest":
+        return next(iter(run_folder(cfg).candidates()), None)
     p = Path(resume).expanduser()
-    if resume != "latest" and not p.is_file(): raise RobustClipError(f"resume checkpoint not found: {p}")
+    if resume != "latest" and not p.is_file():
+        raise RobustClipError(f"resume checkpoint not found: {p}")
     return p if p.is_file() else None
 
 # %% ../../nbs/21b_train.runs.ipynb #764d177d
-def read_latest(run: RunFolder,       # the run to continue
-                main: bool = True,    # this process may rename files (rank 0)
-               ) -> tuple[dict, Path]|None:
+def read_latest(
+    run: RunFolder,  # the run to continue
+    main: bool = True,  # this process may rename files (rank 0)
+) -> tuple[dict, Path] | None:
     "The newest readable checkpoint of `run` and its path (None: none yet); unreadable ones are skipped with a warning."
     tried = []
     for p in run.candidates():
-        try: state = read_checkpoint(p)
-        except RobustClipError as err: tried.append(p); bad = str(err); continue
+        try:
+            state = read_checkpoint(p)
+        except RobustClipError as err:
+            tried.append(p)
+            bad = str(err)
+            continue
         if tried:
-            warnings.warn(f"{bad}; resuming from {p.relative_to(run.root)} (step {state['step']}) instead", stacklevel=2)
-            if main and run.latest in tried: os.replace(run.latest, run.latest.with_suffix(".pt.broken"))  # never rotated into previous.pt
+            warnings.warn(
+                f"{bad}; resuming from {p.relative_to(run.root)} (step {state['step']}) instead", stacklevel=2
+            )
+            if main and run.latest in tried:
+                os.replace(run.latest, run.latest.with_suffix(".pt.broken"))  # never rotated into previous.pt
         return state, p
-    if tried: raise RobustClipError(f"no readable checkpoint in {run.checkpoints} ({bad}); start afresh in another output_dir")
+    if tried:
+        raise RobustClipError(
+            f"no readable checkpoint in {run.checkpoints} ({bad}); start afresh in another output_dir"
+        )
     return None
 
 # %% ../../nbs/21b_train.runs.ipynb #789d68de
@@ -138,24 +179,35 @@ def write_config(self: RunFolder, cfg: TrainConfig) -> Path:
     self.root.mkdir(parents=True, exist_ok=True)
     return save_config(cfg, self.config)
 
+
 @patch
 def log(self: RunFolder, record: dict) -> None:
     "Append one JSON line to metrics.jsonl."
     self.root.mkdir(parents=True, exist_ok=True)
-    with open(self.metrics, "a") as f: f.write(json.dumps(record) + "\n")
+    with open(self.metrics, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
 
 @patch
 def read_metrics(self: RunFolder) -> list[dict]:
     "Every metrics line (empty before the first)."
-    if not self.metrics.is_file(): return []
+    if not self.metrics.is_file():
+        return []
     return [json.loads(l) for l in self.metrics.read_text().splitlines() if l.strip()]
+
 
 @patch
 def prune_metrics(self: RunFolder, step: int) -> None:
     "Drop metrics lines written after `step` (a crashed segment; everything when `step` is 0: an old fresh start)."
-    if not self.metrics.is_file(): return
-    keep = [l for l in self.metrics.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step] if step else []
+    if not self.metrics.is_file():
+        return
+    keep = (
+        [l for l in self.metrics.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
+        if step
+        else []
+    )
     atomic_write_text(self.metrics, "".join(l + "\n" for l in keep))
+
 
 @patch
 def write_final(self: RunFolder, model: PixelCLIP, record: dict, vision_only: bool) -> Path:

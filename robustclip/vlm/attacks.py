@@ -19,48 +19,70 @@ from ..attacks.apgd import apgd_run, APGDResult
 from .core import LVLM
 
 # %% auto #0
-__all__ = ['NLL_OBJECTIVE', 'TextNLL', 'apgd_text', 'top_answers', 'EnsembleResult', 'EnsembleSpec', 'half_precision',
-           'ensemble_attack', 'targeted_attack']
+__all__ = [
+    'NLL_OBJECTIVE', 'TextNLL', 'apgd_text', 'top_answers', 'EnsembleResult', 'EnsembleSpec', 'half_precision',
+    'ensemble_attack', 'targeted_attack'
+]
 
 # %% ../../nbs/46_vlm.attacks.ipynb #fa75ac1e
-NLL_OBJECTIVE = Objective("lvlm-nll", lambda out, y: out, classification=False, min_classes=0)   # the output is the loss
+NLL_OBJECTIVE = Objective("lvlm-nll", lambda out, y: out, classification=False, min_classes=0)  # the output is the loss
+
 
 class TextNLL(nn.Module):
     "Pixels -> the LVLM's per-sample NLL of fixed texts (negated when targeted, so that APGD always maximises)."
-    def __init__(self,
-                 lvlm: LVLM,                 # the attacked LVLM
-                 prompts: Sequence[str],     # one prompt per image
-                 texts: Sequence[str],       # one text per image whose likelihood is attacked
-                 targeted: bool = False,     # True: make `texts` likely (a target); False: unlikely (a ground truth)
-                ):
+
+    def __init__(
+        self,
+        lvlm: LVLM,  # the attacked LVLM
+        prompts: Sequence[str],  # one prompt per image
+        texts: Sequence[str],  # one text per image whose likelihood is attacked
+        targeted: bool = False,  # True: make `texts` likely (a target); False: unlikely (a ground truth)
+    ):
         super().__init__()
         self.lvlm, self.prompts, self.texts, self.targeted = lvlm, list(prompts), list(texts), targeted
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nll = self.lvlm.nll(x, self.prompts, self.texts)
         return -nll if self.targeted else nll
 
-def apgd_text(lvlm: LVLM,
-              x: torch.Tensor,                 # clean images (N,3,H,W) in [0,1]
-              prompts: Sequence[str],          # one prompt per image
-              texts: Sequence[str],            # one ground truth (untargeted) or target (targeted) per image
-              *,
-              eps: float,                      # ℓ∞ radius
-              steps: int = 100,                # APGD iterations
-              x_init: torch.Tensor|None = None,  # starting point (default: the clean image, no random start)
-              targeted: bool = False,
-              precision: str = "fp32",         # autocast of the attack's passes: fp32, bf16 (CPU), fp16 (CUDA)
-              record: bool = False,            # keep the per-iteration loss
-             ) -> APGDResult:
+
+def apgd_text(
+    lvlm: LVLM,
+    x: torch.Tensor,  # clean images (N,3,H,W) in [0,1]
+    prompts: Sequence[str],  # one prompt per image
+    texts: Sequence[str],  # one ground truth (untargeted) or target (targeted) per image
+    *,
+    eps: float,  # ℓ∞ radius
+    steps: int = 100,  # APGD iterations
+    x_init: torch.Tensor | None = None,  # starting point (default: the clean image, no random start)
+    targeted: bool = False,
+    precision: str = "fp32",  # autocast of the attack's passes: fp32, bf16 (CPU), fp16 (CUDA)
+    record: bool = False,  # keep the per-iteration loss
+) -> APGDResult:
     "APGD on an LVLM's NLL of `texts` (ℓ∞, initial step ε as RobustVLM); `loss` is the NLL (negated if targeted)."
-    if len(x) != len(prompts) or len(x) != len(texts): raise RobustClipError("apgd_text needs one prompt and one text per image")
+    if len(x) != len(prompts) or len(x) != len(texts):
+        raise RobustClipError("apgd_text needs one prompt and one text per image")
     y = torch.zeros(len(x), device=x.device)
-    return apgd_run(TextNLL(lvlm, prompts, texts, targeted), x, y, NLL_OBJECTIVE, eps=float(eps), x_init=x_init, norm="linf",
-                    steps=steps, step_scale=1.0, early_stop=False, precision=precision, record=record)
+    return apgd_run(
+        TextNLL(lvlm, prompts, texts, targeted),
+        x,
+        y,
+        NLL_OBJECTIVE,
+        eps=float(eps),
+        x_init=x_init,
+        norm="linf",
+        steps=steps,
+        step_scale=1.0,
+        early_stop=False,
+        precision=precision,
+        record=record,
+    )
 
 # %% ../../nbs/46_vlm.attacks.ipynb #086d506d
-def top_answers(answers: Sequence[str],  # the human answers of one question
-                k: int = 5,
-               ) -> list[str]:
+def top_answers(
+    answers: Sequence[str],  # the human answers of one question
+    k: int = 5,
+) -> list[str]:
     "The `k` most frequent answers, most frequent first (ties: first given first)."
     return [a for a, _ in Counter(a.strip() for a in answers).most_common(k)]
 
@@ -68,81 +90,109 @@ def top_answers(answers: Sequence[str],  # the human answers of one question
 @dataclass
 class EnsembleResult:
     "Per sample: the adversarial image with the lowest score, its output and score, and which stage found it."
+
     x_adv: torch.Tensor
     texts: list[str]
     scores: list[float]
     stages: list[str]
-    log: list[dict] = field(default_factory=list)   # per stage: how many were attacked, mean score after it
+    log: list[dict] = field(default_factory=list)  # per stage: how many were attacked, mean score after it
+
 
 @dataclass(frozen=True)
 class EnsembleSpec:
     "RobustVLM's ensemble as data: the half-precision stages, the full-precision finish, the targeted VQA stages."
-    eps: float                       # ℓ∞ radius
-    steps: int = 100                 # APGD iterations of every stage
-    n_gt: int = 5                    # half-precision stages, one per ground truth
-    threshold: float = 0.0           # stop attacking a sample once its score is below this (CIDEr 10 COCO, 2 Flickr; VQA 0)
-    half: str = "auto"               # precision of the first stages: 'auto' = fp16 on CUDA (the paper), fp32 on CPU
-    targets: tuple[str, ...] = ()    # targeted full-precision stages at the end (VQA: 'maybe', 'Word')
+
+    eps: float  # ℓ∞ radius
+    steps: int = 100  # APGD iterations of every stage
+    n_gt: int = 5  # half-precision stages, one per ground truth
+    threshold: float = 0.0  # stop attacking a sample once its score is below this (CIDEr 10 COCO, 2 Flickr; VQA 0)
+    half: str = "auto"  # precision of the first stages: 'auto' = fp16 on CUDA (the paper), fp32 on CPU
+    targets: tuple[str, ...] = ()  # targeted full-precision stages at the end (VQA: 'maybe', 'Word')
+
 
 def half_precision(spec: EnsembleSpec, x: torch.Tensor) -> str:
     "The precision of the ensemble's first stages: fp16 on CUDA as the paper, fp32 on CPU (bf16 autocast is 5x slower there)."
     return spec.half if spec.half != "auto" else ("fp16" if x.device.type == "cuda" else "fp32")
 
+
 def _stage(lvlm, x, prompts, texts, idx, spec, x_init, precision, targeted, max_new_tokens):
     "One APGD stage on the samples `idx`; their adversarial images and outputs."
-    r = apgd_text(lvlm, x[idx], [prompts[i] for i in idx], texts, eps=spec.eps, steps=spec.steps,
-                  x_init=None if x_init is None else x_init[idx], targeted=targeted, precision=precision)
+    r = apgd_text(
+        lvlm,
+        x[idx],
+        [prompts[i] for i in idx],
+        texts,
+        eps=spec.eps,
+        steps=spec.steps,
+        x_init=None if x_init is None else x_init[idx],
+        targeted=targeted,
+        precision=precision,
+    )
     return r.x_adv, lvlm.generate(r.x_adv, [prompts[i] for i in idx], max_new_tokens)
 
-def ensemble_attack(lvlm: LVLM,
-                    x: torch.Tensor,                        # clean images in [0,1]
-                    prompts: Sequence[str],                 # one prompt per image
-                    truths: Sequence[Sequence[str]],        # the ground truths of each image (captions, or top answers)
-                    score: Callable[[list[str], list[int]], list[float]],  # (outputs, sample positions) -> per-sample score
-                    spec: EnsembleSpec,
-                    clean_texts: Sequence[str]|None = None, # the clean outputs if already generated
-                    max_new_tokens: int|None = None,
-                   ) -> EnsembleResult:
+
+def ensemble_attack(
+    lvlm: LVLM,
+    x: torch.Tensor,  # clean images in [0,1]
+    prompts: Sequence[str],  # one prompt per image
+    truths: Sequence[Sequence[str]],  # the ground truths of each image (captions, or top answers)
+    score: Callable[[list[str], list[int]], list[float]],  # (outputs, sample positions) -> per-sample score
+    spec: EnsembleSpec,
+    clean_texts: Sequence[str] | None = None,  # the clean outputs if already generated
+    max_new_tokens: int | None = None,
+) -> EnsembleResult:
     "RobustVLM's untargeted ensemble: per sample the lowest-scoring output over all stages (clean included)."
-    n = len(x); texts = list(clean_texts) if clean_texts is not None else lvlm.generate(x, prompts, max_new_tokens)
+    n = len(x)
+    texts = list(clean_texts) if clean_texts is not None else lvlm.generate(x, prompts, max_new_tokens)
     best = EnsembleResult(x.clone(), texts, score(texts, list(range(n))), ["clean"] * n)
     gt_of, left, half = [0] * n, [s >= spec.threshold for s in best.scores], half_precision(spec, x)
+
     def keep(idx, xa, outs, name, gts):
         s = score(outs, idx)
         for k, i in enumerate(idx):
             if s[k] < best.scores[i]:
                 best.x_adv[i], best.texts[i], best.scores[i], best.stages[i] = xa[k], outs[k], s[k], name
-                if gts is not None: gt_of[i] = gts[k]
-            if s[k] < spec.threshold: left[i] = False
+                if gts is not None:
+                    gt_of[i] = gts[k]
+            if s[k] < spec.threshold:
+                left[i] = False
         best.log.append({"stage": name, "attacked": len(idx), "mean_score": sum(best.scores) / n})
+
     for j in range(spec.n_gt):
         idx = [i for i in range(n) if left[i]]
-        if not idx: break
+        if not idx:
+            break
         gts = [j % len(truths[i]) for i in idx]
-        xa, outs = _stage(lvlm, x, prompts, [truths[i][g] for i, g in zip(idx, gts)], idx, spec, None, half, False, max_new_tokens)
+        xa, outs = _stage(
+            lvlm, x, prompts, [truths[i][g] for i, g in zip(idx, gts)], idx, spec, None, half, False, max_new_tokens
+        )
         keep(idx, xa, outs, f"apgd-{half}-gt{j}", gts)
     idx = [i for i in range(n) if left[i]]
     if idx:
-        xa, outs = _stage(lvlm, x, prompts, [truths[i][gt_of[i]] for i in idx], idx, spec, best.x_adv, "fp32", False, max_new_tokens)
+        xa, outs = _stage(
+            lvlm, x, prompts, [truths[i][gt_of[i]] for i in idx], idx, spec, best.x_adv, "fp32", False, max_new_tokens
+        )
         keep(idx, xa, outs, "apgd-fp32-best", None)
     for t in spec.targets:
         idx = [i for i in range(n) if left[i]]
-        if not idx: break
+        if not idx:
+            break
         xa, outs = _stage(lvlm, x, prompts, [t] * len(idx), idx, spec, None, "fp32", True, max_new_tokens)
         keep(idx, xa, outs, f"apgd-fp32-target-{t}", None)
     return best
 
 # %% ../../nbs/46_vlm.attacks.ipynb #f0b90b59
-def targeted_attack(lvlm: LVLM,
-                    x: torch.Tensor,             # clean images in [0,1]
-                    prompts: Sequence[str],      # one prompt per image
-                    target: str,                 # the text the attacker wants the LVLM to output
-                    *,
-                    eps: float,                  # ℓ∞ radius (FARE: 2/255 and 4/255)
-                    steps: int = 10_000,         # APGD iterations (FARE: 10,000)
-                    precision: str = "fp32",
-                    max_new_tokens: int|None = None,
-                   ) -> tuple[torch.Tensor, list[str], list[bool]]:
+def targeted_attack(
+    lvlm: LVLM,
+    x: torch.Tensor,  # clean images in [0,1]
+    prompts: Sequence[str],  # one prompt per image
+    target: str,  # the text the attacker wants the LVLM to output
+    *,
+    eps: float,  # ℓ∞ radius (FARE: 2/255 and 4/255)
+    steps: int = 10_000,  # APGD iterations (FARE: 10,000)
+    precision: str = "fp32",
+    max_new_tokens: int | None = None,
+) -> tuple[torch.Tensor, list[str], list[bool]]:
     "APGD towards `target`; the adversarial images, what the LVLM now says, and success (output == target exactly)."
     r = apgd_text(lvlm, x, prompts, [target] * len(x), eps=eps, steps=steps, targeted=True, precision=precision)
     outs = lvlm.generate(r.x_adv, prompts, max_new_tokens)

@@ -19,19 +19,22 @@ from ..core import RobustClipError, Registry, load_plugins
 from ..models import PixelCLIP, check_pixels, load_clip
 
 # %% auto #0
-__all__ = ['VQA_SUFFIX', 'TASK_PROMPTS', 'SPECIAL_TOKENS', 'ChatTemplate', 'task_prompt', 'word_tokenizer', 'LVLM', 'token_ids',
-           'prompt_ids', 'target_ids', 'assemble', 'nll_tokens', 'decode', 'generate_tokens', 'swap_vision',
-           'register_lvlm', 'lvlm_loader', 'available_lvlms', 'load_lvlm']
+__all__ = [
+    'VQA_SUFFIX', 'TASK_PROMPTS', 'SPECIAL_TOKENS', 'ChatTemplate', 'task_prompt', 'word_tokenizer', 'LVLM',
+    'token_ids', 'prompt_ids', 'target_ids', 'assemble', 'nll_tokens', 'decode', 'generate_tokens', 'swap_vision',
+    'register_lvlm', 'lvlm_loader', 'available_lvlms', 'load_lvlm'
+]
 
 # %% ../../nbs/40_vlm.core.ipynb #ba7914df
 @dataclass(frozen=True)
 class ChatTemplate:
     "Where image and prompt sit in an LVLM's input: BOS, `before`, the image tokens, `after` (with the prompt), the answer."
-    before: str = "USER: "                  # text between BOS and the image
-    after: str = "\n{prompt} ASSISTANT:"    # text after the image; `{prompt}` is replaced by the prompt
-    answer_sep: str = " "                   # joins `after` and an answer (LLaVA: "ASSISTANT: answer</s>")
 
-    def text(self, prompt: str, answer: str|None = None) -> str:
+    before: str = "USER: "  # text between BOS and the image
+    after: str = "\n{prompt} ASSISTANT:"  # text after the image; `{prompt}` is replaced by the prompt
+    answer_sep: str = " "  # joins `after` and an answer (LLaVA: "ASSISTANT: answer</s>")
+
+    def text(self, prompt: str, answer: str | None = None) -> str:
         "The whole input as a string, `<image>` marking the image tokens (for reading and logs)."
         s = self.before + "<image>" + self.after.format(prompt=prompt)
         return s if answer is None else s + self.answer_sep + answer
@@ -41,48 +44,64 @@ VQA_SUFFIX = "\nAnswer the question using a single word or phrase."
 TASK_PROMPTS = {
     "caption": "Provide a short caption for this image.",
     "vqa": "{question}" + VQA_SUFFIX,
-    "vqa-vizwiz": "{question}\nWhen the provided information is insufficient, respond with 'Unanswerable'." + VQA_SUFFIX,
+    "vqa-vizwiz": "{question}\nWhen the provided information is insufficient, respond with 'Unanswerable'."
+    + VQA_SUFFIX,
     "pope": "{question}" + VQA_SUFFIX,
 }
 
-def task_prompt(task: str,                   # 'caption', 'vqa', 'vqa-vizwiz' or 'pope'
-                question: str|None = None,   # the question (VQA, POPE)
-                prompts: dict|None = None,   # a backend's own prompts (default `TASK_PROMPTS`)
-               ) -> str:
+
+def task_prompt(
+    task: str,  # 'caption', 'vqa', 'vqa-vizwiz' or 'pope'
+    question: str | None = None,  # the question (VQA, POPE)
+    prompts: dict | None = None,  # a backend's own prompts (default `TASK_PROMPTS`)
+) -> str:
     "The prompt of an evaluation task, the question filled in."
-    p = (prompts or TASK_PROMPTS)
-    if task not in p: raise RobustClipError(f"unknown LVLM task {task!r}; tasks: {', '.join(p)}")
-    if "{question}" in p[task] and not question: raise RobustClipError(f"task {task!r} needs a question")
+    p = prompts or TASK_PROMPTS
+    if task not in p:
+        raise RobustClipError(f"unknown LVLM task {task!r}; tasks: {', '.join(p)}")
+    if "{question}" in p[task] and not question:
+        raise RobustClipError(f"task {task!r} needs a question")
     return p[task].format(question=question)
 
 # %% ../../nbs/40_vlm.core.ipynb #b5f2b98f
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 
-def word_tokenizer(texts: Sequence[str],   # a corpus: every word in it gets an id
-                  ) -> "transformers.PreTrainedTokenizerFast":
+
+def word_tokenizer(
+    texts: Sequence[str],  # a corpus: every word in it gets an id
+) -> "transformers.PreTrainedTokenizerFast":
     "A word-level transformers tokenizer over the words of `texts` (ids 0-4: pad, BOS, EOS, unknown, image)."
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
+
     pre = pre_tokenizers.Whitespace()
     words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(t)} - set(SPECIAL_TOKENS))
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(SPECIAL_TOKENS + words)}, unk_token="<unk>"))
     tk.pre_tokenizer = pre
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", additional_special_tokens=["<image>"])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=["<image>"],
+    )
 
 # %% ../../nbs/40_vlm.core.ipynb #0715c001
 class LVLM(nn.Module):
     "A vision-language model in pixel space: images in [0,1] (normalised inside) → image tokens → a causal LM."
-    def __init__(self,
-                 lm: nn.Module,                 # a transformers causal LM taking `inputs_embeds` (with its head)
-                 tokenizer,                     # its transformers tokenizer (bos/eos/pad ids)
-                 template: ChatTemplate = ChatTemplate(),
-                 mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),  # normalisation (OpenAI CLIP's)
-                 std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711),
-                 name: str = "",                # how results name the LVLM
-                 prompts: dict|None = None,     # task prompts (default `TASK_PROMPTS`)
-                 max_new_tokens: int = 20,      # default generation length
-                ):
+
+    def __init__(
+        self,
+        lm: nn.Module,  # a transformers causal LM taking `inputs_embeds` (with its head)
+        tokenizer,  # its transformers tokenizer (bos/eos/pad ids)
+        template: ChatTemplate = ChatTemplate(),
+        mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),  # normalisation (OpenAI CLIP's)
+        std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711),
+        name: str = "",  # how results name the LVLM
+        prompts: dict | None = None,  # task prompts (default `TASK_PROMPTS`)
+        max_new_tokens: int = 20,  # default generation length
+    ):
         super().__init__()
         self.lm, self.tokenizer, self.template, self.name = lm, tokenizer, template, name
         self.prompts, self.max_new_tokens = dict(prompts or TASK_PROMPTS), max_new_tokens
@@ -92,23 +111,35 @@ class LVLM(nn.Module):
         self.vision_spec, self.check_inputs, self._ids = {}, True, {}
 
     @property
-    def image_size(self) -> int: raise NotImplementedError("an LVLM backend defines `image_size`")
+    def image_size(self) -> int:
+        raise NotImplementedError("an LVLM backend defines `image_size`")
+
     def image_tokens(self, x: torch.Tensor) -> torch.Tensor:
         "Normalised images (N,3,H,W) → image tokens (N,T,D) in the language model's embedding space."
         raise NotImplementedError("an LVLM backend defines `image_tokens`")
+
     def swap_vision(self, clip: PixelCLIP, **kwargs) -> None:
         "Replace the vision encoder by `clip`'s, in place (use the module function `swap_vision`)."
         raise NotImplementedError(f"{type(self).__name__} cannot swap its vision encoder")
 
     @property
-    def device(self) -> torch.device: return self.embeddings.weight.device
+    def device(self) -> torch.device:
+        return self.embeddings.weight.device
+
     @property
-    def embeddings(self) -> nn.Embedding: return self.lm.get_input_embeddings()
+    def embeddings(self) -> nn.Embedding:
+        return self.lm.get_input_embeddings()
+
     @property
     def spec(self) -> dict:
         "How results name it: the vision encoder's model and pretrained (the LVLM's own name when none was swapped in), the LVLM, the encoder."
         v = dict(self.vision_spec)
-        return {"model": v.get("model", self.name), "pretrained": v.get("pretrained", ""), "vlm": self.name, "vision": v}
+        return {
+            "model": v.get("model", self.name),
+            "pretrained": v.get("pretrained", ""),
+            "vlm": self.name,
+            "vision": v,
+        }
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         "Set the per-channel mean and std that `normalize` applies."
@@ -122,42 +153,48 @@ class LVLM(nn.Module):
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         "Image tokens (N,T,D) of images (N,3,H,W) in [0,1]."
         pixels = pixels.to(self.mean.device)
-        if self.check_inputs: check_pixels(pixels, self.image_size)
+        if self.check_inputs:
+            check_pixels(pixels, self.image_size)
         return self.image_tokens(self.normalize(pixels))
 
     def freeze(self) -> "LVLM":
         "Eval mode and no weight gradients (attacks differentiate with respect to pixels only)."
-        self.eval().requires_grad_(False); return self
+        self.eval().requires_grad_(False)
+        return self
 
 # %% ../../nbs/40_vlm.core.ipynb #e8fc9fec
 def token_ids(lvlm: LVLM, text: str) -> list[int]:
     "Token ids of `text` without special tokens (memoised: prompts repeat)."
     if text not in lvlm._ids:
-        if len(lvlm._ids) > 50_000: lvlm._ids.clear()
+        if len(lvlm._ids) > 50_000:
+            lvlm._ids.clear()
         lvlm._ids[text] = list(lvlm.tokenizer(text, add_special_tokens=False)["input_ids"])
     return lvlm._ids[text]
+
 
 def prompt_ids(lvlm: LVLM, prompt: str) -> tuple[list[int], list[int]]:
     "Token ids before the image (BOS first) and after it, for `prompt`."
     bos = [] if lvlm.tokenizer.bos_token_id is None else [lvlm.tokenizer.bos_token_id]
     return bos + token_ids(lvlm, lvlm.template.before), token_ids(lvlm, lvlm.template.after.format(prompt=prompt))
 
+
 def target_ids(lvlm: LVLM, prompt: str, target: str) -> list[int]:
     "Token ids of `target` as the answer to `prompt`, end-of-sequence appended."
     after = lvlm.template.after.format(prompt=prompt)
     ctx, full = token_ids(lvlm, after), token_ids(lvlm, after + lvlm.template.answer_sep + target)
-    ids = full[len(ctx):] if full[:len(ctx)] == ctx else token_ids(lvlm, target)
+    ids = full[len(ctx) :] if full[: len(ctx)] == ctx else token_ids(lvlm, target)
     return ids + [lvlm.tokenizer.eos_token_id]
 
 # %% ../../nbs/40_vlm.core.ipynb #19fb4159
-def _as_list(x: str|Sequence[str], n: int, what: str) -> list[str]:
+def _as_list(x: str | Sequence[str], n: int, what: str) -> list[str]:
     "`x` as a list of `n` strings (a single string is repeated)."
     out = [x] * n if isinstance(x, str) else list(x)
     if len(out) != n or not all(isinstance(s, str) for s in out):
         raise RobustClipError(f"{what} must be a string or {n} strings (one per image); got {len(out)}")
     return out
 
-def _rows(lvlm: LVLM, prompts: list[str], targets: list[str]|None, n_image: int) -> tuple[list, list, list]:
+
+def _rows(lvlm: LVLM, prompts: list[str], targets: list[str] | None, n_image: int) -> tuple[list, list, list]:
     "Per row: token ids (placeholders at the image), image-position flags, labels."
     pad = lvlm.tokenizer.pad_token_id if lvlm.tokenizer.pad_token_id is not None else 0
     ids, img, lab = [], [], []
@@ -169,13 +206,16 @@ def _rows(lvlm: LVLM, prompts: list[str], targets: list[str]|None, n_image: int)
         lab.append([-100] * (len(before) + n_image + len(after)) + tgt)
     return ids, img, lab
 
-def assemble(lvlm: LVLM,
-             image_tokens: torch.Tensor,         # (N,T,D) from `encode_images` (or a projector)
-             prompts: str|Sequence[str],         # one prompt, or one per image
-             targets: Sequence[str]|None = None,  # answers to score (None: for generation)
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def assemble(
+    lvlm: LVLM,
+    image_tokens: torch.Tensor,  # (N,T,D) from `encode_images` (or a projector)
+    prompts: str | Sequence[str],  # one prompt, or one per image
+    targets: Sequence[str] | None = None,  # answers to score (None: for generation)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     "Left-padded input embeddings (N,L,D), attention mask, position ids and labels (-100 except on target tokens)."
-    n, t = image_tokens.shape[:2]; prompts = _as_list(prompts, n, "prompts")
+    n, t = image_tokens.shape[:2]
+    prompts = _as_list(prompts, n, "prompts")
     ids, img, lab = _rows(lvlm, prompts, None if targets is None else _as_list(targets, n, "targets"), t)
     L = max(len(r) for r in ids)
     left = lambda rows, v: torch.tensor([[v] * (L - len(r)) + r for r in rows], device=lvlm.device)
@@ -185,35 +225,40 @@ def assemble(lvlm: LVLM,
     return x, mask, (mask.cumsum(-1) - 1).clamp(min=0), left(lab, -100)
 
 # %% ../../nbs/40_vlm.core.ipynb #fdcc2d4d
-def nll_tokens(lvlm: LVLM,
-               image_tokens: torch.Tensor,      # (N,T,D)
-               prompts: str|Sequence[str],      # one prompt, or one per image
-               targets: Sequence[str],          # one target text per image
-               reduction: str = "mean",         # 'mean' over each target's tokens, or 'sum'
-              ) -> torch.Tensor:
+def nll_tokens(
+    lvlm: LVLM,
+    image_tokens: torch.Tensor,  # (N,T,D)
+    prompts: str | Sequence[str],  # one prompt, or one per image
+    targets: Sequence[str],  # one target text per image
+    reduction: str = "mean",  # 'mean' over each target's tokens, or 'sum'
+) -> torch.Tensor:
     "Per-sample negative log-likelihood (N,) of `targets` given image tokens and prompts."
-    if reduction not in ("mean", "sum"): raise RobustClipError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+    if reduction not in ("mean", "sum"):
+        raise RobustClipError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     x, mask, pos, lab = assemble(lvlm, image_tokens, prompts, targets)
     logits = lvlm.lm(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, :-1]
     lab = lab[:, 1:]
     ce = F.cross_entropy(logits.float().transpose(1, 2), lab, ignore_index=-100, reduction="none").sum(1)
     return ce / (lab != -100).sum(1) if reduction == "mean" else ce
 
+
 def decode(lvlm: LVLM, ids: torch.Tensor) -> list[str]:
     "Generated ids (N,K) as texts, each cut at its first end-of-sequence token."
     out, eos = [], lvlm.tokenizer.eos_token_id
     for row in ids.tolist():
-        row = row[:row.index(eos)] if eos in row else row
+        row = row[: row.index(eos)] if eos in row else row
         out.append(lvlm.tokenizer.decode(row, skip_special_tokens=True).strip())
     return out
 
+
 @torch.no_grad()
-def generate_tokens(lvlm: LVLM,
-                    image_tokens: torch.Tensor,        # (N,T,D)
-                    prompts: str|Sequence[str],        # one prompt, or one per image
-                    max_new_tokens: int|None = None,   # default `lvlm.max_new_tokens`
-                    min_new_tokens: int = 0,           # end-of-sequence forbidden before this many tokens
-                   ) -> list[str]:
+def generate_tokens(
+    lvlm: LVLM,
+    image_tokens: torch.Tensor,  # (N,T,D)
+    prompts: str | Sequence[str],  # one prompt, or one per image
+    max_new_tokens: int | None = None,  # default `lvlm.max_new_tokens`
+    min_new_tokens: int = 0,  # end-of-sequence forbidden before this many tokens
+) -> list[str]:
     "Greedy decoding from image tokens and prompts; one text per image."
     x, mask, pos, _ = assemble(lvlm, image_tokens, prompts)
     n, eos, steps = len(x), lvlm.tokenizer.eos_token_id, max_new_tokens or lvlm.max_new_tokens
@@ -221,78 +266,107 @@ def generate_tokens(lvlm: LVLM,
     done, new = torch.zeros(n, dtype=torch.bool, device=x.device), []
     for step in range(steps):
         logits = out.logits[:, -1].float()
-        if step < min_new_tokens: logits[:, eos] = -float("inf")
-        nxt = logits.argmax(-1); new.append(nxt); done |= nxt == eos
-        if bool(done.all()) or step == steps - 1: break
+        if step < min_new_tokens:
+            logits[:, eos] = -float("inf")
+        nxt = logits.argmax(-1)
+        new.append(nxt)
+        done |= nxt == eos
+        if bool(done.all()) or step == steps - 1:
+            break
         mask, pos = torch.cat([mask, mask.new_ones(n, 1)], 1), pos[:, -1:] + 1
-        out = lvlm.lm(inputs_embeds=lvlm.embeddings(nxt[:, None]), attention_mask=mask, position_ids=pos,
-                      past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+        out = lvlm.lm(
+            inputs_embeds=lvlm.embeddings(nxt[:, None]),
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            logits_to_keep=1,
+        )
     return decode(lvlm, torch.stack(new, 1))
 
 # %% ../../nbs/40_vlm.core.ipynb #6dd3035a
 @patch
-def nll(self: LVLM,
-        images: torch.Tensor,          # (N,3,H,W) in [0,1]; gradients flow back to them
-        prompts: str|Sequence[str],    # one prompt, or one per image
-        targets: Sequence[str],        # one target text per image
-        reduction: str = "mean",       # 'mean' over each target's tokens, or 'sum'
-       ) -> torch.Tensor:
+def nll(
+    self: LVLM,
+    images: torch.Tensor,  # (N,3,H,W) in [0,1]; gradients flow back to them
+    prompts: str | Sequence[str],  # one prompt, or one per image
+    targets: Sequence[str],  # one target text per image
+    reduction: str = "mean",  # 'mean' over each target's tokens, or 'sum'
+) -> torch.Tensor:
     "Per-sample negative log-likelihood (N,) of `targets` for images in [0,1]."
     return nll_tokens(self, self.encode_images(images), prompts, targets, reduction)
 
+
 @patch
-def generate(self: LVLM,
-             images: torch.Tensor,              # (N,3,H,W) in [0,1]
-             prompts: str|Sequence[str],        # one prompt, or one per image
-             max_new_tokens: int|None = None,   # default `self.max_new_tokens`
-             min_new_tokens: int = 0,           # end-of-sequence forbidden before this many tokens
-            ) -> list[str]:
+def generate(
+    self: LVLM,
+    images: torch.Tensor,  # (N,3,H,W) in [0,1]
+    prompts: str | Sequence[str],  # one prompt, or one per image
+    max_new_tokens: int | None = None,  # default `self.max_new_tokens`
+    min_new_tokens: int = 0,  # end-of-sequence forbidden before this many tokens
+) -> list[str]:
     "Greedy answers (one per image) for images in [0,1]."
-    with torch.no_grad(): tokens = self.encode_images(images)
+    with torch.no_grad():
+        tokens = self.encode_images(images)
     return generate_tokens(self, tokens, prompts, max_new_tokens, min_new_tokens)
 
 # %% ../../nbs/40_vlm.core.ipynb #b64daa73
-def swap_vision(lvlm: LVLM,                 # the LVLM (changed in place)
-                clip: PixelCLIP|str,        # a CLIP, or a `load_clip` spec
-                **kwargs,                   # backend options (llava-hf: `resolution='native'|'interpolate'`)
-               ) -> LVLM:
+def swap_vision(
+    lvlm: LVLM,  # the LVLM (changed in place)
+    clip: PixelCLIP | str,  # a CLIP, or a `load_clip` spec
+    **kwargs,  # backend options (llava-hf: `resolution='native'|'interpolate'`)
+) -> LVLM:
     "Replace the vision encoder of `lvlm` by `clip`'s, leaving every other weight untouched; returns `lvlm`."
-    if isinstance(clip, str): clip = load_clip(clip, device=lvlm.device)
-    if not isinstance(clip, PixelCLIP): raise RobustClipError(f"swap_vision takes a PixelCLIP or a model spec, not {type(clip).__name__}")
+    if isinstance(clip, str):
+        clip = load_clip(clip, device=lvlm.device)
+    if not isinstance(clip, PixelCLIP):
+        raise RobustClipError(f"swap_vision takes a PixelCLIP or a model spec, not {type(clip).__name__}")
     lvlm.swap_vision(clip, **kwargs)
-    lvlm.vision_spec = dict(clip.spec); lvlm.freeze()
+    lvlm.vision_spec = dict(clip.spec)
+    lvlm.freeze()
     return lvlm
 
 # %% ../../nbs/40_vlm.core.ipynb #2695fb44
 _LVLMS = Registry()
 
-def register_lvlm(key: str,                     # an exact name ('mini-llava') or a prefix ending in ':' ('llava-hf:')
-                  loader: Callable|None = None,  # loader(spec, *, device, precision) -> LVLM (or use as a decorator)
-                 ):
+
+def register_lvlm(
+    key: str,  # an exact name ('mini-llava') or a prefix ending in ':' ('llava-hf:')
+    loader: Callable | None = None,  # loader(spec, *, device, precision) -> LVLM (or use as a decorator)
+):
     "Make `load_lvlm(key...)` call `loader`."
     return _LVLMS.register(key, loader)
 
-def lvlm_loader(spec: str) -> Callable|None:
+
+def lvlm_loader(spec: str) -> Callable | None:
     "The registered loader of `spec` (exact name or longest prefix), importing plugins on a miss; None if none."
-    if _LVLMS.lookup(spec) is None: load_plugins()
+    if _LVLMS.lookup(spec) is None:
+        load_plugins()
     return _LVLMS.lookup(spec)
+
 
 def available_lvlms() -> list[str]:
     "Registered LVLM names and prefixes."
-    load_plugins(); return sorted(_LVLMS)
+    load_plugins()
+    return sorted(_LVLMS)
 
-def load_lvlm(spec: str,                        # 'llava-hf:<hub id or folder>', 'mini-llava', ...
-              *,
-              vision: PixelCLIP|str|None = None,  # swap this vision encoder in (a CLIP or a `load_clip` spec)
-              device: str|torch.device = "cpu",
-              precision: str = "fp32",          # fp32, fp16 or bf16
-              **kwargs,                         # passed to `swap_vision` (e.g. resolution='interpolate')
-             ) -> LVLM:
+
+def load_lvlm(
+    spec: str,  # 'llava-hf:<hub id or folder>', 'mini-llava', ...
+    *,
+    vision: PixelCLIP | str | None = None,  # swap this vision encoder in (a CLIP or a `load_clip` spec)
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",  # fp32, fp16 or bf16
+    **kwargs,  # passed to `swap_vision` (e.g. resolution='interpolate')
+) -> LVLM:
     "Load an LVLM by name (frozen, eval mode), optionally with another vision encoder swapped in."
-    if not isinstance(spec, str) or not spec.strip(): raise RobustClipError("LVLM spec must be a non-empty string")
+    if not isinstance(spec, str) or not spec.strip():
+        raise RobustClipError("LVLM spec must be a non-empty string")
     loader = lvlm_loader(spec.strip())
     if loader is None:
-        raise RobustClipError(f"unknown LVLM {spec!r}: use 'llava-hf:<hub id or folder>' or 'mini-llava' "
-                              f"(registered: {', '.join(available_lvlms())})")
+        raise RobustClipError(
+            f"unknown LVLM {spec!r}: use 'llava-hf:<hub id or folder>' or 'mini-llava' "
+            f"(registered: {', '.join(available_lvlms())})"
+        )
     lvlm = loader(spec.strip(), device=device, precision=precision).freeze()
     return swap_vision(lvlm, vision, **kwargs) if vision is not None else lvlm

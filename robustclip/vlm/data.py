@@ -21,55 +21,75 @@ from ..data.core import register_dataset
 from ..data.text import ImagePaths, karpathy_entries
 
 # %% auto #0
-__all__ = ['VLM_KINDS', 'VLM_DATASETS', 'VLMTask', 'to_pixels', 'task_pixels', 'write_vlm_fixtures', 'caption_task', 'vqa_task',
-           'textvqa_task', 'vizwiz_task', 'pope_task', 'vlm_dataset']
+__all__ = [
+    'VLM_KINDS', 'VLM_DATASETS', 'VLMTask', 'to_pixels', 'task_pixels', 'write_vlm_fixtures', 'caption_task',
+    'vqa_task', 'textvqa_task', 'vizwiz_task', 'pope_task', 'vlm_dataset'
+]
 
 # %% ../../nbs/43_vlm.data.ipynb #a15eb9b9
 VLM_KINDS = ("caption", "vqa", "pope")
 
+
 @dataclass
 class VLMTask:
     "An LVLM evaluation task: images, the question about each (None for captions) and the ground truth."
-    name: str                     # e.g. 'vlm/coco', 'mini/captions'
-    kind: str                     # 'caption', 'vqa' or 'pope'
-    images: Dataset               # yields a PIL image or a CHW tensor (uint8, or float in [0,1])
-    questions: list[str|None]     # one per sample (None for captioning)
-    answers: list[list[str]]      # caption: references; vqa: the human answers; pope: ['yes'] or ['no']
-    ids: list = field(default_factory=list)   # question or image ids as the dataset names them (default 0..n-1)
-    prompt: str = ""              # the prompt key of `task_prompt` (default: `kind`; VizWiz: 'vqa-vizwiz')
-    attributes: dict[str, list[int]]|None = None  # mini world: the true attribute values of each sample
-    phrases: dict|None = None     # mini world: how a text names each attribute value
+
+    name: str  # e.g. 'vlm/coco', 'mini/captions'
+    kind: str  # 'caption', 'vqa' or 'pope'
+    images: Dataset  # yields a PIL image or a CHW tensor (uint8, or float in [0,1])
+    questions: list[str | None]  # one per sample (None for captioning)
+    answers: list[list[str]]  # caption: references; vqa: the human answers; pope: ['yes'] or ['no']
+    ids: list = field(default_factory=list)  # question or image ids as the dataset names them (default 0..n-1)
+    prompt: str = ""  # the prompt key of `task_prompt` (default: `kind`; VizWiz: 'vqa-vizwiz')
+    attributes: dict[str, list[int]] | None = None  # mini world: the true attribute values of each sample
+    phrases: dict | None = None  # mini world: how a text names each attribute value
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.kind not in VLM_KINDS: raise RobustClipError(f"LVLM task kind must be one of {', '.join(VLM_KINDS)}; got {self.kind!r}")
+        if self.kind not in VLM_KINDS:
+            raise RobustClipError(f"LVLM task kind must be one of {', '.join(VLM_KINDS)}; got {self.kind!r}")
         self.prompt, self.ids = self.prompt or self.kind, list(self.ids) or list(range(len(self.answers)))
         n = {len(self.images), len(self.questions), len(self.answers), len(self.ids)}
-        if len(n) != 1: raise RobustClipError(f"{self.name}: images, questions, answers and ids differ in length ({sorted(n)})")
-        if not len(self.answers): raise RobustClipError(f"{self.name} has no samples")
-        if self.kind != "caption" and any(q is None for q in self.questions): raise RobustClipError(f"{self.name}: every {self.kind} sample needs a question")
-    def __len__(self): return len(self.answers)
+        if len(n) != 1:
+            raise RobustClipError(f"{self.name}: images, questions, answers and ids differ in length ({sorted(n)})")
+        if not len(self.answers):
+            raise RobustClipError(f"{self.name} has no samples")
+        if self.kind != "caption" and any(q is None for q in self.questions):
+            raise RobustClipError(f"{self.name}: every {self.kind} sample needs a question")
+
+    def __len__(self):
+        return len(self.answers)
 
 # %% ../../nbs/43_vlm.data.ipynb #35012c0a
-def to_pixels(img: Any,   # a PIL image or a CHW tensor (uint8, or float in [0,1])
-              size: int,  # the side of the square output
-             ) -> torch.Tensor:
+def to_pixels(
+    img: Any,  # a PIL image or a CHW tensor (uint8, or float in [0,1])
+    size: int,  # the side of the square output
+) -> torch.Tensor:
     "`img` as a (3,size,size) float tensor in [0,1]: shorter side resized (bicubic), then centre-cropped."
     if isinstance(img, Image.Image):
-        img = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8).reshape(img.height, img.width, 3).permute(2, 0, 1)
+        img = (
+            torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
+            .reshape(img.height, img.width, 3)
+            .permute(2, 0, 1)
+        )
     x = img.float() / 255 if img.dtype == torch.uint8 else img.float()
-    if x.ndim != 3 or x.shape[0] != 3: raise RobustClipError(f"an image must be (3,H,W); got {tuple(x.shape)}")
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise RobustClipError(f"an image must be (3,H,W); got {tuple(x.shape)}")
     h, w = x.shape[1:]
     if (h, w) != (size, size):
-        s = size / min(h, w); nh, nw = max(size, round(h * s)), max(size, round(w * s))
+        s = size / min(h, w)
+        nh, nw = max(size, round(h * s)), max(size, round(w * s))
         x = F.interpolate(x[None], (nh, nw), mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
-        t, l = (nh - size) // 2, (nw - size) // 2; x = x[:, t:t + size, l:l + size]
+        t, l = (nh - size) // 2, (nw - size) // 2
+        x = x[:, t : t + size, l : l + size]
     return x.contiguous()
 
-def task_pixels(task: VLMTask,          # the task
-                idx: Sequence[int],     # which samples
-                size: int,              # the LVLM's input side
-               ) -> torch.Tensor:
+
+def task_pixels(
+    task: VLMTask,  # the task
+    idx: Sequence[int],  # which samples
+    size: int,  # the LVLM's input side
+) -> torch.Tensor:
     "The images of samples `idx` as an (N,3,size,size) batch in [0,1]."
     return torch.stack([to_pixels(task.images[int(i)], size) for i in idx])
 
@@ -78,201 +98,420 @@ def _png(path: Path, seed: int, size: tuple[int, int] = (24, 20)) -> None:
     "A small random RGB image."
     g = torch.Generator().manual_seed(seed)
     a = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(a).save(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+
 
 def _dump(path: Path, obj: Any, lines: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(json.dumps(o) for o in obj) + "\n" if lines else json.dumps(obj))
 
-def write_vlm_fixtures(root: str|Path,  # the data root to create
-                       n: int = 3,       # images per dataset
-                      ) -> Path:
+
+def write_vlm_fixtures(
+    root: str | Path,  # the data root to create
+    n: int = 3,  # images per dataset
+) -> Path:
     "Tiny COCO/Flickr30k/VQAv2/OK-VQA/TextVQA/VizWiz/POPE files in their released layouts under `root`."
-    r = Path(root); coco_ids = [139 + 7 * i for i in range(n)]
-    for i, c in enumerate(coco_ids): _png(r/f"coco/val2014/COCO_val2014_{c:012d}.jpg", i)
+    r = Path(root)
+    coco_ids = [139 + 7 * i for i in range(n)]
+    for i, c in enumerate(coco_ids):
+        _png(r / f"coco/val2014/COCO_val2014_{c:012d}.jpg", i)
     caps = lambda i: [f"a photo number {i} of a thing", f"picture {i} with something", f"image {i}"]
-    _dump(r/"coco/dataset_coco.json", {"images": [{"filepath": "val2014", "filename": f"COCO_val2014_{c:012d}.jpg", "cocoid": c,
-          "split": "test" if i else "val", "sentences": [{"raw": s} for s in caps(i)]} for i, c in enumerate(coco_ids)]})
-    _dump(r/"coco/captions_val2014.json", {"images": [{"id": c, "file_name": f"COCO_val2014_{c:012d}.jpg"} for c in coco_ids],
-          "annotations": [{"image_id": c, "id": 10 * i + j, "caption": s} for i, c in enumerate(coco_ids) for j, s in enumerate(caps(i))]})
-    for i in range(n): _png(r/f"flickr30k/flickr30k-images/{1000 + i}.jpg", 10 + i)
-    _dump(r/"flickr30k/dataset_flickr30k.json", {"images": [{"filename": f"{1000 + i}.jpg", "split": "test",
-          "sentences": [{"raw": s} for s in caps(i)]} for i in range(n)]})
-    answers = lambda i: [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
-                         for j, a in enumerate(["two"] * 6 + ["2"] * 2 + [f"x{i}", "three"])]
-    for sub, qf, af in (("vqav2", "v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json"),
-                        ("okvqa", "OpenEnded_mscoco_val2014_questions.json", "mscoco_val2014_annotations.json")):
-        _dump(r/sub/qf, {"data_subtype": "val2014", "questions": [{"image_id": c, "question": f"How many things {i}?",
-              "question_id": c * 10 + 1} for i, c in enumerate(coco_ids)]})
-        _dump(r/sub/af, {"data_subtype": "val2014", "annotations": [{"image_id": c, "question_id": c * 10 + 1,
-              "answers": answers(i), "answer_type": "number", "multiple_choice_answer": "2"} for i, c in enumerate(coco_ids)]})
-    for i in range(n): _png(r/f"textvqa/train_images/{i:016x}.jpg", 20 + i)
-    _dump(r/"textvqa/TextVQA_0.5.1_val.json", {"dataset_name": "textvqa", "dataset_split": "val", "data": [
-          {"image_id": f"{i:016x}", "question_id": 34602 + i, "question": f"what is written on sign {i}?",
-           "answers": ["stop"] * 7 + ["stop sign"] * 3, "image_classes": ["Sign"]} for i in range(n)]})
-    for i in range(n): _png(r/f"vizwiz/val/VizWiz_val_{i:08d}.jpg", 30 + i)
-    _dump(r/"vizwiz/val.json", [{"image": f"VizWiz_val_{i:08d}.jpg", "question": f"What is this {i}?", "answerable": 1,
-          "answer_type": "other", "answers": [{"answer": a, "answer_confidence": "yes"} for a in ["soup"] * 8 + ["unanswerable"] * 2]}
-          for i in range(n)])
+    _dump(
+        r / "coco/dataset_coco.json",
+        {
+            "images": [
+                {
+                    "filepath": "val2014",
+                    "filename": f"COCO_val2014_{c:012d}.jpg",
+                    "cocoid": c,
+                    "split": "test" if i else "val",
+                    "sentences": [{"raw": s} for s in caps(i)],
+                }
+                for i, c in enumerate(coco_ids)
+            ]
+        },
+    )
+    _dump(
+        r / "coco/captions_val2014.json",
+        {
+            "images": [{"id": c, "file_name": f"COCO_val2014_{c:012d}.jpg"} for c in coco_ids],
+            "annotations": [
+                {"image_id": c, "id": 10 * i + j, "caption": s}
+                for i, c in enumerate(coco_ids)
+                for j, s in enumerate(caps(i))
+            ],
+        },
+    )
+    for i in range(n):
+        _png(r / f"flickr30k/flickr30k-images/{1000 + i}.jpg", 10 + i)
+    _dump(
+        r / "flickr30k/dataset_flickr30k.json",
+        {
+            "images": [
+                {"filename": f"{1000 + i}.jpg", "split": "test", "sentences": [{"raw": s} for s in caps(i)]}
+                for i in range(n)
+            ]
+        },
+    )
+    answers = lambda i: [
+        {"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
+        for j, a in enumerate(["two"] * 6 + ["2"] * 2 + [f"x{i}", "three"])
+    ]
+    for sub, qf, af in (
+        ("vqav2", "v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json"),
+        ("okvqa", "OpenEnded_mscoco_val2014_questions.json", "mscoco_val2014_annotations.json"),
+    ):
+        _dump(
+            r / sub / qf,
+            {
+                "data_subtype": "val2014",
+                "questions": [
+                    {"image_id": c, "question": f"How many things {i}?", "question_id": c * 10 + 1}
+                    for i, c in enumerate(coco_ids)
+                ],
+            },
+        )
+        _dump(
+            r / sub / af,
+            {
+                "data_subtype": "val2014",
+                "annotations": [
+                    {
+                        "image_id": c,
+                        "question_id": c * 10 + 1,
+                        "answers": answers(i),
+                        "answer_type": "number",
+                        "multiple_choice_answer": "2",
+                    }
+                    for i, c in enumerate(coco_ids)
+                ],
+            },
+        )
+    for i in range(n):
+        _png(r / f"textvqa/train_images/{i:016x}.jpg", 20 + i)
+    _dump(
+        r / "textvqa/TextVQA_0.5.1_val.json",
+        {
+            "dataset_name": "textvqa",
+            "dataset_split": "val",
+            "data": [
+                {
+                    "image_id": f"{i:016x}",
+                    "question_id": 34602 + i,
+                    "question": f"what is written on sign {i}?",
+                    "answers": ["stop"] * 7 + ["stop sign"] * 3,
+                    "image_classes": ["Sign"],
+                }
+                for i in range(n)
+            ],
+        },
+    )
+    for i in range(n):
+        _png(r / f"vizwiz/val/VizWiz_val_{i:08d}.jpg", 30 + i)
+    _dump(
+        r / "vizwiz/val.json",
+        [
+            {
+                "image": f"VizWiz_val_{i:08d}.jpg",
+                "question": f"What is this {i}?",
+                "answerable": 1,
+                "answer_type": "other",
+                "answers": [{"answer": a, "answer_confidence": "yes"} for a in ["soup"] * 8 + ["unanswerable"] * 2],
+            }
+            for i in range(n)
+        ],
+    )
     for split in ("adversarial", "popular", "random"):
-        _dump(r/f"pope/coco_pope_{split}.json", [{"question_id": 2 * i + j + 1, "image": f"COCO_val2014_{c:012d}.jpg",
-              "text": f"Is there a {'dog' if j else 'cat'} in the image?", "label": "yes" if j else "no"}
-              for i, c in enumerate(coco_ids) for j in range(2)], lines=True)
+        _dump(
+            r / f"pope/coco_pope_{split}.json",
+            [
+                {
+                    "question_id": 2 * i + j + 1,
+                    "image": f"COCO_val2014_{c:012d}.jpg",
+                    "text": f"Is there a {'dog' if j else 'cat'} in the image?",
+                    "label": "yes" if j else "no",
+                }
+                for i, c in enumerate(coco_ids)
+                for j in range(2)
+            ],
+            lines=True,
+        )
     return r
 
 # %% ../../nbs/43_vlm.data.ipynb #8155074c
 def _read_json(path: Path) -> Any:
     "A JSON file, with one-line errors for a missing or garbled one."
-    if not path.is_file(): raise RobustClipError(f"annotation file not found: {path}")
-    try: return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise RobustClipError(f"{path} is not valid JSON: {e}") from None
+    if not path.is_file():
+        raise RobustClipError(f"annotation file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RobustClipError(f"{path} is not valid JSON: {e}") from None
+
 
 def _read_jsonl(path: Path) -> list[dict]:
     "A JSON-lines file (POPE's layout)."
-    if not path.is_file(): raise RobustClipError(f"annotation file not found: {path}")
-    try: return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise RobustClipError(f"{path} is not JSON lines: {e}") from None
+    if not path.is_file():
+        raise RobustClipError(f"annotation file not found: {path}")
+    try:
+        return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RobustClipError(f"{path} is not JSON lines: {e}") from None
+
 
 def _images(root: Path, files: Sequence[str], name: str) -> ImagePaths:
     "The image files, checked on the first one (a wrong root is then one clear line, not an error mid-run)."
-    paths = [root/f for f in files]
-    if paths and not paths[0].is_file(): raise RobustClipError(f"{name}: image {paths[0]} not found (is the image root right?)")
+    paths = [root / f for f in files]
+    if paths and not paths[0].is_file():
+        raise RobustClipError(f"{name}: image {paths[0]} not found (is the image root right?)")
     return ImagePaths(paths)
+
 
 def _need(d: Any, keys: Sequence[str], path: Path, what: str) -> None:
     "One line naming the missing keys of a record."
     miss = [k for k in keys if not isinstance(d, dict) or k not in d]
-    if miss: raise RobustClipError(f"{path}: {what} without {', '.join(miss)} (is this the right file?)")
+    if miss:
+        raise RobustClipError(f"{path}: {what} without {', '.join(miss)} (is this the right file?)")
 
 # %% ../../nbs/43_vlm.data.ipynb #a7b3afa1
-def caption_task(annotations: str|Path,   # Karpathy's dataset_*.json or a COCO captions_*.json
-                 images_root: str|Path|None = None,  # where image paths are relative to (default: the JSON's folder)
-                 split: str = "test",     # Karpathy split (ignored for COCO's own files)
-                 name: str|None = None,
-                ) -> VLMTask:
+def caption_task(
+    annotations: str | Path,  # Karpathy's dataset_*.json or a COCO captions_*.json
+    images_root: str | Path | None = None,  # where image paths are relative to (default: the JSON's folder)
+    split: str = "test",  # Karpathy split (ignored for COCO's own files)
+    name: str | None = None,
+) -> VLMTask:
     "A captioning task (ground truth: every reference caption of each image)."
-    p = Path(annotations); root = Path(images_root) if images_root is not None else p.parent
+    p = Path(annotations)
+    root = Path(images_root) if images_root is not None else p.parent
     data = _read_json(p)
-    if isinstance(data, dict) and "annotations" in data and "images" in data:   # COCO's captions_*.json
+    if isinstance(data, dict) and "annotations" in data and "images" in data:  # COCO's captions_*.json
         refs: dict[int, list[str]] = {}
-        for a in data["annotations"]: _need(a, ("image_id", "caption"), p, "a caption"); refs.setdefault(a["image_id"], []).append(a["caption"].strip())
+        for a in data["annotations"]:
+            _need(a, ("image_id", "caption"), p, "a caption")
+            refs.setdefault(a["image_id"], []).append(a["caption"].strip())
         ims = [im for im in data["images"] if im["id"] in refs]
         files, caps, ids = [im["file_name"] for im in ims], [refs[im["id"]] for im in ims], [im["id"] for im in ims]
-        sub = p.stem.split("_")[-1]   # captions_val2014.json -> val2014/
-        if files and not (root/files[0]).is_file() and (root/sub/files[0]).is_file(): files = [f"{sub}/{f}" for f in files]
+        sub = p.stem.split("_")[-1]  # captions_val2014.json -> val2014/
+        if files and not (root / files[0]).is_file() and (root / sub / files[0]).is_file():
+            files = [f"{sub}/{f}" for f in files]
     else:
-        ent = karpathy_entries(p, split); files, caps, ids = [e[0] for e in ent], [e[1] for e in ent], [e[0] for e in ent]
+        ent = karpathy_entries(p, split)
+        files, caps, ids = [e[0] for e in ent], [e[1] for e in ent], [e[0] for e in ent]
     n = name or f"caption:{p}"
-    return VLMTask(n, "caption", _images(root, files, n), [None] * len(caps), caps, ids,
-                   info={"annotations": str(p), "images_root": str(root), "split": split})
+    return VLMTask(
+        n,
+        "caption",
+        _images(root, files, n),
+        [None] * len(caps),
+        caps,
+        ids,
+        info={"annotations": str(p), "images_root": str(root), "split": split},
+    )
 
 # %% ../../nbs/43_vlm.data.ipynb #499c4431
-def vqa_task(questions: str|Path,        # VQAv2 / OK-VQA questions JSON (the annotations JSON lies beside it)
-             annotations: str|Path|None = None,  # default: the standard name beside `questions`
-             images_root: str|Path|None = None,  # holding val2014/ (default: the JSON's folder, then its parent's coco/)
-             name: str|None = None,
-            ) -> VLMTask:
+def vqa_task(
+    questions: str | Path,  # VQAv2 / OK-VQA questions JSON (the annotations JSON lies beside it)
+    annotations: str | Path | None = None,  # default: the standard name beside `questions`
+    images_root: str | Path | None = None,  # holding val2014/ (default: the JSON's folder, then its parent's coco/)
+    name: str | None = None,
+) -> VLMTask:
     "A VQAv2-layout task (VQAv2, OK-VQA): each question with its ten human answers."
     q = Path(questions)
-    a = Path(annotations) if annotations else q.with_name(q.name.replace("_OpenEnded", "").replace("OpenEnded_", "").replace("questions", "annotations"))
-    if a == q: raise RobustClipError(f"{q}: cannot tell its annotations file (VQAv2 pairs *questions.json with *annotations.json)")
+    a = (
+        Path(annotations)
+        if annotations
+        else q.with_name(q.name.replace("_OpenEnded", "").replace("OpenEnded_", "").replace("questions", "annotations"))
+    )
+    if a == q:
+        raise RobustClipError(
+            f"{q}: cannot tell its annotations file (VQAv2 pairs *questions.json with *annotations.json)"
+        )
     qd, ad = _read_json(q), _read_json(a)
-    _need(qd, ("questions",), q, "a questions file"); _need(ad, ("annotations",), a, "an annotations file")
+    _need(qd, ("questions",), q, "a questions file")
+    _need(ad, ("annotations",), a, "an annotations file")
     ans = {x["question_id"]: [y["answer"] for y in x["answers"]] for x in ad["annotations"]}
     qs = [x for x in qd["questions"] if x["question_id"] in ans]
-    if not qs: raise RobustClipError(f"{q}: no question has an answer in {a}")
+    if not qs:
+        raise RobustClipError(f"{q}: no question has an answer in {a}")
     sub = qd.get("data_subtype", "val2014")
     files = [f"{sub}/COCO_{sub}_{x['image_id']:012d}.jpg" for x in qs]
-    roots = [Path(images_root)] if images_root is not None else [q.parent, q.parent.parent/"coco"]
-    root = next((r for r in roots if (r/files[0]).is_file()), roots[0])
+    roots = [Path(images_root)] if images_root is not None else [q.parent, q.parent.parent / "coco"]
+    root = next((r for r in roots if (r / files[0]).is_file()), roots[0])
     n = name or f"vqa:{q}"
-    return VLMTask(n, "vqa", _images(root, files, n), [x["question"] for x in qs], [ans[x["question_id"]] for x in qs],
-                   [x["question_id"] for x in qs], info={"questions": str(q), "annotations": str(a), "images_root": str(root)})
+    return VLMTask(
+        n,
+        "vqa",
+        _images(root, files, n),
+        [x["question"] for x in qs],
+        [ans[x["question_id"]] for x in qs],
+        [x["question_id"] for x in qs],
+        info={"questions": str(q), "annotations": str(a), "images_root": str(root)},
+    )
 
-def textvqa_task(path: str|Path,             # TextVQA_0.5.1_val.json
-                 images_root: str|Path|None = None,  # default: train_images/ beside the JSON (val images live there)
-                 name: str|None = None,
-                ) -> VLMTask:
+
+def textvqa_task(
+    path: str | Path,  # TextVQA_0.5.1_val.json
+    images_root: str | Path | None = None,  # default: train_images/ beside the JSON (val images live there)
+    name: str | None = None,
+) -> VLMTask:
     "A TextVQA task (ten answers per question)."
-    p = Path(path); d = _read_json(p); _need(d, ("data",), p, "a TextVQA file")
-    root = Path(images_root) if images_root is not None else p.parent/"train_images"
-    rows = d["data"]; n = name or f"textvqa:{p}"
-    return VLMTask(n, "vqa", _images(root, [f"{x['image_id']}.jpg" for x in rows], n), [x["question"] for x in rows],
-                   [list(x["answers"]) for x in rows], [x["question_id"] for x in rows], info={"annotations": str(p), "images_root": str(root)})
+    p = Path(path)
+    d = _read_json(p)
+    _need(d, ("data",), p, "a TextVQA file")
+    root = Path(images_root) if images_root is not None else p.parent / "train_images"
+    rows = d["data"]
+    n = name or f"textvqa:{p}"
+    return VLMTask(
+        n,
+        "vqa",
+        _images(root, [f"{x['image_id']}.jpg" for x in rows], n),
+        [x["question"] for x in rows],
+        [list(x["answers"]) for x in rows],
+        [x["question_id"] for x in rows],
+        info={"annotations": str(p), "images_root": str(root)},
+    )
 
-def vizwiz_task(path: str|Path,              # VizWiz val.json
-                images_root: str|Path|None = None,  # default: val/ beside the JSON
-                name: str|None = None,
-               ) -> VLMTask:
+
+def vizwiz_task(
+    path: str | Path,  # VizWiz val.json
+    images_root: str | Path | None = None,  # default: val/ beside the JSON
+    name: str | None = None,
+) -> VLMTask:
     "A VizWiz task (ten answers; the prompt allows 'unanswerable')."
-    p = Path(path); rows = _read_json(p)
-    if not isinstance(rows, list) or not rows: raise RobustClipError(f"{p}: expected VizWiz's list of {{image, question, answers}}")
+    p = Path(path)
+    rows = _read_json(p)
+    if not isinstance(rows, list) or not rows:
+        raise RobustClipError(f"{p}: expected VizWiz's list of {{image, question, answers}}")
     _need(rows[0], ("image", "question", "answers"), p, "an entry")
-    root = Path(images_root) if images_root is not None else p.parent/"val"
+    root = Path(images_root) if images_root is not None else p.parent / "val"
     n = name or f"vizwiz:{p}"
-    return VLMTask(n, "vqa", _images(root, [x["image"] for x in rows], n), [x["question"] for x in rows],
-                   [[y["answer"] for y in x["answers"]] for x in rows], [x["image"] for x in rows], prompt="vqa-vizwiz",
-                   info={"annotations": str(p), "images_root": str(root)})
+    return VLMTask(
+        n,
+        "vqa",
+        _images(root, [x["image"] for x in rows], n),
+        [x["question"] for x in rows],
+        [[y["answer"] for y in x["answers"]] for x in rows],
+        [x["image"] for x in rows],
+        prompt="vqa-vizwiz",
+        info={"annotations": str(p), "images_root": str(root)},
+    )
 
-def pope_task(path: str|Path,               # coco_pope_{adversarial,popular,random}.json (JSON lines)
-              images_root: str|Path|None = None,  # default: the JSON's folder, then ../coco/val2014
-              name: str|None = None,
-             ) -> VLMTask:
+
+def pope_task(
+    path: str | Path,  # coco_pope_{adversarial,popular,random}.json (JSON lines)
+    images_root: str | Path | None = None,  # default: the JSON's folder, then ../coco/val2014
+    name: str | None = None,
+) -> VLMTask:
     "A POPE task: yes/no object questions."
-    p = Path(path); rows = _read_jsonl(p)
-    if not rows: raise RobustClipError(f"{p} holds no questions")
+    p = Path(path)
+    rows = _read_jsonl(p)
+    if not rows:
+        raise RobustClipError(f"{p} holds no questions")
     _need(rows[0], ("image", "text", "label"), p, "a question")
-    roots = [Path(images_root)] if images_root is not None else [p.parent, p.parent.parent/"coco"/"val2014"]
-    root = next((r for r in roots if (r/rows[0]["image"]).is_file()), roots[0])
+    roots = [Path(images_root)] if images_root is not None else [p.parent, p.parent.parent / "coco" / "val2014"]
+    root = next((r for r in roots if (r / rows[0]["image"]).is_file()), roots[0])
     n = name or f"pope:{p}"
-    return VLMTask(n, "pope", _images(root, [x["image"] for x in rows], n), [x["text"] for x in rows],
-                   [[x["label"].strip().lower()] for x in rows], [x.get("question_id", i) for i, x in enumerate(rows)],
-                   info={"annotations": str(p), "images_root": str(root)})
+    return VLMTask(
+        n,
+        "pope",
+        _images(root, [x["image"] for x in rows], n),
+        [x["text"] for x in rows],
+        [[x["label"].strip().lower()] for x in rows],
+        [x.get("question_id", i) for i, x in enumerate(rows)],
+        info={"annotations": str(p), "images_root": str(root)},
+    )
 
 # %% ../../nbs/43_vlm.data.ipynb #4a34a883
-def _find(root: str|Path|None, name: str, candidates: Sequence[str], how: str) -> Path:
+def _find(root: str | Path | None, name: str, candidates: Sequence[str], how: str) -> Path:
     "The first candidate file under `root`, or a one-line error that says what to put where."
-    if root is None: raise RobustClipError(f"{name}: no data root given (--data-root or $ROBUSTCLIP_DATA); {how}")
+    if root is None:
+        raise RobustClipError(f"{name}: no data root given (--data-root or $ROBUSTCLIP_DATA); {how}")
     for c in candidates:
-        if (Path(root)/c).is_file(): return Path(root)/c
+        if (Path(root) / c).is_file():
+            return Path(root) / c
     raise RobustClipError(f"{name}: none of {', '.join(candidates)} under {root}; {how}")
 
-VLM_DATASETS = {   # name -> (reader, candidate files under the data root, what to download)
-    "vlm/coco": (caption_task, ["coco/dataset_coco.json", "coco/captions_val2014.json"],
-                 "put Karpathy's dataset_coco.json and val2014/ under ROOT/coco"),
-    "vlm/flickr30k": (caption_task, ["flickr30k/dataset_flickr30k.json"],
-                      "put Karpathy's dataset_flickr30k.json and flickr30k-images/ under ROOT/flickr30k"),
-    "vlm/vqav2": (vqa_task, ["vqav2/v2_OpenEnded_mscoco_val2014_questions.json"],
-                  "put the VQAv2 val questions and annotations under ROOT/vqav2 and COCO val2014/ under ROOT/vqav2 or ROOT/coco"),
-    "vlm/okvqa": (vqa_task, ["okvqa/OpenEnded_mscoco_val2014_questions.json"],
-                  "put the OK-VQA val questions and annotations under ROOT/okvqa and COCO val2014/ under ROOT/okvqa or ROOT/coco"),
-    "vlm/textvqa": (textvqa_task, ["textvqa/TextVQA_0.5.1_val.json"], "put TextVQA_0.5.1_val.json and train_images/ under ROOT/textvqa"),
-    "vlm/vizwiz": (vizwiz_task, ["vizwiz/val.json", "vizwiz/Annotations/val.json"], "put VizWiz val.json and val/ under ROOT/vizwiz"),
+
+VLM_DATASETS = {  # name -> (reader, candidate files under the data root, what to download)
+    "vlm/coco": (
+        caption_task,
+        ["coco/dataset_coco.json", "coco/captions_val2014.json"],
+        "put Karpathy's dataset_coco.json and val2014/ under ROOT/coco",
+    ),
+    "vlm/flickr30k": (
+        caption_task,
+        ["flickr30k/dataset_flickr30k.json"],
+        "put Karpathy's dataset_flickr30k.json and flickr30k-images/ under ROOT/flickr30k",
+    ),
+    "vlm/vqav2": (
+        vqa_task,
+        ["vqav2/v2_OpenEnded_mscoco_val2014_questions.json"],
+        "put the VQAv2 val questions and annotations under ROOT/vqav2 and COCO val2014/ under ROOT/vqav2 or ROOT/coco",
+    ),
+    "vlm/okvqa": (
+        vqa_task,
+        ["okvqa/OpenEnded_mscoco_val2014_questions.json"],
+        "put the OK-VQA val questions and annotations under ROOT/okvqa and COCO val2014/ under ROOT/okvqa or ROOT/coco",
+    ),
+    "vlm/textvqa": (
+        textvqa_task,
+        ["textvqa/TextVQA_0.5.1_val.json"],
+        "put TextVQA_0.5.1_val.json and train_images/ under ROOT/textvqa",
+    ),
+    "vlm/vizwiz": (
+        vizwiz_task,
+        ["vizwiz/val.json", "vizwiz/Annotations/val.json"],
+        "put VizWiz val.json and val/ under ROOT/vizwiz",
+    ),
 }
 for _s in ("adversarial", "popular", "random"):
-    VLM_DATASETS[f"vlm/pope/{_s}"] = (pope_task, [f"pope/coco_pope_{_s}.json"],
-                                      "put POPE's coco_pope_*.json under ROOT/pope and COCO val2014/ under ROOT/coco")
+    VLM_DATASETS[f"vlm/pope/{_s}"] = (
+        pope_task,
+        [f"pope/coco_pope_{_s}.json"],
+        "put POPE's coco_pope_*.json under ROOT/pope and COCO val2014/ under ROOT/coco",
+    )
+
 
 @register_dataset("vlm/")
 def vlm_dataset(name: str, root=None, split: str = "test", images_root=None, **kw) -> VLMTask:
     "A named LVLM dataset (see `VLM_DATASETS`) from the data root."
-    if name not in VLM_DATASETS: raise RobustClipError(f"unknown LVLM dataset {name!r}; known: {', '.join(VLM_DATASETS)}")
+    if name not in VLM_DATASETS:
+        raise RobustClipError(f"unknown LVLM dataset {name!r}; known: {', '.join(VLM_DATASETS)}")
     reader, files, how = VLM_DATASETS[name]
     path = _find(root, name, files, how)
     if reader is caption_task:
-        img = images_root or (path.parent/"flickr30k-images" if (path.parent/"flickr30k-images").is_dir() else path.parent)
+        img = images_root or (
+            path.parent / "flickr30k-images" if (path.parent / "flickr30k-images").is_dir() else path.parent
+        )
         return caption_task(path, img, split, name)
-    if reader is vqa_task: return vqa_task(path, images_root=images_root, name=name)
+    if reader is vqa_task:
+        return vqa_task(path, images_root=images_root, name=name)
     return reader(path, images_root, name)
 
-_READERS = {"caption:": caption_task, "vqa:": vqa_task, "textvqa:": textvqa_task, "vizwiz:": vizwiz_task, "pope:": pope_task}
+
+_READERS = {
+    "caption:": caption_task,
+    "vqa:": vqa_task,
+    "textvqa:": textvqa_task,
+    "vizwiz:": vizwiz_task,
+    "pope:": pope_task,
+}
+
 
 def _by_path(name: str, root=None, split: str = "test", images_root=None, **kw) -> VLMTask:
     "'caption:PATH', 'vqa:PATH', 'textvqa:PATH', 'vizwiz:PATH', 'pope:PATH' (PATH relative to the data root when it is there)."
-    pre = name[:name.index(":") + 1]; p = Path(name[len(pre):]).expanduser()
-    if not p.is_absolute() and root is not None and (Path(root)/p).exists(): p = Path(root)/p
+    pre = name[: name.index(":") + 1]
+    p = Path(name[len(pre) :]).expanduser()
+    if not p.is_absolute() and root is not None and (Path(root) / p).exists():
+        p = Path(root) / p
     reader = _READERS[pre]
-    if reader is caption_task: return caption_task(p, images_root, split, name)
-    if reader is vqa_task: return vqa_task(p, images_root=images_root, name=name)
+    if reader is caption_task:
+        return caption_task(p, images_root, split, name)
+    if reader is vqa_task:
+        return vqa_task(p, images_root=images_root, name=name)
     return reader(p, images_root, name)
-for _pre in _READERS: register_dataset(_pre, _by_path)
+
+
+for _pre in _READERS:
+    register_dataset(_pre, _by_path)

@@ -6,7 +6,8 @@ Docs: https://robustclip.github.io/robustclip/vlm.llava.html.md"""
 
 # %% ../../nbs/41_vlm.llava.ipynb #da61c9b9
 from __future__ import annotations
-import json, os
+import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,12 +20,16 @@ from ..convert import openclip_vision_to_hf, interpolate_pos_embed
 from .core import LVLM, ChatTemplate, register_lvlm
 
 # %% auto #0
-__all__ = ['LLAVA_SYSTEM', 'LLAVA_15', 'LLAVA_HF', 'TEMPLATES', 'RESOLUTIONS', 'OPEN_FLAMINGO_WHY', 'LlavaHF', 'load_llava_hf',
-           'load_open_flamingo']
+__all__ = [
+    'LLAVA_SYSTEM', 'LLAVA_15', 'LLAVA_HF', 'TEMPLATES', 'RESOLUTIONS', 'OPEN_FLAMINGO_WHY', 'LlavaHF', 'load_llava_hf',
+    'load_open_flamingo'
+]
 
 # %% ../../nbs/41_vlm.llava.ipynb #9370807c
-LLAVA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-                "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+LLAVA_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
 LLAVA_15 = ChatTemplate(before=f"{LLAVA_SYSTEM} USER: ", after="\n{prompt} ASSISTANT:")
 LLAVA_HF = ChatTemplate(before="USER: ", after="\n{prompt} ASSISTANT:")
 TEMPLATES = {"llava-1.5": LLAVA_15, "llava-hf": LLAVA_HF}
@@ -34,44 +39,60 @@ def _side(size) -> int:
     "A square size given as an int or a pair."
     return size if isinstance(size, int) else int(size[0])
 
+
 RESOLUTIONS = ("native", "interpolate")
+
 
 class LlavaHF(LVLM):
     "LLaVA through transformers' `LlavaForConditionalGeneration`, in pixel space."
-    def __init__(self,
-                 llava: nn.Module,                 # a `LlavaForConditionalGeneration`
-                 tokenizer,                        # its tokenizer
-                 template: ChatTemplate = LLAVA_15,
-                 mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
-                 name: str = "llava-hf",
-                ):
+
+    def __init__(
+        self,
+        llava: nn.Module,  # a `LlavaForConditionalGeneration`
+        tokenizer,  # its tokenizer
+        template: ChatTemplate = LLAVA_15,
+        mean=(0.48145466, 0.4578275, 0.40821073),
+        std=(0.26862954, 0.26130258, 0.27577711),
+        name: str = "llava-hf",
+    ):
         super().__init__(llava, tokenizer, template, mean, std, name)
         self.freeze()
 
     @property
-    def tower(self) -> nn.Module: return self.lm.model.vision_tower
+    def tower(self) -> nn.Module:
+        return self.lm.model.vision_tower
+
     @property
-    def image_size(self) -> int: return _side(self.tower.config.image_size)
+    def image_size(self) -> int:
+        return _side(self.tower.config.image_size)
 
     def image_tokens(self, x: torch.Tensor) -> torch.Tensor:
         "Normalised images → LLaVA's projected penultimate-layer patch tokens (N,T,D)."
         c = self.lm.config
-        out = self.lm.model.get_image_features(pixel_values=x.to(self.tower.dtype), vision_feature_layer=c.vision_feature_layer,
-                                               vision_feature_select_strategy=c.vision_feature_select_strategy)
+        out = self.lm.model.get_image_features(
+            pixel_values=x.to(self.tower.dtype),
+            vision_feature_layer=c.vision_feature_layer,
+            vision_feature_select_strategy=c.vision_feature_select_strategy,
+        )
         return torch.stack(list(out.pooler_output))
 
-    def swap_vision(self,
-                    clip: PixelCLIP,            # a CLIP with a ViT vision tower as wide as LLaVA's
-                    resolution: str = "native",  # 'native': the tower's own size (RobustVLM); 'interpolate': LLaVA's
-                   ) -> None:
+    def swap_vision(
+        self,
+        clip: PixelCLIP,  # a CLIP with a ViT vision tower as wide as LLaVA's
+        resolution: str = "native",  # 'native': the tower's own size (RobustVLM); 'interpolate': LLaVA's
+    ) -> None:
         "Put `clip`'s ViT in place of LLaVA's vision tower (and its normalisation); nothing else changes."
-        if resolution not in RESOLUTIONS: raise RobustClipError(f"resolution must be one of {RESOLUTIONS}, not {resolution!r}")
+        if resolution not in RESOLUTIONS:
+            raise RobustClipError(f"resolution must be one of {RESOLUTIONS}, not {resolution!r}")
         old, new = self.tower, openclip_vision_to_hf(clip, projection=False)
         w, want = new.config.hidden_size, old.config.hidden_size
         if w != want:
-            raise RobustClipError(f"{clip.name or 'this CLIP'}'s vision tower is {w} wide but LLaVA's projector reads "
-                                  f"{want}-wide features: swap in a tower of LLaVA's architecture (ViT-L/14 for LLaVA-1.5)")
-        if resolution == "interpolate": interpolate_pos_embed(new, _side(old.config.image_size))
+            raise RobustClipError(
+                f"{clip.name or 'this CLIP'}'s vision tower is {w} wide but LLaVA's projector reads "
+                f"{want}-wide features: swap in a tower of LLaVA's architecture (ViT-L/14 for LLaVA-1.5)"
+            )
+        if resolution == "interpolate":
+            interpolate_pos_embed(new, _side(old.config.image_size))
         self.lm.model.vision_tower = new.to(device=old.device, dtype=old.dtype)
         self.lm.config.vision_config = new.config
         self.set_normalization(clip.mean.flatten().tolist(), clip.std.flatten().tolist())
@@ -79,63 +100,97 @@ class LlavaHF(LVLM):
 # %% ../../nbs/41_vlm.llava.ipynb #394acbcc
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+
 @contextmanager
 def _quiet():
     "Hide transformers' weight-loading progress bars for the duration."
     from transformers.utils import logging
-    was = logging.is_progress_bar_enabled(); logging.disable_progress_bar()
-    try: yield
-    finally:
-        if was: logging.enable_progress_bar()
 
-def _offline() -> bool: return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
 
 def _pretrained(cls, src: str, **kwargs):
     "`cls.from_pretrained` from a folder or the HF cache, downloading only when allowed; a one-line error otherwise."
     folder = Path(src).expanduser()
     where = str(folder) if folder.is_dir() else src
-    try: return cls.from_pretrained(where, local_files_only=True, **kwargs)
-    except (OSError, ValueError) as e: err = e
+    try:
+        return cls.from_pretrained(where, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as e:
+        err = e
     if not folder.is_dir() and not _offline():
-        try: return cls.from_pretrained(where, **kwargs)
-        except (OSError, ValueError) as e: err = e
-    hint = "" if folder.is_dir() else (f" (not in the Hugging Face cache and not downloadable here: on a machine with "
-                                       f"internet run `hf download {src}` and copy the cache, or pass a folder)")
+        try:
+            return cls.from_pretrained(where, **kwargs)
+        except (OSError, ValueError) as e:
+            err = e
+    hint = (
+        ""
+        if folder.is_dir()
+        else (
+            f" (not in the Hugging Face cache and not downloadable here: on a machine with "
+            f"internet run `hf download {src}` and copy the cache, or pass a folder)"
+        )
+    )
     raise RobustClipError(f"cannot load llava-hf:{src}{hint}: {str(err).splitlines()[0][:200]}") from None
+
 
 def _image_stats(src: str) -> tuple[list[float], list[float]]:
     "Image mean and std from a model's `preprocessor_config.json` (OpenAI CLIP's when it has none)."
-    f = Path(src).expanduser()/"preprocessor_config.json"
+    f = Path(src).expanduser() / "preprocessor_config.json"
     if not f.is_file():
         from huggingface_hub import try_to_load_from_cache
+
         hit = try_to_load_from_cache(src, "preprocessor_config.json") if not Path(src).expanduser().is_dir() else None
         f = Path(hit) if isinstance(hit, str) else f
     p = json.loads(f.read_text()) if f.is_file() else {}
-    return (p.get("image_mean", [0.48145466, 0.4578275, 0.40821073]), p.get("image_std", [0.26862954, 0.26130258, 0.27577711]))
+    return (
+        p.get("image_mean", [0.48145466, 0.4578275, 0.40821073]),
+        p.get("image_std", [0.26862954, 0.26130258, 0.27577711]),
+    )
 
-def load_llava_hf(spec: str,                       # 'llava-hf:<hub id or folder>'
-                  *, device: str|torch.device = "cpu",
-                  precision: str = "fp32",         # fp32, fp16 or bf16
-                  template: str = "llava-1.5",     # 'llava-1.5' (RobustVLM's, with the system sentence) or 'llava-hf'
-                 ) -> LlavaHF:
+
+def load_llava_hf(
+    spec: str,  # 'llava-hf:<hub id or folder>'
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",  # fp32, fp16 or bf16
+    template: str = "llava-1.5",  # 'llava-1.5' (RobustVLM's, with the system sentence) or 'llava-hf'
+) -> LlavaHF:
     "A `llava-hf:` LVLM: transformers LLaVA with its tokenizer and normalisation, frozen, in pixel space."
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
-    if precision not in _DTYPES: raise RobustClipError(f"precision {precision!r} is not one of {', '.join(_DTYPES)}")
-    if template not in TEMPLATES: raise RobustClipError(f"template {template!r} is not one of {', '.join(TEMPLATES)}")
-    src = spec[len("llava-hf:"):] if spec.startswith("llava-hf:") else spec
-    if not src: raise RobustClipError("llava-hf: needs a hub id or a folder, e.g. llava-hf:llava-hf/llava-1.5-7b-hf")
+
+    if precision not in _DTYPES:
+        raise RobustClipError(f"precision {precision!r} is not one of {', '.join(_DTYPES)}")
+    if template not in TEMPLATES:
+        raise RobustClipError(f"template {template!r} is not one of {', '.join(TEMPLATES)}")
+    src = spec[len("llava-hf:") :] if spec.startswith("llava-hf:") else spec
+    if not src:
+        raise RobustClipError("llava-hf: needs a hub id or a folder, e.g. llava-hf:llava-hf/llava-1.5-7b-hf")
     with _quiet():
         llava = _pretrained(LlavaForConditionalGeneration, src, dtype=_DTYPES[precision])
         tok = _pretrained(AutoTokenizer, src)
     mean, std = _image_stats(src)
     return LlavaHF(llava, tok, TEMPLATES[template], mean, std, name=spec).to(device).freeze()
 
-register_lvlm("llava-hf:", load_llava_hf)   # found by `load_lvlm` through the robustclip.plugins entry point
+
+register_lvlm("llava-hf:", load_llava_hf)  # found by `load_lvlm` through the robustclip.plugins entry point
 
 # %% ../../nbs/41_vlm.llava.ipynb #915e844f
-OPEN_FLAMINGO_WHY = ("OpenFlamingo is not supported: open-flamingo 2.0.1 (its last release) pins torch 2.0.1, and installed "
-                     "with --no-deps its generate() fails on transformers 5 (FlamingoLMMixin.forward misses 'attention_mask'); "
-                     "use llava-hf:<id> or mini-llava")
+OPEN_FLAMINGO_WHY = (
+    "OpenFlamingo is not supported: open-flamingo 2.0.1 (its last release) pins torch 2.0.1, and installed "
+    "with --no-deps its generate() fails on transformers 5 (FlamingoLMMixin.forward misses 'attention_mask'); "
+    "use llava-hf:<id> or mini-llava"
+)
+
 
 @register_lvlm("open-flamingo:")
 def load_open_flamingo(spec: str, **kw) -> LVLM:

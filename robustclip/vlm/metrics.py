@@ -6,7 +6,12 @@ Docs: https://robustclip.github.io/robustclip/vlm.metrics.html.md"""
 
 # %% ../../nbs/42_vlm.metrics.ipynb #4f7db512
 from __future__ import annotations
-import importlib.util, os, re, shutil, subprocess, tempfile
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -14,146 +19,326 @@ from typing import Sequence
 from ..core import RobustClipError
 
 # %% auto #0
-__all__ = ['PTB_PUNCTUATIONS', 'java_ptb_available', 'ptb_tokenize', 'simple_tokenize', 'tokenize_captions', 'cider',
-           'CorpusCider', 'normalize_vqa_answer', 'vqa_accuracy', 'vqa_scores', 'pope_answer', 'pope_scores',
-           'parse_attributes', 'attribute_accuracy']
+__all__ = [
+    'PTB_PUNCTUATIONS', 'java_ptb_available', 'ptb_tokenize', 'simple_tokenize', 'tokenize_captions', 'cider',
+    'CorpusCider', 'normalize_vqa_answer', 'vqa_accuracy', 'vqa_scores', 'pope_answer', 'pope_scores',
+    'parse_attributes', 'attribute_accuracy'
+]
 
 # %% ../../nbs/42_vlm.metrics.ipynb #30ce83d8
-PTB_PUNCTUATIONS = ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+PTB_PUNCTUATIONS = [
+    "''",
+    "'",
+    "``",
+    "`",
+    "-LRB-",
+    "-RRB-",
+    "-LCB-",
+    "-RCB-",
+    ".",
+    "?",
+    "!",
+    ",",
+    ":",
+    "-",
+    "--",
+    "...",
+    ";",
+]
 _JAR = "stanford-corenlp-3.4.1.jar"
 
-def _jar() -> Path|None:
+
+def _jar() -> Path | None:
     "The Stanford CoreNLP jar inside pycocoevalcap, if installed."
     spec = importlib.util.find_spec("pycocoevalcap")
-    if spec is None or not spec.submodule_search_locations: return None
-    jar = Path(list(spec.submodule_search_locations)[0])/"tokenizer"/_JAR
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    jar = Path(list(spec.submodule_search_locations)[0]) / "tokenizer" / _JAR
     return jar if jar.is_file() else None
+
 
 @lru_cache(maxsize=1)
 def java_ptb_available() -> bool:
     "Whether COCO's PTB tokenizer can run here (pycocoevalcap's jar and a working `java`)."
     java = shutil.which("java")
-    if _jar() is None or java is None: return False
-    try: return subprocess.run([java, "-version"], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.SubprocessError): return False
+    if _jar() is None or java is None:
+        return False
+    try:
+        return subprocess.run([java, "-version"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
 
 def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     "COCO's caption tokenisation: Stanford's PTBTokenizer (Java), lower-cased, punctuation tokens dropped."
-    if not java_ptb_available(): raise RobustClipError("the PTB tokenizer needs Java and pycocoevalcap: apt-get install default-jre; pip install pycocoevalcap==1.2")
+    if not java_ptb_available():
+        raise RobustClipError(
+            "the PTB tokenizer needs Java and pycocoevalcap: apt-get install default-jre; pip install pycocoevalcap==1.2"
+        )
     fd, name = tempfile.mkstemp(suffix=".txt", prefix="robustclip-ptb-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write("\n".join(t.replace("\n", " ") for t in texts))
-        cmd = ["java", "-cp", str(_jar()), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase",
-               "-encoding", "utf-8", name]
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(t.replace("\n", " ") for t in texts))
+        cmd = [
+            "java",
+            "-cp",
+            str(_jar()),
+            "edu.stanford.nlp.process.PTBTokenizer",
+            "-preserveLines",
+            "-lowerCase",
+            "-encoding",
+            "utf-8",
+            name,
+        ]
         r = subprocess.run(cmd, capture_output=True, timeout=3600)
-    finally: os.unlink(name)
-    if r.returncode != 0: raise RobustClipError(f"the PTB tokenizer failed: {r.stderr.decode(errors='replace').strip()[:200]}")
+    finally:
+        os.unlink(name)
+    if r.returncode != 0:
+        raise RobustClipError(f"the PTB tokenizer failed: {r.stderr.decode(errors='replace').strip()[:200]}")
     lines = r.stdout.decode("utf-8").split("\n")
     lines += [""] * (len(texts) - len(lines))
-    return [" ".join(w for w in line.rstrip().split(" ") if w and w not in PTB_PUNCTUATIONS) for line in lines[:len(texts)]]
+    return [
+        " ".join(w for w in line.rstrip().split(" ") if w and w not in PTB_PUNCTUATIONS) for line in lines[: len(texts)]
+    ]
 
 # %% ../../nbs/42_vlm.metrics.ipynb #05bb5932
-_PTB_RE = re.compile(r"\.\.\.|--|\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|(?:[a-z]\.){2,}|\d+(?:[.,:]\d+)+|\w+(?:[-&]\w+)*|[^\w\s]")
+_PTB_RE = re.compile(
+    r"\.\.\.|--|\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|(?:[a-z]\.){2,}|\d+(?:[.,:]\d+)+|\w+(?:[-&]\w+)*|[^\w\s]"
+)
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
+
 
 def simple_tokenize(text: str) -> str:
     "A Python imitation of `ptb_tokenize` for one caption (used when Java is missing)."
     toks = [_BRACKETS.get(t, t) for t in _PTB_RE.findall(text.lower().replace("\n", " "))]
     return " ".join(t for t in toks if t not in PTB_PUNCTUATIONS and t != '"')
 
-def tokenize_captions(texts: Sequence[str],
-                      tokenizer: str = "auto",   # 'ptb' (Java), 'simple' (Python), 'auto' (ptb when Java runs)
-                     ) -> tuple[list[str], str]:
+
+def tokenize_captions(
+    texts: Sequence[str],
+    tokenizer: str = "auto",  # 'ptb' (Java), 'simple' (Python), 'auto' (ptb when Java runs)
+) -> tuple[list[str], str]:
     "Captions tokenised for CIDEr, and the name of the tokenizer used."
-    if tokenizer not in ("auto", "ptb", "simple"): raise RobustClipError(f"tokenizer must be auto, ptb or simple, not {tokenizer!r}")
-    if tokenizer == "ptb" or (tokenizer == "auto" and java_ptb_available()): return ptb_tokenize(texts), "ptb"
+    if tokenizer not in ("auto", "ptb", "simple"):
+        raise RobustClipError(f"tokenizer must be auto, ptb or simple, not {tokenizer!r}")
+    if tokenizer == "ptb" or (tokenizer == "auto" and java_ptb_available()):
+        return ptb_tokenize(texts), "ptb"
     return [simple_tokenize(t) for t in texts], "simple"
 
 # %% ../../nbs/42_vlm.metrics.ipynb #160c5847
-def cider(predictions: Sequence[str],             # one generated caption per image
-          references: Sequence[Sequence[str]],    # the reference captions of each image
-          tokenizer: str = "auto",                # see `tokenize_captions`
-         ) -> dict:
+def cider(
+    predictions: Sequence[str],  # one generated caption per image
+    references: Sequence[Sequence[str]],  # the reference captions of each image
+    tokenizer: str = "auto",  # see `tokenize_captions`
+) -> dict:
     "CIDEr-D as COCO computes it (pycocoevalcap), ×100 as papers print it, with per-sample scores."
     if len(predictions) != len(references) or not len(predictions):
-        raise RobustClipError(f"cider needs one list of references per prediction; got {len(predictions)} and {len(references)}")
-    if any(len(r) == 0 for r in references): raise RobustClipError("every image needs at least one reference caption")
-    try: from pycocoevalcap.cider.cider import Cider
-    except ImportError: raise RobustClipError("CIDEr needs pycocoevalcap: pip install pycocoevalcap==1.2") from None
+        raise RobustClipError(
+            f"cider needs one list of references per prediction; got {len(predictions)} and {len(references)}"
+        )
+    if any(len(r) == 0 for r in references):
+        raise RobustClipError("every image needs at least one reference caption")
+    try:
+        from pycocoevalcap.cider.cider import Cider
+    except ImportError:
+        raise RobustClipError("CIDEr needs pycocoevalcap: pip install pycocoevalcap==1.2") from None
     toks, used = tokenize_captions(list(predictions) + [r for refs in references for r in refs], tokenizer)
     n, k, gts = len(predictions), len(predictions), {}
-    for i, refs in enumerate(references): gts[i] = toks[k:k + len(refs)]; k += len(refs)
+    for i, refs in enumerate(references):
+        gts[i] = toks[k : k + len(refs)]
+        k += len(refs)
     score, scores = Cider().compute_score(gts, {i: [toks[i]] for i in range(n)})
     return {"cider": 100 * float(score), "per_sample": [100 * float(s) for s in scores], "tokenizer": used}
 
 # %% ../../nbs/42_vlm.metrics.ipynb #35596d81
 class CorpusCider:
     "Per-sample CIDEr-D (×100) of captions for some images of a fixed reference corpus (document frequencies from all of it)."
-    def __init__(self,
-                 references: Sequence[Sequence[str]],   # the reference captions of every image of the corpus
-                 tokenizer: str = "auto",               # see `tokenize_captions`
-                ):
-        if not len(references) or any(len(r) == 0 for r in references): raise RobustClipError("every image needs at least one reference caption")
+
+    def __init__(
+        self,
+        references: Sequence[Sequence[str]],  # the reference captions of every image of the corpus
+        tokenizer: str = "auto",  # see `tokenize_captions`
+    ):
+        if not len(references) or any(len(r) == 0 for r in references):
+            raise RobustClipError("every image needs at least one reference caption")
         toks, self.tokenizer = tokenize_captions([r for refs in references for r in refs], tokenizer)
         self.refs, k = [], 0
-        for refs in references: self.refs.append(toks[k:k + len(refs)]); k += len(refs)
+        for refs in references:
+            self.refs.append(toks[k : k + len(refs)])
+            k += len(refs)
 
-    def __call__(self,
-                 captions: Sequence[str],     # generated captions
-                 positions: Sequence[int],    # the corpus image each one describes
-                ) -> list[float]:
+    def __call__(
+        self,
+        captions: Sequence[str],  # generated captions
+        positions: Sequence[int],  # the corpus image each one describes
+    ) -> list[float]:
         "The CIDEr-D of each caption against its image's references."
         from pycocoevalcap.cider.cider_scorer import CiderScorer
-        if len(captions) != len(positions): raise RobustClipError(f"{len(captions)} captions but {len(positions)} positions")
+
+        if len(captions) != len(positions):
+            raise RobustClipError(f"{len(captions)} captions but {len(positions)} positions")
         hyp = [""] * len(self.refs)
-        for t, i in zip(tokenize_captions(list(captions), self.tokenizer)[0], positions): hyp[int(i)] = t
+        for t, i in zip(tokenize_captions(list(captions), self.tokenizer)[0], positions):
+            hyp[int(i)] = t
         cs = CiderScorer(n=4, sigma=6.0)
-        for h, r in zip(hyp, self.refs): cs += (h, r)
+        for h, r in zip(hyp, self.refs):
+            cs += (h, r)
         scores = cs.compute_score()[1]
         return [100 * float(scores[int(i)]) for i in positions]
 
 # %% ../../nbs/42_vlm.metrics.ipynb #d1109804
 _CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't", "dont": "don't",
-    "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't", "havent": "haven't",
-    "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd", "howll": "how'll",
-    "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've", "isnt": "isn't", "itd": "it'd",
-    "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's", "maam": "ma'am", "mightnt": "mightn't",
-    "mightnt've": "mightn't've", "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't",
-    "mustve": "must've", "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't",
-    "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've",
-    "she'dve": "she'd've", "she's": "she's", "shouldve": "should've", "shouldnt": "shouldn't",
-    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
-    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've", "somebodyll": "somebody'll",
-    "somebodys": "somebody's", "someoned": "someone'd", "someoned've": "someone'd've", "someone'dve": "someone'd've",
-    "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
-    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's", "thered": "there'd",
-    "thered've": "there'd've", "there'dve": "there'd've", "therere": "there're", "theres": "there's",
-    "theyd": "they'd", "theyd've": "they'd've", "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're",
-    "theyve": "they've", "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've",
-    "weve": "we've", "werent": "weren't", "whatll": "what'll", "whatre": "what're", "whats": "what's",
-    "whatve": "what've", "whens": "when's", "whered": "where'd", "wheres": "where's", "whereve": "where've",
-    "whod": "who'd", "whod've": "who'd've", "who'dve": "who'd've", "wholl": "who'll", "whos": "who's",
-    "whove": "who've", "whyll": "why'll", "whyre": "why're", "whys": "why's", "wont": "won't", "wouldve": "would've",
-    "wouldnt": "wouldn't", "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all",
-    "yall'll": "y'all'll", "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've",
-    "y'all'dve": "y'all'd've", "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll",
-    "youre": "you're", "youve": "you've"}
-_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                 "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+    "aint": "ain't",
+    "arent": "aren't",
+    "cant": "can't",
+    "couldve": "could've",
+    "couldnt": "couldn't",
+    "couldn'tve": "couldn't've",
+    "couldnt've": "couldn't've",
+    "didnt": "didn't",
+    "doesnt": "doesn't",
+    "dont": "don't",
+    "hadnt": "hadn't",
+    "hadnt've": "hadn't've",
+    "hadn'tve": "hadn't've",
+    "hasnt": "hasn't",
+    "havent": "haven't",
+    "hed": "he'd",
+    "hed've": "he'd've",
+    "he'dve": "he'd've",
+    "hes": "he's",
+    "howd": "how'd",
+    "howll": "how'll",
+    "hows": "how's",
+    "Id've": "I'd've",
+    "I'dve": "I'd've",
+    "Im": "I'm",
+    "Ive": "I've",
+    "isnt": "isn't",
+    "itd": "it'd",
+    "itd've": "it'd've",
+    "it'dve": "it'd've",
+    "itll": "it'll",
+    "let's": "let's",
+    "maam": "ma'am",
+    "mightnt": "mightn't",
+    "mightnt've": "mightn't've",
+    "mightn'tve": "mightn't've",
+    "mightve": "might've",
+    "mustnt": "mustn't",
+    "mustve": "must've",
+    "neednt": "needn't",
+    "notve": "not've",
+    "oclock": "o'clock",
+    "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at",
+    "'ows'at": "'ow's'at",
+    "'ow'sat": "'ow's'at",
+    "shant": "shan't",
+    "shed've": "she'd've",
+    "she'dve": "she'd've",
+    "she's": "she's",
+    "shouldve": "should've",
+    "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've",
+    "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've",
+    "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll",
+    "somebodys": "somebody's",
+    "someoned": "someone'd",
+    "someoned've": "someone'd've",
+    "someone'dve": "someone'd've",
+    "someonell": "someone'll",
+    "someones": "someone's",
+    "somethingd": "something'd",
+    "somethingd've": "something'd've",
+    "something'dve": "something'd've",
+    "somethingll": "something'll",
+    "thats": "that's",
+    "thered": "there'd",
+    "thered've": "there'd've",
+    "there'dve": "there'd've",
+    "therere": "there're",
+    "theres": "there's",
+    "theyd": "they'd",
+    "theyd've": "they'd've",
+    "they'dve": "they'd've",
+    "theyll": "they'll",
+    "theyre": "they're",
+    "theyve": "they've",
+    "twas": "'twas",
+    "wasnt": "wasn't",
+    "wed've": "we'd've",
+    "we'dve": "we'd've",
+    "weve": "we've",
+    "werent": "weren't",
+    "whatll": "what'll",
+    "whatre": "what're",
+    "whats": "what's",
+    "whatve": "what've",
+    "whens": "when's",
+    "whered": "where'd",
+    "wheres": "where's",
+    "whereve": "where've",
+    "whod": "who'd",
+    "whod've": "who'd've",
+    "who'dve": "who'd've",
+    "wholl": "who'll",
+    "whos": "who's",
+    "whove": "who've",
+    "whyll": "why'll",
+    "whyre": "why're",
+    "whys": "why's",
+    "wont": "won't",
+    "wouldve": "would've",
+    "wouldnt": "wouldn't",
+    "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've",
+    "yall": "y'all",
+    "yall'll": "y'all'll",
+    "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've",
+    "y'alld've": "y'all'd've",
+    "y'all'dve": "y'all'd've",
+    "youd": "you'd",
+    "youd've": "you'd've",
+    "you'dve": "you'd've",
+    "youll": "you'll",
+    "youre": "you're",
+    "youve": "you've",
+}
+_NUMBER_WORDS = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 _ARTICLES = {"a", "an", "the"}
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
 _VQA_PUNCT = [";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
 
+
 def _punctuation(text: str) -> str:
     "The VQA script's `processPunctuation`."
     out = text
     for p in _VQA_PUNCT:
-        if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None: out = out.replace(p, "")
-        else: out = out.replace(p, " ")
-    return _PERIOD_STRIP.sub("", out, count=re.UNICODE)   # the script passes re.UNICODE (32) as the count
+        if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return _PERIOD_STRIP.sub("", out, count=re.UNICODE)  # the script passes re.UNICODE (32) as the count
+
 
 def normalize_vqa_answer(answer: str) -> str:
     "An answer as the VQA evaluation compares it."
@@ -162,22 +347,29 @@ def normalize_vqa_answer(answer: str) -> str:
     return " ".join(_CONTRACTIONS.get(w, w) for w in words)
 
 # %% ../../nbs/42_vlm.metrics.ipynb #5357cc57
-def vqa_accuracy(prediction: str,           # the generated answer
-                 answers: Sequence[str],    # the ground-truth answers (ten in VQAv2)
-                ) -> float:
+def vqa_accuracy(
+    prediction: str,  # the generated answer
+    answers: Sequence[str],  # the ground-truth answers (ten in VQAv2)
+) -> float:
     "VQA accuracy of one answer: min(1, matches among the other answers / 3), averaged over leaving each answer out (one answer: exact match)."
-    if not answers: raise RobustClipError("vqa_accuracy needs at least one ground-truth answer")
+    if not answers:
+        raise RobustClipError("vqa_accuracy needs at least one ground-truth answer")
     p, gts = normalize_vqa_answer(prediction), [normalize_vqa_answer(a) for a in answers]
-    if len(gts) == 1: return float(p == gts[0])   # leaving the only answer out would leave nothing to match
+    if len(gts) == 1:
+        return float(p == gts[0])  # leaving the only answer out would leave nothing to match
     accs = [min(1.0, sum(g == p for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))]
     return sum(accs) / len(accs)
 
-def vqa_scores(predictions: Sequence[str],            # one generated answer per question
-               answers: Sequence[Sequence[str]],      # the ground-truth answers of each question
-              ) -> dict:
+
+def vqa_scores(
+    predictions: Sequence[str],  # one generated answer per question
+    answers: Sequence[Sequence[str]],  # the ground-truth answers of each question
+) -> dict:
     "Mean VQA accuracy (a fraction), per-question scores, and the exact-match rate (for single-answer questions)."
     if len(predictions) != len(answers) or not len(predictions):
-        raise RobustClipError(f"vqa_scores needs one answer list per prediction; got {len(predictions)} and {len(answers)}")
+        raise RobustClipError(
+            f"vqa_scores needs one answer list per prediction; got {len(predictions)} and {len(answers)}"
+        )
     per = [vqa_accuracy(p, a) for p, a in zip(predictions, answers)]
     exact = [normalize_vqa_answer(p) in {normalize_vqa_answer(x) for x in a} for p, a in zip(predictions, answers)]
     return {"vqa_acc": sum(per) / len(per), "per_sample": per, "exact_match": sum(exact) / len(exact)}
@@ -188,31 +380,47 @@ def pope_answer(text: str) -> str:
     first = text.split(".")[0] if "." in text else text
     return "no" if {"No", "not", "no"} & set(first.replace(",", "").split(" ")) else "yes"
 
-def pope_scores(predictions: Sequence[str],  # generated answers
-                labels: Sequence[str],       # 'yes' or 'no' per question
-               ) -> dict:
+
+def pope_scores(
+    predictions: Sequence[str],  # generated answers
+    labels: Sequence[str],  # 'yes' or 'no' per question
+) -> dict:
     "POPE's F1 (of 'yes'), accuracy, precision, recall and yes ratio, as fractions."
-    if len(predictions) != len(labels) or not len(labels): raise RobustClipError("pope_scores needs one label per prediction")
+    if len(predictions) != len(labels) or not len(labels):
+        raise RobustClipError("pope_scores needs one label per prediction")
     lab = [l.strip().lower() for l in labels]
-    if set(lab) - {"yes", "no"}: raise RobustClipError(f"POPE labels are 'yes' or 'no'; got {sorted(set(lab) - {'yes', 'no'})}")
+    if set(lab) - {"yes", "no"}:
+        raise RobustClipError(f"POPE labels are 'yes' or 'no'; got {sorted(set(lab) - {'yes', 'no'})}")
     pred = [pope_answer(p) for p in predictions]
-    tp = sum(p == l == "yes" for p, l in zip(pred, lab)); tn = sum(p == l == "no" for p, l in zip(pred, lab))
-    fp = sum(p == "yes" and l == "no" for p, l in zip(pred, lab)); fn = len(lab) - tp - tn - fp
+    tp = sum(p == l == "yes" for p, l in zip(pred, lab))
+    tn = sum(p == l == "no" for p, l in zip(pred, lab))
+    fp = sum(p == "yes" and l == "no" for p, l in zip(pred, lab))
+    fn = len(lab) - tp - tn - fp
     prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    return {"f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "accuracy": (tp + tn) / len(lab),
-            "precision": prec, "recall": rec, "yes_ratio": pred.count("yes") / len(pred), "per_sample": [p == l for p, l in zip(pred, lab)]}
+    return {
+        "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+        "accuracy": (tp + tn) / len(lab),
+        "precision": prec,
+        "recall": rec,
+        "yes_ratio": pred.count("yes") / len(pred),
+        "per_sample": [p == l for p, l in zip(pred, lab)],
+    }
 
 # %% ../../nbs/42_vlm.metrics.ipynb #4b79a56b
-def _words(text: str) -> list[str]: return re.findall(r"[a-z0-9]+", text.lower())
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
 
 def _has(words: list[str], phrase: list[str]) -> bool:
     "Whether `phrase` occurs in `words` as consecutive whole words."
     k = len(phrase)
-    return k > 0 and any(words[i:i + k] == phrase for i in range(len(words) - k + 1))
+    return k > 0 and any(words[i : i + k] == phrase for i in range(len(words) - k + 1))
 
-def parse_attributes(text: str,                          # a generated caption or answer
-                     phrases: dict[str, list[list[str]]],  # attribute -> per value, the phrases naming it
-                    ) -> dict[str, int|None]:
+
+def parse_attributes(
+    text: str,  # a generated caption or answer
+    phrases: dict[str, list[list[str]]],  # attribute -> per value, the phrases naming it
+) -> dict[str, int | None]:
     "The value of each attribute that `text` names (None when it names none or several)."
     words, out = _words(text), {}
     for attr, values in phrases.items():
@@ -220,15 +428,18 @@ def parse_attributes(text: str,                          # a generated caption o
         out[attr] = hits.pop() if len(hits) == 1 else None
     return out
 
-def attribute_accuracy(texts: Sequence[str],                   # generated texts, one per image
-                       attrs: dict[str, Sequence[int]],        # attribute -> true value index per image
-                       phrases: dict[str, list[list[str]]],    # attribute -> per value, the phrases naming it
-                      ) -> dict:
+
+def attribute_accuracy(
+    texts: Sequence[str],  # generated texts, one per image
+    attrs: dict[str, Sequence[int]],  # attribute -> true value index per image
+    phrases: dict[str, list[list[str]]],  # attribute -> per value, the phrases naming it
+) -> dict:
     "Per-attribute accuracy of what texts name (missing or ambiguous = wrong), its mean, and how often each is named."
     parsed, acc, named = [parse_attributes(t, phrases) for t in texts], {}, {}
     for k in phrases:
         truth = [int(v) for v in attrs[k]]
-        if len(truth) != len(texts): raise RobustClipError(f"{len(texts)} texts but {len(truth)} values of {k!r}")
+        if len(truth) != len(texts):
+            raise RobustClipError(f"{len(texts)} texts but {len(truth)} values of {k!r}")
         acc[k] = sum(p[k] == t for p, t in zip(parsed, truth)) / len(texts)
         named[k] = sum(p[k] is not None for p in parsed) / len(texts)
     return {"attr_acc": sum(acc.values()) / len(acc), "per_attribute": acc, "named": named}
