@@ -17,6 +17,7 @@ from transformers import MptConfig, MptForCausalLM
 
 from robustclip.core import RobustClipError
 from robustclip.models import create_clip
+from robustclip.vlm.data import VLMTask
 from robustclip.vlm.core import load_lvlm, lvlm_loader, register_lvlm, swap_vision, word_tokenizer
 from robustclip.vlm.flamingo import (
     CAPTION_PROMPT,
@@ -37,6 +38,8 @@ from robustclip.vlm.flamingo import (
     load_released,
     released_state_dict,
     vit_patch_tokens,
+    scored_row,
+    use_context,
     with_context,
     write_tiny_flamingo,
 )
@@ -124,22 +127,27 @@ def _until_eos(rows, eos):
     return [r[: r.index(eos)] if eos in r else r for r in rows]
 
 
-def test_equals_open_flamingo_2_0_1(tmp_path):
-    "Vision tokens, logits and 3-beam search equal those of open-flamingo 2.0.1's `Flamingo` given the same weights."
+def test_equals_recorded_reference():
+    "Vision tokens aside, logits and 3-beam search equal what open-flamingo 2.0.1 gave for the same weights (recorded)."
     model, cfg, inp = _case()
     feats, logits, gens = _mine(model, inp)
-    real = inp["mask"].bool()
     recorded = json.loads(RECORDED.read_text())
-    assert {k: v for k, v in gens.items()} == recorded["generated"]  # what the reference generated, recorded
-    torch.testing.assert_close(logits[real][:, :6], torch.tensor(recorded["logits"]), atol=2e-3, rtol=1e-4)
+    assert gens == recorded["generated"]
+    torch.testing.assert_close(
+        logits[inp["mask"].bool()][:, :6], torch.tensor(recorded["logits"]), atol=2e-3, rtol=1e-4
+    )
     assert len({tuple(r) for g in gens.values() for r in g}) >= 4  # the penalties and prompts give different answers
-    if not REF_PYTHON.exists():
-        pytest.skip(
-            f"no open-flamingo 2.0.1 environment at {REF_PYTHON} (ROBUSTCLIP_OF_PYTHON); build it:{REFERENCE_ENV}"
-        )
+    assert {len(r) for g in gens.values() for r in g} >= {0, 1, MAX_NEW}  # EOS at once, after one token, never
+
+
+@pytest.mark.skipif(not REF_PYTHON.exists(), reason=f"no open-flamingo 2.0.1 environment; build it:{REFERENCE_ENV}")
+def test_equals_open_flamingo_2_0_1(tmp_path):
+    "Vision tokens, logits and 3-beam search equal those of open-flamingo 2.0.1's `Flamingo`, run live on our weights."
+    model, cfg, inp = _case()
+    feats, logits, gens = _mine(model, inp)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     torch.save(inp, tmp_path / "inputs.pt")
-    torch.save(released_state_dict(model, full=True), tmp_path / "state.pt")
+    torch.save(released_state_dict(model, full=True), tmp_path / "state.pt")  # loaded there with strict=True
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | {"CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run(
         [str(REF_PYTHON), "-W", "ignore", str(HERE / "flamingo_reference.py"), str(tmp_path)],
@@ -150,11 +158,12 @@ def test_equals_open_flamingo_2_0_1(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     ref = torch.load(tmp_path / "ref.pt")
+    real = inp["mask"].bool()
     torch.testing.assert_close(feats, ref["features"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits[real], ref["logits"][real], atol=2e-3, rtol=1e-4)  # measured: ≤ 8e-4 of ±11
     live = {k: _until_eos(v, cfg["eoc"]) for k, v in ref["generated"].items()}
     assert gens == live
-    assert recorded["generated"] == live  # the recorded outputs are the reference's
+    assert json.loads(RECORDED.read_text())["generated"] == live  # the recorded outputs are the reference's
 
 
 # --- the released checkpoint's key names ----------------------------------------------------------------------------
@@ -293,6 +302,27 @@ def test_generate_and_nll_per_sample(of):
     assert len(beam_search(of, media, row, Decoding(3, 1.0, min_new_tokens=3))[0]) == 3  # EOS forbidden before 3
 
 
+def _robustvlm_labels(of, text: str) -> list[int]:
+    "RobustVLM's `get_label(mode='colon')` on the tokens of a full answer text: the tokens after the last colon."
+    ids = flamingo_ids(of, text)
+    colon = of.tokenizer.encode(":")[0]
+    end = max(i for i, t in enumerate(ids) if t == colon) + 1
+    skip = {of.tokenizer.pad_token_id, of.media_id, of.eoc_id}
+    return [-100 if i < end or i == 0 or t in skip else t for i, t in enumerate(ids)]
+
+
+def test_scored_tokens_are_robustvlms(of):
+    "The answer tokens `nll` scores are those RobustVLM's OpenFlamingo loss scores (colons removed from the answer)."
+    train = VLMTask("t", "caption", [None] * 4, [None] * 4, [["a red seven"], ["two: on black"], ["yes"], ["no"]])
+    use_context(of, train)
+    for prompt, answer in [(CAPTION_PROMPT, "a red digit: seven"), (VQA_PROMPT.format(question="is it red"), "yes")]:
+        ids, labels = scored_row(of, prompt, answer)
+        full = flamingo_text(of, prompt) + answer.replace(":", "") + "<|endofchunk|>"
+        assert labels == _robustvlm_labels(of, full)[: len(labels)] and flamingo_ids(of, full)[:-1] == ids
+    assert flamingo_text(of, CAPTION_PROMPT).count("Output:") == 3  # two demonstrations, then the query
+    use_context(of, None)
+
+
 def test_nll_gradients_reach_the_pixels(of):
     x = _images(2).requires_grad_(True)
     of.nll(x, CAPTION_PROMPT, ["a red digit seven", "blue"]).sum().backward()
@@ -306,6 +336,10 @@ def test_nll_gradients_reach_the_pixels(of):
 def test_swap_vision_changes_only_the_encoder(of):
     narrow = {"image_size": 16, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8}
     text = {"layers": 1, "width": 16, "heads": 2}
+    with pytest.raises(RobustClipError, match="'native'"):
+        swap_vision(
+            of, create_clip({"embed_dim": 16, "vision_cfg": narrow, "text_cfg": text}), resolution="interpolate"
+        )
     with pytest.raises(RobustClipError, match="32-wide patch tokens"):
         swap_vision(of, create_clip({"embed_dim": 16, "vision_cfg": narrow, "text_cfg": text}, seed=1))
     before = {k: v.clone() for k, v in of.state_dict().items() if not k.startswith("vision.")}
@@ -345,8 +379,6 @@ def test_gpt_neox_language_model():
 
 
 def test_context_demos_are_text_only_and_seeded():
-    from robustclip.vlm.data import VLMTask
-
     train = VLMTask("t", "vqa", [None] * 50, [f"q{i}?" for i in range(50)], [[f"a:{i}"] for i in range(50)])
     d = context_demos(train, 7)
     assert d == context_demos(train, 7) and d != context_demos(train, 8) and len(d) == 2
