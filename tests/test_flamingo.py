@@ -427,7 +427,14 @@ def record_reference(out: Path = RECORDED) -> None:
         "generated": {k: _until_eos(v, cfg["eoc"]) for k, v in ref["generated"].items()},
         "logits": ref["logits"][inp["mask"].bool()][:, :6].tolist(),
     }
-    out.write_text(json.dumps(rec, indent=1) + "\n")
+    out.write_text(_record_text(rec))
+
+
+def _record_text(rec: dict) -> str:
+    "The record as JSON with one logits row a line."
+    rows = ",\n".join("  " + json.dumps(r) for r in rec["logits"])
+    head = f' "note": {json.dumps(rec["note"])},\n "generated": {json.dumps(rec["generated"])},\n'
+    return "{\n" + head + ' "logits": [\n' + rows + "\n ]\n}\n"
 
 
 if __name__ == "__main__":
