@@ -31,6 +31,7 @@ from robustclip.vlm.flamingo import (
     context_demos,
     vqa_demo,
     flamingo_ids,
+    flamingo_plan,
     flamingo_text,
     left_pad,
     lm_out,
@@ -266,6 +267,20 @@ def test_specs_that_cannot_load_are_one_line_errors(tmp_path, monkeypatch):
     with pytest.raises(RobustClipError, match="cannot find checkpoint.pt of openflamingo/OpenFlamingo-9B-vitl-mpt7b"):
         load_lvlm("open-flamingo:openflamingo/OpenFlamingo-9B-vitl-mpt7b")
     assert lvlm_loader("open-flamingo:openflamingo/OpenFlamingo-9B-vitl-mpt7b") is load_open_flamingo
+
+
+def test_a_snapshot_of_a_release_gets_its_settings(tmp_path):
+    "A folder named like a release, with its checkpoint.pt (RobustVLM's --checkpoint_path), gets the release's plan."
+    snap = tmp_path / "OpenFlamingo-9B-vitl-mpt7b"
+    snap.mkdir()
+    torch.save({}, snap / "checkpoint.pt")
+    plan = flamingo_plan(str(snap))
+    assert plan["lm"] == "anas-awadalla/mpt-7b" and plan["cross_attn_every_n_layers"] == 4
+    assert (plan["vision"], plan["vision_pretrained"], plan["checkpoint"]) == (
+        "ViT-L-14",
+        "openai",
+        str(snap / "checkpoint.pt"),
+    )
 
 
 def test_declared_as_a_plugin():
