@@ -3,6 +3,7 @@
 nbdev wraps the list to 120 columns and then puts `__all__ = ` in front of its first line, which can so reach 130
 columns; this rewrites each generated `__all__` as a bracketed block whose lines all fit in 120.
 """
+
 from __future__ import annotations
 
 import ast
