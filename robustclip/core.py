@@ -134,8 +134,12 @@ class ThreatModel:
         return f"{self.norm} {self.eps_str}"
 
 # %% ../nbs/00_core.ipynb #53d6622b
-SUBSET_MODES = ("random", "first", "robustbench", "clip-benchmark")
-REFERENCE_MODES = ("robustbench", "clip-benchmark")  # the task gives the order; the first `n` of it are taken
+SUBSET_MODES = ("random", "first", "robustbench", "clip-benchmark", "robustvlm")
+REFERENCE_MODES = (
+    "robustbench",
+    "clip-benchmark",
+    "robustvlm",
+)  # the task gives the order; the first `n` of it are taken
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"LEAF's downstream evaluations: text-to-image under adversarial prompts (tiny random SD pipeline on CPU) and PEZ inversion."
+"LEAF's downstream evaluations: text-to-image under adversarial prompts (tiny random SD pipeline, CPU), PEZ inversion."
 
 import json
 
@@ -121,3 +121,127 @@ def test_cli_downstream_errors(tmp_path, capsys):
     )
     assert "--k must be" in err[0] and "caption file not found" in err[1] and "--steps" in err[2]
     assert "not a retrieval or caption task" in err[3]
+
+
+# LEAF's downstream protocols as its code ran them (issue 27).
+
+
+def test_t2i_prompts_are_val2017_first_captions(tmp_path):
+    "eval_text_to_image.py: captions_val2017.json via CocoDetection (sorted ids), the first caption of each image."
+    from robustclip.data.core import get_dataset
+
+    (tmp_path / "coco/annotations").mkdir(parents=True)
+    anns = [(25, "Giraffes eat."), (9, "Food on a plate "), (25, "Two giraffes"), (9, "A meal")]
+    doc = {
+        "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in (25, 9)],
+        "annotations": [{"image_id": i, "id": k, "caption": c} for k, (i, c) in enumerate(anns)],
+    }
+    (tmp_path / "coco/annotations/captions_val2017.json").write_text(json.dumps(doc))
+    t = get_dataset("t2i/coco", root=tmp_path)
+    assert t.captions == [["Food on a plate "], ["Giraffes eat."]] and t.images.paths[1].name == "000000000025.jpg"
+
+
+def _checker(flag: bool):
+    "A tiny diffusers safety checker that flags every image (or none) and the feature extractor it reads through."
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    cfg = CLIPConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    sc = StableDiffusionSafetyChecker(cfg).eval()
+    with torch.no_grad():  # a concept score is cos - threshold: far below every cosine flags, far above none
+        sc.concept_embeds_weights.fill_(-10.0 if flag else 10.0)
+        sc.special_care_embeds_weights.fill_(10.0)
+    return sc, CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_safety_checker_verdicts_recorded_and_flagged_images_dropped(tiny, tmp_path, flag):
+    "compute_clipscores.py: black (safety-blanked) generations are not scored; the checker's verdicts are kept."
+    pipe = tiny_sd_pipeline(tiny, tmp_path / "tok")
+    pipe.safety_checker, pipe.feature_extractor = _checker(flag)
+    sd = SDText2Image(pipe, name="sd:tiny+checker", steps=2, guidance=2.0)
+    (tmp_path / "caps.txt").write_text("\n".join(CAPS) + "\n")
+    out = tmp_path / "r.json"
+    rec = eval_t2i(
+        sd,
+        f"captions:{tmp_path / 'caps.txt'}",
+        text_encoder=tiny,
+        judge=tiny,
+        k=1,
+        n_positions=2,
+        alphabet="xy",
+        n_samples=3,
+        batch_size=3,
+        device="cpu",
+        output=out,
+    )
+    m = rec["metrics"]
+    rows = [r for l in (tmp_path / "r.samples.jsonl").read_text().splitlines()[1:] for r in json.loads(l)["rows"]]
+    assert [r["nsfw_clean"] for r in rows] == [flag] * 3 and [r["dropped_adv"] for r in rows] == [flag] * 3
+    assert (m["n_nsfw_clean"], m["n_dropped_clean"], m["n_dropped_adv"]) == ((3, 3, 3) if flag else (0, 0, 0))
+    if flag:  # nothing left to score on the image side; the text-side score keeps every sample
+        assert m["clip_score_clean"] != m["clip_score_clean"] and 0 <= m["clip_text"] <= 1
+    else:
+        assert 0 <= m["clip_score_clean"] <= 1
+
+
+def test_real_image_is_centre_cropped_by_the_judge(tiny):
+    "CLIPProcessor (torchmetrics' CLIPScore): shorter side resized, centre crop; a wide photo is not squashed."
+    from robustclip.downstream.t2i import image_score, judge_pixels
+
+    s = tiny.image_size
+    wide = torch.rand(3, s, 3 * s, generator=torch.Generator().manual_seed(0))
+    gen = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(judge_pixels(tiny, [wide])[0], wide[:, :, s : 2 * s])
+    assert image_score(tiny, gen, [wide]).item() == pytest.approx(
+        image_score(tiny, gen, wide[None, :, :, s : 2 * s]).item()
+    )
+
+
+def test_pez_captions_shipped_with_their_hash():
+    "LEAF's src/pez/coco_captions.txt byte for byte: 100 captions (99 line ends), the SHA-256 sources.json records."
+    import hashlib
+    from importlib.resources import files
+
+    from robustclip.downstream.inversion import PEZ_CAPTIONS, pez_captions
+
+    src = files("robustclip.data").joinpath("subsets")
+    meta = json.loads(src.joinpath("sources.json").read_text())[PEZ_CAPTIONS]
+    raw = src.joinpath(f"{PEZ_CAPTIONS}.txt").read_bytes()
+    assert hashlib.sha256(raw).hexdigest() == meta["sha256"] and raw.count(b"\n") == 99
+    assert meta["commit"] == "515526ad5c8cc8affa542e533bc9b41d0e746cc3"
+    t = pez_captions()
+    assert (
+        len(t) == 100 and t.captions[-1] == "A pretty young girl standing next to another pretty young girl on a beach."
+    )
+
+
+def test_bleu_is_sacrebleus_default_and_leafs_call():
+    "compute_metrics.py: sacrebleu BLEU (default exp smoothing), called with the references as 100 one-line streams."
+    from sacrebleu.metrics import BLEU
+
+    from robustclip.downstream.inversion import leaf_bleu
+
+    refs = ["a man rides a horse on the beach", "two dogs play in the snow", "a plate of food on a table"]
+    recs = ["a man horse beach rides", "dogs snow two play", "food plate table"]
+    # no 4-gram in common: an unsmoothed BLEU is 0 (the old mini column); sacrebleu's default smooths it
+    assert BLEU(smooth_method="none").corpus_score(recs, [refs]).score == 0.0
+    assert (
+        corpus_bleu(recs, refs) == pytest.approx(BLEU().corpus_score(recs, [refs]).score)
+        and corpus_bleu(recs, refs) > 0
+    )
+    want = BLEU(references=[[r] for r in refs]).corpus_score(recs, references=None).score
+    assert leaf_bleu(recs, refs) == pytest.approx(want)
+    assert want == pytest.approx(BLEU().corpus_score(recs[:1], [[r] for r in refs]).score)  # the first one only

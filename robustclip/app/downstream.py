@@ -1,4 +1,4 @@
-"""`robustclip eval t2i` and `robustclip eval inversion`: a generator or a CLIP, a text tower, a set of prompts, one line of scores.
+"""`robustclip eval t2i` and `eval inversion`: a generator or a CLIP, a text tower, prompts, a line of scores.
 
 Docs: https://robustclip.github.io/robustclip/app.downstream.html.md"""
 

@@ -105,6 +105,8 @@ def model_spec(
         return f"local-dir:{ctx.runs / name / 'final'}", None
     if name in plan.get("combos", {}):
         return f"local-dir:{ctx.runs / 'combos' / name}", None
+    if name in plan.get("external", {}):  # a published model evaluated as it is (e.g. LEAF's clean ViT-H/14)
+        return plan["external"][name]["spec"], plan["external"][name].get("pretrained")
     raise RobustClipError(f"plan names an unknown model {name!r} (base, runs: {', '.join(plan.get('runs', {}))})")
 
 
@@ -114,6 +116,8 @@ def _model_dep(plan: dict, name: str) -> list[str]:
         return ["base"]
     if name in plan.get("runs", {}):
         return [f"train/{name}"]
+    if name in plan.get("external", {}):
+        return []
     return [f"combine/{name}"]
 
 

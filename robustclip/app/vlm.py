@@ -1,4 +1,4 @@
-"""The command-line face of the LVLM evaluation: an LVLM, a vision encoder to swap in, a task, one line of scores.
+"""The command line of the LVLM evaluation: an LVLM, a vision encoder to swap in, a task, a line of scores.
 
 Docs: https://robustclip.github.io/robustclip/app.vlm.html.md"""
 
@@ -10,6 +10,7 @@ import argparse
 
 from ..core import RobustClipError
 from ..eval.vlm import eval_vlm, VLMAttack, VLM_ATTACKS
+from ..vlm.attacks import target_seed
 from .evals import subset_arg, print_result
 
 # %% auto #0
@@ -57,11 +58,18 @@ def vlm_args(p: argparse.ArgumentParser) -> None:
         help="a seeded subset of this size (default: all, the papers' clean protocol)",
     )
     p.add_argument(
-        "--subset", default="random", choices=["random", "first"], help="seeded random subset (default) or the first N"
+        "--subset",
+        default="robustvlm",
+        choices=["robustvlm", "random", "first"],
+        help="RobustVLM's numpy draw (default), a seeded torch draw, or the first N",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the subset (default: 42, a target's own: RobustVLM's)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="images per generate call (default: 8)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default: the LVLM's own)")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="generation length (default: the dataset's, else the LVLM's)"
+    )
     p.add_argument(
         "--resolution",
         default="native",
@@ -128,6 +136,7 @@ def vlm_attack_arg(args: argparse.Namespace) -> VLMAttack | None:
 def run_vlm(args: argparse.Namespace) -> int:
     "Run `robustclip eval vlm`: the flags as typed values, the evaluation, one line."
     attack = vlm_attack_arg(args)
+    seed = args.seed if args.seed is not None else target_seed(attack.target) if attack and attack.target else 42
     rec = eval_vlm(
         args.vlm,
         args.dataset,
@@ -136,8 +145,8 @@ def run_vlm(args: argparse.Namespace) -> int:
         task=args.task,
         attack=attack,
         transfer_from=args.transfer_from,
-        subset=subset_arg(args.n_samples, args.subset, args.seed),
-        seed=args.seed,
+        subset=subset_arg(args.n_samples, args.subset, seed),
+        seed=seed,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         resolution=args.resolution,

@@ -1,4 +1,4 @@
-"""Recover a text from its CLIP text embedding by optimising continuous token embeddings that are projected onto the vocabulary at every step, and measure how close the recovered text comes.
+"""Recover a text from its CLIP text embedding by projected optimisation (PEZ), and measure how close it comes.
 
 Docs: https://robustclip.github.io/robustclip/inversion.html.md"""
 
@@ -6,9 +6,6 @@ Docs: https://robustclip.github.io/robustclip/inversion.html.md"""
 
 # %% ../../nbs/45_inversion.ipynb #c318981c
 from __future__ import annotations
-import math
-import re
-from collections import Counter
 from typing import Sequence
 
 import torch
@@ -17,11 +14,13 @@ import torch.nn.functional as F
 
 from ..core import RobustClipError, progress
 from ..models import PixelCLIP, encode_texts
+from ..data.core import register_dataset, subset_list
+from ..data.text import CaptionTask
 
 # %% auto #0
 __all__ = [
-    'encode_embeds', 'nearest_tokens', 'pez_invert', 'word_accuracy', 'token_accuracy', 'bleu_tokens', 'corpus_bleu',
-    'inversion_metrics', 'text_similarity'
+    'PEZ_CAPTIONS', 'encode_embeds', 'nearest_tokens', 'pez_invert', 'word_accuracy', 'token_accuracy', 'leaf_bleu',
+    'corpus_bleu', 'inversion_metrics', 'text_similarity', 'pez_captions'
 ]
 
 # %% ../../nbs/45_inversion.ipynb #c310bf54
@@ -184,34 +183,23 @@ def token_accuracy(rec_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[
     return hit / tot if tot else 0.0
 
 
-_TOK = re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])")  # sacrebleu 13a: split off punctuation and symbols
+def _bleu():
+    "sacrebleu's `BLEU`, or a one-line error saying how to install it."
+    try:
+        from sacrebleu.metrics import BLEU
+    except ImportError:
+        raise RobustClipError("BLEU needs `sacrebleu`: pip install 'robustclip[downstream]'") from None
+    return BLEU
 
 
-def bleu_tokens(s: str) -> list[str]:
-    "sacrebleu's `13a`-style tokens (punctuation split off; periods and commas split unless between digits)."
-    s = _TOK.sub(r" \1 ", s)
-    s = re.sub(r"([^0-9])([\.,])", r"\1 \2 ", s)
-    s = re.sub(r"([\.,])([^0-9])", r" \1 \2", s)
-    s = re.sub(r"([0-9])(-)", r"\1 \2 ", s)
-    return s.split()
+def leaf_bleu(reconstructions: Sequence[str], references: Sequence[str]) -> float:
+    "LEAF's `compute_metrics.py` call as written: sacrebleu's default BLEU of the first reconstruction vs all references."
+    return _bleu()(references=[[r] for r in references]).corpus_score(list(reconstructions), references=None).score
 
 
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], n: int = 4) -> float:
-    "Corpus BLEU-n (0-100): clipped n-gram precisions pooled over the corpus, geometric mean, brevity penalty."
-    match, total, hl, rl = [0] * n, [0] * n, 0, 0
-    for h, r in zip(hypotheses, references):
-        h, r = bleu_tokens(h), bleu_tokens(r)
-        hl += len(h)
-        rl += len(r)
-        for k in range(1, n + 1):
-            hc = Counter(tuple(h[i : i + k]) for i in range(len(h) - k + 1))
-            rc = Counter(tuple(r[i : i + k]) for i in range(len(r) - k + 1))
-            match[k - 1] += sum(min(c, rc[g]) for g, c in hc.items())
-            total[k - 1] += max(len(h) - k + 1, 0)
-    if hl == 0 or min(match) == 0:
-        return 0.0
-    bp = 1.0 if hl > rl else math.exp(1 - rl / hl)
-    return 100 * bp * math.exp(sum(math.log(m / t) for m, t in zip(match, total)) / n)
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    "sacrebleu's default corpus BLEU (0-100, exponential smoothing), each hypothesis against its own reference."
+    return _bleu()().corpus_score(list(hypotheses), [list(references)]).score
 
 
 def inversion_metrics(rows: Sequence[dict]) -> dict:
@@ -221,7 +209,8 @@ def inversion_metrics(rows: Sequence[dict]) -> dict:
         "sim": sum(r["sim"] for r in rows) / len(rows),
         "word_acc": word_accuracy(recs, refs),
         "token_acc": token_accuracy([r["ids_rec"] for r in rows], [r["ids_orig"] for r in rows]),
-        "bleu": corpus_bleu(recs, refs),
+        "bleu": leaf_bleu(recs, refs),
+        "bleu_corpus": corpus_bleu(recs, refs),
         "n": len(rows),
     }
     if all("sim_text" in r for r in rows):
@@ -238,3 +227,12 @@ def text_similarity(model: PixelCLIP, a: Sequence[str], b: Sequence[str]) -> tor
         .float()
         .cpu()
     )
+
+# %% ../../nbs/45_inversion.ipynb #a6805cae
+PEZ_CAPTIONS = "leaf_pez_coco_captions"  # robustclip/data/subsets/<this>.txt (sources.json: where from, SHA-256)
+
+
+@register_dataset("pez/coco")
+def pez_captions(name: str = "pez/coco", root=None, split: str = "test", **kw) -> CaptionTask:
+    "LEAF's 100 PEZ captions (`src/pez/coco_captions.txt`), shipped with the package."
+    return CaptionTask(name, subset_list(PEZ_CAPTIONS), info={"source": "LIONS-EPFL/LEAF src/pez/coco_captions.txt"})

@@ -1,4 +1,4 @@
-"""A text-to-image generator conditioned on a CLIP text tower (Stable Diffusion's way), that tower swapped for a robust one, prompts attacked by Charmer, generations scored by CLIPScore against the clean prompt.
+"""Stable-Diffusion-style generation with a robust CLIP text tower swapped in, Charmer prompts, CLIPScore.
 
 Docs: https://robustclip.github.io/robustclip/t2i.html.md"""
 
@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,12 +20,15 @@ from ..models import PixelCLIP, encode_texts
 from ..convert import openclip_text_to_hf
 from ..attacks.charmer import charmer, embedding_objective, ScoreFn
 from ..attacks.leaf import WordConstraint
+from ..data.core import RetrievalTask, register_dataset
+from ..data.text import ImagePaths
 
 # %% auto #0
 __all__ = [
     'TextToImage', 'text_tower', 'swap_text', 'SDText2Image', 'load_sd', 'tiny_sd_pipeline', 'constrained',
-    'attack_prompts', 'judge_pixels', 'clip_score', 'image_score', 'text_score', 'register_t2i', 'available_t2i',
-    'load_t2i', 'AttributeJudge', 'register_attribute_judge', 'attribute_judge'
+    'attack_prompts', 'clip_resize_crop', 'judge_pixels', 'is_black', 'clip_score', 'image_score', 'text_score',
+    'register_t2i', 'available_t2i', 'load_t2i', 'AttributeJudge', 'register_attribute_judge', 'attribute_judge',
+    'coco_prompts'
 ]
 
 # %% ../../nbs/44_t2i.ipynb #7c75f4df
@@ -63,6 +67,10 @@ class TextToImage(nn.Module):
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
         "uint8 images (N,3,S,S), the starting noise of image i drawn from a generator seeded with `seeds[i]`."
         raise NotImplementedError
+
+    def generate_checked(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[torch.Tensor, list | None]:
+        "`generate`'s images and, per image, whether a safety checker flagged it (None: the generator has none)."
+        return self.generate(prompts, seeds), None
 
     @torch.no_grad()
     def text_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,8 +151,8 @@ class SDText2Image(TextToImage):
         ).input_ids
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
-        "uint8 images from the pipeline, one seeded CPU generator per prompt."
+    def generate_checked(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[torch.Tensor, list | None]:
+        "uint8 images from the pipeline (one seeded CPU generator per prompt) and the safety checker's verdicts."
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         out = self.pipe(
             list(prompts),
@@ -152,8 +160,14 @@ class SDText2Image(TextToImage):
             guidance_scale=self.guidance,
             generator=gens,
             output_type="pt",
-        ).images
-        return (out.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        )
+        nsfw = out.nsfw_content_detected
+        imgs = (out.images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        return imgs, None if nsfw is None else [bool(f) for f in nsfw]
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        "uint8 images from the pipeline, one seeded CPU generator per prompt."
+        return self.generate_checked(prompts, seeds)[0]
 
     def to(self, *args, **kwargs):
         self.pipe.to(*args, **kwargs)
@@ -178,15 +192,17 @@ def load_sd(
     precision: str = "fp32",  # fp32, fp16 or bf16 (the pipeline's weights)
     steps: int = 50,
     guidance: float = 7.5,
+    safety_checker: bool = True,  # load the pipeline's safety checker (diffusers' and LEAF's default)
 ) -> SDText2Image:
-    "A Stable Diffusion pipeline from a folder or the local hub cache (no download), safety checker off."
+    "A Stable Diffusion pipeline from a folder or the local hub cache (no download), with its safety checker."
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if precision not in dtypes:
         raise RobustClipError(f"precision {precision!r} is not one of {', '.join(dtypes)}")
     src = spec.removeprefix("sd:")
     try:
+        off = {} if safety_checker else {"safety_checker": None, "requires_safety_checker": False}
         pipe = _diffusers().StableDiffusionPipeline.from_pretrained(
-            src, dtype=dtypes[precision], safety_checker=None, requires_safety_checker=False, local_files_only=True
+            src, dtype=dtypes[precision], local_files_only=True, **off
         )
     except (OSError, ValueError, EnvironmentError) as e:
         raise RobustClipError(
@@ -303,13 +319,40 @@ def attack_prompts(
     return cur
 
 # %% ../../nbs/44_t2i.ipynb #f2285ada
-def judge_pixels(judge: PixelCLIP, images: torch.Tensor) -> torch.Tensor:
-    "uint8 or [0,1] images (N,3,H,W) as [0,1] floats at the judge's resolution, on its device."
+def clip_resize_crop(
+    x: torch.Tensor,  # [0,1] images (N,3,H,W) of one size
+    s: int,  # the side of the output
+) -> torch.Tensor:
+    "CLIPProcessor's geometry: the shorter side resized to `s` (bicubic, the longer `int(s·long/short)`), centre crop."
+    h, w = x.shape[-2:]
+    if (h, w) == (s, s):
+        return x
+    nh, nw = (s, max(s, int(s * w / h))) if h <= w else (max(s, int(s * h / w)), s)
+    x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    t, l = (nh - s) // 2, (nw - s) // 2
+    return x[..., t : t + s, l : l + s]
+
+
+def judge_pixels(
+    judge: PixelCLIP,  # the judge CLIP
+    images: torch.Tensor | Sequence[torch.Tensor],  # uint8 or [0,1]: a batch (N,3,H,W), or images of any sizes
+) -> torch.Tensor:
+    "Images as [0,1] floats at the judge's resolution (shorter side resized, centre-cropped), on its device."
+    if not torch.is_tensor(images):
+        return torch.cat([judge_pixels(judge, im[None]) for im in images])
     x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    s = judge.image_size
-    if x.shape[-1] != s or x.shape[-2] != s:
-        x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    return x.to(judge.device)
+    return clip_resize_crop(x, judge.image_size).to(judge.device)
+
+
+def is_black(
+    images: torch.Tensor,  # uint8 images (N,3,H,W)
+    threshold: float = 5.0,  # compute_clipscores.py's
+) -> list[bool]:
+    "`compute_clipscores.py`'s `is_black_image`: the mean of the PIL grayscale ('L') image below `threshold`."
+    from PIL import Image
+
+    arr = images.permute(0, 2, 3, 1).cpu().numpy()
+    return [float(np.asarray(Image.fromarray(a).convert("L")).mean()) < threshold for a in arr]
 
 
 @torch.no_grad()
@@ -423,3 +466,38 @@ def attribute_judge(task) -> AttributeJudge | None:
         load_plugins()
     keys = [p for p in _JUDGES if name.startswith(p)]
     return _JUDGES[max(keys, key=len)](task) if keys else None
+
+# %% ../../nbs/44_t2i.ipynb #4b47ba0f
+def coco_prompts(
+    annotations: str | Path,  # captions_val2017.json
+    images: str | Path | None = None,  # the val2017 images (default: val2017/ or images/ beside annotations/)
+    name: str = "t2i/coco",
+) -> RetrievalTask:
+    "LEAF's text-to-image prompts: every image by sorted id, with its first caption in the file's order."
+    p = Path(annotations)
+    if not p.is_file():
+        raise RobustClipError(f"{name}: {p} not found (COCO's annotations/captions_val2017.json)")
+    d = json.loads(p.read_text(encoding="utf-8"))
+    first: dict[int, str] = {}
+    for a in d["annotations"]:
+        first.setdefault(a["image_id"], a["caption"])
+    files = {im["id"]: im["file_name"] for im in d["images"]}
+    ids = sorted(i for i in files if i in first)
+    root = (
+        Path(images)
+        if images is not None
+        else next(
+            (p.parent.parent / s for s in ("val2017", "images") if (p.parent.parent / s).is_dir()), p.parent.parent
+        )
+    )
+    return RetrievalTask(
+        name, ImagePaths([root / files[i] for i in ids]), [[first[i]] for i in ids], info={"ids": ids, "file": str(p)}
+    )
+
+
+@register_dataset("t2i/coco")
+def _coco_prompts(name: str, root=None, split: str = "test", **kw) -> RetrievalTask:
+    "`t2i/coco` under the data root."
+    if root is None:
+        raise RobustClipError(f"{name}: no data root given (--data-root or $ROBUSTCLIP_DATA)")
+    return coco_prompts(Path(root) / "coco" / "annotations" / "captions_val2017.json", name=name)

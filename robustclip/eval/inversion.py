@@ -1,4 +1,4 @@
-"""PEZ on a batch of captions per sidecar line; LEAF's inversion metrics (cosine, word and token accuracy, BLEU) in one result record.
+"""PEZ on a batch of captions per sidecar line; LEAF's inversion metrics (cosine, word/token accuracy, BLEU).
 
 Docs: https://robustclip.github.io/robustclip/eval.inversion.html.md"""
 

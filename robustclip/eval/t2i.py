@@ -1,4 +1,4 @@
-"""Per batch of prompts: Charmer against the generator's text encoder, clean and adversarial generations from the same seeded noise, CLIPScore against the clean prompt, and (where a judge exists) the attributes the images show.
+"""Per batch of prompts: Charmer, clean and adversarial generations from one seeded noise, CLIPScore, attributes.
 
 Docs: https://robustclip.github.io/robustclip/eval.t2i.html.md"""
 
@@ -24,6 +24,7 @@ from robustclip.downstream.t2i import (
     clip_score,
     image_score,
     text_score,
+    is_black,
     attribute_judge,
 )
 from robustclip.eval.runner import (
@@ -38,7 +39,7 @@ from robustclip.eval.runner import (
 
 # %% auto #0
 __all__ = [
-    'task_prompts', 'T2IEval', 'eval_t2i'
+    'T2I_ATTACK', 'task_prompts', 'T2IEval', 'eval_t2i'
 ]
 
 # %% ../../nbs/35_eval.t2i.ipynb #a1377d5c
@@ -51,19 +52,21 @@ def task_prompts(task: RetrievalTask | CaptionTask) -> list[str]:
     raise RobustClipError(f"{getattr(task, 'name', task)} is not a retrieval or caption task")
 
 
-def _real_image(task, i: int, size: int) -> torch.Tensor:
-    "Image `i` of a retrieval task as uint8 (3,size,size)."
-    import torch.nn.functional as F
-
+def _real_image(task, i: int) -> torch.Tensor:
+    "Image `i` of a retrieval task as uint8 (3,H,W) at its own size (the judge's preprocessing crops it)."
     x = task.images[i]
     if not torch.is_tensor(x):
         import numpy as np
 
-        x = torch.from_numpy(np.asarray(x.convert("RGB"))).permute(2, 0, 1).float() / 255
-    x = x.float() if x.dtype != torch.uint8 else x.float() / 255
-    if x.shape[-1] != size:
-        x = F.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True)[0]
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        return torch.from_numpy(np.array(x.convert("RGB"))).permute(2, 0, 1).contiguous()
+    return x if x.dtype == torch.uint8 else (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _mean(rows: list[dict], k: str) -> float:
+    "The mean of column `k` over the rows whose image on that side was not dropped (NaN when none is left)."
+    side = next((s for s, cols in _SIDES.items() if k in cols), None)
+    vals = [r[k] for r in rows if side is None or not r.get(f"dropped_{side}")]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def _png(img: torch.Tensor, path: Path) -> str:
@@ -75,6 +78,10 @@ def _png(img: torch.Tensor, path: Path) -> str:
     return path.name
 
 # %% ../../nbs/35_eval.t2i.ipynb #d781ecfa
+T2I_ATTACK = dict(k=2, n_positions=20, objective="dissim", constrain=True, words="web2", alphabet="ascii")  # LEAF's
+_SIDES = {"clean": ("clip_clean", "real_clean"), "adv": ("clip_adv", "clip_adv_own", "real_adv")}  # image scores
+
+
 class T2IEval(Adapter):
     "Text-to-image under Charmer as a runner adapter: per batch, adversarial prompts, generations and their scores."
 
@@ -86,12 +93,7 @@ class T2IEval(Adapter):
         judge: PixelCLIP,  # CLIPScore's CLIP (LEAF: openai ViT-B/16)
         task: RetrievalTask | CaptionTask,
         *,
-        k: int = 2,
-        n_positions: int = 20,
-        objective: str = "dissim",
-        constrain: bool = True,
-        words: str = "web2",
-        alphabet: str = "ascii",
+        attack: dict | None = None,  # `attack_prompts`' options: k, n_positions, objective, constrain, words, alphabet
         subset: SubsetSpec = SubsetSpec(None),
         batch_size: int = 8,
         n_examples: int = 4,  # samples whose images are written as PNG
@@ -102,9 +104,7 @@ class T2IEval(Adapter):
     ):
         super().__init__(t2i, task.name, split=split, seed=seed)
         self.judge, self.data_task, self.batch_size, self.attributes = judge, task, batch_size, attributes
-        self.attack = dict(
-            k=k, n_positions=n_positions, objective=objective, constrain=constrain, words=words, alphabet=alphabet
-        )
+        self.attack = dict(T2I_ATTACK, **(attack or {}))
         self.prompts = task_prompts(task)
         self.idx = subset.indices(len(self.prompts))
         self.n_examples, self.images_dir = n_examples, Path(images_dir) if images_dir is not None else None
@@ -153,7 +153,8 @@ class T2IEval(Adapter):
         ps = [self.prompts[i] for i in ids]
         adv = attack_prompts(self.model, ps, **self.attack)
         seeds = [self.seed * 1_000_003 + i for i in ids]
-        clean_img, adv_img = self.model.generate(ps, seeds), self.model.generate(adv, seeds)
+        clean_img, nsfw_c = self.model.generate_checked(ps, seeds)
+        adv_img, nsfw_a = self.model.generate_checked(adv, seeds)
         import Levenshtein
 
         cols = {
@@ -164,7 +165,7 @@ class T2IEval(Adapter):
             "text_cos": (self.model.encode_text(ps, True) * self.model.encode_text(adv, True)).sum(-1).cpu(),
         }
         if isinstance(self.data_task, RetrievalTask):
-            real = torch.stack([_real_image(self.data_task, i, clean_img.shape[-1]) for i in ids])
+            real = [_real_image(self.data_task, i) for i in ids]
             cols["real_clean"], cols["real_adv"] = (
                 image_score(self.judge, clean_img, real),
                 image_score(self.judge, adv_img, real),
@@ -179,6 +180,10 @@ class T2IEval(Adapter):
             }
             for j, (i, p, a) in enumerate(zip(ids, ps, adv))
         ]
+        for side, img, nsfw in (("clean", clean_img, nsfw_c), ("adv", adv_img, nsfw_a)):
+            blank = is_black(img) if nsfw is not None else [False] * len(ids)  # only a checker blanks images
+            for j, r in enumerate(rows):
+                r[f"nsfw_{side}"], r[f"dropped_{side}"] = None if nsfw is None else nsfw[j], blank[j]
         if self.attributes is not None:
             for name, img in (("attrs_clean", clean_img), ("attrs_adv", adv_img)):
                 hit = self.attributes(img, ids)
@@ -189,7 +194,6 @@ class T2IEval(Adapter):
     def finish(self, lines: dict[int, dict]) -> tuple[dict, dict | None, dict]:
         "Mean scores, attribute accuracies, the attack block, the generator and the example images."
         rows = [r for b in sorted(lines) for r in lines[b]["rows"]]
-        mean = lambda k: sum(r[k] for r in rows) / len(rows)
         names = {
             "clip_clean": "clip_score_clean",
             "clip_adv": "clip_score_adv",
@@ -200,7 +204,10 @@ class T2IEval(Adapter):
             "real_adv": "image_score_adv",
             "distance": "mean_distance",
         }
-        m = {v: mean(k) for k, v in names.items() if rows and k in rows[0]}
+        m = {v: _mean(rows, k) for k, v in names.items() if rows and k in rows[0]}
+        for side in _SIDES:
+            m[f"n_dropped_{side}"] = sum(bool(r.get(f"dropped_{side}")) for r in rows)
+            m[f"n_nsfw_{side}"] = sum(bool(r.get(f"nsfw_{side}")) for r in rows)
         if rows and "attrs_clean" in rows[0]:
             for s in ("clean", "adv"):
                 per = {a: sum(r[f"attrs_{s}"][a] for r in rows) / len(rows) for a in rows[0][f"attrs_{s}"]}
@@ -271,12 +278,9 @@ def eval_t2i(
         t2i,
         j,
         task,
-        k=k,
-        n_positions=n_positions,
-        objective=objective,
-        constrain=constrain,
-        words=words,
-        alphabet=alphabet,
+        attack=dict(
+            k=k, n_positions=n_positions, objective=objective, constrain=constrain, words=words, alphabet=alphabet
+        ),
         subset=sub,
         batch_size=batch_size,
         n_examples=n_examples,

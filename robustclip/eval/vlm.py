@@ -1,4 +1,4 @@
-"""Captioning CIDEr, VQA accuracy and POPE F1 of a vision-language model with any vision encoder swapped in, clean, under attack and under transferred attacks, on the one evaluation runner.
+"""CIDEr, VQA accuracy and POPE F1 of an LVLM with any vision encoder swapped in: clean, attacked, transferred.
 
 Docs: https://robustclip.github.io/robustclip/eval.vlm.html.md"""
 
@@ -15,12 +15,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-from ..core import RobustClipError, SubsetSpec, ThreatModel, config_hash, get_device, load_plugins, atomic_save
+from ..core import RobustClipError, SubsetSpec, ThreatModel, config_hash, load_plugins, atomic_save
 from ..models import PixelCLIP, load_clip
 from ..vlm.core import LVLM, load_lvlm, swap_vision, task_prompt
-from ..vlm.data import VLMTask, task_pixels
+from ..vlm.data import VLMTask, task_pixels, robustvlm_order
 from ..vlm.metrics import cider, vqa_scores, vqa_accuracy, pope_scores, attribute_accuracy, CorpusCider
-from ..vlm.attacks import EnsembleSpec, ensemble_attack, apgd_text, targeted_attack, top_answers
+from ..vlm.metrics import POSTPROCESS
+from ..vlm.attacks import EnsembleSpec, ensemble_attack, apgd_text, targeted_attack, top_answers, target_seed
 from ..train.distributed import rank_device
 from robustclip.eval.runner import (
     Adapter,
@@ -111,18 +112,28 @@ def ensemble_spec(
     "The ensemble's settings for `task` (RobustVLM's defaults where the attack leaves them open)."
     flickr = "flickr" in task.name.lower()
     thr = attack.threshold if attack.threshold is not None else (0.0 if task.kind == "vqa" else 2.0 if flickr else 10.0)
-    tg = (
-        attack.targets
-        if attack.targets is not None
-        else (() if task.kind != "vqa" else ("maybe",) if "textvqa" in task.name.lower() else ("maybe", "Word"))
+    tg = attack.targets if attack.targets is not None else (() if task.kind != "vqa" else ("maybe", "Word"))
+    return EnsembleSpec(
+        eps=attack.threat.eps,
+        steps=attack.steps,
+        threshold=thr,
+        half=attack.half,
+        targets=tuple(tg),
+        strict=task.kind != "vqa",
     )
-    return EnsembleSpec(eps=attack.threat.eps, steps=attack.steps, threshold=thr, half=attack.half, targets=tuple(tg))
 
 # %% ../../nbs/34_eval.vlm.ipynb #1380a646
 def adv_dir(output: str | Path) -> Path:
     "Where an attacked evaluation keeps its adversarial images: `a.json` -> `a.adv/`."
     p = Path(output)
     return p.with_name(p.stem + ".adv")
+
+
+def _order(subset: SubsetSpec, n: int) -> list[int] | None:
+    "The order a reference subset mode takes its first `n` from: RobustVLM's draw (every sample: the file's order)."
+    if subset.mode != "robustvlm":
+        return None
+    return robustvlm_order(n, subset.seed) if subset.n is not None else list(range(n))
 
 
 def _score_fn(task: VLMTask, idx: list[int]):
@@ -146,7 +157,7 @@ class VLMEval(Adapter):
         *,
         subset: SubsetSpec = SubsetSpec(None),  # which samples
         batch_size: int = 8,
-        max_new_tokens: int | None = None,  # default: the LVLM's own
+        max_new_tokens: int | None = None,  # default: the task's (RobustVLM's), else the LVLM's own
         attack: VLMAttack | None = None,  # None: clean only
         transfer_from: str | Path | None = None,  # a result whose adversarial images to show instead of attacking
         keep_images: Path | None = None,  # folder for this run's adversarial images (attacks only)
@@ -154,9 +165,10 @@ class VLMEval(Adapter):
         seed: int = 0,
     ):
         super().__init__(lvlm, task.name, split=split, seed=seed)
-        self.data_task, self.batch_size, self.max_new_tokens = task, batch_size, max_new_tokens
-        self.idx, self.task = subset.indices(len(task)), f"lvlm_{task.kind}"
-        self.attack, self.keep = attack, keep_images
+        self.data_task, self.batch_size = task, batch_size
+        self.max_new_tokens, self.post = max_new_tokens or task.max_new_tokens, POSTPROCESS.get(task.kind)
+        self.idx, self.task = subset.indices(len(task), _order(subset, len(task))), f"lvlm_{task.kind}"
+        self.attack, self.keep, self.subset_mode = attack, keep_images, subset.mode
         self.transfer = Path(transfer_from) if transfer_from is not None else None
         if attack is not None and self.transfer is not None:
             raise RobustClipError("attack or transfer_from, not both")
@@ -174,6 +186,7 @@ class VLMEval(Adapter):
             "batch_size": self.batch_size,
             "max_new_tokens": self.max_new_tokens,
             "image_size": self.model.image_size,
+            "pad": self.model.pad_colour,
         }
         if self.attack is not None:
             c["attack"] = self.attack.to_json()
@@ -199,9 +212,13 @@ class VLMEval(Adapter):
             self.source_images = read_adv_images(self.transfer, self.idx)
             side = next(iter(self.source_images.values())).shape[-1]
             if side != self.model.image_size:
-                raise RobustClipError(
-                    f"transfer source images are {side}x{side} but the LVLM now takes {self.model.image_size}x{self.model.image_size}"
-                )
+                s = self.model.image_size
+                raise RobustClipError(f"transfer source images are {side}x{side} but the LVLM now takes {s}x{s}")
+
+    def generate(self, x: torch.Tensor, prompts: list[str]) -> list[str]:
+        "The LVLM's greedy outputs for the task, post-processed as RobustVLM scores them."
+        texts = self.model.generate(x, prompts, self.max_new_tokens)
+        return [self.post(t) for t in texts] if self.post else texts
 
     def _attack(
         self, b: int, ids: list[int], x: torch.Tensor, prompts: list[str], clean: list[str]
@@ -210,36 +227,37 @@ class VLMEval(Adapter):
         a, t = self.attack, self.data_task
         if a.name == "ensemble":
             truths = [t.answers[i] if t.kind == "caption" else top_answers(t.answers[i]) for i in ids]
+            score = lambda texts, at: self.score(texts, at, ids)
             r = ensemble_attack(
                 self.model,
                 x,
                 prompts,
                 truths,
-                lambda texts, at: self.score(texts, at, ids),
+                score,
                 self.spec,
-                clean,
-                self.max_new_tokens,
+                clean_texts=clean,
+                max_new_tokens=self.max_new_tokens,
+                post=self.post,
             )
             return r.x_adv, [{"adv_text": s, "stage": g} for s, g in zip(r.texts, r.stages)]
         if a.name == "apgd":
             first = [t.answers[i][0] if t.kind == "caption" else top_answers(t.answers[i])[0] for i in ids]
             xa = apgd_text(self.model, x, prompts, first, eps=a.threat.eps, steps=a.steps).x_adv
-            return xa, [{"adv_text": s} for s in self.model.generate(xa, prompts, self.max_new_tokens)]
-        xa, outs, ok = targeted_attack(
-            self.model, x, prompts, a.target, eps=a.threat.eps, steps=a.steps, max_new_tokens=self.max_new_tokens
-        )
+            return xa, [{"adv_text": s} for s in self.generate(xa, prompts)]
+        kw = dict(eps=a.threat.eps, steps=a.steps, max_new_tokens=self.max_new_tokens, post=self.post)
+        xa, outs, ok = targeted_attack(self.model, x, prompts, a.target, **kw)
         return xa, [{"adv_text": s, "success": o} for s, o in zip(outs, ok)]
 
     def run_batch(self, b: int) -> dict:
         "Generate for the samples of batch `b` (clean, and attacked or transferred)."
         ids = self.idx[b * self.batch_size : (b + 1) * self.batch_size]
-        x = task_pixels(self.data_task, ids, self.model.image_size).to(self.model.device)
+        x = task_pixels(self.data_task, ids, self.model.image_size, self.model.pad_colour).to(self.model.device)
         prompts = [task_prompt(self.data_task.prompt, self.data_task.questions[i], self.model.prompts) for i in ids]
-        texts = self.model.generate(x, prompts, self.max_new_tokens)
+        texts = self.generate(x, prompts)
         rows = [{"index": i, "id": self.data_task.ids[i], "text": t} for i, t in zip(ids, texts)]
         if self.transfer is not None:
             xa = torch.stack([self.source_images[i] for i in ids]).to(x.device, x.dtype)
-            for r, s in zip(rows, self.model.generate(xa, prompts, self.max_new_tokens)):
+            for r, s in zip(rows, self.generate(xa, prompts)):
                 r["adv_text"] = s
         elif self.attack is not None:
             xa, more = self._attack(b, ids, x, prompts, texts)
@@ -264,7 +282,7 @@ class VLMEval(Adapter):
             if self.attack is not None and self.attack.name == "targeted":
                 metrics["success_rate"] = sum(r["success"] for r in rows) / len(rows)
             block = (
-                self.attack.to_json() | {"n_samples": len(rows)}
+                self.attack.to_json() | {"n_samples": len(rows), "subset": self.subset_mode, "seed": self.seed}
                 if self.attack
                 else {**self._source["attack"], "name": "transfer", "source_attack": self._source["attack"]["name"]}
             )
@@ -332,10 +350,10 @@ def eval_vlm(
     target: str | None = None,  # the targeted attack's text
     transfer_from: str | Path | None = None,  # show the adversarial images of this attacked result instead
     n_samples: int | None = None,  # a seeded subset (None: every sample; the papers attack 500)
-    subset: str | SubsetSpec = "random",  # 'random' (seeded) or 'first'
-    seed: int = 0,
+    subset: str | SubsetSpec = "robustvlm",  # 'robustvlm' (RobustVLM's numpy draw), 'random' (seeded) or 'first'
+    seed: int | None = None,  # None: RobustVLM's, 42 (a stealthy target: its own, `TARGET_SEEDS`)
     batch_size: int = 8,
-    max_new_tokens: int | None = None,  # default: the LVLM's own
+    max_new_tokens: int | None = None,  # default: the dataset's (RobustVLM's), else the LVLM's own
     resolution: str = "native",  # llava-hf: 'native' (224-px encoder as RobustVLM) or 'interpolate'
     precision: str = "fp32",
     data_root: str | None = None,
@@ -346,14 +364,16 @@ def eval_vlm(
     max_batches: int | None = None,  # at most this many new batches, then stop (incomplete)
     overwrite: bool = False,  # replace a result that other settings wrote (else: refused)
 ) -> dict:
-    "Captioning / VQA / POPE scores of an LVLM with `vision` swapped in (nothing retrained), clean, attacked or transferred."
+    "Captioning / VQA / POPE scores of an LVLM with `vision` swapped in (nothing retrained): clean, attacked, transferred."
     check_positive("--batch-size", batch_size)
     out = check_output(output)
-    sub = subset_spec(subset, n_samples, seed)
     if max_new_tokens is not None:
         check_positive("--max-new-tokens", max_new_tokens)
     if isinstance(attack, str):
         attack = VLMAttack.parse(attack, eps, steps, target)
+    if seed is None:
+        seed = target_seed(attack.target) if attack is not None and attack.target else 42
+    sub = subset_spec(subset, n_samples, seed)
     if isinstance(dataset, str):
         load_plugins()  # LVLM datasets register from plugins (vlm.data, the mini world's)
     t = resolve_task(dataset, VLMTask, "an LVLM task (captioning, VQA or POPE)", data_root=data_root, split=split)

@@ -1,4 +1,4 @@
-"""LLaVA's recipe at toy size: mini-base's frozen vision tower, a trained projector and a small Llama trained from scratch on mini-world captions and questions, cached by the hash of its recipe.
+"""LLaVA's recipe at toy size: mini-base's frozen tower, a trained projector and a small Llama, cached by recipe.
 
 Docs: https://robustclip.github.io/robustclip/mini.llava.html.md"""
 

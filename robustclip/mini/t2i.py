@@ -1,4 +1,4 @@
-"""Stable Diffusion's recipe at toy size: a small diffusers UNet conditioned, through cross-attention, on the token states of mini-base's frozen text tower; an attribute classifier trained apart as the judge; both cached by the hash of their recipe.
+"""Stable Diffusion's recipe at toy size: a small UNet on mini-base's frozen text tower, and an attribute judge.
 
 Docs: https://robustclip.github.io/robustclip/mini.t2i.html.md"""
 

@@ -1,4 +1,4 @@
-"""The mini world's captioning, attribute-question and yes/no tasks as `VLMTask`s: `mini/captions`, `mini/vqa`, `mini/pope`, and `mini/vqa-digit` (digit questions only).
+"""The mini world's captioning, attribute-question and yes/no tasks as `VLMTask`s (`mini/captions`, ...).
 
 Docs: https://robustclip.github.io/robustclip/mini.vlm_tasks.html.md"""
 

@@ -1,4 +1,4 @@
-"""A vision-language model in pixel space: generate text for images and prompts, score target texts (with gradients down to the pixels), swap the vision encoder, load backends by name.
+"""An LVLM in pixel space: generate text, score target texts with gradients to the pixels, swap the vision encoder.
 
 Docs: https://robustclip.github.io/robustclip/vlm.core.html.md"""
 
@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from contextlib import contextmanager
+
 from fastcore.basics import patch
 
 from ..core import RobustClipError, Registry, load_plugins
@@ -21,8 +23,8 @@ from ..models import PixelCLIP, check_pixels, load_clip
 # %% auto #0
 __all__ = [
     'VQA_SUFFIX', 'TASK_PROMPTS', 'SPECIAL_TOKENS', 'ChatTemplate', 'task_prompt', 'word_tokenizer', 'LVLM',
-    'token_ids', 'prompt_ids', 'target_ids', 'assemble', 'nll_tokens', 'decode', 'generate_tokens', 'swap_vision',
-    'register_lvlm', 'lvlm_loader', 'available_lvlms', 'load_lvlm'
+    'token_ids', 'prompt_ids', 'target_ids', 'assemble', 'nll_tokens', 'decode', 'generate_tokens', 'full_precision',
+    'swap_vision', 'register_lvlm', 'lvlm_loader', 'available_lvlms', 'load_lvlm'
 ]
 
 # %% ../../nbs/40_vlm.core.ipynb #ba7914df
@@ -132,7 +134,7 @@ class LVLM(nn.Module):
 
     @property
     def spec(self) -> dict:
-        "How results name it: the vision encoder's model and pretrained (the LVLM's own name when none was swapped in), the LVLM, the encoder."
+        "How results name it: the encoder's model and pretrained (else the LVLM's name), the LVLM, the encoder."
         v = dict(self.vision_spec)
         return {
             "model": v.get("model", self.name),
@@ -161,6 +163,14 @@ class LVLM(nn.Module):
         "Eval mode and no weight gradients (attacks differentiate with respect to pixels only)."
         self.eval().requires_grad_(False)
         return self
+
+    @property
+    def pad_colour(self) -> tuple[int, int, int] | None:
+        "How a non-square image becomes square: None resizes and centre-crops; a 0-255 colour pads first (LLaVA)."
+        return None
+
+    def restore_full_vision(self) -> None:
+        "Load a swapped-in encoder's float32 weights after an upcast (a backend that casts them down keeps them)."
 
 # %% ../../nbs/40_vlm.core.ipynb #e8fc9fec
 def token_ids(lvlm: LVLM, text: str) -> list[int]:
@@ -309,6 +319,29 @@ def generate(
     with torch.no_grad():
         tokens = self.encode_images(images)
     return generate_tokens(self, tokens, prompts, max_new_tokens, min_new_tokens)
+
+# %% ../../nbs/40_vlm.core.ipynb #4d5848b7
+def _floats(lvlm: LVLM) -> list[tuple[torch.Tensor, torch.dtype]]:
+    "Every floating weight and buffer of `lvlm` with its dtype."
+    ts = list(lvlm.parameters()) + list(lvlm.buffers())
+    return [(t, t.dtype) for t in ts if t.is_floating_point()]
+
+
+@contextmanager
+def full_precision(lvlm: LVLM):
+    "The block runs with `lvlm` in float32 (RobustVLM reloads it so); every tensor gets its own dtype back after."
+    kept = _floats(lvlm)
+    if all(d == torch.float32 for _, d in kept):
+        yield lvlm
+        return
+    for t, _ in kept:
+        t.data = t.data.float()
+    lvlm.restore_full_vision()
+    try:
+        yield lvlm
+    finally:
+        for t, d in kept:
+            t.data = t.data.to(d)
 
 # %% ../../nbs/40_vlm.core.ipynb #b64daa73
 def swap_vision(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -22,12 +23,15 @@ from ..data.text import ImagePaths, karpathy_entries
 
 # %% auto #0
 __all__ = [
-    'VLM_KINDS', 'VLM_DATASETS', 'VLMTask', 'to_pixels', 'task_pixels', 'write_vlm_fixtures', 'caption_task',
-    'vqa_task', 'textvqa_task', 'vizwiz_task', 'pope_task', 'vlm_dataset'
+    'VLM_KINDS', 'DECODE_LENGTHS', 'VLM_DATASETS', 'VLMTask', 'to_pixels', 'task_pixels', 'write_vlm_fixtures',
+    'caption_task', 'vqa_task', 'textvqa_task', 'vizwiz_task', 'pope_task', 'vlm_dataset', 'robustvlm_order'
 ]
 
 # %% ../../nbs/43_vlm.data.ipynb #a15eb9b9
 VLM_KINDS = ("caption", "vqa", "pope")
+# RobustVLM's greedy generation lengths (run_evaluation.py L819 captions, L1140 VQA, L645 TextVQA; POPE: LLaVA's
+# model_vqa_loader.py, max_new_tokens=128); the readers below set them, the mini world's tasks leave them to the LVLM
+DECODE_LENGTHS = {"caption": 20, "vqa": 5, "textvqa": 10, "pope": 128}
 
 
 @dataclass
@@ -44,6 +48,7 @@ class VLMTask:
     attributes: dict[str, list[int]] | None = None  # mini world: the true attribute values of each sample
     phrases: dict | None = None  # mini world: how a text names each attribute value
     info: dict = field(default_factory=dict)
+    max_new_tokens: int | None = None  # RobustVLM's generation length for this dataset (None: the LVLM's own)
 
     def __post_init__(self):
         if self.kind not in VLM_KINDS:
@@ -61,17 +66,49 @@ class VLMTask:
         return len(self.answers)
 
 # %% ../../nbs/43_vlm.data.ipynb #35012c0a
+def _as_tensor(img: Any) -> torch.Tensor:
+    "A PIL image (made RGB) or a CHW tensor, as a CHW tensor."
+    if not isinstance(img, Image.Image):
+        return img
+    img = img.convert("RGB")
+    return (
+        torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(img.height, img.width, 3).permute(2, 0, 1)
+    )
+
+
+def _pad_square(img: Any, fill: Sequence[int]) -> Any:
+    "LLaVA's `expand2square`: the image centred on a square of colour `fill` (0-255), side = its longer side."
+    if isinstance(img, Image.Image):
+        w, h = img.size
+        if w == h:
+            return img
+        img = img if img.mode in ("L", "RGB") else img.convert("RGB")
+        colour = (int(fill[0]),) if img.mode == "L" else tuple(int(c) for c in fill)
+        out = Image.new(img.mode, (max(w, h), max(w, h)), colour)
+        out.paste(img, ((max(w, h) - w) // 2, (max(w, h) - h) // 2))
+        return out
+    h, w = img.shape[1:]
+    if w == h:
+        return img
+    c = torch.tensor([float(v) for v in fill]).view(3, 1, 1)
+    c = c.round().to(torch.uint8) if img.dtype == torch.uint8 else (c / 255).to(img.dtype)
+    out = c.expand(3, max(w, h), max(w, h)).clone()
+    t, l = (max(w, h) - h) // 2, (max(w, h) - w) // 2
+    out[:, t : t + h, l : l + w] = img
+    return out
+
+
 def to_pixels(
     img: Any,  # a PIL image or a CHW tensor (uint8, or float in [0,1])
     size: int,  # the side of the square output
+    pad: Sequence[int] | None = None,  # None: resize and centre-crop; a 0-255 colour: pad to a square first (LLaVA)
 ) -> torch.Tensor:
-    "`img` as a (3,size,size) float tensor in [0,1]: shorter side resized (bicubic), then centre-cropped."
-    if isinstance(img, Image.Image):
-        img = (
-            torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
-            .reshape(img.height, img.width, 3)
-            .permute(2, 0, 1)
-        )
+    "`img` as a (3,size,size) float tensor in [0,1]: padded to a square (if `pad`), shorter side resized, centre-cropped."
+    if pad is not None:
+        img = _pad_square(img, pad)
+        if isinstance(img, Image.Image) and img.size != (size, size):  # LLaVA's processor resizes with PIL, bicubic
+            img = img.convert("RGB").resize((size, size), Image.BICUBIC)
+    img = _as_tensor(img)
     x = img.float() / 255 if img.dtype == torch.uint8 else img.float()
     if x.ndim != 3 or x.shape[0] != 3:
         raise RobustClipError(f"an image must be (3,H,W); got {tuple(x.shape)}")
@@ -89,9 +126,10 @@ def task_pixels(
     task: VLMTask,  # the task
     idx: Sequence[int],  # which samples
     size: int,  # the LVLM's input side
+    pad: Sequence[int] | None = None,  # the LVLM's padding colour (`LVLM.pad_colour`; None: centre-crop)
 ) -> torch.Tensor:
     "The images of samples `idx` as an (N,3,size,size) batch in [0,1]."
-    return torch.stack([to_pixels(task.images[int(i)], size) for i in idx])
+    return torch.stack([to_pixels(task.images[int(i)], size, pad) for i in idx])
 
 # %% ../../nbs/43_vlm.data.ipynb #18c7f161
 def _png(path: Path, seed: int, size: tuple[int, int] = (24, 20)) -> None:
@@ -307,6 +345,7 @@ def caption_task(
         caps,
         ids,
         info={"annotations": str(p), "images_root": str(root), "split": split},
+        max_new_tokens=DECODE_LENGTHS["caption"],
     )
 
 # %% ../../nbs/43_vlm.data.ipynb #499c4431
@@ -347,6 +386,7 @@ def vqa_task(
         [ans[x["question_id"]] for x in qs],
         [x["question_id"] for x in qs],
         info={"questions": str(q), "annotations": str(a), "images_root": str(root)},
+        max_new_tokens=DECODE_LENGTHS["vqa"],
     )
 
 
@@ -370,6 +410,7 @@ def textvqa_task(
         [list(x["answers"]) for x in rows],
         [x["question_id"] for x in rows],
         info={"annotations": str(p), "images_root": str(root)},
+        max_new_tokens=DECODE_LENGTHS["textvqa"],
     )
 
 
@@ -395,6 +436,7 @@ def vizwiz_task(
         [x["image"] for x in rows],
         prompt="vqa-vizwiz",
         info={"annotations": str(p), "images_root": str(root)},
+        max_new_tokens=DECODE_LENGTHS["vqa"],
     )
 
 
@@ -420,6 +462,7 @@ def pope_task(
         [[x["label"].strip().lower()] for x in rows],
         [x.get("question_id", i) for i, x in enumerate(rows)],
         info={"annotations": str(p), "images_root": str(root)},
+        max_new_tokens=DECODE_LENGTHS["pope"],
     )
 
 # %% ../../nbs/43_vlm.data.ipynb #4a34a883
@@ -500,7 +543,7 @@ _READERS = {
 
 
 def _by_path(name: str, root=None, split: str = "test", images_root=None, **kw) -> VLMTask:
-    "'caption:PATH', 'vqa:PATH', 'textvqa:PATH', 'vizwiz:PATH', 'pope:PATH' (PATH relative to the data root when it is there)."
+    "'caption:PATH', 'vqa:PATH', 'textvqa:PATH', 'vizwiz:PATH', 'pope:PATH' (PATH relative to the data root if there)."
     pre = name[: name.index(":") + 1]
     p = Path(name[len(pre) :]).expanduser()
     if not p.is_absolute() and root is not None and (Path(root) / p).exists():
@@ -515,3 +558,11 @@ def _by_path(name: str, root=None, split: str = "test", images_root=None, **kw) 
 
 for _pre in _READERS:
     register_dataset(_pre, _by_path)
+
+# %% ../../nbs/43_vlm.data.ipynb #6a136fca
+def robustvlm_order(
+    n_total: int,  # samples in the dataset (in the reference's reading order)
+    seed: int = 42,  # RobustVLM's trial seed (a targeted run: the target's seed)
+) -> list[int]:
+    "RobustVLM's draw as an order: its first n are `np.random.seed(seed); np.random.choice(n_total, n, replace=False)`."
+    return np.random.RandomState(seed).permutation(n_total).tolist()

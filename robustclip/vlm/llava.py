@@ -1,4 +1,4 @@
-"""The `llava-hf:` backend: LLaVA-1.5 as transformers' `LlavaForConditionalGeneration`, in pixel space, with LLaVA-1.5's prompt format, penultimate-layer features and greedy decoding, and a robust CLIP swapped in at 224 px (RobustVLM's choice) or interpolated to 336 px.
+"""LLaVA-1.5 through transformers in pixel space, RobustVLM's prompts and padding, a robust CLIP swapped in.
 
 Docs: https://robustclip.github.io/robustclip/vlm.llava.html.md"""
 
@@ -27,8 +27,8 @@ __all__ = [
 
 # %% ../../nbs/41_vlm.llava.ipynb #9370807c
 LLAVA_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 LLAVA_15 = ChatTemplate(before=f"{LLAVA_SYSTEM} USER: ", after="\n{prompt} ASSISTANT:")
 LLAVA_HF = ChatTemplate(before="USER: ", after="\n{prompt} ASSISTANT:")
@@ -54,9 +54,23 @@ class LlavaHF(LVLM):
         mean=(0.48145466, 0.4578275, 0.40821073),
         std=(0.26862954, 0.26130258, 0.27577711),
         name: str = "llava-hf",
+        aspect: str = "pad",  # 'pad': LLaVA-1.5's `image_aspect_ratio: pad`; 'crop': CLIP's resize and centre crop
     ):
         super().__init__(llava, tokenizer, template, mean, std, name)
+        if aspect not in ("pad", "crop"):
+            raise RobustClipError(f"aspect must be 'pad' or 'crop', not {aspect!r}")
+        self.aspect, self.full_vision = aspect, None
         self.freeze()
+
+    @property
+    def pad_colour(self) -> tuple[int, int, int] | None:
+        "LLaVA-1.5 pads to a square in its processor's mean colour, `int(255 * mean)` per channel (`mm_utils.py` L33)."
+        return tuple(int(255 * m) for m in self.mean.flatten().tolist()) if self.aspect == "pad" else None
+
+    def restore_full_vision(self) -> None:
+        "The swapped-in tower's own float32 weights (kept when it was cast to the LVLM's half precision)."
+        if self.full_vision is not None:
+            self.tower.load_state_dict(self.full_vision)
 
     @property
     def tower(self) -> nn.Module:
@@ -93,6 +107,7 @@ class LlavaHF(LVLM):
             )
         if resolution == "interpolate":
             interpolate_pos_embed(new, _side(old.config.image_size))
+        self.full_vision = None if old.dtype == torch.float32 else {k: v.clone() for k, v in new.state_dict().items()}
         self.lm.model.vision_tower = new.to(device=old.device, dtype=old.dtype)
         self.lm.config.vision_config = new.config
         self.set_normalization(clip.mean.flatten().tolist(), clip.std.flatten().tolist())

@@ -1,4 +1,4 @@
-"""Captioning CIDEr as COCO computes it, VQA accuracy with the standard answer normalisation, POPE's F1, and attribute accuracy of generated text.
+"""CIDEr as COCO computes it, VQA accuracy with the standard normalisation, POPE's F1, attribute accuracy of text.
 
 Docs: https://robustclip.github.io/robustclip/vlm.metrics.html.md"""
 
@@ -20,9 +20,9 @@ from ..core import RobustClipError
 
 # %% auto #0
 __all__ = [
-    'PTB_PUNCTUATIONS', 'java_ptb_available', 'ptb_tokenize', 'simple_tokenize', 'tokenize_captions', 'cider',
-    'CorpusCider', 'normalize_vqa_answer', 'vqa_accuracy', 'vqa_scores', 'pope_answer', 'pope_scores',
-    'parse_attributes', 'attribute_accuracy'
+    'PTB_PUNCTUATIONS', 'POSTPROCESS', 'java_ptb_available', 'ptb_tokenize', 'simple_tokenize', 'tokenize_captions',
+    'cider', 'CorpusCider', 'normalize_vqa_answer', 'vqa_accuracy', 'vqa_scores', 'postprocess_caption',
+    'postprocess_vqa', 'pope_answer', 'pope_scores', 'parse_attributes', 'attribute_accuracy'
 ]
 
 # %% ../../nbs/42_vlm.metrics.ipynb #30ce83d8
@@ -373,6 +373,19 @@ def vqa_scores(
     per = [vqa_accuracy(p, a) for p, a in zip(predictions, answers)]
     exact = [normalize_vqa_answer(p) in {normalize_vqa_answer(x) for x in a} for p, a in zip(predictions, answers)]
     return {"vqa_acc": sum(per) / len(per), "per_sample": per, "exact_match": sum(exact) / len(exact)}
+
+# %% ../../nbs/42_vlm.metrics.ipynb #bbaabb02
+def postprocess_caption(text: str) -> str:
+    "A generated caption as RobustVLM scores it: cut at 'Output', double quotes removed."
+    return text.split("Output", 1)[0].replace('"', "")
+
+
+def postprocess_vqa(text: str) -> str:
+    "A generated VQA answer as RobustVLM scores it: cut at 'Question', 'Answer' or 'Short', then at ', '."
+    return re.split(", ", re.split("Question|Answer|Short", text, maxsplit=1)[0], maxsplit=1)[0]
+
+
+POSTPROCESS = {"caption": postprocess_caption, "vqa": postprocess_vqa}  # by task kind; POPE reads its own way
 
 # %% ../../nbs/42_vlm.metrics.ipynb #9dee87b5
 def pope_answer(text: str) -> str:
