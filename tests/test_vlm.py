@@ -1,6 +1,7 @@
 """The LVLM interface on CPU: a tiny random LLaVA (tiny CLIP vision + tiny Llama, built here) loaded as `llava-hf:`,
-agreeing with transformers' own forward and greedy generate, a tiny open_clip tower swapped in (native and interpolated),
-gradients down to the pixels; the metrics against their references on fixtures; mini-llava's mechanics in a few steps."""
+agreeing with transformers' own forward and greedy generate, a tiny open_clip tower swapped in (native and
+interpolated), gradients down to the pixels; the metrics against their references on fixtures; mini-llava's mechanics
+in a few steps; RobustVLM's protocol (padding, prompt, decoding, precision, drops, success, draws)."""
 
 import json
 import random
@@ -123,7 +124,7 @@ def test_batches_equal_single_samples(llava):
 
 
 def test_swap_native_keeps_everything_else(llava):
-    "RobustVLM's choice: the 16-px tower at its own resolution (4 tokens); projector and LM untouched; penultimate features."
+    "RobustVLM's choice: the 16-px tower at its own resolution (4 tokens); projector and LM untouched; penultimate."
     robust = _vit()
     keep = {k: v.clone() for k, v in llava.lm.state_dict().items() if "vision_tower" not in k}
     assert swap_vision(llava, robust) is llava
@@ -176,7 +177,7 @@ def test_backends_found_through_plugins():
     assert lvlm_loader("llava-hf:org/model") is load_llava_hf and lvlm_loader("mini-llava") is load_mini_llava
 
 
-# ---------------------------------------------------------------------------------------------------------------- metrics
+# ------------------------------------------------------------------------------------------------------------ metrics
 CAPS = ["a man rides a horse", "Two dogs in the snow-covered field.", "a red seven in the top left corner", ""]
 REFS = [
     ["A man riding a horse.", "A person's riding a brown horse, outside!"],
@@ -252,7 +253,7 @@ def test_mini_captions_parse_back_to_their_attributes():
     assert r["attr_acc"] == 1.0 and all(v == 1.0 for v in r["named"].values())
 
 
-# ------------------------------------------------------------------------------------------------------------- mini-llava
+# --------------------------------------------------------------------------------------------------------- mini-llava
 def test_mini_llava_mechanics(tmp_path, monkeypatch, capfd):
     "A tiny recipe trains in a few steps, caches under ROBUSTCLIP_HOME with its hashes, loads back equal, swaps towers."
     from robustclip.mini import llava as ml
@@ -410,7 +411,7 @@ def test_broken_files_are_one_line_errors(data_root, tmp_path):
 
 
 def test_eval_vlm_tiny_llava_end_to_end(llava_dir, data_root, tmp_path):
-    "A tiny random LLaVA through `robustclip eval vlm`: every task kind, a swapped tower, a resumed run equal to a fresh one."
+    "A tiny random LLaVA through `robustclip eval vlm`: every task kind, a swapped tower, a resumed run = a fresh one."
     spec = f"llava-hf:{llava_dir}"
     for ds, key in (("vlm/coco", "cider"), ("vlm/vqav2", "vqa_acc"), ("vlm/pope/random", "f1")):
         r = eval_vlm(spec, ds, data_root=str(data_root), batch_size=2, max_new_tokens=4, device="cpu")
@@ -457,7 +458,7 @@ def test_cli_eval_vlm_errors(tmp_path, capsys):
     assert "not vqa" in err[0] and "unknown LVLM" in err[1] and "dataset_coco.json" in err[2]
 
 
-# --- attacks on LVLMs (FARE Tables 1-3) ---------------------------------------------------------------------------------
+# --- attacks on LVLMs (FARE Tables 1-3) -----------------------------------------------------------------------------
 
 from robustclip.vlm.attacks import apgd_text, ensemble_attack, targeted_attack, EnsembleSpec
 from robustclip.vlm.core import task_prompt

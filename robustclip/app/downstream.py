@@ -20,11 +20,15 @@ __all__ = [
 
 # %% ../../nbs/85_app.downstream.ipynb #793df59a
 _T2I_EPILOG = """examples:
-  robustclip eval t2i --generator mini-t2i --text-encoder mini-base --dataset mini/retrieval --n-samples 100 --output base.json
-  robustclip eval t2i --generator mini-t2i --text-encoder runs/mini/leaf/final --dataset mini/retrieval --output leaf.json
-  robustclip eval t2i --generator sd:stable-diffusion-v1-5/stable-diffusion-v1-5 --text-encoder hf-clip:LEAF-CLIP/FOLDER \\
-      --judge ViT-B-16 --judge-pretrained openai --dataset coco --data-root DATA --n-samples 1000 --device cuda --output sd_leaf.json
-Prompts are each image's first caption (or a caption file's lines: --dataset captions:FILE). Charmer (k=2, 20 positions,
+  robustclip eval t2i --generator mini-t2i --text-encoder mini-base --dataset mini/retrieval --n-samples 100 \\
+      --output base.json
+  robustclip eval t2i --generator mini-t2i --text-encoder runs/mini/leaf/final --dataset mini/retrieval \\
+      --output leaf.json
+  robustclip eval t2i --generator sd:stable-diffusion-v1-5/stable-diffusion-v1-5 \\
+      --text-encoder hf-clip:LEAF-CLIP/FOLDER --judge ViT-B-16 --judge-pretrained openai --dataset t2i/coco \\
+      --data-root DATA --batch-size 10 --precision fp16 --device cuda --output sd_leaf.json
+Prompts are each image's first caption (t2i/coco: LEAF's val2017 list) or a caption file's lines (captions:FILE);
+SD keeps its safety checker and blacked-out generations are not scored. Charmer (k=2, 20 positions,
 LEAF's constraint, objective dissim) attacks the generator's own text encoder; both images of a prompt start from the
 same seeded noise; CLIPScore/100 is measured against the clean prompt. The generator is never retrained."""
 
@@ -124,9 +128,10 @@ def run_t2i(args: argparse.Namespace) -> int:
 
 # %% ../../nbs/85_app.downstream.ipynb #a9397d8a
 _INV_EPILOG = """examples:
-  robustclip eval inversion --model mini-base --dataset mini/retrieval --n-samples 100 --steps 1000 --vocab task --output inv_base.json
+  robustclip eval inversion --model mini-base --dataset mini/retrieval --n-samples 100 --steps 1000 --vocab task \\
+      --output inv_base.json
   robustclip eval inversion --model ViT-H-14 --pretrained OpenCLIP-ViT-H-rho50-k1-constrained-FARE2.pt \\
-      --dataset captions:coco_captions.txt --device cuda --output inv_leaf_h.json
+      --dataset pez/coco --device cuda --output inv_leaf_h.json
 PEZ (Wen et al. 2023) as LEAF runs it: prompt length matched to each text, AdamW lr 0.1, wd 0.1, 3000 steps; metrics:
 mean best cosine, word accuracy, token accuracy, BLEU."""
 

@@ -31,7 +31,8 @@ under attack (FARE Tables 1-3):
       --eps 16/255 --steps 10 --n-samples 32 --output fare4_ens.json     # keeps fare4_ens.adv/ for transfers
   robustclip eval vlm --vlm mini-llava --vision mini-base --dataset mini/captions --transfer-from fare4_ens.json \
       --n-samples 32                                                      # the same images, another encoder
-  robustclip eval vlm --vlm mini-llava --dataset mini/vqa-digit --attack targeted --target seven --eps 16/255 --steps 100"""
+  robustclip eval vlm --vlm mini-llava --dataset mini/vqa-digit --attack targeted --target seven \\
+      --eps 16/255 --steps 100"""
 
 
 def vlm_args(p: argparse.ArgumentParser) -> None:
@@ -63,9 +64,7 @@ def vlm_args(p: argparse.ArgumentParser) -> None:
         choices=["robustvlm", "random", "first"],
         help="RobustVLM's numpy draw (default), a seeded torch draw, or the first N",
     )
-    p.add_argument(
-        "--seed", type=int, default=None, help="seed of the subset (default: 42, a target's own: RobustVLM's)"
-    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the subset (default: 42, or a target's own)")
     p.add_argument("--batch-size", type=int, default=8, help="images per generate call (default: 8)")
     p.add_argument(
         "--max-new-tokens", type=int, default=None, help="generation length (default: the dataset's, else the LVLM's)"
@@ -90,7 +89,11 @@ def vlm_args(p: argparse.ArgumentParser) -> None:
         default=True,
         help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
     )
-    g = p.add_argument_group("attack (robust scores)")
+    _attack_args(p.add_argument_group("attack (robust scores)"))
+
+
+def _attack_args(g) -> None:
+    "The attack flags of `robustclip eval vlm`."
     g.add_argument(
         "--attack",
         default=None,

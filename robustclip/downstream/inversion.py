@@ -93,6 +93,37 @@ def _prompt_lengths(model: PixelCLIP, texts: list[str], prompt_len: int | str) -
     return [max(1, k) for k in n]
 
 # %% ../../nbs/45_inversion.ipynb #f67b23df
+def _frame(model: PixelCLIP, lens: list[int], dev) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Per text: which positions are free, where its end token sits, and the fixed ids (start and end tokens)."
+    B, L = len(lens), max(lens) + 2
+    free = torch.zeros(B, L, dtype=torch.bool, device=dev)
+    for i, n in enumerate(lens):
+        free[i, 1 : n + 1] = True
+    eot = torch.tensor(lens, device=dev) + 1
+    ids = torch.zeros(B, L, dtype=torch.long, device=dev)
+    ids[:, 0] = model.tokenizer.sot_token_id
+    ids[torch.arange(B, device=dev), eot] = model.tokenizer.eot_token_id
+    return free, eot, ids
+
+
+def _results(model: PixelCLIP, texts: list[str], lens: list[int], best, best_ids) -> list[dict]:
+    "Per text: the best prompt decoded, its ids, its cosine and the original's ids."
+    out = []
+    for i, t in enumerate(texts):
+        rec = best_ids[i, : lens[i]].tolist()
+        orig = [x for x in model.tokenizer.encode(t)][: lens[i]]
+        out.append(
+            {
+                "text": t,
+                "reconstructed": model.tokenizer.decode(rec).strip(),
+                "ids_rec": rec,
+                "ids_orig": orig,
+                "sim": round(best[i].item(), 6),
+            }
+        )
+    return out
+
+
 def pez_invert(
     model: PixelCLIP,  # the CLIP whose text embeddings are inverted
     texts: Sequence[str],  # the texts to recover (their embeddings are the targets)
@@ -115,20 +146,13 @@ def pez_invert(
     dev, table = model.device, m.token_embedding.weight.detach()
     ok, lens = _allowed(model, vocab).to(dev), _prompt_lengths(model, texts, prompt_len)
     B, P = len(texts), max(lens)
-    L = P + 2
     with torch.no_grad():
         target = F.normalize(encode_texts(model, texts).float(), dim=-1)
     g = torch.Generator().manual_seed(seed)
     pool = ok.nonzero().flatten().cpu()
     init = pool[torch.randint(len(pool), (B, P), generator=g)].to(dev)
     z = table[init].clone().requires_grad_(True)  # the continuous prompt embeddings
-    free = torch.zeros(B, L, dtype=torch.bool, device=dev)
-    for i, n in enumerate(lens):
-        free[i, 1 : n + 1] = True
-    eot = torch.tensor(lens, device=dev) + 1
-    ids = torch.zeros(B, L, dtype=torch.long, device=dev)
-    ids[:, 0] = model.tokenizer.sot_token_id
-    ids[torch.arange(B, device=dev), eot] = model.tokenizer.eot_token_id
+    free, eot, ids = _frame(model, lens, dev)
     opt = torch.optim.AdamW([z], lr=lr, weight_decay=weight_decay)
     best = torch.full((B,), -2.0, device=dev)
     best_ids = torch.zeros(B, P, dtype=torch.long, device=dev)
@@ -147,20 +171,7 @@ def pez_invert(
             best_ids[better] = nn_ids[better]
         opt.step()
         opt.zero_grad(set_to_none=True)
-    out = []
-    for i, t in enumerate(texts):
-        rec = best_ids[i, : lens[i]].tolist()
-        orig = [x for x in model.tokenizer.encode(t)][: lens[i]]
-        out.append(
-            {
-                "text": t,
-                "reconstructed": model.tokenizer.decode(rec).strip(),
-                "ids_rec": rec,
-                "ids_orig": orig,
-                "sim": round(best[i].item(), 6),
-            }
-        )
-    return out
+    return _results(model, texts, lens, best, best_ids)
 
 # %% ../../nbs/45_inversion.ipynb #9db3cee9
 def word_accuracy(reconstructions: Sequence[str], references: Sequence[str]) -> float:
@@ -193,7 +204,7 @@ def _bleu():
 
 
 def leaf_bleu(reconstructions: Sequence[str], references: Sequence[str]) -> float:
-    "LEAF's `compute_metrics.py` call as written: sacrebleu's default BLEU of the first reconstruction vs all references."
+    "LEAF's `compute_metrics.py` call as written: sacrebleu's BLEU of the first reconstruction vs all references."
     return _bleu()(references=[[r] for r in references]).corpus_score(list(reconstructions), references=None).score
 
 

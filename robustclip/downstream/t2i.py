@@ -33,7 +33,7 @@ __all__ = [
 
 # %% ../../nbs/44_t2i.ipynb #7c75f4df
 class TextToImage(nn.Module):
-    "A text-to-image generator conditioned on the token states of a transformers `CLIPTextModel` (Stable Diffusion's way)."
+    "A text-to-image generator conditioned on a transformers `CLIPTextModel`'s token states (Stable Diffusion's way)."
 
     name: str = "t2i"
 

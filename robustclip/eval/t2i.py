@@ -273,20 +273,9 @@ def eval_t2i(
     if text_encoder is not None:
         swap_text(t2i, load_clip(text_encoder, device=dev) if isinstance(text_encoder, str) else text_encoder)
     j = load_clip(judge, judge_pretrained, device=dev) if isinstance(judge, str) else judge
+    atk = dict(k=k, n_positions=n_positions, objective=objective, constrain=constrain, words=words, alphabet=alphabet)
+    kw = dict(subset=sub, batch_size=batch_size, n_examples=n_examples, split=split, seed=seed)
     images = out.with_name(out.stem + ".images") if out is not None else None
-    adapter = T2IEval(
-        t2i,
-        j,
-        task,
-        attack=dict(
-            k=k, n_positions=n_positions, objective=objective, constrain=constrain, words=words, alphabet=alphabet
-        ),
-        subset=sub,
-        batch_size=batch_size,
-        n_examples=n_examples,
-        images_dir=images,
-        attributes=attribute_judge(task) if attributes else None,
-        split=split,
-        seed=seed,
-    )
+    judge_of = attribute_judge(task) if attributes else None
+    adapter = T2IEval(t2i, j, task, attack=atk, images_dir=images, attributes=judge_of, **kw)
     return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

@@ -45,7 +45,7 @@ def vlm_metrics(
     idx: list[int],  # the evaluated samples
     texts: list[str],  # what the LVLM generated for them
 ) -> dict:
-    "The papers' metrics of generated `texts` (CIDEr, VQA accuracy or POPE F1), plus captions' attribute accuracy where known."
+    "The papers' metrics of generated `texts` (CIDEr, VQA accuracy or POPE F1), and captions' attribute accuracy."
     gt = [task.answers[i] for i in idx]
     if task.kind == "caption":
         c = cider(texts, gt)
@@ -305,7 +305,7 @@ def read_adv_images(
     result: str | Path,  # the result JSON of an attacked evaluation run with an output
     idx: list[int],  # the samples this evaluation needs
 ) -> dict[int, torch.Tensor]:
-    "The adversarial image of each sample of `idx` that `result`'s run kept (one-line errors when it cannot serve them)."
+    "The adversarial image of each sample of `idx` that `result`'s run kept (one-line errors when it cannot)."
     from robustclip.core import load_torch_file
 
     p = Path(result)
@@ -318,7 +318,8 @@ def read_adv_images(
     miss = [i for i in idx if i not in out]
     if miss:
         raise RobustClipError(
-            f"{p}: no adversarial images for {len(miss)} of the {len(idx)} samples in {d} (same dataset, --n-samples and --seed?)"
+            f"{p}: no adversarial images for {len(miss)} of the {len(idx)} samples in {d} "
+            "(same dataset, --n-samples and --seed?)"
         )
     return out
 
@@ -364,7 +365,7 @@ def eval_vlm(
     max_batches: int | None = None,  # at most this many new batches, then stop (incomplete)
     overwrite: bool = False,  # replace a result that other settings wrote (else: refused)
 ) -> dict:
-    "Captioning / VQA / POPE scores of an LVLM with `vision` swapped in (nothing retrained): clean, attacked, transferred."
+    "Captioning / VQA / POPE scores of an LVLM with `vision` swapped in (nothing retrained): clean, attacked, moved."
     check_positive("--batch-size", batch_size)
     out = check_output(output)
     if max_new_tokens is not None:

@@ -170,6 +170,7 @@ class MiniLlava(LVLM):
         projector: TokenProjector,
         lm: nn.Module,
         tokenizer,
+        *,
         stages: Sequence[int],
         image_size: int,
         mean,
@@ -228,10 +229,10 @@ def build_mini_llava(
         TokenProjector(dims, cfg["lm"]["hidden_size"]),
         lm,
         tokenizer,
-        cfg["stages"],
-        clip.image_size,
-        clip.mean.flatten().tolist(),
-        clip.std.flatten().tolist(),
+        stages=cfg["stages"],
+        image_size=clip.image_size,
+        mean=clip.mean.flatten().tolist(),
+        std=clip.std.flatten().tolist(),
     ).freeze()
 
 # %% ../../nbs/52_mini.llava.ipynb #d3dd1553
@@ -431,10 +432,10 @@ def read_mini_llava(
         TokenProjector(meta["dims"], meta["width"]),
         lm,
         PreTrainedTokenizerFast.from_pretrained(str(d)),
-        meta["stages"],
-        meta["image_size"],
-        meta["mean"],
-        meta["std"],
+        stages=meta["stages"],
+        image_size=meta["image_size"],
+        mean=meta["mean"],
+        std=meta["std"],
     )
     sd = load_file(str(d / "model.safetensors"))
     m.projector.load_state_dict({k[10:]: v for k, v in sd.items() if k.startswith("projector.")}, strict=True)

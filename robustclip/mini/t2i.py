@@ -98,6 +98,7 @@ class MiniT2I(TextToImage):
         text_encoder: nn.Module,
         tokenizer,
         scheduler_config: dict,
+        *,
         fold: int = 2,
         sample_steps: int = 20,
         guidance: float = 3.0,
@@ -121,7 +122,7 @@ class MiniT2I(TextToImage):
         return self.tokenizer(list(texts))
 
     def denoise(self, x: torch.Tensor, t, states: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        "The UNet's output: cross-attention to the token states, plus the pooled state added to the time embedding if configured."
+        "The UNet's output: cross-attention to the token states, the pooled state added to the time embedding if set."
         extra = {"class_labels": pooled} if self.unet.config.class_embed_type == "projection" else {}
         return self.unet(x, t, encoder_hidden_states=states, **extra).sample
 
@@ -171,7 +172,15 @@ def build_mini_t2i(
         beta_schedule=cfg["beta_schedule"],
         prediction_type=cfg.get("prediction_type", "epsilon"),
     )
-    m = MiniT2I(unet, text_tower(clip), clip.tokenizer, dict(sched.config), f, cfg["sample_steps"], cfg["guidance"])
+    m = MiniT2I(
+        unet,
+        text_tower(clip),
+        clip.tokenizer,
+        dict(sched.config),
+        fold=f,
+        sample_steps=cfg["sample_steps"],
+        guidance=cfg["guidance"],
+    )
     m.text_spec = dict(clip.spec)
     return m
 
@@ -366,9 +375,9 @@ def read_mini_t2i(folder: str | Path, clip: PixelCLIP | None = None, device: str
         te,
         clip.tokenizer,
         meta["scheduler_config"],
-        meta["fold"],
-        meta["sample_steps"],
-        meta["guidance"],
+        fold=meta["fold"],
+        sample_steps=meta["sample_steps"],
+        guidance=meta["guidance"],
     )
     m.text_spec = dict(clip.spec)
     return m.to(device).eval()

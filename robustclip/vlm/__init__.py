@@ -1,1 +1,1 @@
-"Vision-language models in pixel space: the LVLM interface, the llava-hf backend, and the captioning / VQA / POPE metrics."
+"Vision-language models in pixel space: the LVLM interface, the llava-hf backend, data, metrics and attacks."

@@ -30,7 +30,7 @@ __all__ = [
 # %% ../../nbs/40_vlm.core.ipynb #ba7914df
 @dataclass(frozen=True)
 class ChatTemplate:
-    "Where image and prompt sit in an LVLM's input: BOS, `before`, the image tokens, `after` (with the prompt), the answer."
+    "Where image and prompt sit in an LVLM's input: BOS, `before`, the image, `after` (with the prompt), the answer."
 
     before: str = "USER: "  # text between BOS and the image
     after: str = "\n{prompt} ASSISTANT:"  # text after the image; `{prompt}` is replaced by the prompt
@@ -100,6 +100,7 @@ class LVLM(nn.Module):
         template: ChatTemplate = ChatTemplate(),
         mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),  # normalisation (OpenAI CLIP's)
         std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711),
+        *,
         name: str = "",  # how results name the LVLM
         prompts: dict | None = None,  # task prompts (default `TASK_PROMPTS`)
         max_new_tokens: int = 20,  # default generation length

@@ -1,4 +1,4 @@
-"""Captioning, VQA and POPE tasks read from the datasets' own files: COCO and Flickr30k captions, VQAv2, OK-VQA, TextVQA, VizWiz, POPE.
+"""Captioning, VQA and POPE tasks from the datasets' own files (COCO, Flickr30k, VQAv2, OK-VQA, TextVQA, VizWiz).
 
 Docs: https://robustclip.github.io/robustclip/vlm.data.html.md"""
 
@@ -71,9 +71,8 @@ def _as_tensor(img: Any) -> torch.Tensor:
     if not isinstance(img, Image.Image):
         return img
     img = img.convert("RGB")
-    return (
-        torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(img.height, img.width, 3).permute(2, 0, 1)
-    )
+    t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return t.reshape(img.height, img.width, 3).permute(2, 0, 1)
 
 
 def _pad_square(img: Any, fill: Sequence[int]) -> Any:
@@ -103,7 +102,7 @@ def to_pixels(
     size: int,  # the side of the square output
     pad: Sequence[int] | None = None,  # None: resize and centre-crop; a 0-255 colour: pad to a square first (LLaVA)
 ) -> torch.Tensor:
-    "`img` as a (3,size,size) float tensor in [0,1]: padded to a square (if `pad`), shorter side resized, centre-cropped."
+    "`img` as a (3,size,size) float tensor in [0,1]: padded square (if `pad`), shorter side resized, centre-cropped."
     if pad is not None:
         img = _pad_square(img, pad)
         if isinstance(img, Image.Image) and img.size != (size, size):  # LLaVA's processor resizes with PIL, bicubic
@@ -145,13 +144,8 @@ def _dump(path: Path, obj: Any, lines: bool = False) -> None:
     path.write_text("\n".join(json.dumps(o) for o in obj) + "\n" if lines else json.dumps(obj))
 
 
-def write_vlm_fixtures(
-    root: str | Path,  # the data root to create
-    n: int = 3,  # images per dataset
-) -> Path:
-    "Tiny COCO/Flickr30k/VQAv2/OK-VQA/TextVQA/VizWiz/POPE files in their released layouts under `root`."
-    r = Path(root)
-    coco_ids = [139 + 7 * i for i in range(n)]
+def _caption_fixtures(r: Path, n: int, coco_ids: list[int]) -> None:
+    "COCO (Karpathy and COCO layouts) and Flickr30k caption files with their images."
     for i, c in enumerate(coco_ids):
         _png(r / f"coco/val2014/COCO_val2014_{c:012d}.jpg", i)
     caps = lambda i: [f"a photo number {i} of a thing", f"picture {i} with something", f"image {i}"]
@@ -192,6 +186,10 @@ def write_vlm_fixtures(
             ]
         },
     )
+
+
+def _vqa_fixtures(r: Path, coco_ids: list[int]) -> None:
+    "VQAv2 and OK-VQA questions and annotations."
     answers = lambda i: [
         {"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
         for j, a in enumerate(["two"] * 6 + ["2"] * 2 + [f"x{i}", "three"])
@@ -226,6 +224,10 @@ def write_vlm_fixtures(
                 ],
             },
         )
+
+
+def _other_fixtures(r: Path, n: int, coco_ids: list[int]) -> None:
+    "TextVQA, VizWiz and POPE files with their images."
     for i in range(n):
         _png(r / f"textvqa/train_images/{i:016x}.jpg", 20 + i)
     _dump(
@@ -275,6 +277,18 @@ def write_vlm_fixtures(
             ],
             lines=True,
         )
+
+
+def write_vlm_fixtures(
+    root: str | Path,  # the data root to create
+    n: int = 3,  # images per dataset
+) -> Path:
+    "Tiny COCO/Flickr30k/VQAv2/OK-VQA/TextVQA/VizWiz/POPE files in their released layouts under `root`."
+    r = Path(root)
+    coco_ids = [139 + 7 * i for i in range(n)]
+    _caption_fixtures(r, n, coco_ids)
+    _vqa_fixtures(r, coco_ids)
+    _other_fixtures(r, n, coco_ids)
     return r
 
 # %% ../../nbs/43_vlm.data.ipynb #8155074c

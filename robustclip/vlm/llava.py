@@ -53,10 +53,11 @@ class LlavaHF(LVLM):
         template: ChatTemplate = LLAVA_15,
         mean=(0.48145466, 0.4578275, 0.40821073),
         std=(0.26862954, 0.26130258, 0.27577711),
+        *,
         name: str = "llava-hf",
         aspect: str = "pad",  # 'pad': LLaVA-1.5's `image_aspect_ratio: pad`; 'crop': CLIP's resize and centre crop
     ):
-        super().__init__(llava, tokenizer, template, mean, std, name)
+        super().__init__(llava, tokenizer, template, mean, std, name=name)
         if aspect not in ("pad", "crop"):
             raise RobustClipError(f"aspect must be 'pad' or 'crop', not {aspect!r}")
         self.aspect, self.full_vision = aspect, None

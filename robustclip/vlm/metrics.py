@@ -73,7 +73,8 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     "COCO's caption tokenisation: Stanford's PTBTokenizer (Java), lower-cased, punctuation tokens dropped."
     if not java_ptb_available():
         raise RobustClipError(
-            "the PTB tokenizer needs Java and pycocoevalcap: apt-get install default-jre; pip install pycocoevalcap==1.2"
+            "the PTB tokenizer needs Java and pycocoevalcap: "
+            "apt-get install default-jre; pip install pycocoevalcap==1.2"
         )
     fd, name = tempfile.mkstemp(suffix=".txt", prefix="robustclip-ptb-")
     try:
@@ -152,7 +153,7 @@ def cider(
 
 # %% ../../nbs/42_vlm.metrics.ipynb #35596d81
 class CorpusCider:
-    "Per-sample CIDEr-D (×100) of captions for some images of a fixed reference corpus (document frequencies from all of it)."
+    "Per-sample CIDEr-D (×100) of captions for images of a fixed reference corpus (document frequencies from all)."
 
     def __init__(
         self,
@@ -351,7 +352,7 @@ def vqa_accuracy(
     prediction: str,  # the generated answer
     answers: Sequence[str],  # the ground-truth answers (ten in VQAv2)
 ) -> float:
-    "VQA accuracy of one answer: min(1, matches among the other answers / 3), averaged over leaving each answer out (one answer: exact match)."
+    "VQA accuracy: min(1, matches among the other answers / 3), averaged over leaving each out (one answer: exact)."
     if not answers:
         raise RobustClipError("vqa_accuracy needs at least one ground-truth answer")
     p, gts = normalize_vqa_answer(prediction), [normalize_vqa_answer(a) for a in answers]
