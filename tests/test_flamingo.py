@@ -425,6 +425,19 @@ def test_ensemble_end_to_end(tiny_dir, data_root):
     )
 
 
+def test_eval_vlm_gives_the_context_of_the_training_split(tiny_dir, data_root):
+    "`eval_vlm` on an OpenFlamingo puts text-only demonstrations from the task's training split before each prompt."
+    from robustclip.eval.vlm import eval_vlm
+
+    lvlm = load_lvlm(f"open-flamingo:{tiny_dir}", device="cpu")
+    eval_vlm(lvlm, "vlm/coco", data_root=str(data_root), batch_size=2, max_new_tokens=2, device="cpu")
+    assert "a training caption" in lvlm.context["caption"] and "<image>" not in lvlm.context["caption"]
+    eval_vlm(lvlm, "vlm/textvqa", data_root=str(data_root), batch_size=2, max_new_tokens=2, device="cpu")
+    assert "what is written on sign" in lvlm.context["vqa"]
+    with pytest.raises(RobustClipError, match="training split"):
+        eval_vlm(lvlm, "vlm/pope/random", data_root=str(data_root), batch_size=2, device="cpu")
+
+
 def record_reference(out: Path = RECORDED) -> None:
     "Record the reference's outputs for the case (by hand where its environment is: `python tests/test_flamingo.py`)."
     import tempfile

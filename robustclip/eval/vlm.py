@@ -36,7 +36,8 @@ from robustclip.eval.runner import (
 
 # %% auto #0
 __all__ = [
-    'VLM_ATTACKS', 'vlm_metrics', 'VLMAttack', 'ensemble_spec', 'adv_dir', 'VLMEval', 'read_adv_images', 'eval_vlm'
+    'VLM_ATTACKS', 'vlm_metrics', 'VLMAttack', 'ensemble_spec', 'adv_dir', 'VLMEval', 'read_adv_images', 'prepare_lvlm',
+    'eval_vlm'
 ]
 
 # %% ../../nbs/34_eval.vlm.ipynb #ffdae35c
@@ -337,6 +338,25 @@ def _source(path: Path) -> dict:
     head = json.loads(sidecar_path(path).read_text().splitlines()[0]) if sidecar_path(path).is_file() else {}
     return {"attack": rec["attack"], "vision": rec.get("vision"), "key": head.get("key", "")}
 
+# %% ../../nbs/34_eval.vlm.ipynb #b7c1e0f3
+def prepare_lvlm(
+    lvlm: LVLM,  # the loaded LVLM
+    task: VLMTask,  # the evaluated task (its training split gives OpenFlamingo's context)
+    *,
+    vision: PixelCLIP | str | None = None,  # swap this encoder in (a CLIP or `load_clip` spec); None: keep the LVLM's
+    pretrained: str | None = None,  # pretrained tag or checkpoint of a `vision` spec
+    resolution: str = "native",  # llava-hf: 'native' (224-px encoder as RobustVLM) or 'interpolate'
+    data_root: str | None = None,
+) -> LVLM:
+    "`lvlm` with `vision` swapped in and the context its protocol takes from the task's training split, if any."
+    if vision is not None:
+        clip = load_clip(vision, pretrained, device=lvlm.device) if isinstance(vision, str) else vision
+        swap_vision(lvlm, clip, **({"resolution": resolution} if resolution != "native" else {}))
+    if lvlm.uses_context:  # OpenFlamingo: two text-only demonstrations from the training split (RobustVLM)
+        kw = dict(data_root=data_root, split="train", check_images=False)
+        lvlm.set_context(resolve_task(task.name, VLMTask, "an LVLM task", **kw))
+    return lvlm
+
 # %% ../../nbs/34_eval.vlm.ipynb #46943100
 def eval_vlm(
     vlm: LVLM | str,  # an LVLM or a `load_lvlm` spec ('mini-llava', 'llava-hf:<id or folder>')
@@ -382,9 +402,7 @@ def eval_vlm(
         raise RobustClipError(f"{t.name} is a {t.kind} task, not {task}")
     dev = rank_device(device)  # under torchrun: this rank's GPU
     lvlm = load_lvlm(vlm, device=dev, precision=precision) if isinstance(vlm, str) else vlm
-    if vision is not None:
-        clip = load_clip(vision, pretrained, device=dev) if isinstance(vision, str) else vision
-        swap_vision(lvlm, clip, **({"resolution": resolution} if resolution != "native" else {}))
+    prepare_lvlm(lvlm, t, vision=vision, pretrained=pretrained, resolution=resolution, data_root=data_root)
     adapter = VLMEval(
         lvlm,
         t,

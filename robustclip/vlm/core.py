@@ -125,6 +125,11 @@ class LVLM(nn.Module):
         "Replace the vision encoder by `clip`'s, in place (use the module function `swap_vision`)."
         raise NotImplementedError(f"{type(self).__name__} cannot swap its vision encoder")
 
+    uses_context = False  # whether the protocol puts demonstrations from the task's training split before prompts
+
+    def set_context(self, train=None) -> None:
+        "Set the context the protocol takes from `train`, a task's training split (LLaVA-style backends: none)."
+
     @property
     def device(self) -> torch.device:
         return self.embeddings.weight.device

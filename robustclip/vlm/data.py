@@ -6,6 +6,7 @@ Docs: https://robustclip.github.io/robustclip/vlm.data.html.md"""
 
 # %% ../../nbs/43_vlm.data.ipynb #9cb89d70
 from __future__ import annotations
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,9 @@ from ..data.text import ImagePaths, karpathy_entries
 
 # %% auto #0
 __all__ = [
-    'VLM_KINDS', 'DECODE_LENGTHS', 'VLM_DATASETS', 'VLMTask', 'to_pixels', 'task_pixels', 'write_vlm_fixtures',
-    'caption_task', 'vqa_task', 'textvqa_task', 'vizwiz_task', 'pope_task', 'vlm_dataset', 'robustvlm_order'
+    'VLM_KINDS', 'DECODE_LENGTHS', 'VLM_DATASETS', 'VLM_TRAIN_FILES', 'VLMTask', 'to_pixels', 'task_pixels',
+    'write_vlm_fixtures', 'caption_task', 'vqa_task', 'textvqa_task', 'vizwiz_task', 'pope_task', 'vlm_dataset',
+    'robustvlm_order'
 ]
 
 # %% ../../nbs/43_vlm.data.ipynb #a15eb9b9
@@ -162,6 +164,16 @@ def _caption_fixtures(r: Path, n: int, coco_ids: list[int]) -> None:
                 }
                 for i, c in enumerate(coco_ids)
             ]
+            + [
+                {
+                    "filepath": "train2014",
+                    "filename": f"COCO_train2014_{9 + i:012d}.jpg",
+                    "cocoid": 9 + i,
+                    "split": "train",
+                    "sentences": [{"raw": f"a training caption {i}"}],
+                }
+                for i in range(n)
+            ]
         },
     )
     _dump(
@@ -184,6 +196,10 @@ def _caption_fixtures(r: Path, n: int, coco_ids: list[int]) -> None:
                 {"filename": f"{1000 + i}.jpg", "split": "test", "sentences": [{"raw": s} for s in caps(i)]}
                 for i in range(n)
             ]
+            + [
+                {"filename": f"{2000 + i}.jpg", "split": "train", "sentences": [{"raw": f"a train {i}"}]}
+                for i in range(n)
+            ]
         },
     )
 
@@ -194,24 +210,23 @@ def _vqa_fixtures(r: Path, coco_ids: list[int]) -> None:
         {"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
         for j, a in enumerate(["two"] * 6 + ["2"] * 2 + [f"x{i}", "three"])
     ]
-    for sub, qf, af in (
-        ("vqav2", "v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json"),
-        ("okvqa", "OpenEnded_mscoco_val2014_questions.json", "mscoco_val2014_annotations.json"),
-    ):
+    files = (("vqav2", "v2_OpenEnded_mscoco_{}_questions.json", "v2_mscoco_{}_annotations.json"),)
+    files += (("okvqa", "OpenEnded_mscoco_{}_questions.json", "mscoco_{}_annotations.json"),)
+    for (sub, qf, af), (ds, ids) in itertools.product(files, (("val2014", coco_ids), ("train2014", [9, 16]))):
         _dump(
-            r / sub / qf,
+            r / sub / qf.format(ds),
             {
-                "data_subtype": "val2014",
+                "data_subtype": ds,
                 "questions": [
                     {"image_id": c, "question": f"How many things {i}?", "question_id": c * 10 + 1}
-                    for i, c in enumerate(coco_ids)
+                    for i, c in enumerate(ids)
                 ],
             },
         )
         _dump(
-            r / sub / af,
+            r / sub / af.format(ds),
             {
-                "data_subtype": "val2014",
+                "data_subtype": ds,
                 "annotations": [
                     {
                         "image_id": c,
@@ -220,7 +235,7 @@ def _vqa_fixtures(r: Path, coco_ids: list[int]) -> None:
                         "answer_type": "number",
                         "multiple_choice_answer": "2",
                     }
-                    for i, c in enumerate(coco_ids)
+                    for i, c in enumerate(ids)
                 ],
             },
         )
@@ -230,38 +245,40 @@ def _other_fixtures(r: Path, n: int, coco_ids: list[int]) -> None:
     "TextVQA, VizWiz and POPE files with their images."
     for i in range(n):
         _png(r / f"textvqa/train_images/{i:016x}.jpg", 20 + i)
-    _dump(
-        r / "textvqa/TextVQA_0.5.1_val.json",
-        {
-            "dataset_name": "textvqa",
-            "dataset_split": "val",
-            "data": [
+    for split, first in (("val", 34602), ("train", 0)):
+        _dump(
+            r / f"textvqa/TextVQA_0.5.1_{split}.json",
+            {
+                "dataset_name": "textvqa",
+                "dataset_split": split,
+                "data": [
+                    {
+                        "image_id": f"{i:016x}",
+                        "question_id": first + i,
+                        "question": f"what is written on sign {i}?",
+                        "answers": ["stop"] * 7 + ["stop sign"] * 3,
+                        "image_classes": ["Sign"],
+                    }
+                    for i in range(n)
+                ],
+            },
+        )
+    for i in range(n):
+        _png(r / f"vizwiz/val/VizWiz_val_{i:08d}.jpg", 30 + i)
+    for split in ("val", "train"):
+        _dump(
+            r / f"vizwiz/{split}.json",
+            [
                 {
-                    "image_id": f"{i:016x}",
-                    "question_id": 34602 + i,
-                    "question": f"what is written on sign {i}?",
-                    "answers": ["stop"] * 7 + ["stop sign"] * 3,
-                    "image_classes": ["Sign"],
+                    "image": f"VizWiz_{split}_{i:08d}.jpg",
+                    "question": f"What is this {i}?",
+                    "answerable": 1,
+                    "answer_type": "other",
+                    "answers": [{"answer": a, "answer_confidence": "yes"} for a in ["soup"] * 8 + ["unanswerable"] * 2],
                 }
                 for i in range(n)
             ],
-        },
-    )
-    for i in range(n):
-        _png(r / f"vizwiz/val/VizWiz_val_{i:08d}.jpg", 30 + i)
-    _dump(
-        r / "vizwiz/val.json",
-        [
-            {
-                "image": f"VizWiz_val_{i:08d}.jpg",
-                "question": f"What is this {i}?",
-                "answerable": 1,
-                "answer_type": "other",
-                "answers": [{"answer": a, "answer_confidence": "yes"} for a in ["soup"] * 8 + ["unanswerable"] * 2],
-            }
-            for i in range(n)
-        ],
-    )
+        )
     for split in ("adversarial", "popular", "random"):
         _dump(
             r / f"pope/coco_pope_{split}.json",
@@ -312,10 +329,10 @@ def _read_jsonl(path: Path) -> list[dict]:
         raise RobustClipError(f"{path} is not JSON lines: {e}") from None
 
 
-def _images(root: Path, files: Sequence[str], name: str) -> ImagePaths:
+def _images(root: Path, files: Sequence[str], name: str, check: bool = True) -> ImagePaths:
     "The image files, checked on the first one (a wrong root is then one clear line, not an error mid-run)."
     paths = [root / f for f in files]
-    if paths and not paths[0].is_file():
+    if check and paths and not paths[0].is_file():
         raise RobustClipError(f"{name}: image {paths[0]} not found (is the image root right?)")
     return ImagePaths(paths)
 
@@ -332,6 +349,7 @@ def caption_task(
     images_root: str | Path | None = None,  # where image paths are relative to (default: the JSON's folder)
     split: str = "test",  # Karpathy split (ignored for COCO's own files)
     name: str | None = None,
+    check_images: bool = True,  # False: the texts alone (OpenFlamingo's text-only demonstrations)
 ) -> VLMTask:
     "A captioning task (ground truth: every reference caption of each image)."
     p = Path(annotations)
@@ -354,7 +372,7 @@ def caption_task(
     return VLMTask(
         n,
         "caption",
-        _images(root, files, n),
+        _images(root, files, n, check_images),
         [None] * len(caps),
         caps,
         ids,
@@ -368,6 +386,7 @@ def vqa_task(
     annotations: str | Path | None = None,  # default: the standard name beside `questions`
     images_root: str | Path | None = None,  # holding val2014/ (default: the JSON's folder, then its parent's coco/)
     name: str | None = None,
+    check_images: bool = True,  # False: the texts alone (OpenFlamingo's text-only demonstrations)
 ) -> VLMTask:
     "A VQAv2-layout task (VQAv2, OK-VQA): each question with its ten human answers."
     q = Path(questions)
@@ -395,7 +414,7 @@ def vqa_task(
     return VLMTask(
         n,
         "vqa",
-        _images(root, files, n),
+        _images(root, files, n, check_images),
         [x["question"] for x in qs],
         [ans[x["question_id"]] for x in qs],
         [x["question_id"] for x in qs],
@@ -408,6 +427,7 @@ def textvqa_task(
     path: str | Path,  # TextVQA_0.5.1_val.json
     images_root: str | Path | None = None,  # default: train_images/ beside the JSON (val images live there)
     name: str | None = None,
+    check_images: bool = True,  # False: the texts alone (OpenFlamingo's text-only demonstrations)
 ) -> VLMTask:
     "A TextVQA task (ten answers per question)."
     p = Path(path)
@@ -419,7 +439,7 @@ def textvqa_task(
     return VLMTask(
         n,
         "vqa",
-        _images(root, [f"{x['image_id']}.jpg" for x in rows], n),
+        _images(root, [f"{x['image_id']}.jpg" for x in rows], n, check_images),
         [x["question"] for x in rows],
         [list(x["answers"]) for x in rows],
         [x["question_id"] for x in rows],
@@ -432,6 +452,7 @@ def vizwiz_task(
     path: str | Path,  # VizWiz val.json
     images_root: str | Path | None = None,  # default: val/ beside the JSON
     name: str | None = None,
+    check_images: bool = True,  # False: the texts alone (OpenFlamingo's text-only demonstrations)
 ) -> VLMTask:
     "A VizWiz task (ten answers; the prompt allows 'unanswerable')."
     p = Path(path)
@@ -439,12 +460,12 @@ def vizwiz_task(
     if not isinstance(rows, list) or not rows:
         raise RobustClipError(f"{p}: expected VizWiz's list of {{image, question, answers}}")
     _need(rows[0], ("image", "question", "answers"), p, "an entry")
-    root = Path(images_root) if images_root is not None else p.parent / "val"
+    root = Path(images_root) if images_root is not None else p.parent / p.stem
     n = name or f"vizwiz:{p}"
     return VLMTask(
         n,
         "vqa",
-        _images(root, [x["image"] for x in rows], n),
+        _images(root, [x["image"] for x in rows], n, check_images),
         [x["question"] for x in rows],
         [[y["answer"] for y in x["answers"]] for x in rows],
         [x["image"] for x in rows],
@@ -458,6 +479,7 @@ def pope_task(
     path: str | Path,  # coco_pope_{adversarial,popular,random}.json (JSON lines)
     images_root: str | Path | None = None,  # default: the JSON's folder, then ../coco/val2014
     name: str | None = None,
+    check_images: bool = True,
 ) -> VLMTask:
     "A POPE task: yes/no object questions."
     p = Path(path)
@@ -471,7 +493,7 @@ def pope_task(
     return VLMTask(
         n,
         "pope",
-        _images(root, [x["image"] for x in rows], n),
+        _images(root, [x["image"] for x in rows], n, check_images),
         [x["text"] for x in rows],
         [[x["label"].strip().lower()] for x in rows],
         [x.get("question_id", i) for i, x in enumerate(rows)],
@@ -530,21 +552,35 @@ for _s in ("adversarial", "popular", "random"):
     )
 
 
+VLM_TRAIN_FILES = {  # name -> the training split's files (OpenFlamingo's demonstrations); captions: Karpathy's split
+    "vlm/vqav2": ["vqav2/v2_OpenEnded_mscoco_train2014_questions.json"],
+    "vlm/okvqa": ["okvqa/OpenEnded_mscoco_train2014_questions.json"],
+    "vlm/textvqa": ["textvqa/TextVQA_0.5.1_train.json"],
+    "vlm/vizwiz": ["vizwiz/train.json", "vizwiz/Annotations/train.json"],
+}
+
+
 @register_dataset("vlm/")
-def vlm_dataset(name: str, root=None, split: str = "test", images_root=None, **kw) -> VLMTask:
-    "A named LVLM dataset (see `VLM_DATASETS`) from the data root."
+def vlm_dataset(
+    name: str, root=None, split: str = "test", images_root=None, check_images: bool = True, **kw
+) -> VLMTask:
+    "A named LVLM dataset (see `VLM_DATASETS`) from the data root; split 'train' reads the training files."
     if name not in VLM_DATASETS:
         raise RobustClipError(f"unknown LVLM dataset {name!r}; known: {', '.join(VLM_DATASETS)}")
     reader, files, how = VLM_DATASETS[name]
+    if split == "train" and name in VLM_TRAIN_FILES:
+        files, how = VLM_TRAIN_FILES[name], f"{how} (the training split: {', '.join(VLM_TRAIN_FILES[name])})"
+    elif split == "train" and reader is not caption_task:
+        raise RobustClipError(f"{name} has no training split")
     path = _find(root, name, files, how)
     if reader is caption_task:
         img = images_root or (
             path.parent / "flickr30k-images" if (path.parent / "flickr30k-images").is_dir() else path.parent
         )
-        return caption_task(path, img, split, name)
+        return caption_task(path, img, split, name, check_images)
     if reader is vqa_task:
-        return vqa_task(path, images_root=images_root, name=name)
-    return reader(path, images_root, name)
+        return vqa_task(path, images_root=images_root, name=name, check_images=check_images)
+    return reader(path, images_root, name, check_images)
 
 
 _READERS = {
@@ -556,7 +592,7 @@ _READERS = {
 }
 
 
-def _by_path(name: str, root=None, split: str = "test", images_root=None, **kw) -> VLMTask:
+def _by_path(name: str, root=None, split: str = "test", images_root=None, check_images: bool = True, **kw) -> VLMTask:
     "'caption:PATH', 'vqa:PATH', 'textvqa:PATH', 'vizwiz:PATH', 'pope:PATH' (PATH relative to the data root if there)."
     pre = name[: name.index(":") + 1]
     p = Path(name[len(pre) :]).expanduser()
@@ -564,10 +600,10 @@ def _by_path(name: str, root=None, split: str = "test", images_root=None, **kw) 
         p = Path(root) / p
     reader = _READERS[pre]
     if reader is caption_task:
-        return caption_task(p, images_root, split, name)
+        return caption_task(p, images_root, split, name, check_images)
     if reader is vqa_task:
-        return vqa_task(p, images_root=images_root, name=name)
-    return reader(p, images_root, name)
+        return vqa_task(p, images_root=images_root, name=name, check_images=check_images)
+    return reader(p, images_root, name, check_images)
 
 
 for _pre in _READERS:

@@ -426,13 +426,15 @@ class OpenFlamingo(LVLM):
         std=(0.26862954, 0.26130258, 0.27577711),
         name: str = "open-flamingo",
     ):
-        super().__init__(lm, tokenizer, FLAMINGO_TEMPLATE, mean, std, name, FLAMINGO_PROMPTS, max_new_tokens=20)
+        super().__init__(
+            lm, tokenizer, FLAMINGO_TEMPLATE, mean, std, name=name, prompts=FLAMINGO_PROMPTS, max_new_tokens=20
+        )
         ids = tokenizer.convert_tokens_to_ids([IMAGE, EOC])
         if tokenizer.pad_token_id is None or any(i is None or i == tokenizer.unk_token_id for i in ids):
             raise RobustClipError("the tokenizer needs <image>, <|endofchunk|> and a pad token (add_flamingo_tokens)")
         self.media_id, self.eoc_id = ids
         self.config, self.vision, self.media, self.text_ids = config, vision, Media(), {}
-        self.context = {}  # task kind → context text before `<image>` (`use_context`)
+        self.context = {}  # task kind → context text before `<image>` (`use_context`, `set_context`)
         dv, path = vision_width(vision), config.decoder_layers or decoder_layers_path(lm)
         self.perceiver = PerceiverResampler(
             dv,
@@ -489,6 +491,12 @@ class OpenFlamingo(LVLM):
         p = self.perceiver.latents
         self.vision = copy.deepcopy(new).to(device=p.device, dtype=p.dtype)
         self.set_normalization(clip.mean.flatten().tolist(), clip.std.flatten().tolist())
+
+    uses_context = True  # RobustVLM's zero-shot protocol: text-only demonstrations from the training split
+
+    def set_context(self, train=None) -> None:
+        "Text-only demonstrations from `train` before every bare prompt of its kind (`use_context`; None clears)."
+        use_context(self, train)
 
 # %% ../../nbs/47_vlm.flamingo.ipynb #cc00cb0d
 def flamingo_text(lvlm: OpenFlamingo, prompt: str) -> str:

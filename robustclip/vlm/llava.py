@@ -21,8 +21,7 @@ from .core import LVLM, ChatTemplate, register_lvlm
 
 # %% auto #0
 __all__ = [
-    'LLAVA_SYSTEM', 'LLAVA_15', 'LLAVA_HF', 'TEMPLATES', 'RESOLUTIONS', 'OPEN_FLAMINGO_WHY', 'LlavaHF', 'load_llava_hf',
-    'load_open_flamingo'
+    'LLAVA_SYSTEM', 'LLAVA_15', 'LLAVA_HF', 'TEMPLATES', 'RESOLUTIONS', 'LlavaHF', 'load_llava_hf'
 ]
 
 # %% ../../nbs/41_vlm.llava.ipynb #9370807c
@@ -199,16 +198,3 @@ def load_llava_hf(
 
 
 register_lvlm("llava-hf:", load_llava_hf)  # found by `load_lvlm` through the robustclip.plugins entry point
-
-# %% ../../nbs/41_vlm.llava.ipynb #915e844f
-OPEN_FLAMINGO_WHY = (
-    "OpenFlamingo is not supported: open-flamingo 2.0.1 (its last release) pins torch 2.0.1, and installed "
-    "with --no-deps its generate() fails on transformers 5 (FlamingoLMMixin.forward misses 'attention_mask'); "
-    "use llava-hf:<id> or mini-llava"
-)
-
-
-@register_lvlm("open-flamingo:")
-def load_open_flamingo(spec: str, **kw) -> LVLM:
-    "The `open-flamingo:` backend: refused with the measured reason (one line)."
-    raise RobustClipError(OPEN_FLAMINGO_WHY)
