@@ -98,8 +98,15 @@ def compare(label, clf, x, y, eps, attack, args, dev, steps, bs) -> dict:
 
     C = clf.n_classes
     n_t = min(args.n_target_classes, C - 1)
-    fast_ok = "fast" in inspect.signature(APGD).parameters
-    kw = dict(eps=eps, steps=steps, restarts=args.restarts, seed=args.seed)
+    params = inspect.signature(APGD).parameters
+    fast_ok = "fast" in params
+    if "eps" in params:  # older APGD took eps as a float
+        budget = dict(eps=eps)
+    else:  # APGD takes the parsed threat model
+        from robustclip.core import ThreatModel
+
+        budget = dict(threat=ThreatModel(eps))
+    kw = dict(**budget, steps=steps, restarts=args.restarts, seed=args.seed)
     if attack == "apgd-t":
         kw.update(loss="dlr-t", n_target_classes=n_t)
     else:

@@ -41,10 +41,11 @@ globals()["torch"] = sys.modules.get("torch") or _LazyModule(
 
 # %% auto #0
 __all__ = [
-    'NORMS', 'SUBSET_MODES', 'REFERENCE_MODES', 'PICKLE_HELP', 'RobustClipError', 'parse_eps', 'eps_str', 'parse_norm',
-    'ThreatModel', 'SubsetSpec', 'seed_everything', 'get_device', 'free_cores', 'choose_threads', 'cache_dir',
-    'config_hash', 'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'check_writable', 'read_utf8',
-    'load_torch_file', 'exclusive', 'progress', 'versions', 'load_plugins', 'Registry'
+    'NORMS', 'SUBSET_MODES', 'REFERENCE_MODES', 'PICKLE_HELP', 'PLUGINS_ENV', 'RobustClipError', 'parse_eps', 'eps_str',
+    'parse_norm', 'ThreatModel', 'SubsetSpec', 'fits', 'take_options', 'typing_name', 'seed_everything', 'get_device',
+    'free_cores', 'choose_threads', 'cache_dir', 'config_hash', 'atomic_write_bytes', 'atomic_write_text',
+    'atomic_save', 'check_writable', 'read_utf8', 'load_torch_file', 'exclusive', 'progress', 'versions',
+    'load_plugins', 'Registry'
 ]
 
 # %% ../nbs/00_core.ipynb #17cdebf6
@@ -184,6 +185,52 @@ class SubsetSpec:
 
     def to_json(self) -> dict:
         return {"n": self.n, "subset": self.mode, "seed": self.seed}
+
+# %% ../nbs/00_core.ipynb #dbcdd30c
+import types
+import typing
+
+
+def fits(
+    value: Any,  # a value
+    hint: Any,  # a resolved annotation (`int`, `float | None`, `list[str]`, ...)
+) -> bool:
+    "Whether `value` fits the type `hint` (unions and None understood, bool is not an int; untestable hints fit)."
+    if hint is Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(fits(value, h) for h in typing.get_args(hint))
+    hint = typing.get_origin(hint) or hint  # list[int] -> list, Callable[...] -> collections.abc.Callable
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    try:
+        return isinstance(value, hint)
+    except TypeError:  # Literal, TypeVar, ...: isinstance cannot test them
+        return True
+
+
+def take_options(
+    cls: type,  # a dataclass: the group
+    given: dict,  # the keywords a caller gave for it
+    what: str,  # how messages name the function, e.g. 'pgd'
+) -> Any:
+    "`cls(**given)`, each keyword checked: a name `cls` has no field for, or a wrong type, is a one-line error."
+    hints = typing.get_type_hints(cls)
+    for k, v in given.items():
+        if k not in hints:
+            raise RobustClipError(f"{what} takes no option {k!r}; its {cls.__name__} options: {', '.join(hints)}")
+        if not fits(v, hints[k]):
+            raise RobustClipError(f"{what}: option {k}={v!r} must be {typing_name(hints[k])}")
+    return cls(**given)
+
+
+def typing_name(hint: Any) -> str:
+    "How a message writes a type: 'int', 'float | None'."
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 # %% ../nbs/00_core.ipynb #5e3c94e1
 def seed_everything(
@@ -507,19 +554,27 @@ def versions() -> dict[str, str | None]:
 
 # %% ../nbs/00_core.ipynb #2d5b822a
 _loaded_plugins: dict[str, str] = {}
+PLUGINS_ENV = "ROBUSTCLIP_PLUGINS"  # comma-separated modules imported as plugins, beside the entry points
 
 
 def load_plugins(
     group: str = "robustclip.plugins",  # the entry-point group to import
 ) -> dict[str, str]:
-    "Import every module declared as an entry point of `group` (once); returns name -> module."
+    "Import the modules declared as entry points of `group` or named in `$ROBUSTCLIP_PLUGINS` (once); name -> module."
     import importlib
     import importlib.metadata as md
 
-    for ep in md.entry_points(group=group):
-        if ep.name not in _loaded_plugins:
-            importlib.import_module(ep.value.split(":")[0])
-            _loaded_plugins[ep.name] = ep.value
+    named = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    todo = [(ep.name, ep.value) for ep in md.entry_points(group=group)] + [(m, m) for m in named]
+    for name, value in todo:
+        if name not in _loaded_plugins:
+            try:
+                importlib.import_module(value.split(":")[0])
+            except ModuleNotFoundError as err:
+                if name not in named or err.name != value:
+                    raise
+                raise RobustClipError(f"{PLUGINS_ENV} names {value!r}, which cannot be imported: {err}") from None
+            _loaded_plugins[name] = value
     return dict(_loaded_plugins)
 
 # %% ../nbs/00_core.ipynb #33e37ff5

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from robustclip.attacks.pgd import pgd, lp_norm
+from robustclip.attacks.pgd import pgd
+from robustclip.attacks.base import lp_norm
 from robustclip.attacks.losses import get_objective
 from robustclip.attacks.apgd import apgd
 from robustclip.attacks.cascade import Cascade

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from robustclip.attacks.pgd import (
-    pgd,
+from robustclip.attacks.pgd import pgd
+from robustclip.attacks.base import (
     eval_mode,
     project,
     lp_norm,
@@ -24,7 +24,9 @@ from robustclip.attacks.pgd import (
 )
 from robustclip.attacks.losses import get_objective, ce_loss, l2sq_loss, cosine_loss
 from robustclip.attacks.apgd import APGD, apgd, apgd_run, apgd_targeted, apgd_init, kth_target
-from robustclip.attacks.cascade import Cascade, make_attack, parse_attack
+from robustclip.attacks.cascade import Cascade, parse_attack
+from robustclip.attacks.registry import make_attack
+from robustclip.core import ThreatModel
 
 
 def mlp(seed=0, d=48, c=10, hidden=64):
@@ -104,11 +106,15 @@ def test_pgd_signature_is_the_agreed_contract():
 
     sig = inspect.signature(pgd)
     assert list(sig.parameters)[:3] == ["model", "x", "loss_fn"]
-    for k, v in dict(
-        norm="linf", steps=10, step_size=None, random_start=True, momentum=0.0, best=False, generator=None
-    ).items():
+    for k, v in dict(norm="linf", steps=10, best=False, generator=None).items():
         assert sig.parameters[k].default == v and sig.parameters[k].kind is inspect.Parameter.KEYWORD_ONLY
     assert sig.parameters["eps"].default is inspect.Parameter.empty
+    from robustclip.attacks.pgd import PGDStep  # the step rule, gathered from `**step`: the same keywords and defaults
+
+    assert PGDStep() == PGDStep(step_size=None, momentum=0.0, random_start=True, clip_start=True)
+    assert sig.parameters["step"].kind is inspect.Parameter.VAR_KEYWORD
+    with pytest.raises(ValueError, match="pgd takes no option 'momentun'"):
+        pgd(mlp(0), torch.rand(2, 3, 4, 4), lambda o: o.sum(1), eps=0.1, momentun=0.9)
 
 
 def test_pgd_embedding_objective_increases_distance():
@@ -204,7 +210,7 @@ def test_apgd_embedding_loss_keeps_best_over_restarts():
 
 def test_apgd_bf16_autocast_runs_and_stays_valid(digits):
     m, x, y = digits
-    r = APGD(m, eps=8 / 255, steps=5, restarts=1, precision="bf16").run(x[:16], y[:16])
+    r = APGD(m, threat=ThreatModel.parse("8/255"), steps=5, restarts=1, precision="bf16").run(x[:16], y[:16])
     assert ((r.x_adv - x[:16]).abs().amax() <= 8 / 255 + 1e-6) and torch.isfinite(r.x_adv).all()
 
 
@@ -224,7 +230,7 @@ def test_cascade_presets_and_overrides():
     cfg = c.config()
     assert cfg["iterations"] == 7 and cfg["restarts"] == {"apgd-ce": 2, "apgd-t": 2} and cfg["eps"] == "4/255"
     assert Cascade(m, "apgd-ce,apgd-t", eps=4 / 255).config()["restarts"] == {"apgd-ce": 5, "apgd-t": 1}
-    with pytest.raises(ValueError, match="unknown attack"):
+    with pytest.raises(ValueError, match="unknown attack 'square'; known: apgd-ce, apgd-dlr, apgd-t, apgd-ce-t, pgd"):
         parse_attack("square")
 
 
@@ -255,12 +261,17 @@ def test_attack_spec_is_parsed_once_and_carried(monkeypatch):
             AttackSpec.parse("apgd-ce", **{"eps": "4/255", **bad})
 
 
-def test_apgd_takes_a_threat_model(digits):
-    from robustclip.core import ThreatModel
+def test_apgd_takes_a_threat_model_only(digits):
+    "Past the boundary eps and norm travel as one parsed `ThreatModel`: APGD and PGDAttack take nothing else."
+    from robustclip.attacks.pgd import PGDAttack
 
     m, x, y = digits
     a = APGD(m, threat=ThreatModel.parse("8/255"), steps=5, restarts=1)(x[:16], y[:16])
-    assert torch.equal(a, APGD(m, eps=8 / 255, steps=5, restarts=1)(x[:16], y[:16]))
+    r = apgd(m, x[:16], y[:16], "ce", eps=8 / 255, steps=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, r.x_adv)  # the object is the function with the threat model's eps and norm
+    for cls in (APGD, PGDAttack):
+        with pytest.raises(TypeError):
+            cls(m, eps=8 / 255)
 
 
 def test_cascade_worst_case_and_flags_consistent(digits):

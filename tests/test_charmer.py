@@ -14,6 +14,7 @@ from robustclip.attacks.charmer import (
     write,
     n_slots,
     charmer,
+    CharmerSearch,
     get_alphabet,
     visible_length,
     attack_slots,
@@ -66,14 +67,15 @@ def test_charmer_stays_within_k_and_never_gets_worse(texts, k, n, alphabet):
 
 def test_batch_size_and_group_size_do_not_change_the_result():
     texts = ["the quick brown fox", "jumps over", "the lazy dog!", "ok"]
-    a = charmer(texts, hashed, k=2, n_positions=5, threshold=None, batch_size=3, group_size=1)
-    b = charmer(texts, hashed, k=2, n_positions=5, threshold=None, batch_size=4096, group_size=16)
+    a = charmer(texts, hashed, k=2, n_positions=5, threshold=None, batch_size=3, search=CharmerSearch(group_size=1))
+    b = charmer(texts, hashed, k=2, n_positions=5, threshold=None, batch_size=4096, search=CharmerSearch(group_size=16))
     assert a.texts == b.texts and torch.equal(a.scores, b.scores)
 
 
 def test_sampled_alphabet_is_seeded():
     texts = ["a sentence to attack", "another one"]
-    runs = [charmer(texts, hashed, k=2, n_chars=5, alphabet="ascii", threshold=None, seed=s).texts for s in (0, 0, 1)]
+    kw = dict(k=2, search=CharmerSearch(n_chars=5), alphabet="ascii", threshold=None)
+    runs = [charmer(texts, hashed, seed=s, **kw).texts for s in (0, 0, 1)]
     assert runs[0] == runs[1]
     assert all(Levenshtein.distance(a, t) <= 2 for run in runs for a, t in zip(run, texts))
 

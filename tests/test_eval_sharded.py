@@ -101,7 +101,7 @@ def test_each_rank_resumes_its_part(single, tmp_path):
 
 
 if __name__ == "__main__":  # the torchrun worker of the resume test: `torchrun ... tests/test_eval_sharded.py OUTPUT`
-    from robustclip.train.distributed import init_distributed, cleanup_distributed, barrier
+    from robustclip.distributed import init_distributed, cleanup_distributed, barrier
 
     info, out = init_distributed("cpu"), Path(sys.argv[1])  # the caller's process group: run_eval leaves it running
     try:

@@ -12,7 +12,7 @@ from robustclip.core import RobustClipError
 from robustclip.data.core import get_dataset, TextClassificationTask
 from robustclip.data.text import read_text_csv, text_classification_task, load_label_images
 from robustclip.eval.text import eval_text, class_embeddings, predict_texts
-from robustclip.eval.runner import sidecar_path
+from robustclip.eval.sidecar import sidecar_path
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import torch
 
 from robustclip.app.cli import main
 from robustclip.eval.zeroshot import eval_zeroshot
-from robustclip.eval.runner import sidecar_path
+from robustclip.eval.sidecar import sidecar_path
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ def test_cuda_encoders_match_cpu(tiny):
 
 
 def _robust(model, device, precision, n=256):
-    from robustclip.attacks.pgd import RobustnessWarning
+    from robustclip.attacks.base import RobustnessWarning
     from robustclip.eval.zeroshot import eval_zeroshot
 
     with warnings.catch_warnings(record=True) as w:

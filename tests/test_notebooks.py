@@ -20,6 +20,7 @@ REGISTRIES = [
     ("robustclip.vlm.core", "_LVLMS"),
     ("robustclip.downstream.t2i", "_T2I"),
     ("robustclip.downstream.t2i", "_JUDGES"),
+    ("robustclip.attacks.registry", "_ATTACKS"),  # kind -> Registry: each kind's registry is copied too
 ]
 
 
@@ -31,7 +32,8 @@ def keep_registries():
     saved = {}
     for mod, name in REGISTRIES:
         try:
-            saved[mod, name] = dict(getattr(importlib.import_module(mod), name))
+            reg = getattr(importlib.import_module(mod), name)
+            saved[mod, name] = {k: type(v)(v) if isinstance(v, dict) else v for k, v in reg.items()}
         except ImportError:
             pass  # an optional part that is not installed
     yield

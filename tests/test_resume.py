@@ -97,7 +97,7 @@ def models(tmp_path_factory, one_thread):
 
 def _kill_after_first_batch(case: str, models: list[str], out: Path) -> int:
     "Start `case` in a child process, SIGKILL it once its sidecar has a finished batch; the batches it left."
-    from robustclip.eval.runner import sidecar_path
+    from robustclip.eval.sidecar import sidecar_path
 
     side = sidecar_path(out)
     proc = multiprocessing.get_context("fork").Process(target=evaluate, args=(case, models, str(out)))
@@ -116,7 +116,7 @@ def _kill_after_first_batch(case: str, models: list[str], out: Path) -> int:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_sigkill_then_rerun_equals_uninterrupted(case, models, tmp_path):
-    from robustclip.eval.runner import sidecar_path
+    from robustclip.eval.sidecar import sidecar_path
 
     out = tmp_path / "r.json"
     n_before = _kill_after_first_batch(case, models, out)

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "": 0,  # robustclip/__init__.py holds only __version__
     "core": 0,  # errors, typed values, seeds, devices, cache, atomic files, progress, versions, plugin loading
     "models": 1,  # PixelCLIP, load_clip through a registry, save_clip, encode_texts
+    "distributed": 1,  # rank discovery, process groups and collectives (training and evaluation both)
     "data": 1,  # datasets and their registry
     "zeroshot": 2,
     "results": 2,

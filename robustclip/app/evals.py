@@ -10,11 +10,11 @@ import argparse
 import json
 
 from ..core import RobustClipError, SubsetSpec, ThreatModel, SUBSET_MODES
-from ..attacks.cascade import ATTACKS
+from ..attacks.registry import attack_names
 from ..eval.zeroshot import eval_zeroshot, zeroshot_attack
-from ..eval.text import eval_text, text_attack, LABEL_ENCODERS
-from ..eval.retrieval import eval_retrieval, retrieval_attack, retrieval_target
-from ..eval.textfare import eval_textfare, TEXTFARE_ATTACKS
+from ..eval.text import eval_text, text_attack, text_attacks, LABEL_ENCODERS
+from ..eval.retrieval import eval_retrieval, retrieval_attack, retrieval_target, retrieval_attacks, attack_side
+from ..eval.textfare import eval_textfare, textfare_attacks
 
 # %% auto #0
 __all__ = [
@@ -75,12 +75,16 @@ def print_result(
     return 0
 
 # %% ../../nbs/83_app.evals.ipynb #7faac424
-_ATTACK_HELP = (
-    "attack preset: apgd-ce,apgd-t (the papers: APGD-CE 5 restarts + APGD-T 9 targets, 100 iterations), "
-    "apgd-ce (2-class tasks such as PCAM), pgd, aa (= apgd-ce,apgd-t), or a comma-separated list of "
-    + ", ".join(ATTACKS)
-    + " (default: none = clean accuracy only)"
-)
+def _attack_help() -> str:
+    "The help of `--attack`: the presets, and the registered image attacks (plugins' included)."
+    return (
+        "attack preset: apgd-ce,apgd-t (the papers: APGD-CE 5 restarts + APGD-T 9 targets, 100 iterations), "
+        "apgd-ce (2-class tasks such as PCAM), pgd, aa (= apgd-ce,apgd-t), or a comma-separated list of "
+        + ", ".join(attack_names("image"))
+        + " (default: none = clean accuracy only)"
+    )
+
+
 _EPILOG = """robust evaluation:
   robustclip eval zeroshot --model mini-base --dataset mini/digit --attack apgd-ce,apgd-t --eps 4/255 \\
       --n-samples 256 --output a.json
@@ -123,7 +127,7 @@ def zeroshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     g = p.add_argument_group("attack (robust accuracy)")
-    g.add_argument("--attack", default=None, metavar="PRESET", help=_ATTACK_HELP)
+    g.add_argument("--attack", default=None, metavar="PRESET", help=_attack_help())
     g.add_argument(
         "--eps",
         default=None,
@@ -163,10 +167,10 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         args.attack,
         args.eps,
         args.norm or "linf",
-        args.iterations,
-        args.restarts,
-        args.n_target_classes,
-        args.precision or "fp32",
+        iterations=args.iterations,
+        restarts=args.restarts,
+        n_target_classes=args.n_target_classes,
+        precision=args.precision or "fp32",
     )
     rec = eval_zeroshot(
         args.model,
@@ -212,7 +216,9 @@ def text_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompt-template", default=None, help="label prompts of a CSV dataset from its class names, e.g. '{} News'"
     )
-    p.add_argument("--attack", default="charmer", choices=["charmer", "none"], help="text attack (default: charmer)")
+    p.add_argument(
+        "--attack", default="charmer", choices=[*text_attacks(), "none"], help="text attack (default: charmer)"
+    )
     p.add_argument("--k", type=int, default=None, help="Charmer's Levenshtein budget (default: 1)")
     p.add_argument("--n-positions", type=int, default=None, help="Charmer's positions per round (default: 20)")
     p.add_argument(
@@ -296,7 +302,7 @@ def retrieval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--attack",
         default="charmer",
-        choices=["charmer", "apgd", "none"],
+        choices=[*retrieval_attacks(), "none"],
         help="charmer on captions (default), apgd on images, or none",
     )
     p.add_argument(
@@ -358,7 +364,8 @@ def retrieval_args(p: argparse.ArgumentParser) -> None:
 def run_retrieval(args: argparse.Namespace) -> int:
     "Run `robustclip eval retrieval`: the flags as typed values, the evaluation, one line."
     attack, mode = retrieval_attack(args.attack, args.objective or "towards"), f"--attack {args.attack}"
-    if attack != "charmer":
+    side = None if attack is None else attack_side(attack)  # 'text' (captions) or 'embedding' (images)
+    if side != "text":
         refuse_unused(
             mode,
             "--attack charmer",
@@ -368,7 +375,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
             objective=args.objective,
             target=args.target,
         )
-    if attack != "apgd":
+    if side != "embedding":
         refuse_unused(mode, "--attack apgd", eps=args.eps, steps=args.steps)
     pick = lambda v, default: default if v is None else v
     rec = eval_retrieval(
@@ -410,7 +417,7 @@ def textfare_args(p: argparse.ArgumentParser) -> None:
         "--anchor", default=None, help="the original CLIP the distances are measured to (default: --model itself)"
     )
     p.add_argument("--anchor-pretrained", default=None, help="pretrained tag or checkpoint of --anchor (e.g. openai)")
-    p.add_argument("--attack", default="leaf", choices=TEXTFARE_ATTACKS, help="leaf (default), charmer or bruteforce")
+    p.add_argument("--attack", default="leaf", choices=textfare_attacks(), help="leaf (default), charmer or bruteforce")
     p.add_argument("--k", type=int, default=1, help="Levenshtein budget (default: 1; bruteforce: 1 only)")
     p.add_argument(
         "--rho", type=int, default=None, help="LEAF's rho / Charmer's positions (default: 20, as the reference)"

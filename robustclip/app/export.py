@@ -17,7 +17,7 @@ import yaml
 
 from ..core import RobustClipError, atomic_write_text, check_writable
 from ..models import PixelCLIP, load_clip, save_clip, create_clip
-from ..train.runs import RunFolder, read_checkpoint
+from ..train.runs import RunFolder, read_run_checkpoint
 
 # %% auto #0
 __all__ = [
@@ -48,7 +48,7 @@ def load_run(
     if not ck.is_file():
         where = ck.relative_to(run.root) if ck.is_relative_to(run.root) else ck
         raise RobustClipError(f"{run.root} has neither final/ nor {where}; is it a training run?")
-    state = read_checkpoint(ck)
+    state = read_run_checkpoint(ck)
     cfg = state["config"]
     model = load_clip(cfg["model"], cfg.get("pretrained"), device=device)
     model.model.load_state_dict(state["model"])

@@ -16,6 +16,7 @@ from dataclasses import fields
 import yaml
 
 from ..core import RobustClipError
+from ..distributed import world_info_from_env
 from ..train.config import TrainConfig, load_config, config_dict
 
 # %% auto #0
@@ -94,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
     from robustclip.train.loop import train
 
     res = train(cfg, resume=args.resume)
-    from robustclip.train.distributed import world_info_from_env
-
     if world_info_from_env()[1] == 0:
         m, c = res.get("metrics", {}), res.get("check", {})
         parts = [f"run {res['run_dir']}", f"step {res['step']}/{cfg.steps}"]

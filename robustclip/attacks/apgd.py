@@ -14,25 +14,25 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..core import ThreatModel
-from robustclip.attacks.pgd import (
+from ..core import ThreatModel, parse_norm, take_options
+from robustclip.attacks.base import (
+    TooFewClassesWarning,
+    attack_view,
+    autocast,
+    bview,
     eval_mode,
-    check_norm,
+    input_grad,
     lp_norm,
     lp_normalize,
     project,
-    input_grad,
-    bview,
-    autocast,
-    attack_view,
-    TooFewClassesWarning,
 )
 from .losses import Objective, get_objective
+from .registry import register_attack
 
 # %% auto #0
 __all__ = [
-    'apgd_checkpoints', 'apgd_init', 'APGDResult', 'APGDState', 'apgd_move', 'apgd_track', 'apgd_halve', 'apgd_run',
-    'kth_target', 'confirm_fooled', 'apgd', 'apgd_targeted', 'APGD'
+    'apgd_checkpoints', 'apgd_init', 'APGDResult', 'APGDState', 'apgd_move', 'apgd_track', 'apgd_halve', 'APGDSchedule',
+    'apgd_run', 'kth_target', 'confirm_fooled', 'apgd', 'apgd_targeted', 'APGD', 'embedding_apgd'
 ]
 
 # %% ../../nbs/11_attacks.apgd.ipynb #f020535f
@@ -56,7 +56,7 @@ def apgd_init(
     generator: torch.Generator | None = None,  # CPU generator
 ) -> torch.Tensor:
     "APGD's random starting point: on the ε-sphere in the norm's geometry, clipped to [0,1]."
-    norm = check_norm(norm)
+    norm = parse_norm(norm)
     t = (
         2 * torch.rand(x.shape, generator=generator) - 1
         if norm == "linf"
@@ -90,59 +90,61 @@ def _fooled(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class APGDState:
     "The per-sample state of one APGD run, for the samples still in it (`pos`: their places in the batch)."
 
-    pos: torch.Tensor
-    x: torch.Tensor
-    y: torch.Tensor
-    t: torch.Tensor | None  # who, clean image, label/target, target class
-    xa: torch.Tensor
-    x_old: torch.Tensor
-    g: torch.Tensor  # the iterate, the one before, its gradient
-    x_best: torch.Tensor
-    g_best: torch.Tensor
-    loss_best: torch.Tensor  # the best point so far
-    loss_prev: torch.Tensor
+    pos: torch.Tensor  # who: each sample's place in the batch
+    x: torch.Tensor  # the clean images
+    y: torch.Tensor  # labels (or target embeddings)
+    t: torch.Tensor | None  # target classes (targeted objectives)
+    xa: torch.Tensor  # the iterate
+    x_old: torch.Tensor  # the iterate before it
+    g: torch.Tensor  # the iterate's gradient
+    x_best: torch.Tensor  # the best point so far
+    g_best: torch.Tensor  # its gradient
+    loss_best: torch.Tensor  # its loss
+    loss_prev: torch.Tensor  # the loss of the previous iterate
     n_up: torch.Tensor  # condition 1: loss increases since the checkpoint
-    step: torch.Tensor
-    loss_ckpt: torch.Tensor
-    reduced_ckpt: torch.Tensor  # step size; condition 2's memory
+    step: torch.Tensor  # the step size
+    loss_ckpt: torch.Tensor  # condition 2's memory: the best loss at the last checkpoint
+    reduced_ckpt: torch.Tensor  # whether the step was halved there
     fooled: torch.Tensor  # misclassified at some iterate
-    lo: torch.Tensor | None = None
-    hi: torch.Tensor | None = None  # ℓ∞: the ball ∩ [0,1], per pixel
+    lo: torch.Tensor | None = None  # ℓ∞: the ball ∩ [0,1], per pixel (lower bound)
+    hi: torch.Tensor | None = None  # (upper bound)
 
     @classmethod
     def start(
         cls,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        t: torch.Tensor | None,
-        xa: torch.Tensor,
-        loss: torch.Tensor,
-        g: torch.Tensor,
-        fooled: torch.Tensor,
-        step: float,
-        eps: float | None = None,
+        x: torch.Tensor,  # the clean images
+        y: torch.Tensor,  # labels (or target embeddings)
+        t: torch.Tensor | None,  # target classes
+        *,
+        xa: torch.Tensor,  # the starting point
+        loss: torch.Tensor,  # its loss
+        g: torch.Tensor,  # its gradient
+        fooled: torch.Tensor,  # misclassified there
+        step: float,  # the initial step size
+        eps: float | None = None,  # ℓ∞: the radius (precomputes the box bounds)
     ) -> "APGDState":
         "The state at the starting point `xa` (its loss and gradient already computed); `eps` given: ℓ∞ bounds."
         n, dev = len(x), x.device
-        box = ((x - eps).clamp_min(0), (x + eps).clamp_max(1)) if eps is not None else (None, None)
+        lo, hi = ((x - eps).clamp_min(0), (x + eps).clamp_max(1)) if eps is not None else (None, None)
         return cls(
-            torch.arange(n, device=dev),
-            x,
-            y,
-            t,
-            xa,
-            xa.clone(),
-            g,
-            xa.clone(),
-            g.clone(),
-            loss.clone(),
-            loss.clone(),
-            torch.zeros(n, device=dev),
-            torch.full((n,), step, device=dev, dtype=x.dtype),
-            loss.clone(),
-            torch.ones(n, dtype=torch.bool, device=dev),
-            fooled,
-            *box,
+            pos=torch.arange(n, device=dev),
+            x=x,
+            y=y,
+            t=t,
+            xa=xa,
+            x_old=xa.clone(),
+            g=g,
+            x_best=xa.clone(),
+            g_best=g.clone(),
+            loss_best=loss.clone(),
+            loss_prev=loss.clone(),
+            n_up=torch.zeros(n, device=dev),
+            step=torch.full((n,), step, device=dev, dtype=x.dtype),
+            loss_ckpt=loss.clone(),
+            reduced_ckpt=torch.ones(n, dtype=torch.bool, device=dev),
+            fooled=fooled,
+            lo=lo,
+            hi=hi,
         )
 
     def keep(self, m: torch.Tensor) -> None:
@@ -199,6 +201,38 @@ def apgd_halve(
     s.g = torch.where(bview(halve, s.g), s.g_best, s.g)
 
 
+@dataclass(frozen=True)
+class APGDSchedule:
+    "APGD's step-size rule (the paper's constants): the keywords `apgd_run` gathers in `**schedule`."
+
+    rho: float = 0.75  # condition 1: halve when the loss rose on ≤ rho of the steps since the checkpoint
+    momentum: float = 0.75  # α, the weight of the new step
+    step_scale: float = 2.0  # initial step = step_scale·eps
+
+
+def _run_start(x: torch.Tensor, xa: torch.Tensor, first: tuple, obj: Objective, y: torch.Tensor, record: int | None):
+    "The result record at the start `xa` (`first`: its loss, outputs and gradient); `record`: the steps to keep."
+    loss, out, _ = first
+    hist = None if record is None else {k: torch.full((record + 1, len(x)), math.nan) for k in ("loss", "step")}
+    return APGDResult(xa.clone(), loss.clone(), _fooled(out, y) if obj.classification else None, hist)
+
+
+def _run_finish(s: APGDState, res: APGDResult, cls: bool) -> APGDResult:
+    "The samples still in: their best point (unless fooled in the very last step)."
+    if len(s.pos):
+        res.loss[s.pos] = s.loss_best
+        keep = ~s.fooled if cls else torch.ones(len(s.pos), dtype=torch.bool, device=s.x.device)
+        res.x_adv[s.pos[keep]] = s.x_best[keep]
+    return res
+
+
+def _log(res: APGDResult, i: int, s: APGDState, loss: torch.Tensor) -> None:
+    "Keep iteration `i`'s loss and step size of the samples still in."
+    if res.history is not None:
+        res.history["loss"][i, s.pos.cpu()] = loss.cpu()
+        res.history["step"][i, s.pos.cpu()] = s.step.cpu()
+
+
 def apgd_run(
     model: nn.Module,  # pixels in [0,1] -> logits or embeddings (in eval mode)
     x: torch.Tensor,  # clean images (N,...)
@@ -210,41 +244,30 @@ def apgd_run(
     x_init: torch.Tensor | None = None,  # starting point (default x: no random start)
     norm: str = "linf",
     steps: int = 100,  # iterations N
-    rho: float = 0.75,  # condition 1: halve when the loss rose on ≤ rho of the steps since the checkpoint
-    momentum: float = 0.75,  # α, the weight of the new step
-    step_scale: float = 2.0,  # initial step = step_scale·eps
     early_stop: bool = True,  # classification: drop a sample once it is misclassified
     precision: str = "fp32",
     record: bool = False,  # keep the per-iteration loss and step size
+    **schedule: float,  # the step-size rule (`APGDSchedule`): rho, momentum, step_scale
 ) -> APGDResult:
     "One APGD run (Croce & Hein 2020, Algorithm 1) from `x_init`."
-    obj, norm, n = get_objective(objective), check_norm(norm), len(x)
-    x = x.detach()
+    obj, norm, rule = get_objective(objective), parse_norm(norm), take_options(APGDSchedule, schedule, "apgd_run")
+    x, cls = x.detach(), obj.classification
     xa = (x if x_init is None else x_init).detach().clone()
-    loss, out, g = input_grad(model, xa, lambda o: obj(o, y, t), precision)
-    cls = obj.classification
-    res = APGDResult(
-        xa.clone(),
-        loss.clone(),
-        _fooled(out, y) if cls else None,
-        {"loss": torch.full((steps + 1, n), math.nan), "step": torch.full((steps + 1, n), math.nan)}
-        if record
-        else None,
-    )
+    first = input_grad(model, xa, lambda o: obj(o, y, t), precision)
+    res = _run_start(x, xa, first, obj, y, steps if record else None)
+    fooled = res.fooled.clone() if cls else torch.zeros(len(x), dtype=torch.bool, device=x.device)
     s = APGDState.start(
         x,
         y,
         t,
-        xa,
-        loss,
-        g,
-        res.fooled.clone() if cls else torch.zeros(n, dtype=torch.bool, device=x.device),
-        step_scale * float(eps),
-        float(eps) if norm == "linf" else None,
+        xa=xa,
+        loss=first[0],
+        g=first[2],
+        fooled=fooled,
+        step=rule.step_scale * float(eps),
+        eps=float(eps) if norm == "linf" else None,
     )
-    if record:
-        res.history["loss"][0] = loss.cpu()
-        res.history["step"][0] = s.step.cpu()
+    _log(res, 0, s, first[0])
     ckpts, prev = set(apgd_checkpoints(steps)), 0
     for i in range(steps):
         if cls and early_stop and s.fooled.any():  # fooled samples leave; their result is already stored
@@ -252,7 +275,7 @@ def apgd_run(
             s.keep(~s.fooled)
         if len(s.pos) == 0:
             break
-        apgd_move(s, eps, norm, momentum if i > 0 else 1.0)
+        apgd_move(s, eps, norm, rule.momentum if i > 0 else 1.0)
         loss, out, g = input_grad(model, s.xa, lambda o: obj(o, s.y, s.t), precision)
         if cls and (new := _fooled(out, s.y) & ~s.fooled).any():
             res.x_adv[s.pos[new]] = s.xa[new]
@@ -260,16 +283,10 @@ def apgd_run(
             s.fooled |= new
         apgd_track(s, loss, g)
         if i + 1 in ckpts:
-            apgd_halve(s, rho, i + 1 - prev)
+            apgd_halve(s, rule.rho, i + 1 - prev)
             prev = i + 1
-        if record:
-            res.history["loss"][i + 1, s.pos.cpu()] = loss.cpu()
-            res.history["step"][i + 1, s.pos.cpu()] = s.step.cpu()
-    if len(s.pos):  # the samples still in: their best point (unless fooled in the very last step)
-        res.loss[s.pos] = s.loss_best
-        keep = ~s.fooled if cls else torch.ones(len(s.pos), dtype=torch.bool, device=x.device)
-        res.x_adv[s.pos[keep]] = s.x_best[keep]
-    return res
+        _log(res, i + 1, s, loss)
+    return _run_finish(s, res, cls)
 
 # %% ../../nbs/11_attacks.apgd.ipynb #18d6c93e
 def kth_target(
@@ -304,6 +321,20 @@ def confirm_fooled(
     res.unconfirmed += int(ok.sum())
 
 
+def _keep_better(res: APGDResult, idx: torch.Tensor, run: APGDResult, cls: bool) -> None:
+    "Merge a restart's `run` on the samples `idx` into `res`: a fooling point, else a higher loss, wins."
+    res.unconfirmed += run.unconfirmed
+    better = run.loss > res.loss[idx]
+    if cls:
+        better = run.fooled | better
+    res.x_adv[idx[better]] = run.x_adv[better]
+    res.loss[idx[better]] = run.loss[better]
+    if cls:
+        res.fooled[idx[run.fooled]] = True
+    if run.history is not None:
+        res.history = run.history
+
+
 def apgd(
     model: nn.Module,  # pixels in [0,1] -> logits or embeddings
     x: torch.Tensor,  # clean images in [0,1]
@@ -315,14 +346,12 @@ def apgd(
     steps: int = 100,  # iterations per run
     restarts: int = 1,  # runs from new random starts (on samples still robust)
     t: torch.Tensor | None = None,  # target classes (targeted objectives)
-    random_start: bool = True,
     generator: torch.Generator | None = None,  # CPU generator for the random starts
-    early_stop: bool = True,
     precision: str = "fp32",
     fast: bool = True,  # iterate on `attack_view(model)`; broken points are confirmed on `model`
-    **kw,  # rho, momentum, step_scale, record (see `apgd_run`)
+    **kw,  # passed to `apgd_run`: early_stop, record, and the schedule (rho, momentum, step_scale)
 ) -> APGDResult:
-    "APGD with restarts (Croce & Hein 2020); the model is in eval mode during the attack."
+    "APGD with restarts (Croce & Hein 2020), each from a random start; the model is in eval mode during the attack."
     obj = get_objective(loss)
     x = x.detach()
     if obj.targeted and t is None:
@@ -334,38 +363,18 @@ def apgd(
         res = APGDResult(x.clone(), torch.full((len(x),), -math.inf, device=x.device))
         if obj.classification:
             res.fooled = _fooled(_forward(model, x, precision), y)
-        for r in range(restarts):
+        for _ in range(restarts):
             idx = (~res.fooled).nonzero()[:, 0] if obj.classification else torch.arange(len(x), device=x.device)
             if len(idx) == 0:
                 break
-            xi = x[idx]
-            x0 = apgd_init(xi, eps, norm, generator) if random_start else xi
+            xi, ti = x[idx], None if t is None else t[idx]
+            x0 = apgd_init(xi, eps, norm, generator)
             run = apgd_run(
-                net,
-                xi,
-                y[idx],
-                obj,
-                None if t is None else t[idx],
-                eps=eps,
-                x_init=x0,
-                norm=norm,
-                steps=steps,
-                early_stop=early_stop,
-                precision=precision,
-                **kw,
+                net, xi, y[idx], obj, ti, eps=eps, x_init=x0, norm=norm, steps=steps, precision=precision, **kw
             )
             if net is not model and obj.classification:
                 confirm_fooled(model, run, y[idx], precision)
-            res.unconfirmed += run.unconfirmed
-            better = run.loss > res.loss[idx]
-            if obj.classification:
-                better = run.fooled | better
-            res.x_adv[idx[better]] = run.x_adv[better]
-            res.loss[idx[better]] = run.loss[better]
-            if obj.classification:
-                res.fooled[idx[run.fooled]] = True
-            if run.history is not None:
-                res.history = run.history
+            _keep_better(res, idx, run, obj.classification)
     return res
 
 # %% ../../nbs/11_attacks.apgd.ipynb #b0c83d55
@@ -437,34 +446,24 @@ class APGD:
         self,
         model: nn.Module,  # pixels in [0,1] -> logits/embeddings
         *,
-        eps: float | None = None,  # radius (or pass `threat`)
-        norm: str = "linf",
-        threat: ThreatModel | None = None,  # eps and norm, parsed once (instead of `eps`, `norm`)
+        threat: ThreatModel,  # eps and norm, parsed (`ThreatModel.parse('4/255')`)
         loss: str = "ce",  # 'ce', 'dlr', 'dlr-t', 'ce-t', 'l2sq', 'cos'
         steps: int = 100,
         restarts: int = 1,  # per target for targeted losses
         n_target_classes: int = 9,
-        random_start: bool = True,
         early_stop: bool = True,
         seed: int = 0,  # seeds a fresh CPU generator per call (when none is passed)
         precision: str = "fp32",
         fast: bool = True,  # attack `attack_view(model)`, confirm broken points on the model
-        rho: float = 0.75,
-        momentum: float = 0.75,
-        step_scale: float = 2.0,
+        schedule: APGDSchedule = APGDSchedule(),  # the step-size rule: rho, momentum, step_scale
     ):
-        if threat is None and eps is None:
-            raise ValueError("APGD needs eps (or a ThreatModel as threat)")
-        self.threat = threat or ThreatModel(float(eps), check_norm(norm))
-        self.model, self.eps, self.norm, self.objective = model, self.threat.eps, self.threat.norm, get_objective(loss)
-        self.steps, self.restarts, self.n_target_classes, self.random_start = (
-            steps,
-            restarts,
-            n_target_classes,
-            random_start,
-        )
+        self.model, self.threat, self.objective = model, threat, get_objective(loss)
+        self.steps, self.restarts, self.n_target_classes = steps, restarts, n_target_classes
         self.early_stop, self.seed, self.precision, self.fast = early_stop, seed, precision, fast
-        self.kw = dict(rho=rho, momentum=momentum, step_scale=step_scale)
+        self.schedule = schedule
+
+    eps = property(lambda self: self.threat.eps, doc="The radius.")
+    norm = property(lambda self: self.threat.norm, doc="'linf' or 'l2'.")
 
     def run(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, record: bool = False
@@ -476,13 +475,12 @@ class APGD:
             norm=self.norm,
             steps=self.steps,
             restarts=self.restarts,
-            random_start=self.random_start,
             generator=g,
             early_stop=self.early_stop,
             precision=self.precision,
             record=record,
             fast=self.fast,
-            **self.kw,
+            **vars(self.schedule),
         )
         if self.objective.targeted:
             return apgd_targeted(self.model, x, y, self.objective, n_target_classes=self.n_target_classes, **kw)
@@ -497,3 +495,32 @@ class APGD:
             f"APGD(loss={self.objective.name!r}, norm={self.norm!r}, eps={self.eps:.5g}, steps={self.steps}, "
             f"restarts={self.restarts}{t})"
         )
+
+
+register_attack("apgd-ce", APGD, loss="ce", restarts=5, summary="APGD, cross-entropy (5 restarts)")
+register_attack("apgd-dlr", APGD, loss="dlr", restarts=5, summary="APGD, DLR loss (5 restarts)")
+register_attack(
+    "apgd-t", APGD, loss="dlr-t", restarts=1, n_target_classes=9, summary="APGD-T: targeted DLR, 1 restart per target"
+)
+register_attack(
+    "apgd-ce-t", APGD, loss="ce-t", restarts=1, n_target_classes=9, summary="APGD, targeted CE, 1 restart per target"
+)
+
+# %% ../../nbs/11_attacks.apgd.ipynb #1a499f5d
+def embedding_apgd(
+    encoder: nn.Module,  # pixels in [0,1] -> embeddings
+    x: torch.Tensor,  # clean images
+    target: torch.Tensor,  # the embeddings to move away from (N, D)
+    *,
+    threat: ThreatModel,  # eps and norm
+    steps: int = 100,  # APGD iterations
+    generator: torch.Generator | None = None,  # CPU generator of the random start
+) -> torch.Tensor:
+    "APGD maximising the squared ℓ2 distance of the embedding to `target` (objective 'l2sq'); the adversarial images."
+    res = apgd(
+        encoder, x, target.to(x.device), "l2sq", eps=threat.eps, norm=threat.norm, steps=steps, generator=generator
+    )
+    return res.x_adv.detach()
+
+
+register_attack("apgd", embedding_apgd, kind="embedding", summary="APGD on the squared ℓ2 embedding distance")

@@ -21,6 +21,7 @@ from robustclip.attacks.charmer import (
     n_slots,
 )
 from .leaf import WordConstraint
+from .registry import register_attack
 
 # %% auto #0
 __all__ = [
@@ -92,3 +93,6 @@ def bruteforce(
         queries,
         info,
     )
+
+
+register_attack("bruteforce", bruteforce, kind="text", summary="every one-character edit, the best kept (k = 1)")

@@ -1,4 +1,4 @@
-"""AutoAttack-style robust accuracy: several attacks in sequence, each on the points still robust, with per-sample flags, named presets and sanity checks.
+"""AutoAttack-style robust accuracy: attacks in sequence on the points still robust, with flags, presets and checks.
 
 Docs: https://robustclip.github.io/robustclip/attacks.cascade.html.md"""
 
@@ -18,42 +18,29 @@ from torch.utils.data import Dataset, DataLoader, TensorDataset
 from torch.utils.data import default_collate
 
 from ..core import RobustClipError, ThreatModel, parse_norm, progress, eps_str
-from robustclip.attacks.pgd import (
-    pgd,
-    eval_mode,
-    check_norm,
-    lp_normalize,
-    project,
-    random_init,
-    input_grad,
-    autocast,
-    attack_view,
-    RobustnessWarning,
-    GradientWarning,
+from robustclip.attacks.base import (
     EpsZeroWarning,
+    GradientWarning,
+    RandomizedModelWarning,
     RandomNoiseWarning,
+    SoftmaxOutputWarning,
     TooFewClassesWarning,
     TrainModeWarning,
-    RandomizedModelWarning,
-    SoftmaxOutputWarning,
+    autocast,
+    eval_mode,
+    input_grad,
+    lp_normalize,
 )
-from .losses import get_objective
-from .apgd import APGD, APGDResult
+from .losses import Objective, get_objective
+from .registry import attack_names, get_attack, make_attack
 
 # %% auto #0
 __all__ = [
-    'ATTACKS', 'PRESET_ALIASES', 'DEFAULT_STEPS', 'PRECISIONS', 'parse_attack', 'AttackSpec', 'PGDAttack',
-    'make_attack', 'CascadeResult', 'random_perturbation', 'batch_of', 'BatchFlags', 'Cascade'
+    'PRESET_ALIASES', 'DEFAULT_STEPS', 'PRECISIONS', 'parse_attack', 'AttackSpec', 'CascadeResult',
+    'random_perturbation', 'batch_of', 'BatchFlags', 'Cascade'
 ]
 
 # %% ../../nbs/12_attacks.cascade.ipynb #a10f22eb
-ATTACKS: dict[str, dict] = {
-    "apgd-ce": dict(kind="apgd", loss="ce", restarts=5),
-    "apgd-dlr": dict(kind="apgd", loss="dlr", restarts=5),
-    "apgd-t": dict(kind="apgd", loss="dlr-t", restarts=1, n_target_classes=9),
-    "apgd-ce-t": dict(kind="apgd", loss="ce-t", restarts=1, n_target_classes=9),
-    "pgd": dict(kind="pgd", loss="ce", restarts=1),
-}
 PRESET_ALIASES = {"aa": "apgd-ce,apgd-t", "paper": "apgd-ce,apgd-t", "autoattack": "apgd-ce,apgd-t"}
 DEFAULT_STEPS = 100
 
@@ -61,18 +48,21 @@ DEFAULT_STEPS = 100
 def parse_attack(
     spec: str,  # 'apgd-ce,apgd-t', 'apgd-ce', 'pgd', 'aa', ...
 ) -> list[str]:
-    "The attack names of a preset string, in order (validated, duplicates refused)."
+    "The attack names of a preset string, in order (each a registered image attack; duplicates refused)."
     s = PRESET_ALIASES.get(str(spec).strip().lower(), str(spec).strip().lower())
     names = [n.strip() for n in s.split(",") if n.strip()]
     if not names:
-        raise ValueError("no attack named; use e.g. 'apgd-ce,apgd-t'")
-    bad = [n for n in names if n not in ATTACKS]
-    if bad:
-        raise ValueError(
-            f"unknown attack {bad[0]!r}; known: {', '.join(ATTACKS)} (or a preset: {', '.join(PRESET_ALIASES)})"
-        )
+        raise RobustClipError("no attack named; use e.g. 'apgd-ce,apgd-t'")
+    for n in names:
+        try:
+            get_attack(n, "image")
+        except RobustClipError:
+            known = ", ".join(attack_names("image"))
+            raise RobustClipError(
+                f"unknown attack {n!r}; known: {known} (or a preset: {', '.join(PRESET_ALIASES)})"
+            ) from None
     if len(set(names)) != len(names):
-        raise ValueError(f"attack {spec!r} names an attack twice")
+        raise RobustClipError(f"attack {spec!r} names an attack twice")
     return names
 
 # %% ../../nbs/12_attacks.cascade.ipynb #fce593b0
@@ -83,7 +73,7 @@ PRECISIONS = ("fp32", "bf16")
 class AttackSpec:
     "The attacks of a robust evaluation, parsed once: names in order, the threat model, the budgets, the precision."
 
-    names: tuple[str, ...]  # attack names, in order (keys of `ATTACKS`)
+    names: tuple[str, ...]  # attack names, in order (registered image attacks)
     threat: ThreatModel  # eps and norm
     iterations: int | None = None  # iterations of every attack (None: `DEFAULT_STEPS`)
     restarts: int | None = None  # restarts of every attack (None: each preset's)
@@ -96,6 +86,7 @@ class AttackSpec:
         attack: "str|AttackSpec",  # a preset ('apgd-ce,apgd-t', 'aa', ...) or a spec (returned as is)
         eps: "str|float|ThreatModel|None" = None,  # '4/255', 4/255 or a ThreatModel
         norm: str = "linf",
+        *,
         iterations: int | None = None,
         restarts: int | None = None,
         n_target_classes: int | None = None,
@@ -104,10 +95,7 @@ class AttackSpec:
         "Validate and parse attack options; bad input raises a one-line `RobustClipError`."
         if isinstance(attack, AttackSpec):
             return attack
-        try:
-            names = tuple(parse_attack(attack))
-        except ValueError as e:
-            raise RobustClipError(str(e)) from None
+        names = tuple(parse_attack(attack))
         norm = parse_norm(norm)
         if eps is None:
             raise RobustClipError(f"--attack {attack} needs --eps (e.g. --eps 4/255)")
@@ -140,94 +128,6 @@ class AttackSpec:
             "n_target_classes": self.n_target_classes,
             "precision": self.precision,
         }
-
-# %% ../../nbs/12_attacks.cascade.ipynb #43d77b25
-class PGDAttack:
-    "PGD-CE (or another classification objective) as a cascade attack with restarts."
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        eps: float | None = None,
-        norm: str = "linf",
-        threat: ThreatModel | None = None,
-        loss: str = "ce",
-        steps: int = DEFAULT_STEPS,
-        restarts: int = 1,
-        step_size: float | None = None,
-        precision: str = "fp32",
-        seed: int = 0,
-        fast: bool = True,
-        **_,
-    ):
-        self.threat = threat or ThreatModel(float(eps), check_norm(norm))
-        self.model, self.eps, self.norm, self.objective = model, self.threat.eps, self.threat.norm, get_objective(loss)
-        self.steps, self.restarts, self.step_size, self.precision, self.seed = (
-            steps,
-            restarts,
-            step_size,
-            precision,
-            seed,
-        )
-        self.fast = fast  # iterate on `attack_view(model)`; the flags are always the model's own
-
-    def run(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> APGDResult:
-        "Attack a batch: restarts on the samples still robust; returns an `APGDResult` (loss not tracked)."
-        g = generator or torch.Generator().manual_seed(self.seed)
-        with eval_mode(self.model), torch.no_grad(), autocast(x, self.precision):
-            fooled = self.model(x).float().argmax(1) != y
-        x_adv, net = x.clone(), attack_view(self.model, x) if self.fast and len(x) else self.model
-        for _ in range(self.restarts):
-            idx = (~fooled).nonzero()[:, 0]
-            if len(idx) == 0:
-                break
-            yi = y[idx]
-            xa = pgd(
-                net,
-                x[idx],
-                self.objective.bind(yi),
-                eps=self.eps,
-                norm=self.norm,
-                steps=self.steps,
-                step_size=self.step_size,
-                best=True,
-                generator=g,
-                precision=self.precision,
-                success_fn=lambda out: out.argmax(1) != yi,
-            )
-            with eval_mode(self.model), torch.no_grad(), autocast(x, self.precision):
-                f = self.model(xa).float().argmax(1) != yi
-            x_adv[idx] = xa
-            fooled[idx[f]] = True
-        return APGDResult(x_adv, torch.zeros(len(x), device=x.device), fooled)
-
-    def __repr__(self):
-        return f"PGD(loss={self.objective.name!r}, norm={self.norm!r}, eps={self.eps:.5g}, steps={self.steps}, restarts={self.restarts})"
-
-
-def make_attack(
-    name: str,  # a key of ATTACKS
-    model: nn.Module,  # pixels -> logits
-    *,
-    eps: float | None = None,
-    norm: str = "linf",
-    threat: ThreatModel | None = None,  # eps and norm parsed once (instead of `eps`, `norm`)
-    steps: int | None = None,
-    restarts: int | None = None,
-    n_target_classes: int | None = None,
-    precision: str = "fp32",
-) -> APGD | PGDAttack:
-    "The attack object called `name`, with the preset's defaults unless overridden."
-    cfg = dict(ATTACKS[name])
-    kind = cfg.pop("kind")
-    cfg["steps"] = steps if steps is not None else DEFAULT_STEPS
-    if restarts is not None:
-        cfg["restarts"] = restarts
-    if n_target_classes is not None and "n_target_classes" in cfg:
-        cfg["n_target_classes"] = n_target_classes
-    threat = threat or ThreatModel(float(eps), check_norm(norm))
-    return (APGD if kind == "apgd" else PGDAttack)(model, threat=threat, precision=precision, **cfg)
 
 # %% ../../nbs/12_attacks.cascade.ipynb #21180485
 @dataclass
@@ -285,7 +185,7 @@ def random_perturbation(
     x: torch.Tensor, eps: float, norm: str = "linf", generator: torch.Generator | None = None
 ) -> torch.Tensor:
     "x plus a random perturbation of size ε (a random vertex of the ℓ∞ cube, or a random ℓ2 direction), in [0,1]."
-    if check_norm(norm) == "linf":
+    if parse_norm(norm) == "linf":
         d = (torch.randint(0, 2, x.shape, generator=generator).float() * 2 - 1) * eps
     else:
         d = torch.randn(x.shape, generator=generator)
@@ -347,9 +247,8 @@ class _Checks:
         import copy
 
         a0 = copy.copy(attack)
-        a0.eps = 0.0
-        a0.steps = min(attack.steps, 2)
-        a0.restarts = 1
+        a0.threat = ThreatModel(0.0, attack.threat.norm)
+        a0.steps, a0.restarts = min(attack.steps, 2), 1
         if hasattr(a0, "n_target_classes"):
             a0.n_target_classes = min(attack.n_target_classes, 1)
         idx = clean.nonzero()[:16, 0]
@@ -425,7 +324,15 @@ class Cascade:
         precision: str = "fp32",  # 'fp32', or 'bf16' autocast
         checks: bool = True,  # run the sanity checks
     ):
-        self.spec = AttackSpec.parse(attack, eps, norm, steps, restarts, n_target_classes, precision)
+        self.spec = AttackSpec.parse(
+            attack,
+            eps,
+            norm,
+            iterations=steps,
+            restarts=restarts,
+            n_target_classes=n_target_classes,
+            precision=precision,
+        )
         self.model, self.seed, self.checks = model, seed, checks
         self._attacks: dict[str, object] | None = None
         self.n_classes: int | None = None
@@ -439,22 +346,28 @@ class Cascade:
     steps = property(lambda self: self.spec.iterations, doc="Iterations as given (None: `DEFAULT_STEPS`).")
     precision = property(lambda self: self.spec.precision, doc="'fp32' or 'bf16'.")
 
+    def _loss(self, name: str) -> Objective | None:
+        "The objective the attack `name` maximises (its preset's `loss`), read without building it; None if it has none."
+        loss = get_attack(name, "image").default("loss")
+        return None if loss is None else get_objective(loss)
+
+    def _options(self, name: str) -> dict:
+        "What the cascade passes to the attack `name`: the threat, the spec's budgets (targets to targeted ones only)."
+        s = self.spec
+        opts = dict(threat=s.threat, steps=s.steps, precision=s.precision)
+        if s.restarts is not None:
+            opts["restarts"] = s.restarts
+        if s.n_target_classes is not None and getattr(self._loss(name), "targeted", False):
+            opts["n_target_classes"] = s.n_target_classes
+        return opts
+
     def _setup(self, n_classes: int, chk: _Checks):
         "Build the attack objects once the number of classes is known."
         if self._attacks is not None and self.n_classes == n_classes:
             return
         self.n_classes, self._attacks, self.skipped = n_classes, {}, []
-        s = self.spec
-        for name in s.names:
-            a = make_attack(
-                name,
-                self.model,
-                threat=s.threat,
-                steps=s.iterations,
-                restarts=s.restarts,
-                n_target_classes=s.n_target_classes,
-                precision=s.precision,
-            )
+        for name in self.spec.names:
+            a = make_attack(name, self.model, **self._options(name))
             need = a.objective.min_classes
             if n_classes < need:
                 chk.warn(
@@ -467,7 +380,7 @@ class Cascade:
             if a.objective.targeted:
                 want = a.n_target_classes
                 a.n_target_classes = min(want, n_classes - 1)
-                if a.n_target_classes < want and s.n_target_classes is None and chk.on:
+                if a.n_target_classes < want and self.spec.n_target_classes is None and chk.on:
                     chk.warn(
                         TooFewClassesWarning,
                         f"{name}: {n_classes} classes leave {n_classes - 1} target classes, "
@@ -503,6 +416,7 @@ class Cascade:
         x: torch.Tensor,
         y: torch.Tensor,
         x_adv: torch.Tensor,
+        *,
         clean: torch.Tensor,
         robust: torch.Tensor,
         gen: torch.Generator,
@@ -557,7 +471,7 @@ class Cascade:
                 chk.eps_zero(next(iter(self._attacks.values())), x, y, clean, torch.Generator().manual_seed(self.seed))
             robust, flags, x_adv = self._attack_all(x, y, clean, gen)
             if chk.on:
-                self._batch_checks(x, y, x_adv, clean, robust, gen, batch)
+                self._batch_checks(x, y, x_adv, clean=clean, robust=robust, gen=gen, batch=batch)
         return BatchFlags(
             batch, y.cpu(), clean.cpu(), {k: v.cpu() for k, v in flags.items()}, x_adv.cpu() if return_adv else None
         )
@@ -631,12 +545,15 @@ class Cascade:
         if a is not None:
             return a.n_target_classes
         n = self.spec.n_target_classes
-        return n if n is not None else ATTACKS[name]["n_target_classes"]
+        return n if n is not None else get_attack(name, "image").default("n_target_classes")
 
     def config(self) -> dict:
-        "The attack block of a result (what was run, for the JSON), read from the spec and the presets."
-        s, loss = self.spec, {n: get_objective(ATTACKS[n]["loss"]) for n in self.spec.names}
-        tg = [self._targets(n) for n in s.names if loss[n].targeted]
+        "The attack block of a result (what was run, for the JSON), read from the spec and the registered presets."
+        s, loss = self.spec, {n: self._loss(n) for n in self.spec.names}
+        tg = [self._targets(n) for n in s.names if getattr(loss[n], "targeted", False)]
+        restarts = {
+            n: s.restarts if s.restarts is not None else get_attack(n, "image").default("restarts") for n in s.names
+        }
         return {
             "name": s.name,
             "attacks": list(s.names),
@@ -644,9 +561,9 @@ class Cascade:
             "eps": s.threat.eps_str,
             "eps_float": s.threat.eps,
             "iterations": s.steps,
-            "restarts": {n: s.restarts if s.restarts is not None else ATTACKS[n]["restarts"] for n in s.names},
+            "restarts": restarts,
             "targets": tg[0] if tg else None,
-            "losses": {n: o.name for n, o in loss.items()},
+            "losses": {n: getattr(o, "name", None) for n, o in loss.items()},
             "seed": self.seed,
             "precision": s.precision,
             "skipped": list(self.skipped),

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from ..core import RobustClipError, progress
-from ..models import encode_texts
+from .registry import register_attack
 
 # %% auto #0
 __all__ = [
     'DELETE', 'PRINTABLE', 'ASCII_ALPHABET', 'ScoreFn', 'OBJECTIVES', 'n_slots', 'write', 'alphabet_of', 'get_alphabet',
-    'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'charmer', 'class_margins', 'margin_objective',
-    'embedding_objective'
+    'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'CharmerSearch', 'charmer', 'class_margins',
+    'margin_objective', 'embedding_objective'
 ]
 
 # %% ../../nbs/13_attacks.charmer.ipynb #deee3d13
@@ -203,21 +203,46 @@ def _snapshot(cur, best, best_s, clean, queries, active, g) -> tuple:
     return list(cur), list(best), best_s.clone(), clean, list(queries), list(active), g.get_state()
 
 
+@dataclass(frozen=True)
+class _Round:
+    "The settings every round of one Charmer call shares."
+
+    k: int  # rounds (the Levenshtein budget)
+    n_positions: int  # slots kept by the position stage
+    chars: list[str]  # Γ
+    threshold: float | None  # stop a sample once its score exceeds this
+    batch_size: int  # candidates per `score_fn` call
+    n_chars: int | None  # score a random subset of this many symbols per round (None: all)
+    tokenizer: object  # skip slots past the truncation point (None: every slot)
+
+    def symbols(self, g: torch.Generator) -> list[str]:
+        "Γ, or a random subset of `n_chars` of it (drawn from `g`)."
+        if self.n_chars is None or self.n_chars >= len(self.chars):
+            return self.chars
+        return [self.chars[i] for i in torch.randperm(len(self.chars), generator=g)[: self.n_chars].tolist()]
+
+
+def _space_probes(cur: list[str], active: list[int], tokenizer) -> tuple[list[str], list[int], list[int]]:
+    "The position stage's candidates: a space (or a deletion) in every slot of each active text; (texts, owners, slots)."
+    cands, own, slot = [], [], []
+    for j in active:
+        zs = range(attack_slots(cur[j], tokenizer))
+        cands += [write(cur[j], z, " ") for z in zs]
+        own += [j] * len(zs)
+        slot += list(zs)
+    return cands, own, slot
+
+
 def _charmer_group(
     texts: list[str],
     idx: list[int],
     score_fn: ScoreFn,
-    k: int,
-    n_positions: int,
-    chars: list[str],
-    threshold: float | None,
-    batch_size: int,
-    n_chars: int | None,
+    cfg: _Round,
     g: torch.Generator,
-    tokenizer,
-    rounds: list | None = None,
-):  # states after rounds 0, 1, ... of earlier calls with these settings (extended)
+    rounds: list | None = None,  # states after rounds 0, 1, ... of earlier calls with these settings (extended)
+):
     "Charmer on one group of texts (global indices `idx`): returns (texts, scores, clean_scores, queries)."
+    k, threshold, batch_size = cfg.k, cfg.threshold, cfg.batch_size
     done = lambda j: threshold is not None and best_s[j] > threshold
     if rounds:  # resume from the last stored round this budget reaches
         start = min(k, len(rounds) - 1)
@@ -233,24 +258,14 @@ def _charmer_group(
     for r in range(start, k):
         if not active:
             break
-        cands, own, slot = [], [], []  # 1) position stage: a space (or a deletion) in every slot
-        for j in active:
-            zs = range(attack_slots(cur[j], tokenizer))
-            cands += [write(cur[j], z, " ") for z in zs]
-            own += [j] * len(zs)
-            slot += list(zs)
+        cands, own, slot = _space_probes(cur, active, cfg.tokenizer)  # 1) position stage
         sc = score_texts(score_fn, cands, [idx[o] for o in own], batch_size)
         own_t = torch.tensor(own)
         cands, own2 = [], []  # 2) character stage at the top-n slots
         for j in active:
             sel = (own_t == j).nonzero()[:, 0]
-            top = _top_slots(sc[sel], [slot[i] for i in sel.tolist()], n_positions)
-            cs = (
-                chars
-                if n_chars is None or n_chars >= len(chars)
-                else [chars[i] for i in torch.randperm(len(chars), generator=g)[:n_chars].tolist()]
-            )
-            new = _char_candidates(cur[j], top, cs)
+            top = _top_slots(sc[sel], [slot[i] for i in sel.tolist()], cfg.n_positions)
+            new = _char_candidates(cur[j], top, cfg.symbols(g))
             cands += new
             own2 += [j] * len(new)
             queries[j] += len(sel) + len(new)
@@ -270,51 +285,44 @@ def _charmer_group(
     return best, best_s, clean, queries
 
 # %% ../../nbs/13_attacks.charmer.ipynb #a4618d30
+@dataclass(frozen=True)
+class CharmerSearch:
+    "How much of Γ each round of Charmer scores, and how many texts share batches (their candidates scored together)."
+
+    n_chars: int | None = None  # score a random subset of this many symbols of Γ per round (None: all of Γ)
+    group_size: int = 16  # texts attacked together (their candidates share batches)
+
+
 def charmer(
     texts: Sequence[str],  # the texts to attack
     score_fn: ScoreFn,  # (candidate texts, owner indices) -> scores; higher = stronger attack
     *,
     k: int = 1,  # Levenshtein budget: edit rounds (each one character)
     n_positions: int = 20,  # slots kept by the position stage (`n`, LEAF's `--rho` for Charmer)
-    alphabet: str
-    | Sequence[str]
-    | None = None,  # Γ: None/'data' (characters of `texts` + delete), 'ascii', 'letters', ...
-    threshold: float
-    | None = 0.0,  # stop a sample once its score exceeds this (margin > 0 = misclassified); None: run k rounds
+    alphabet: str | Sequence[str] | None = None,  # Γ: None/'data' (characters of `texts` + delete), 'ascii', ...
+    threshold: float | None = 0.0,  # stop a sample once its score exceeds this (margin > 0: misclassified); None: k
     batch_size: int = 512,  # candidates per `score_fn` call
-    n_chars: int | None = None,  # score a random subset of this many symbols of Γ per round (None: all of Γ)
     tokenizer=None,  # the model's tokenizer: skip slots past the truncation point
-    group_size: int = 16,  # texts attacked together (their candidates share batches)
     seed: int = 0,  # seeds the character subsets (group at offset s: seed + s; deterministic otherwise)
     desc: str = "charmer",  # progress bar label
-    rounds: dict
-    | None = None,  # a memo shared by calls that differ only in `k`: rounds one of them ran are not run again
+    rounds: dict | None = None,  # a memo shared by calls that differ only in `k`: rounds one ran are not run again
+    search: CharmerSearch = CharmerSearch(),  # how much each round scores, how many texts share batches
 ) -> TextAttackResult:
     "Charmer: greedy one-character edits (best slots by a space probe, then best character), `k` rounds."
     _check_args(k, n_positions, batch_size)
+    opt = search
     texts = list(texts)
     if not all(isinstance(t, str) for t in texts):
         raise RobustClipError("texts must be strings")
     chars = get_alphabet(alphabet, texts)
+    cfg = _Round(k, n_positions, chars, threshold, batch_size, opt.n_chars, tokenizer)
     adv, scores, clean, queries = [], [], [], []
     bar = progress(total=len(texts), desc=desc, unit="text", leave=False)
-    for s in range(0, len(texts), group_size):
-        idx = list(range(s, min(s + group_size, len(texts))))
+    for s in range(0, len(texts), opt.group_size):
+        idx = list(range(s, min(s + opt.group_size, len(texts))))
         g = torch.Generator().manual_seed(seed + s)  # a group's own: its rounds do not depend on another group's budget
-        a, sc, cl, q = _charmer_group(
-            texts[s : idx[-1] + 1],
-            idx,
-            score_fn,
-            k,
-            n_positions,
-            chars,
-            threshold,
-            batch_size,
-            n_chars,
-            g,
-            tokenizer,
-            None if rounds is None else rounds.setdefault(s, []),
-        )
+        memo = None if rounds is None else rounds.setdefault(s, [])
+        a, sc, cl, q = _charmer_group(texts[s : idx[-1] + 1], idx, score_fn, cfg, g, memo)
         adv += a
         scores.append(sc)
         clean.append(cl)
@@ -331,13 +339,15 @@ def charmer(
         "k": k,
         "n_positions": n_positions,
         "alphabet_size": len(chars),
-        "n_chars": n_chars,
+        "n_chars": opt.n_chars,
         "threshold": threshold,
         "seed": seed,
     }
-    return TextAttackResult(
-        adv, texts, scores, clean, success, [Levenshtein.distance(a, t) for a, t in zip(adv, texts)], queries, info
-    )
+    dist = [Levenshtein.distance(a, t) for a, t in zip(adv, texts)]
+    return TextAttackResult(adv, texts, scores, clean, success, dist, queries, info)
+
+
+register_attack("charmer", charmer, kind="text", summary="Charmer: k greedy one-character edits (ICML 2024)")
 
 # %% ../../nbs/13_attacks.charmer.ipynb #afc3c0e4
 def class_margins(
@@ -362,6 +372,7 @@ def margin_objective(
     if labels.numel() and (labels.min() < 0 or labels.max() >= len(class_emb)):
         raise RobustClipError(f"labels must be in [0, {len(class_emb) - 1}]")
     dev = class_emb.device
+    from robustclip.models import encode_texts  # here: `import robustclip.attacks` stays free of open_clip
 
     def score(texts: list[str], owners: torch.Tensor) -> torch.Tensor:
         return class_margins(encode_texts(model, texts), class_emb, labels[owners].to(dev))[0]
@@ -382,6 +393,7 @@ def embedding_objective(
         raise RobustClipError(f"objective must be one of {', '.join(OBJECTIVES)}; got {kind!r}")
     anchors = anchors.detach().float()
     unit = F.normalize(anchors, dim=-1)
+    from robustclip.models import encode_texts  # here: `import robustclip.attacks` stays free of open_clip
 
     def score(texts: list[str], owners: torch.Tensor) -> torch.Tensor:
         e = encode_texts(model, texts).float()

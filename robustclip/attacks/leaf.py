@@ -15,6 +15,7 @@ import torch
 
 from ..core import RobustClipError
 from .charmer import DELETE, ASCII_ALPHABET, ScoreFn, write, attack_slots, score_texts, get_alphabet
+from .registry import register_attack
 
 # %% auto #0
 __all__ = [
@@ -164,3 +165,6 @@ def leaf_attack(
         best, scores = _pick(cur, cands, score_fn, owners, bs)
         cur = [cs[b] for cs, b in zip(cands, best)]
     return LeafOutput(cur, scores)
+
+
+register_attack("leaf", leaf_attack, kind="text", summary="LEAF's attack: k rounds of the best of ρ random edits")

@@ -6,279 +6,50 @@ Docs: https://robustclip.github.io/robustclip/attacks.pgd.html.md"""
 
 # %% ../../nbs/10_attacks.pgd.ipynb #5a613285
 from __future__ import annotations
-import copy
 import math
-import warnings
-import weakref
-from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..core import ThreatModel, parse_norm, take_options
+from robustclip.attacks.base import (
+    attack_view,
+    autocast,
+    bview,
+    eval_mode,
+    input_grad,
+    lp_normalize,
+    project,
+    random_init,
+)
+from .losses import get_objective
+from .apgd import APGDResult
+from .registry import register_attack
 
 # %% auto #0
 __all__ = [
-    'WARNINGS', 'NORMS', 'RobustnessWarning', 'GradientWarning', 'EpsZeroWarning', 'RandomNoiseWarning',
-    'TooFewClassesWarning', 'TrainModeWarning', 'RandomizedModelWarning', 'SoftmaxOutputWarning', 'eval_mode',
-    'check_norm', 'bview', 'lp_norm', 'lp_normalize', 'project', 'random_init', 'autocast', 'input_grad',
-    'conv_bn_pairs', 'attack_view', 'pgd'
+    'PGDStep', 'pgd', 'PGDAttack'
 ]
-
-# %% ../../nbs/10_attacks.pgd.ipynb #5b1c2844
-class RobustnessWarning(UserWarning):
-    "Base of the named warnings that say a robustness number may not be trustworthy."
-
-    check: str = "robustness"
-
-
-class GradientWarning(RobustnessWarning):
-    "The input gradient is NaN (then zeroed) or exactly zero for some samples."
-
-    check = "gradient"
-
-
-class EpsZeroWarning(RobustnessWarning):
-    "Robust accuracy at eps 0 differs from clean accuracy."
-
-    check = "eps-zero"
-
-
-class RandomNoiseWarning(RobustnessWarning):
-    "A random perturbation of the same size fools samples that the attack did not."
-
-    check = "random-noise"
-
-
-class TooFewClassesWarning(RobustnessWarning):
-    "Fewer classes than an attack needs (targets are reduced, or the attack is skipped)."
-
-    check = "n-classes"
-
-
-class TrainModeWarning(RobustnessWarning):
-    "The model was in train mode when handed to an evaluation."
-
-    check = "train-mode"
-
-
-class RandomizedModelWarning(RobustnessWarning):
-    "Two forward passes on the same input give different outputs."
-
-    check = "randomized"
-
-
-class SoftmaxOutputWarning(RobustnessWarning):
-    "The model outputs look like probabilities, not logits."
-
-    check = "softmax"
-
-
-WARNINGS = [
-    GradientWarning,
-    EpsZeroWarning,
-    RandomNoiseWarning,
-    TooFewClassesWarning,
-    TrainModeWarning,
-    RandomizedModelWarning,
-    SoftmaxOutputWarning,
-]
-
-# %% ../../nbs/10_attacks.pgd.ipynb #841d3bf6
-@contextmanager
-def eval_mode(model: nn.Module):  # the module to switch to eval mode (every submodule)
-    "Run a block with `model` in eval mode, then restore each submodule's previous mode."
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, t in modes:
-            m.training = t
-
-# %% ../../nbs/10_attacks.pgd.ipynb #03a03f89
-NORMS = ("linf", "l2")
-
-
-def check_norm(norm: str) -> str:
-    "Canonical norm name ('linf' or 'l2'); 'Linf', 'inf', 'L2' accepted."
-    n = str(norm).lower().replace("_", "")
-    n = {"inf": "linf", "linfty": "linf", "2": "l2"}.get(n, n)
-    if n not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; use 'linf' or 'l2'")
-    return n
-
-
-def bview(
-    v: torch.Tensor,  # a per-sample vector (N,)
-    x: torch.Tensor,  # the batch it scales (N,...)
-) -> torch.Tensor:
-    "`v` shaped (N,1,...,1) to broadcast against `x`."
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-def lp_norm(x: torch.Tensor, norm: str = "linf") -> torch.Tensor:
-    "Per-sample ℓ∞ or ℓ2 norm, shape (N,)."
-    f = x.flatten(1)
-    return f.abs().amax(1) if check_norm(norm) == "linf" else f.norm(dim=1)
-
-
-def lp_normalize(g: torch.Tensor, norm: str = "linf") -> torch.Tensor:
-    "Steepest-ascent direction of a gradient: sign for ℓ∞, unit ℓ2 vector for ℓ2 (zero stays zero)."
-    if check_norm(norm) == "linf":
-        return g.sign()
-    return g / bview(lp_norm(g, "l2").clamp_min(1e-12), g)
-
-# %% ../../nbs/10_attacks.pgd.ipynb #143ca571
-def project(
-    delta: torch.Tensor,  # perturbation (N,...)
-    x: torch.Tensor,  # clean images in [0,1]
-    eps: float | torch.Tensor,  # radius (a float or a per-sample (N,) tensor)
-    norm: str = "linf",
-) -> torch.Tensor:
-    "Project `delta` into the ε-ball, then clip so that `x + delta` stays in [0,1]."
-    eps = eps if torch.is_tensor(eps) else torch.full((x.shape[0],), float(eps), device=x.device, dtype=x.dtype)
-    e = bview(eps.to(x.dtype), x)
-    if check_norm(norm) == "linf":
-        delta = torch.maximum(torch.minimum(delta, e), -e)
-    else:
-        delta = delta * bview(torch.clamp(eps / lp_norm(delta, "l2").clamp_min(1e-12), max=1.0), x)
-    return (x + delta).clamp(0, 1) - x
-
-
-def random_init(
-    x: torch.Tensor,  # clean images
-    eps: float,  # radius
-    norm: str = "linf",
-    generator: torch.Generator | None = None,  # CPU generator (the draw is moved to x's device)
-) -> torch.Tensor:
-    "A random start: uniform in [−ε, ε]ⁿ for ℓ∞, uniform in the ℓ2 ball for ℓ2 (not yet clipped to [0,1])."
-    if check_norm(norm) == "linf":
-        u = torch.rand(x.shape, generator=generator, dtype=torch.float32)
-        return ((2 * u - 1) * eps).to(x.device, x.dtype)
-    d = torch.randn(x.shape, generator=generator, dtype=torch.float32)
-    r = torch.rand(x.shape[0], generator=generator, dtype=torch.float32) ** (1 / x[0].numel())
-    return (lp_normalize(d, "l2") * bview(r * eps, d)).to(x.device, x.dtype)
-
-# %% ../../nbs/10_attacks.pgd.ipynb #b7a732c4
-def autocast(
-    x: torch.Tensor,  # an input of the forward (decides the device type)
-    precision: str | None,  # 'fp32' (autocast off), 'bf16' or 'fp16'
-) -> torch.autocast:
-    "The autocast context of an attack's forward passes (fp32: explicitly disabled)."
-    if precision in ("fp32", "float32", None):
-        return torch.autocast(x.device.type, enabled=False)
-    dt = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}.get(
-        precision
-    )
-    if dt is None:
-        raise ValueError(f"unknown precision {precision!r}; use 'fp32', 'bf16' or 'fp16'")
-    return torch.autocast(x.device.type, dtype=dt)
-
-
-def input_grad(
-    model: nn.Module,  # pixels -> outputs
-    x: torch.Tensor,  # the point to differentiate at
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],  # outputs -> per-sample loss (N,)
-    precision: str = "fp32",  # 'fp32' or 'bf16' (autocast for the forward)
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "(per-sample loss, outputs, gradient of the summed loss w.r.t. `x`), all detached; NaN gradients zeroed."
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        with autocast(x, precision):
-            out = model(x)
-        out = out.float()
-        loss = loss_fn(out)
-        (g,) = torch.autograd.grad(loss.sum(), x)
-    if not torch.isfinite(g.sum()):  # one pass; a sum is finite when every entry is (else look per sample)
-        bad = (~torch.isfinite(g.flatten(1))).any(1)
-        if bad.any():
-            warnings.warn(
-                f"NaN/inf input gradients for {int(bad.sum())} of {len(bad)} samples were set to zero",
-                GradientWarning,
-                stacklevel=3,
-            )
-        g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-    return loss.detach(), out.detach(), g.detach()
-
-# %% ../../nbs/10_attacks.pgd.ipynb #ed7d9fd6
-def conv_bn_pairs(
-    model: nn.Module,  # an eval-mode model
-    x: torch.Tensor,  # a few inputs to trace one forward with
-) -> list[tuple[str, str]]:
-    "Names of the (Conv2d, BatchNorm2d) pairs where the BatchNorm's input is the convolution's output."
-    names, outs, pairs = {m: n for n, m in model.named_modules()}, {}, []
-
-    def on_conv(m, i, o):
-        outs[id(o)] = (m, o)
-
-    def on_bn(m, i):
-        hit = outs.get(id(i[0]))
-        if hit is not None and hit[1] is i[0] and m.running_mean is not None:
-            pairs.append((names[hit[0]], names[m]))
-
-    hooks = [
-        m.register_forward_hook(on_conv) if isinstance(m, nn.Conv2d) else m.register_forward_pre_hook(on_bn)
-        for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return pairs
-
-
-def _fold(model: nn.Module, x: torch.Tensor) -> nn.Module | None:
-    "An eval-mode copy with BatchNorms folded, channels-last if convolutional (None: nothing to gain)."
-    n_conv = sum(isinstance(m, nn.Conv2d) for m in model.modules())
-    if n_conv == 0:
-        return None
-    v = copy.deepcopy(model).eval()
-    pairs = conv_bn_pairs(v, x)
-    if not pairs and n_conv < 2:
-        return None
-    for c, b in pairs:
-        for name, new in [(c, fuse_conv_bn_eval(v.get_submodule(c), v.get_submodule(b))), (b, nn.Identity())]:
-            parent, _, leaf = name.rpartition(".")
-            setattr(v.get_submodule(parent) if parent else v, leaf, new)
-    for q in v.parameters():
-        q.requires_grad_(False)
-    for m in v.modules():
-        if hasattr(m, "check_inputs"):
-            m.check_inputs = False
-    return v.to(memory_format=torch.channels_last)
-
-
-_VIEWS = weakref.WeakKeyDictionary()  # model -> (fingerprint, view)
-
-
-def attack_view(
-    model: nn.Module,  # the model under attack (evaluated in eval mode)
-    x: torch.Tensor,  # the images about to be attacked (a few are used to trace and check)
-) -> nn.Module:
-    "A cached copy of `model` that is cheaper to differentiate (BatchNorm folded, channels-last), or `model` itself."
-    key = (x.device, tuple((id(t), t._version) for t in [*model.parameters(), *model.buffers()]))
-    hit = _VIEWS.get(model)
-    if hit is not None and hit[0] == key:
-        return model if hit[1] is None else hit[1]
-    xs = x[:8].detach().float()
-    with eval_mode(model), torch.autocast(x.device.type, enabled=False):
-        try:
-            v = _fold(model, xs)
-        except Exception:
-            v = None  # a model that cannot be copied or traced (compiled, wrapped): attack it as is
-        if v is not None:
-            with torch.no_grad():
-                a, b = v(xs).float(), model(xs).float()
-            if a.shape != b.shape or not ((a - b).abs().max() <= 1e-4 * b.abs().max().clamp_min(1e-6)):
-                v = None
-    _VIEWS[model] = (key, v)  # None: the model itself (a value must not hold its weak key alive)
-    return model if v is None else v
 
 # %% ../../nbs/10_attacks.pgd.ipynb #e9c13b41
+@dataclass(frozen=True)
+class PGDStep:
+    "How PGD steps: the step size, momentum, and the random start (the keywords `pgd` gathers in `**step`)."
+
+    step_size: float | None = None  # η (None: 2.5·eps/steps)
+    momentum: float = 0.0  # 0.9 + sign-of-velocity = RobustVLM's training attack
+    random_start: bool = True  # start uniformly in the ball (else at x)
+    clip_start: bool = True  # clip the random start into [0,1] (False: RobustVLM's training PGD, clipped after step 1)
+
+
+def _pgd_start(x: torch.Tensor, eps: float, norm: str, step: PGDStep, generator) -> torch.Tensor:
+    "The starting perturbation: random in the ball (clipped into the box unless `clip_start` is off), or zero."
+    delta = random_init(x, eps, norm, generator) if step.random_start and eps > 0 else torch.zeros_like(x)
+    return project(delta, x, eps, norm) if step.clip_start else delta
+
+
 def pgd(
     model: nn.Module,  # maps pixels in [0,1] (N,3,H,W) to outputs (logits or embeddings)
     x: torch.Tensor,  # clean images in [0,1]
@@ -287,29 +58,23 @@ def pgd(
     eps: float,  # radius of the ball (a float in pixel units, e.g. 4/255)
     norm: str = "linf",  # 'linf' or 'l2'
     steps: int = 10,  # iterations
-    step_size: float | None = None,  # η (default 2.5·eps/steps)
-    random_start: bool = True,  # start uniformly in the ball (else at x)
-    clip_start: bool = True,  # clip the random start into [0,1] (False: RobustVLM's training PGD, clipped after the first step)
-    momentum: float = 0.0,  # 0.9 + sign-of-velocity = RobustVLM's training attack
     best: bool = False,  # return the best iterate per sample instead of the last
     generator: torch.Generator | None = None,  # CPU generator for the random start
     success_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,  # outputs -> bool (N,): sample fooled
     precision: str = "fp32",  # 'fp32', or 'bf16' autocast for the forwards
     record: list | None = None,  # if a list: the per-sample loss (CPU) of every iterate is appended to it
+    **step: float | bool | None,  # how it steps (`PGDStep`): step_size, momentum, random_start, clip_start
 ) -> torch.Tensor:  # x_adv, detached, within the eps ball and [0,1]
     "Projected gradient ascent of `loss_fn(model(x + δ))` over ‖δ‖ ≤ eps, x + δ ∈ [0,1]."
-    norm = check_norm(norm)
+    norm, rule = parse_norm(norm), take_options(PGDStep, step, "pgd")
     eps = float(eps)
     if eps < 0 or not math.isfinite(eps):
         raise ValueError(f"eps must be a finite float >= 0; got {eps}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
     x = x.detach()
-    eta = 2.5 * eps / max(steps, 1) if step_size is None else float(step_size)
-    delta = random_init(x, eps, norm, generator) if random_start and eps > 0 else torch.zeros_like(x)
-    if clip_start:
-        delta = project(delta, x, eps, norm)
-    v = torch.zeros_like(x)
+    eta = 2.5 * eps / max(steps, 1) if rule.step_size is None else float(rule.step_size)
+    delta, v = _pgd_start(x, eps, norm, rule, generator), torch.zeros_like(x)
     keep_best, keep_win = best, success_fn is not None
     with eval_mode(model):
         if keep_best or keep_win:
@@ -331,12 +96,77 @@ def pgd(
             if i == steps:
                 break  # the extra pass only scores the last iterate
             g = lp_normalize(g, norm)
-            if momentum:
-                v = lp_normalize(momentum * v + g, norm)
-            else:
-                v = g
+            v = lp_normalize(rule.momentum * v + g, norm) if rule.momentum else g
             delta = project(delta + eta * v, x, eps, norm)
     x_adv = x_best if keep_best else x + delta
     if keep_win:
         x_adv = torch.where(bview(won, x), x_win, x_adv)
     return x_adv.detach()
+
+# %% ../../nbs/10_attacks.pgd.ipynb #8e7b3fc3
+class PGDAttack:
+    "PGD-CE (or another classification objective) as an image attack with restarts."
+
+    def __init__(
+        self,
+        model: nn.Module,  # pixels in [0,1] -> logits
+        *,
+        threat: ThreatModel,  # eps and norm, parsed
+        loss: str = "ce",  # a classification objective: 'ce', 'dlr', ...
+        steps: int = 100,  # iterations per restart
+        restarts: int = 1,  # runs from new random starts, on the samples still robust
+        step_size: float | None = None,  # η (None: 2.5·eps/steps)
+        precision: str = "fp32",  # 'fp32', or 'bf16' autocast
+        seed: int = 0,  # seeds a fresh CPU generator per call (when none is passed)
+        fast: bool = True,  # iterate on `attack_view(model)`; the flags are always the model's own
+    ):
+        self.model, self.threat, self.objective = model, threat, get_objective(loss)
+        self.steps, self.restarts, self.step_size = steps, restarts, step_size
+        self.precision, self.seed, self.fast = precision, seed, fast
+
+    eps = property(lambda self: self.threat.eps, doc="The radius.")
+    norm = property(lambda self: self.threat.norm, doc="'linf' or 'l2'.")
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> APGDResult:
+        "Attack a batch: restarts on the samples still robust; returns an `APGDResult` (loss not tracked)."
+        g = generator or torch.Generator().manual_seed(self.seed)
+        with eval_mode(self.model), torch.no_grad(), autocast(x, self.precision):
+            fooled = self.model(x).float().argmax(1) != y
+        x_adv, net = x.clone(), attack_view(self.model, x) if self.fast and len(x) else self.model
+        for _ in range(self.restarts):
+            idx = (~fooled).nonzero()[:, 0]
+            if len(idx) == 0:
+                break
+            xa = self._restart(net, x[idx], y[idx], g)
+            with eval_mode(self.model), torch.no_grad(), autocast(x, self.precision):
+                f = self.model(xa).float().argmax(1) != y[idx]
+            x_adv[idx] = xa
+            fooled[idx[f]] = True
+        return APGDResult(x_adv, torch.zeros(len(x), device=x.device), fooled)
+
+    def _restart(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        "One PGD run on `net`: the best iterate, a fooling one where any fooled."
+        return pgd(
+            net,
+            x,
+            self.objective.bind(y),
+            eps=self.eps,
+            norm=self.norm,
+            steps=self.steps,
+            step_size=self.step_size,
+            best=True,
+            generator=g,
+            precision=self.precision,
+            success_fn=lambda out: out.argmax(1) != y,
+        )
+
+    def __repr__(self):
+        return (
+            f"PGD(loss={self.objective.name!r}, norm={self.norm!r}, eps={self.eps:.5g}, steps={self.steps}, "
+            f"restarts={self.restarts})"
+        )
+
+
+register_attack(
+    "pgd", PGDAttack, loss="ce", restarts=1, summary="PGD-CE, step 2.5·eps/steps; any fooling iterate counts"
+)

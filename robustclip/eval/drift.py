@@ -15,7 +15,7 @@ from ..core import RobustClipError, SubsetSpec, ThreatModel, config_hash
 from ..models import PixelCLIP
 from ..data.core import ClassificationTask
 from ..zeroshot import task_inputs, ImageEmbedder
-from ..attacks.apgd import apgd
+from ..attacks.registry import get_attack
 from ..attacks.cascade import batch_of
 from robustclip.eval.runner import (
     Adapter,
@@ -96,18 +96,10 @@ class Drift(Adapter):
         with torch.no_grad():
             target = self.ref(x)
             clean = ((self.enc(x) - target) ** 2).sum(1).cpu()
-        r = apgd(
-            self.enc,
-            x,
-            target,
-            "l2sq",
-            eps=self.threat.eps,
-            norm=self.threat.norm,
-            steps=self.iterations,
-            generator=self.generator,
-        )
+        attack = get_attack("apgd", "embedding")  # APGD on the squared ℓ2 distance to the anchor's embedding
+        x_adv = attack(self.enc, x, target, threat=self.threat, steps=self.iterations, generator=self.generator)
         with torch.no_grad():
-            adv = ((self.enc(r.x_adv) - target) ** 2).sum(1).cpu()
+            adv = ((self.enc(x_adv) - target) ** 2).sum(1).cpu()
         ids = self.idx[b * self.batch_size : (b + 1) * self.batch_size]
         return {
             "rows": [

@@ -1,4 +1,4 @@
-"""`robustclip eval retrieval`: image→text and text→image recall@1/5/10, clean, under Charmer on the captions, and under an image attack on the pictures.
+"""`robustclip eval retrieval`: recall@1/5/10 both ways, clean, under Charmer on captions or APGD on images.
 
 Docs: https://robustclip.github.io/robustclip/eval.retrieval.html.md"""
 
@@ -20,8 +20,8 @@ from ..core import RobustClipError, SubsetSpec, ThreatModel, config_hash
 from ..models import PixelCLIP, encode_texts
 from ..data.core import RetrievalTask
 from ..zeroshot import ImageEmbedder
-from ..attacks.charmer import charmer, embedding_objective, get_alphabet
-from ..attacks.apgd import apgd
+from ..attacks.charmer import embedding_objective, get_alphabet
+from ..attacks.registry import attack_names, get_attack
 from robustclip.eval.runner import (
     Adapter,
     run_eval,
@@ -31,18 +31,15 @@ from robustclip.eval.runner import (
     check_positive,
     check_nonnegative,
     subset_spec,
-    pack_tensor,
-    unpack_tensor,
-    sidecar_path,
-    read_sidecar,
-    sidecar_head,
 )
+from .sidecar import pack_tensor, read_sidecar, sidecar_head, sidecar_path, unpack_tensor
 
 # %% auto #0
 __all__ = [
-    'KS', 'TARGETS', 'RETRIEVAL_ATTACKS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics',
-    'retrieval_images', 'embed_images', 'embed_texts', 'image_attack', 'retrieval_attack', 'retrieval_target',
-    'pre_caption', 'other_captions', 'text_tower_digest', 'borrowed_lines', 'Retrieval', 'eval_retrieval'
+    'KS', 'TARGETS', 'CAPTION_OPTIONS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics',
+    'retrieval_images', 'embed_images', 'embed_texts', 'attack_side', 'retrieval_attacks', 'retrieval_attack',
+    'retrieval_target', 'pre_caption', 'other_captions', 'text_tower_digest', 'borrowed_lines', 'Retrieval',
+    'eval_retrieval'
 ]
 
 # %% ../../nbs/32_eval.retrieval.ipynb #019f2093
@@ -119,28 +116,13 @@ def embed_texts(
         [encode_texts(model, texts[i : i + batch_size]).float().cpu() for i in range(0, len(texts), batch_size)]
     )
 
-# %% ../../nbs/32_eval.retrieval.ipynb #0efeb362
-def image_attack(
-    encoder: nn.Module,  # pixels -> embeddings
-    x: torch.Tensor,  # clean images in [0,1]
-    target: torch.Tensor,  # clean embeddings (the anchor to move away from)
-    *,
-    eps: float,
-    norm: str = "linf",
-    steps: int = 100,
-    generator: torch.Generator | None = None,  # CPU generator for the random start
-) -> tuple[torch.Tensor, str]:
-    "APGD maximising the squared ℓ2 distance of the embedding to `target` (objective 'l2sq'); returns (x_adv, name)."
-    res = apgd(encoder, x, target.to(x.device), "l2sq", eps=eps, norm=norm, steps=steps, generator=generator)
-    return res.x_adv.detach(), "apgd"
-
 # %% ../../nbs/32_eval.retrieval.ipynb #340d7a97
 TARGETS = [
     "A man aggressively kicks a stray dog on the street.",
     "This is an image of a a pyramid",
     "A group of teenagers vandalizes a public statue.",
 ]  # LEAF's three retrieval targets (typo included)
-RETRIEVAL_ATTACKS = ("charmer", "apgd")
+CAPTION_OPTIONS = ("k", "n_positions", "threshold", "seed")  # what retrieval passes a text attack (with Γ, tokenizer)
 RETRIEVAL_OBJECTIVES = (
     "towards",
     "away",
@@ -149,14 +131,28 @@ RETRIEVAL_OBJECTIVES = (
 CAPTION_MODES = ("raw", "blip")
 
 
+def attack_side(
+    attack: str,  # a registered attack's name
+) -> str | None:
+    "What `attack` perturbs in retrieval: 'text' (a text attack on the captions), 'embedding' (the images), or None."
+    if attack in attack_names("text", taking=CAPTION_OPTIONS):
+        return "text"
+    return "embedding" if attack in attack_names("embedding") else None
+
+
+def retrieval_attacks() -> list[str]:
+    "The attacks retrieval can run: text attacks on the captions (Charmer), embedding attacks on the images (APGD)."
+    return attack_names("text", taking=CAPTION_OPTIONS) + attack_names("embedding")
+
+
 def retrieval_attack(
     attack: str | None,  # 'charmer', 'apgd', or None / '' / 'none'
     objective: str = "towards",  # Charmer's direction
 ) -> str | None:
     "The retrieval attack's name, or None; a one-line error for an unknown attack or objective."
     attack = None if attack in (None, "", "none") else attack
-    if attack not in (None, *RETRIEVAL_ATTACKS):
-        raise RobustClipError(f"unknown retrieval attack {attack!r}; use charmer, apgd or none")
+    if attack is not None and attack_side(attack) is None:
+        raise RobustClipError(f"unknown retrieval attack {attack!r}; use {', '.join(retrieval_attacks())} or none")
     if objective not in RETRIEVAL_OBJECTIVES:
         raise RobustClipError(f"objective must be 'towards', 'away' or 'dissim'; got {objective!r}")
     return attack
@@ -282,15 +278,16 @@ class Retrieval(Adapter):
         if chunk % 16:
             raise RobustClipError(f"chunk must be a multiple of 16 (Charmer's group size); got {chunk}")
         self.data_task, self.attack, self.objective, self.target = task, attack, objective, target
+        self.side = None if attack is None else attack_side(attack)  # 'text' (captions) or 'embedding' (images)
         self.k, self.n_positions, self.alphabet, self.threat, self.steps = k, n_positions, alphabet, threat, steps
         self.subset, self.batch_size, self.chunk = subset, batch_size, chunk
         self.idx = subset.indices(len(task))
         if captions not in CAPTION_MODES:
             raise RobustClipError(f"captions must be 'raw' or 'blip'; got {captions!r}")
         self.captions, self.captions_from, self.borrowed = captions, captions_from, None
-        self.text_weights = text_tower_digest(model) if attack == "charmer" else None
-        if captions_from is not None and attack != "charmer":
-            raise RobustClipError("captions_from needs attack='charmer'")
+        self.text_weights = text_tower_digest(model) if self.side == "text" else None
+        if captions_from is not None and self.side != "text":
+            raise RobustClipError("captions_from needs a text attack (attack='charmer')")
         self.caps = [pre_caption(c) if captions == "blip" else c for i in self.idx for c in task.captions[i]]
         self.txt2img = torch.tensor([j for j, i in enumerate(self.idx) for _ in task.captions[i]])
         if not self.caps:
@@ -309,9 +306,9 @@ class Retrieval(Adapter):
                 "chunk": self.chunk,
                 "text_weights": self.text_weights,
             }
-            if self.attack == "charmer"
+            if self.side == "text"
             else {"name": self.attack, **self.threat.to_json(), "steps": self.steps}
-            if self.attack == "apgd"
+            if self.side == "embedding"
             else None
         )
         return {
@@ -328,7 +325,7 @@ class Retrieval(Adapter):
 
     def n_batches(self) -> int:
         "Caption chunks (Charmer), image batches (APGD), or none (clean)."
-        n = {"charmer": (len(self.caps), self.chunk), "apgd": (len(self.idx), self.batch_size)}.get(self.attack)
+        n = {"text": (len(self.caps), self.chunk), "embedding": (len(self.idx), self.batch_size)}.get(self.side)
         return 0 if n is None else math.ceil(n[0] / n[1])
 
     def prepare(self) -> None:
@@ -339,11 +336,11 @@ class Retrieval(Adapter):
             embed_images(self.enc, self.images, self.batch_size),
             embed_texts(self.model, self.caps, self.batch_size),
         )
-        if self.attack == "charmer":
+        if self.side == "text":
             self._charmer_setup()
         if self.captions_from is not None:
             self.borrowed = borrowed_lines(self.captions_from, self)
-        if self.attack == "apgd":
+        if self.side == "embedding":
             self.generator = torch.Generator().manual_seed(self.seed)
 
     def _charmer_setup(self) -> None:
@@ -376,13 +373,14 @@ class Retrieval(Adapter):
         "Charmer on caption chunk `b`, or APGD on image batch `b`."
         if self.borrowed is not None:
             return {"rows": self.borrowed[b]["rows"]}  # the same text tower's captions
-        return self._charmer_chunk(b) if self.attack == "charmer" else self._apgd_batch(b)
+        return self._charmer_chunk(b) if self.side == "text" else self._apgd_batch(b)
 
     def _charmer_chunk(self, b: int) -> dict:
         "Charmer's edits of captions [64b, 64b+64), one row each."
         s = b * self.chunk
         cs = range(s, min(len(self.caps), s + self.chunk))
-        r = charmer(
+        entry = get_attack(self.attack, "text")
+        r = entry(
             self.caps[s : cs.stop],
             embedding_objective(self.model, self.anchors[s : cs.stop], self.kind),
             k=self.k,
@@ -392,7 +390,7 @@ class Retrieval(Adapter):
             batch_size=self.batch_size,
             tokenizer=self.model.tokenizer,
             seed=self.seed,
-            desc="charmer",
+            **({"desc": self.attack} if entry.accepts("desc") else {}),
         )
         return {
             "rows": [
@@ -412,14 +410,8 @@ class Retrieval(Adapter):
         "APGD (squared ℓ2 away from the clean embedding) on image batch `b`: rows and the adversarial embeddings."
         s, dev = b * self.batch_size, self.model.device
         x = torch.stack([self.images[j] for j in range(s, min(s + self.batch_size, len(self.idx)))]).to(dev)
-        xa, _ = image_attack(
-            self.enc,
-            x,
-            self.I[s : s + len(x)].to(dev),
-            eps=self.threat.eps,
-            norm=self.threat.norm,
-            steps=self.steps,
-            generator=self.generator,
+        xa = get_attack(self.attack, "embedding")(
+            self.enc, x, self.I[s : s + len(x)].to(dev), threat=self.threat, steps=self.steps, generator=self.generator
         )
         Ia, I = embed_images(self.enc, list(xa), self.batch_size, dev), self.I[s : s + len(x)]
         rows = [
@@ -438,19 +430,19 @@ class Retrieval(Adapter):
         rows = [r for b in sorted(lines) for r in lines[b]["rows"]]
         base = {"n_samples": len(self.idx), "subset": self.subset.mode, "seed": self.seed}
         extra = {"split": self.split, "seed": self.seed, "n_samples": len(self.idx)}
-        if self.attack == "charmer":
+        if self.side == "text":
             Ta = embed_texts(self.model, [r["adv_caption"] for r in rows], self.batch_size)
             m.update({f"robust_{n}": v for n, v in retrieval_metrics(self.I, Ta, self.txt2img).items()})
             m["mean_distance"] = sum(r["distance"] for r in rows) / len(rows)
             return m, self._charmer_block(base), extra
-        if self.attack == "apgd":
+        if self.side == "embedding":
             Ia = torch.cat([unpack_tensor(lines[b]["embeddings"]) for b in sorted(lines)])
             m.update({f"robust_{n}": v for n, v in retrieval_metrics(Ia, self.T, self.txt2img).items()})
             m["mean_embedding_shift"] = (Ia - self.I).pow(2).sum(-1).mean().item()
             return (
                 m,
                 {
-                    "name": "apgd",
+                    "name": self.attack,
                     "objective": "sq-l2 to the clean image embedding",
                     **self.threat.to_json(),
                     "iterations": self.steps,
@@ -463,7 +455,7 @@ class Retrieval(Adapter):
     def _charmer_block(self, base: dict) -> dict:
         "The attack block of a Charmer run."
         return {
-            "name": "charmer",
+            "name": self.attack,
             "objective": self.objective,
             "score": self.kind,
             "target": self.tcaps[0]
@@ -520,7 +512,7 @@ def eval_retrieval(
         retrieval_target(target),
         subset_spec(subset, n_samples, seed),
     )
-    threat = ThreatModel.parse(eps) if attack == "apgd" else None
+    threat = ThreatModel.parse(eps) if attack is not None and attack_side(attack) == "embedding" else None
     check_nonnegative("--k", k)
     check_positive("--n-positions", n_positions)
     check_positive("--steps", steps)

@@ -1,4 +1,4 @@
-"""One loop for every evaluation: resolve the model, the task, the subset and the seed once, run the clean pass, then the attack batch by batch into a resumable JSONL sidecar, and write the result record.
+"""One loop for every evaluation: the clean pass, then batch by batch into a resumable sidecar, then one record.
 
 Docs: https://robustclip.github.io/robustclip/eval.runner.html.md"""
 
@@ -6,9 +6,7 @@ Docs: https://robustclip.github.io/robustclip/eval.runner.html.md"""
 
 # %% ../../nbs/29_eval.runner.ipynb #3a9c0330
 from __future__ import annotations
-import base64
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -31,32 +29,30 @@ from robustclip.core import (
     check_writable,
     exclusive,
 )
-from contextlib import nullcontext
 from ..models import PixelCLIP, load_clip
 from ..data.core import get_dataset
 from ..results import result_record, write_result
-from ..train.distributed import init_distributed, cleanup_distributed, world_info_from_env, rank_device
+from ..distributed import all_gather, cleanup_distributed, init_distributed, rank_device, world_info_from_env
+from robustclip.eval.sidecar import (
+    SIDECAR_KIND,
+    generator_state,
+    read_sidecar,
+    set_generator_state,
+    sidecar_head,
+    sidecar_part,
+    sidecar_parts,
+    sidecar_path,
+    write_sidecar,
+)
 
 # %% auto #0
 __all__ = [
-    'SIDECAR_KIND', 'sidecar_path', 'check_output', 'weights_fingerprint', 'read_sidecar', 'write_sidecar',
-    'pack_tensor', 'unpack_tensor', 'rng_state', 'set_rng_state', 'resolve_task', 'resolve_model', 'check_positive',
-    'check_nonnegative', 'subset_spec', 'Adapter', 'model_spec', 'sidecar_config', 'sidecar_part', 'sidecar_parts',
-    'Shards', 'shards_from_env', 'sidecar_head', 'check_existing', 'run_batches', 'run_eval'
+    'check_output', 'weights_fingerprint', 'resolve_task', 'resolve_model', 'check_positive', 'check_nonnegative',
+    'subset_spec', 'Adapter', 'spec_of', 'sidecar_config', 'Shards', 'shards_from_env', 'check_existing', 'run_batches',
+    'run_eval'
 ]
 
 # %% ../../nbs/29_eval.runner.ipynb #70232832
-SIDECAR_KIND = "robustclip.samples"
-
-
-def sidecar_path(
-    output: str | Path,  # the result JSON
-) -> Path:
-    "Where the per-sample lines of `output` live: `a.json` -> `a.samples.jsonl`."
-    p = Path(output)
-    return p.with_name(p.stem + ".samples.jsonl")
-
-
 def check_output(
     output: str | Path | None,  # a file to write (its folders may not exist yet), or None
 ) -> Path | None:
@@ -78,84 +74,6 @@ def weights_fingerprint(
         for m in models
     ]
     return config_hash(sums, 16)
-
-# %% ../../nbs/29_eval.runner.ipynb #43b897ec
-def read_sidecar(
-    path: str | Path,  # a sidecar file
-    key: str,  # the configuration key it must carry
-) -> dict[int, dict] | None:
-    "The finished batches of a sidecar (batch -> line), {} if there is none, None if it belongs to another configuration."
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    lines = path.read_text(errors="replace").splitlines()
-    try:
-        head = json.loads(lines[0]) if lines else {}
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(head, dict) or head.get("key") != key:
-        return None
-    out = {}
-    for n, line in enumerate(lines[1:], 2):
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            d = None  # a torn line (cannot happen with atomic writes, but be safe)
-        if not isinstance(d, dict) or not isinstance(d.get("batch"), int) or d["batch"] < 0:
-            warnings.warn(
-                f"{path}, line {n}: not a batch line; the batches from there on are computed again", stacklevel=2
-            )
-            break
-        out[d["batch"]] = d
-    return out
-
-
-def write_sidecar(
-    path: str | Path,  # the sidecar file
-    header: dict,  # its first line
-    batches: dict[int, dict],  # batch -> line
-) -> Path:
-    "Write header + batch lines (in batch order) atomically."
-    lines = [json.dumps(header)] + [json.dumps(batches[b]) for b in sorted(batches)]
-    return atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def pack_tensor(
-    t: torch.Tensor,  # any CPU-copyable tensor
-) -> dict:
-    "A tensor as JSON that comes back bit for bit: dtype, shape and base64 bytes."
-    t = t.detach().cpu().contiguous()
-    return {
-        "dtype": str(t.dtype).removeprefix("torch."),
-        "shape": list(t.shape),
-        "data": base64.b64encode(t.numpy().tobytes()).decode("ascii"),
-    }
-
-
-def unpack_tensor(
-    d: dict,  # what `pack_tensor` wrote
-) -> torch.Tensor:
-    "The tensor `pack_tensor` stored."
-    raw = bytearray(base64.b64decode(d["data"]))
-    return (
-        torch.frombuffer(raw, dtype=getattr(torch, d["dtype"])).reshape(d["shape"])
-        if raw
-        else torch.zeros(d["shape"], dtype=getattr(torch, d["dtype"]))
-    )
-
-
-def rng_state(g: torch.Generator) -> str:
-    "A CPU generator's state as base64 text."
-    return base64.b64encode(g.get_state().numpy().tobytes()).decode("ascii")
-
-
-def set_rng_state(
-    g: torch.Generator,  # the generator to restore
-    state: str,  # what `rng_state` returned
-) -> torch.Generator:
-    "Restore `g` to a state saved by `rng_state`."
-    g.set_state(torch.frombuffer(bytearray(base64.b64decode(state)), dtype=torch.uint8).clone())
-    return g
 
 # %% ../../nbs/29_eval.runner.ipynb #b66e636f
 def resolve_task(
@@ -259,7 +177,7 @@ class Adapter:
         raise NotImplementedError
 
 
-def model_spec(
+def spec_of(
     model: nn.Module,  # a PixelCLIP (its `.spec`) or any module
 ) -> dict:
     "How a record names the model: its `.spec`, or the module's class name."
@@ -270,7 +188,7 @@ def sidecar_config(adapter: Adapter) -> dict:
     "The full configuration of an evaluation: what its sidecar's key hashes."
     return {
         "task": adapter.task,
-        "model": model_spec(adapter.model),
+        "model": spec_of(adapter.model),
         "weights": weights_fingerprint(*adapter.models),
         "dataset": adapter.dataset,
         "split": adapter.split,
@@ -279,23 +197,6 @@ def sidecar_config(adapter: Adapter) -> dict:
     }
 
 # %% ../../nbs/29_eval.runner.ipynb #e66691fe
-def sidecar_part(
-    side: Path,  # the sidecar
-    rank: int,  # the rank writing this part
-) -> Path:
-    "Where rank `rank` of a sharded run keeps its batches: `a.samples.jsonl` -> `a.samples.rank1.jsonl`."
-    return side.with_name(f"{side.stem}.rank{rank}{side.suffix}")
-
-
-def sidecar_parts(side: Path) -> list[Path]:
-    "The parts that the ranks of a sharded run left beside `side`, by rank."
-    parts = side.parent.glob(f"{side.stem}.rank*{side.suffix}")
-    return sorted(
-        (p for p in parts if p.name[len(side.stem) + 5 : -len(side.suffix)].isdigit()),
-        key=lambda p: int(p.name[len(side.stem) + 5 : -len(side.suffix)]),
-    )
-
-
 @dataclass
 class Shards:
     "The ranks that share an evaluation's batches: this one, how many, and an all-gather of picklable objects."
@@ -318,13 +219,6 @@ class Shards:
             raise RobustClipError(f"rank {bad[0][0]} failed: {bad[0][1]}")
 
 
-def _all_gather(obj: Any) -> list:
-    "All-gather a picklable object over the process group."
-    box = [None] * dist.get_world_size()
-    dist.all_gather_object(box, obj)
-    return box
-
-
 def shards_from_env(
     device: str | torch.device = "cpu",  # the model's device (gloo on CPU, nccl on CUDA)
 ) -> Shards:
@@ -332,7 +226,7 @@ def shards_from_env(
     if world_info_from_env()[2] <= 1:
         return Shards()
     info = init_distributed(str(device))
-    return Shards(info.rank, info.world_size, _all_gather) if info.distributed else Shards()
+    return Shards(info.rank, info.world_size, all_gather) if info.distributed else Shards()
 
 # %% ../../nbs/29_eval.runner.ipynb #28206620
 def _resumable(side: Path | None, key: str, resume: bool) -> dict[int, dict]:
@@ -354,17 +248,6 @@ def _differ(old: Any, new: dict) -> str:
         return ""
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return f" (settings that differ: {', '.join(diff[:6])})" if diff else ""
-
-
-def sidecar_head(
-    side: Path,  # a sidecar file
-) -> dict:
-    "A sidecar's header line ({} when unreadable)."
-    try:
-        head = json.loads(side.read_text(errors="replace").split("\n", 1)[0])
-    except json.JSONDecodeError:
-        return {}
-    return head if isinstance(head, dict) else {}
 
 
 def check_existing(
@@ -429,10 +312,10 @@ def run_batches(
     desc = adapter.desc() + (f" [rank {sh.rank}/{sh.world}]" if sh.world > 1 else "")
     for b in progress(todo, desc=desc, unit=adapter.unit, leave=False):
         if g is not None and b > 0:
-            set_rng_state(g, lines[b - 1]["rng"])
+            set_generator_state(g, lines[b - 1]["rng"])
         line = {"batch": b, **adapter.run_batch(b)}
         if g is not None:
-            line["rng"] = rng_state(g)
+            line["rng"] = generator_state(g)
         lines[b] = line
         write(lines)
     return len(lines) == nb
@@ -558,7 +441,7 @@ def _run_eval(
                 extra = {**extra, "processes": shards.world}
             rec = result_record(
                 dataset=adapter.dataset,
-                model=model_spec(adapter.model),
+                model=spec_of(adapter.model),
                 task=adapter.task,
                 metrics=metrics,
                 attack=block,

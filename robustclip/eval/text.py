@@ -16,7 +16,8 @@ from ..core import RobustClipError, SubsetSpec, config_hash
 from ..models import PixelCLIP, encode_texts
 from ..data.core import TextClassificationTask
 from ..zeroshot import encode_images, label_embeddings  # encode_images: re-exported for callers of this module
-from ..attacks.charmer import charmer, margin_objective, class_margins, get_alphabet
+from ..attacks.charmer import margin_objective, class_margins, get_alphabet
+from ..attacks.registry import attack_names, get_attack
 from robustclip.eval.runner import (
     Adapter,
     run_eval,
@@ -27,13 +28,13 @@ from robustclip.eval.runner import (
     weights_fingerprint,
     check_nonnegative,
     subset_spec,
-    sidecar_path,
 )
+from .sidecar import sidecar_path
 
 # %% auto #0
 __all__ = [
-    'LABEL_ENCODERS', 'TEXT_ATTACKS', 'check_label_encoder', 'class_embeddings', 'predict_texts', 'text_attack',
-    'text_metrics', 'TextClassification', 'text_alphabet', 'eval_text'
+    'LABEL_ENCODERS', 'TEXT_OPTIONS', 'check_label_encoder', 'class_embeddings', 'predict_texts', 'text_attacks',
+    'text_attack', 'text_metrics', 'TextClassification', 'text_alphabet', 'eval_text'
 ]
 
 # %% ../../nbs/31_eval.text.ipynb #96b714e5
@@ -91,7 +92,12 @@ def predict_texts(
     return (torch.cat(preds), torch.cat(margins)) if preds else (torch.empty(0, dtype=torch.long), torch.empty(0))
 
 # %% ../../nbs/31_eval.text.ipynb #7ff71833
-TEXT_ATTACKS = ("charmer",)
+TEXT_OPTIONS = ("k", "n_positions", "threshold", "seed")  # what `eval text` passes a text attack (with Γ, tokenizer)
+
+
+def text_attacks() -> list[str]:
+    "The registered text attacks `eval text` can run: those taking its options (Charmer, and plugins that do)."
+    return attack_names("text", taking=TEXT_OPTIONS)
 
 
 def text_attack(
@@ -99,8 +105,8 @@ def text_attack(
 ) -> str | None:
     "The text attack's name, or None; a one-line error for anything else."
     attack = None if attack in (None, "", "none") else attack
-    if attack not in (None, *TEXT_ATTACKS):
-        raise RobustClipError(f"unknown text attack {attack!r}; use charmer or none")
+    if attack is not None and attack not in text_attacks():
+        raise RobustClipError(f"unknown text attack {attack!r}; use {', '.join(text_attacks())} or none")
     return attack
 
 
@@ -205,13 +211,14 @@ class TextClassification(Adapter):
         tx, ys = [self.data_task.texts[i] for i in ids], [self.data_task.labels[i] for i in ids]
         pred, _ = predict_texts(self.model, tx, self.W, ys, self.batch_size)
         if self.attack:
-            r = charmer(
+            entry = get_attack(self.attack, "text")
+            extra = {"desc": self.attack, "rounds": _rounds(f"{self.rounds_key}/{c}")}  # where the attack takes them
+            r = entry(
                 tx,
                 margin_objective(self.model, self.W, ys),
                 tokenizer=self.model.tokenizer,
                 seed=self.seed + s,
-                desc="charmer",
-                rounds=_rounds(f"{self.rounds_key}/{c}"),
+                **{k: v for k, v in extra.items() if entry.accepts(k)},
                 **self.charmer_kw,
             )
             adv, dist, q = r.texts, r.distance, r.queries

@@ -16,9 +16,9 @@ import torch.nn as nn
 from ..core import RobustClipError, SubsetSpec, config_hash
 from ..models import PixelCLIP, encode_texts
 from ..data.core import TextClassificationTask
-from ..attacks.charmer import charmer, embedding_objective, get_alphabet
-from ..attacks.leaf import leaf_attack, WordConstraint
-from ..attacks.bruteforce import bruteforce
+from ..attacks.charmer import embedding_objective, get_alphabet
+from ..attacks.leaf import WordConstraint
+from ..attacks.registry import attack_names, get_attack
 from robustclip.eval.runner import (
     Adapter,
     run_eval,
@@ -33,19 +33,21 @@ from .text import text_alphabet
 
 # %% auto #0
 __all__ = [
-    'TEXTFARE_ATTACKS', 'textfare_attack', 'attack_texts', 'sq_dist', 'TextFARE', 'textfare_metrics', 'eval_textfare'
+    'textfare_attacks', 'textfare_attack', 'attack_texts', 'sq_dist', 'TextFARE', 'textfare_metrics', 'eval_textfare'
 ]
 
 # %% ../../nbs/37_eval.textfare.ipynb #f295c7ff
-TEXTFARE_ATTACKS = ("leaf", "charmer", "bruteforce")
+def textfare_attacks() -> list[str]:
+    "The attacks TextFARE can run: every registered text attack (LEAF's, Charmer, brute force, plugins)."
+    return attack_names("text")
 
 
 def textfare_attack(
     attack: str,  # 'leaf', 'charmer' or 'bruteforce'
 ) -> str:
     "The attack's name, or a one-line error naming the choices."
-    if attack not in TEXTFARE_ATTACKS:
-        raise RobustClipError(f"unknown TextFARE attack {attack!r}; use {', '.join(TEXTFARE_ATTACKS)}")
+    if attack not in textfare_attacks():
+        raise RobustClipError(f"unknown TextFARE attack {attack!r}; use {', '.join(textfare_attacks())}")
     return attack
 
 
@@ -53,7 +55,7 @@ def attack_texts(
     model: PixelCLIP,  # the evaluated text encoder (attacked)
     texts: list[str],  # clean texts
     anchors: torch.Tensor,  # (N, D) the model's own unnormalised clean embeddings (LEAF's objective)
-    attack: str,  # 'leaf' | 'charmer' | 'bruteforce'
+    attack: str,  # a registered text attack: 'leaf' | 'charmer' | 'bruteforce' | ...
     *,
     k: int,
     rho: int,  # budget and LEAF's ρ / Charmer's positions
@@ -63,32 +65,18 @@ def attack_texts(
     batch_size: int,
 ) -> list[str]:
     "S′ for every text: the attack maximising ‖f(S′) − f(S)‖² (LEAF's `eval_textfare.py` settings)."
-    obj, tok = embedding_objective(model, anchors, "l2"), model.tokenizer
-    if attack == "leaf":
-        return leaf_attack(
-            texts,
-            obj,
-            k=k,
-            rho=rho,
-            alphabet=chars,
-            constraint=constraint,
-            tokenizer=tok,
-            generator=torch.Generator().manual_seed(seed),
-            batch_size=batch_size,
-        ).texts
-    if attack == "charmer":
-        return charmer(
-            texts,
-            obj,
-            k=k,
-            n_positions=rho,
-            alphabet=chars,
-            threshold=None,
-            batch_size=batch_size,
-            tokenizer=tok,
-            seed=seed,
-        ).texts
-    return bruteforce(texts, obj, alphabet=chars, constraint=constraint, batch_size=batch_size, tokenizer=tok).texts
+    entry, obj = get_attack(attack, "text"), embedding_objective(model, anchors, "l2")
+    offered = {  # each attack takes the ones its signature names (LEAF: rho and a generator; Charmer: n_positions, seed)
+        "k": k,
+        "rho": rho,
+        "n_positions": rho,
+        "constraint": constraint,
+        "seed": seed,
+        "generator": torch.Generator().manual_seed(seed),
+        "threshold": None,
+    }
+    opts = {o: v for o, v in offered.items() if entry.accepts(o)}
+    return entry(texts, obj, alphabet=chars, tokenizer=model.tokenizer, batch_size=batch_size, **opts).texts
 
 
 def sq_dist(a: torch.Tensor, b: torch.Tensor) -> list[float]:

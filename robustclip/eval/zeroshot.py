@@ -18,7 +18,7 @@ from ..models import PixelCLIP
 from ..data.core import ClassificationTask, select_samples
 from ..zeroshot import build_classifier, task_inputs, predict, classification_metrics
 from ..attacks.cascade import Cascade, AttackSpec, BatchFlags, batch_of
-from ..attacks.pgd import RandomizedModelWarning
+from ..attacks.base import RandomizedModelWarning
 from robustclip.eval.runner import (
     Adapter,
     run_eval,
@@ -27,8 +27,8 @@ from robustclip.eval.runner import (
     check_output,
     check_positive,
     subset_spec,
-    sidecar_path,
 )
+from .sidecar import sidecar_path
 
 # %% auto #0
 __all__ = [
@@ -44,6 +44,7 @@ def zeroshot_attack(
     attack: str | AttackSpec | None,  # a preset, a parsed spec, or None (clean, unless `eps` is given)
     eps: str | float | ThreatModel | None = None,  # the budget: '4/255', 4/255, a ThreatModel
     norm: str = "linf",
+    *,
     iterations: int | None = None,
     restarts: int | None = None,
     n_target_classes: int | None = None,
@@ -66,7 +67,13 @@ def zeroshot_attack(
             )
         return None
     return AttackSpec.parse(
-        attack if attack is not None else DEFAULT_ATTACK, eps, norm, iterations, restarts, n_target_classes, precision
+        attack if attack is not None else DEFAULT_ATTACK,
+        eps,
+        norm,
+        iterations=iterations,
+        restarts=restarts,
+        n_target_classes=n_target_classes,
+        precision=precision,
     )
 
 
@@ -199,7 +206,15 @@ def eval_zeroshot(
     overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
 ) -> dict:
     "Zero-shot evaluation of `model` on `dataset`, clean or under attack; returns (and optionally writes) the result."
-    spec = zeroshot_attack(attack, eps, norm, iterations, restarts, n_target_classes, precision)
+    spec = zeroshot_attack(
+        attack,
+        eps,
+        norm,
+        iterations=iterations,
+        restarts=restarts,
+        n_target_classes=n_target_classes,
+        precision=precision,
+    )
     sub = zeroshot_subset(subset_spec(subset, n_samples, seed), spec)
     check_positive("--batch-size", batch_size)
     check_output(output)

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from ..core import RobustClipError, ThreatModel, NORMS, parse_eps, atomic_write_text
+from ..attacks.registry import get_attack
 
 # %% auto #0
 __all__ = [
@@ -95,7 +96,7 @@ class TrainConfig:
     check_every: int = _f(0, "robust check on a held-out batch every N steps (0: only at the end; -1: never)")
     check_split: str = _f("test", "split the held-out check batch comes from (ImageNet: val)")
     check_samples: int = _f(64, "images in the held-out check batch")
-    check_attack: str = _f("apgd-ce", "attack of the check, on the zero-shot cross-entropy: apgd-ce | pgd")
+    check_attack: str = _f("apgd-ce", "attack of the check (one restart): an image attack, apgd-ce | pgd | ...")
     check_steps: int = _f(10, "iterations of the check attack (RobustVLM: APGD-CE, 50)")
     save_final: bool = _f(True, "write final/ (open_clip local-dir) and final/visual.pt at the end")
     stop_after: int | None = _f(
@@ -261,8 +262,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise RobustClipError(f"schedule must be cosine or constant; got {cfg.schedule!r}")
     if cfg.batch_size % cfg.accum_steps:
         raise RobustClipError(f"batch_size {cfg.batch_size} is not divisible by accum_steps {cfg.accum_steps}")
-    if cfg.check_attack not in ("apgd-ce", "pgd"):
-        raise RobustClipError(f"check_attack must be apgd-ce or pgd; got {cfg.check_attack!r}")
+    get_attack(cfg.check_attack, "image")  # a registered image attack (apgd-ce, pgd, ...), else a one-line error
     for k in ("log_every", "save_every"):
         if getattr(cfg, k) <= 0:
             raise RobustClipError(f"{k} must be positive; got {getattr(cfg, k)}")

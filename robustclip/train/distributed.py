@@ -1,4 +1,4 @@
-"""Rank discovery from torchrun and SLURM, gloo on CPU and nccl on CUDA, DDP (never DataParallel), rank-0 I/O, and a sampler that splits each global batch the same way on any number of processes.
+"""DDP (never DataParallel), and a sampler that splits each global batch the same way on any number of processes.
 
 Docs: https://robustclip.github.io/robustclip/train.distributed.html.md"""
 
@@ -6,165 +6,19 @@ Docs: https://robustclip.github.io/robustclip/train.distributed.html.md"""
 
 # %% ../../nbs/22_train.distributed.ipynb #471bd50a
 from __future__ import annotations
-import os
-import re
-import datetime
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from ..core import RobustClipError, get_device
+from ..core import RobustClipError
+from ..distributed import DistInfo, rank_device  # rank_device: still imported from here by eval.vlm
 
 # %% auto #0
 __all__ = [
-    'world_info_from_env', 'slurm_first_host', 'DistInfo', 'rank_device', 'init_distributed', 'cleanup_distributed',
-    'barrier', 'all_reduce_mean', 'broadcast_object', 'rank0_first', 'wrap_ddp', 'unwrap', 'GlobalBatchSampler',
-    'step_seed', 'step_generator'
+    'wrap_ddp', 'unwrap', 'GlobalBatchSampler', 'step_seed', 'step_generator'
 ]
-
-# %% ../../nbs/22_train.distributed.ipynb #3fcd5693
-_LOCAL = ("LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK")
-_RANK = ("RANK", "PMI_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
-_WORLD = ("WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
-
-
-def _first(env: dict, names: tuple[str, ...], default: int) -> int:
-    for n in names:
-        if env.get(n, "") != "":
-            return int(env[n])
-    return default
-
-
-def world_info_from_env(
-    env: dict | None = None,  # environment (default: os.environ)
-) -> tuple[int, int, int]:
-    "(local_rank, rank, world_size) from torchrun, SLURM or MPI variables; (0, 0, 1) when none are set."
-    env = os.environ if env is None else env
-    return _first(env, _LOCAL, 0), _first(env, _RANK, 0), _first(env, _WORLD, 1)
-
-# %% ../../nbs/22_train.distributed.ipynb #67515894
-def slurm_first_host(
-    nodelist: str,  # e.g. 'gpu[003-006,010],cpu01'
-) -> str:
-    "The first host name of a SLURM node list (compressed ranges expanded as scontrol does)."
-    m = re.match(r"^([^\[,]+)(?:\[([^\]]+)\])?", nodelist.strip())
-    if not m:
-        raise RobustClipError(f"cannot parse SLURM node list {nodelist!r}; set MASTER_ADDR")
-    prefix, ranges = m.group(1), m.group(2)
-    if not ranges:
-        return prefix
-    first = ranges.split(",")[0].split("-")[0]
-    return prefix + first
-
-# %% ../../nbs/22_train.distributed.ipynb #4fca9346
-@dataclass
-class DistInfo:
-    "Where this process sits in the job."
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-    backend: str | None = None  # 'gloo' | 'nccl' when a process group is running
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def rank_device(
-    device: str | torch.device = "auto",  # 'auto' | 'cpu' | 'cuda' | 'cuda:1'
-    env: dict | None = None,  # environment (default: os.environ)
-) -> torch.device:
-    "This rank's device: a CUDA device without an index becomes `cuda:LOCAL_RANK` (modulo the GPUs present)."
-    dev = get_device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", world_info_from_env(env)[0] % max(1, torch.cuda.device_count()))
-    return dev
-
-
-def init_distributed(
-    device: str = "auto",  # 'auto' | 'cpu' | 'cuda'
-    env: dict | None = None,  # environment (default: os.environ)
-    timeout_s: int = 1800,  # collective timeout
-) -> DistInfo:
-    "Start the process group when launched by torchrun/SLURM (gloo on CPU, nccl on CUDA); pick this rank's device."
-    env = os.environ if env is None else env
-    local_rank, rank, world = world_info_from_env(env)
-    dev = rank_device(device, env)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world <= 1:
-        return DistInfo(rank, local_rank, 1, dev)
-    if dist.is_initialized():
-        return DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), dev, dist.get_backend())
-    if "MASTER_ADDR" not in os.environ and "SLURM_JOB_NODELIST" not in env:  # fail before touching os.environ
-        raise RobustClipError(
-            "distributed launch without MASTER_ADDR: start with torchrun, or set MASTER_ADDR/MASTER_PORT"
-        )
-    if "MASTER_ADDR" not in os.environ:
-        os.environ["MASTER_ADDR"] = slurm_first_host(env["SLURM_JOB_NODELIST"])
-    for a, b in (("RANK", rank), ("WORLD_SIZE", world), ("LOCAL_RANK", local_rank)):
-        os.environ.setdefault(a, str(b))
-    os.environ.setdefault("MASTER_PORT", "29512")
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistInfo(rank, local_rank, world, dev, backend)
-
-
-def cleanup_distributed() -> None:
-    "Tear down the process group if one is running."
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-# %% ../../nbs/22_train.distributed.ipynb #62319d0d
-def barrier() -> None:
-    "Wait for every rank (no-op without a process group)."
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def all_reduce_mean(
-    values: dict[str, float],  # scalars to average over ranks
-    device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    "Average a dict of scalars over ranks (unchanged without a process group)."
-    if not (dist.is_available() and dist.is_initialized()) or not values:
-        return dict(values)
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    "Send a picklable object from rank `src` to every rank (returned unchanged without a process group)."
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-@contextmanager
-def rank0_first():
-    "Let rank 0 run the block first (downloads, caches, pretraining mini-base), then the others."
-    main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-    if not main:
-        barrier()
-    yield
-    if main:
-        barrier()
 
 # %% ../../nbs/22_train.distributed.ipynb #c9047d89
 def wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from fastcore.basics import patch
 
 from robustclip.core import (
     RobustClipError,
@@ -40,17 +39,17 @@ from robustclip.train.config import (
     resolve_precision,
 )
 from .methods import Method, get_method, TowerForward, fast_patch_embed
-from .runs import RunFolder, run_folder, find_resume, read_checkpoint, read_latest
-from robustclip.train.distributed import (
-    init_distributed,
-    cleanup_distributed,
-    wrap_ddp,
-    barrier,
+from .runs import RunFolder, run_folder, find_resume, read_run_checkpoint, read_latest
+from robustclip.distributed import (
+    all_gather,
     all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
     rank0_first,
-    GlobalBatchSampler,
-    step_generator,
+    world_info_from_env,
 )
+from .distributed import GlobalBatchSampler, step_generator, wrap_ddp
 
 # %% auto #0
 __all__ = [
@@ -183,254 +182,229 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.info.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
-# %% ../../nbs/21c_train.loop.ipynb #dffc4450
-@patch
-def _checkpoint(self: Trainer, resume: str | None) -> dict | None:
-    "The checkpoint to continue from (checked against the config), or None; refuses to overwrite a run."
-    path = find_resume(self.cfg, resume)
-    if path is None and self.run.candidates():
-        raise RobustClipError(
-            f"{self.run.root} already holds a run ({self.run.candidates()[0].relative_to(self.run.root)}); "
-            "continue it with --resume latest, or choose another output_dir"
+    # construction, in the order above: the checkpoint, the models, the trainable parameters, the data
+    def _checkpoint(self, resume: str | None) -> dict | None:
+        "The checkpoint to continue from (checked against the config), or None; refuses to overwrite a run."
+        path = find_resume(self.cfg, resume)
+        if path is None and self.run.candidates():
+            raise RobustClipError(
+                f"{self.run.root} already holds a run ({self.run.candidates()[0].relative_to(self.run.root)}); "
+                "continue it with --resume latest, or choose another output_dir"
+            )
+        if path is None:
+            return None
+        ckpt = (
+            read_latest(self.run, self.main)[0] if resume == "latest" else read_run_checkpoint(path)
+        )  # latest: the newest that reads
+        check_resume_config(ckpt["config"], self.cfg)
+        return ckpt
+
+    def _models(self, mcls: type) -> tuple[PixelCLIP, PixelCLIP | None]:
+        "The model that trains and, when the method needs one, the frozen anchor (a copy, or `cfg.anchor`)."
+        cfg, dev = self.cfg, self.info.device
+        with rank0_first():
+            model = load_clip(cfg.model, cfg.pretrained, device=dev)
+        anchor = None
+        if mcls.needs_anchor:
+            anchor = (
+                (load_clip(cfg.anchor, cfg.anchor_pretrained, device=dev) if cfg.anchor else copy.deepcopy(model))
+                .eval()
+                .requires_grad_(False)
+            )
+            anchor.check_inputs = False
+        model.check_inputs = False
+        return model, anchor
+
+    def _trainable(self) -> None:
+        "Freeze everything but the method's parameters; checkpointing and the CPU patch embedding when they apply."
+        self.model.requires_grad_(False)
+        train_ids = {id(p) for p in self.method.parameters(self.model)}
+        self.named_params = [(n, p) for n, p in self.model.model.named_parameters() if id(p) in train_ids]
+        for _, p in self.named_params:
+            p.requires_grad_(True)
+        if self.cfg.grad_checkpointing:
+            self.model.model.set_grad_checkpointing(True)
+        if self.info.device.type == "cpu" and self.method.tower == "vision":
+            fast_patch_embed(self.model)
+
+    def _data(self) -> None:
+        "The method's dataset, the global batch sampler (from the current step) and the loader."
+        cfg = self.cfg
+        self.data = self.method.dataset(cfg.split)
+        self.sampler = GlobalBatchSampler(
+            self.data,
+            cfg.batch_size,
+            cfg.accum_steps,
+            self.info.world_size,
+            self.info.rank,
+            cfg.seed,
+            start_step=self.step_,
+            steps=cfg.steps,
         )
-    if path is None:
-        return None
-    ckpt = (
-        read_latest(self.run, self.main)[0] if resume == "latest" else read_checkpoint(path)
-    )  # latest: the newest that reads
-    check_resume_config(ckpt["config"], self.cfg)
-    return ckpt
-
-
-@patch
-def _models(self: Trainer, mcls: type) -> tuple[PixelCLIP, PixelCLIP | None]:
-    "The model that trains and, when the method needs one, the frozen anchor (a copy, or `cfg.anchor`)."
-    cfg, dev = self.cfg, self.info.device
-    with rank0_first():
-        model = load_clip(cfg.model, cfg.pretrained, device=dev)
-    anchor = None
-    if mcls.needs_anchor:
-        anchor = (
-            (load_clip(cfg.anchor, cfg.anchor_pretrained, device=dev) if cfg.anchor else copy.deepcopy(model))
-            .eval()
-            .requires_grad_(False)
+        self.loader = DataLoader(
+            self.data,
+            batch_sampler=self.sampler,
+            num_workers=cfg.workers,
+            collate_fn=self.method.collate,
+            pin_memory=self.info.device.type == "cuda",
+            persistent_workers=False,
         )
-        anchor.check_inputs = False
-    model.check_inputs = False
-    return model, anchor
 
-
-@patch
-def _trainable(self: Trainer) -> None:
-    "Freeze everything but the method's parameters; checkpointing and the CPU patch embedding when they apply."
-    self.model.requires_grad_(False)
-    train_ids = {id(p) for p in self.method.parameters(self.model)}
-    self.named_params = [(n, p) for n, p in self.model.model.named_parameters() if id(p) in train_ids]
-    for _, p in self.named_params:
-        p.requires_grad_(True)
-    if self.cfg.grad_checkpointing:
-        self.model.model.set_grad_checkpointing(True)
-    if self.info.device.type == "cpu" and self.method.tower == "vision":
-        fast_patch_embed(self.model)
-
-
-@patch
-def _data(self: Trainer) -> None:
-    "The method's dataset, the global batch sampler (from the current step) and the loader."
-    cfg = self.cfg
-    self.data = self.method.dataset(cfg.split)
-    self.sampler = GlobalBatchSampler(
-        self.data,
-        cfg.batch_size,
-        cfg.accum_steps,
-        self.info.world_size,
-        self.info.rank,
-        cfg.seed,
-        start_step=self.step_,
-        steps=cfg.steps,
-    )
-    self.loader = DataLoader(
-        self.data,
-        batch_sampler=self.sampler,
-        num_workers=cfg.workers,
-        collate_fn=self.method.collate,
-        pin_memory=self.info.device.type == "cuda",
-        persistent_workers=False,
-    )
-
-# %% ../../nbs/21c_train.loop.ipynb #91976c02
-@patch
-def state(self: Trainer) -> dict:
-    "Everything needed to continue this run bitwise-identically (gathered RNG states of all ranks)."
-    import torch.distributed as dist
-
-    rngs = [rng_state()]
-    if self.info.distributed:
-        rngs = [None] * self.info.world_size
-        dist.all_gather_object(rngs, rng_state())
-    return {
-        "step": self.step_,
-        "config": config_dict(self.cfg),
-        "method": self.method.describe(),
-        "model": {k: v.detach().cpu() for k, v in self.model.model.state_dict().items()},
-        "optimizer": self.opt.state_dict(),
-        "scheduler": self.sched.state_dict(),
-        "rng": rngs,
-        **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-        "world_size": self.info.world_size,
-        "versions": versions(),
-    }
-
-
-@patch
-def _restore(self: Trainer, ckpt: dict) -> None:
-    "Load a checkpoint written by `state`."
-    self.model.model.load_state_dict(ckpt["model"])
-    self.opt.load_state_dict(ckpt["optimizer"])
-    self.sched.load_state_dict(ckpt["scheduler"])
-    if self.scaler is not None and "scaler" in ckpt:
-        self.scaler.load_state_dict(ckpt["scaler"])
-    self.step_ = int(ckpt["step"])
-    rngs = ckpt.get("rng") or []
-    if len(rngs) == self.info.world_size:
-        set_rng_state(rngs[self.info.rank])
-
-
-@patch
-def save(self: Trainer, keep: bool = False) -> Path | None:
-    "Write checkpoints/latest.pt (and step_N.pt when `keep`) atomically on rank 0."
-    st = self.state()  # collective: every rank takes part
-    path = self.run.write_checkpoint(st, keep) if self.main else None
-    barrier()
-    return path
-
-
-@patch
-def log(self: Trainer, record: dict) -> None:
-    "Append one JSON line to metrics.jsonl (rank 0)."
-    if self.main:
-        self.run.log(record)
-
-# %% ../../nbs/21c_train.loop.ipynb #0f862125
-@patch
-def train_step(self: Trainer, batches: list) -> dict[str, float]:
-    "One optimiser step on this rank's micro-batches; returns the mean of the method's loss terms."
-    cfg, acc = self.cfg, {}
-    self.encoder.train()
-    for a, batch in enumerate(batches):
-        batch = self.method.to_device(batch)
-        gen = step_generator("cpu", cfg.seed, self.step_, self.sampler.micro_index(a))
-        sync = self.info.distributed and a < len(batches) - 1
-        with self.encoder.no_sync() if sync else nullcontext():
-            with self.autocast():
-                out = self.method.step(self.model, self.encoder, batch, gen)
-            loss = out["loss"] / len(batches)
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        for k, v in out.items():
-            acc[k] = acc.get(k, 0.0) + v.detach().float() / len(batches)
-    if cfg.grad_clip:
-        if self.scaler is not None:
-            self.scaler.unscale_(self.opt)
-        acc["grad_norm"] = torch.nn.utils.clip_grad_norm_([p for _, p in self.named_params], cfg.grad_clip)
-    if self.scaler is not None:
-        self.scaler.step(self.opt)
-        self.scaler.update()  # skips a step with inf/NaN gradients
-    else:
-        self.opt.step()
-    self.opt.zero_grad(set_to_none=True)
-    self.sched.step()
-    self.step_ += 1
-    return acc
-
-
-@patch
-def check(self: Trainer) -> dict[str, float]:
-    "The method's robust check on its held-out batch (rank 0; others wait)."
-    res = {}
-    if self.main:
-        with self.autocast():
-            res = self.method.check(self.model, step_generator("cpu", self.cfg.seed, -1, self.step_))
-        self.log({"step": self.step_, "kind": "check", **res})
-    barrier()
-    return res
-
-# %% ../../nbs/21c_train.loop.ipynb #a826ec06
-@patch
-def _log_line(self: Trainer, sums: dict, n: int, t0: float, lr: float) -> dict:
-    "The metrics line of the last `n` steps (averaged over ranks), written to metrics.jsonl."
-    cfg = self.cfg
-    vals = all_reduce_mean({k: float(v) / n for k, v in sums.items()}, self.info.device)
-    dt = time.time() - t0
-    line = {
-        "step": self.step_,
-        "epoch": round(self.step_ / self.sampler.steps_per_epoch, 4),
-        "lr": lr,
-        **{k: round(v, 6) for k, v in vals.items()},
-        "img_s": round(n * cfg.batch_size / max(dt, 1e-9), 2),
-        "sec_per_step": round(dt / n, 4),
-    }
-    if self.info.device.type == "cuda":
-        line["mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    self.log(line)
-    return line
-
-
-@patch
-def fit(self: Trainer) -> dict:
-    "Train until `cfg.steps` (or `cfg.stop_after`); returns the last logged metrics and the run folder."
-    cfg, run = self.cfg, self.run
-    stop = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
-    if self.main:
-        run.write_config(cfg)
-        run.prune_metrics(self.step_)
-    barrier()
-    bar = progress(total=cfg.steps, initial=self.step_, desc=f"train {cfg.name}", unit="step") if self.main else None
-    it, sums, n, t0, last = iter(self.loader), {}, 0, time.time(), {}
-    while self.step_ < stop:
-        lr = self.opt.param_groups[0]["lr"]
-        res = self.train_step([next(it) for _ in range(cfg.accum_steps)])
-        for k, v in res.items():
-            sums[k] = sums.get(k, 0.0) + v
-        n += 1
-        if self.step_ % cfg.log_every == 0 or self.step_ == stop:
-            last = self._log_line(sums, n, t0, lr)
-            sums, n, t0 = {}, 0, time.time()
-            if bar is not None:
-                bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4g}", img_s=last["img_s"])
-        if bar is not None:
-            bar.update(1)
-        if cfg.check_every > 0 and self.step_ % cfg.check_every == 0 and self.step_ < cfg.steps:
-            self.check()
-        if self.step_ % cfg.save_every == 0 or self.step_ == stop:
-            self.save(keep=bool(cfg.keep_every) and self.step_ % cfg.keep_every == 0)
-    if bar is not None:
-        bar.close()
-    result = {"run_dir": str(run.root), "step": self.step_, "metrics": last}
-    if self.step_ >= cfg.steps:
-        if cfg.check_every >= 0:
-            result["check"] = self.check()
-        if cfg.save_final:
-            self.export_final()
-    return result
-
-
-@patch
-def export_final(self: Trainer) -> Path:
-    "Write final/ (open_clip local-dir) and, for a vision method, final/visual.pt (released FARE format)."
-    if self.main:
-        m, cfg = self.model, self.cfg
-        m.pretrained = f"robustclip {cfg.method} eps {self.threat.eps_str} ({cfg.name}) from {cfg.model}" + (
-            f" {cfg.pretrained}" if cfg.pretrained else ""
-        )
-        record = {
-            "config": config_dict(cfg),
-            "method": self.method.describe(),
+    # checkpoints and logs (see *Checkpoints and logs* below)
+    def state(self) -> dict:
+        "Everything needed to continue this run bitwise-identically (gathered RNG states of all ranks)."
+        rngs = all_gather(rng_state())  # every rank's (collective; [this one's] on one process)
+        return {
             "step": self.step_,
+            "config": config_dict(self.cfg),
+            "method": self.method.describe(),
+            "model": {k: v.detach().cpu() for k, v in self.model.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": rngs,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            "world_size": self.info.world_size,
             "versions": versions(),
         }
-        self.run.write_final(m, record, vision_only=self.method.tower == "vision")
-    barrier()
-    return self.run.final
+
+    def _restore(self, ckpt: dict) -> None:
+        "Load a checkpoint written by `state`."
+        self.model.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step_ = int(ckpt["step"])
+        rngs = ckpt.get("rng") or []
+        if len(rngs) == self.info.world_size:
+            set_rng_state(rngs[self.info.rank])
+
+    def save(self, keep: bool = False) -> Path | None:
+        "Write checkpoints/latest.pt (and step_N.pt when `keep`) atomically on rank 0."
+        st = self.state()  # collective: every rank takes part
+        path = self.run.write_checkpoint(st, keep) if self.main else None
+        barrier()
+        return path
+
+    def log(self, record: dict) -> None:
+        "Append one JSON line to metrics.jsonl (rank 0)."
+        if self.main:
+            self.run.log(record)
+
+    # one optimiser step and the robust check (see below)
+    def train_step(self, batches: list) -> dict[str, float]:
+        "One optimiser step on this rank's micro-batches; returns the mean of the method's loss terms."
+        cfg, acc = self.cfg, {}
+        self.encoder.train()
+        for a, batch in enumerate(batches):
+            batch = self.method.to_device(batch)
+            gen = step_generator("cpu", cfg.seed, self.step_, self.sampler.micro_index(a))
+            sync = self.info.distributed and a < len(batches) - 1
+            with self.encoder.no_sync() if sync else nullcontext():
+                with self.autocast():
+                    out = self.method.step(self.model, self.encoder, batch, gen)
+                loss = out["loss"] / len(batches)
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            for k, v in out.items():
+                acc[k] = acc.get(k, 0.0) + v.detach().float() / len(batches)
+        if cfg.grad_clip:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.opt)
+            acc["grad_norm"] = torch.nn.utils.clip_grad_norm_([p for _, p in self.named_params], cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()  # skips a step with inf/NaN gradients
+        else:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        self.step_ += 1
+        return acc
+
+    def check(self) -> dict[str, float]:
+        "The method's robust check on its held-out batch (rank 0; others wait)."
+        res = {}
+        if self.main:
+            with self.autocast():
+                res = self.method.check(self.model, step_generator("cpu", self.cfg.seed, -1, self.step_))
+            self.log({"step": self.step_, "kind": "check", **res})
+        barrier()
+        return res
+
+    # fitting (see *Fitting* below)
+    def _log_line(self, sums: dict, n: int, t0: float, lr: float) -> dict:
+        "The metrics line of the last `n` steps (averaged over ranks), written to metrics.jsonl."
+        cfg = self.cfg
+        vals = all_reduce_mean({k: float(v) / n for k, v in sums.items()}, self.info.device)
+        dt = time.time() - t0
+        line = {
+            "step": self.step_,
+            "epoch": round(self.step_ / self.sampler.steps_per_epoch, 4),
+            "lr": lr,
+            **{k: round(v, 6) for k, v in vals.items()},
+            "img_s": round(n * cfg.batch_size / max(dt, 1e-9), 2),
+            "sec_per_step": round(dt / n, 4),
+        }
+        if self.info.device.type == "cuda":
+            line["mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        self.log(line)
+        return line
+
+    def fit(self) -> dict:
+        "Train until `cfg.steps` (or `cfg.stop_after`); returns the last logged metrics and the run folder."
+        cfg, run = self.cfg, self.run
+        stop = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
+        if self.main:
+            run.write_config(cfg)
+            run.prune_metrics(self.step_)
+        barrier()
+        bar = (
+            progress(total=cfg.steps, initial=self.step_, desc=f"train {cfg.name}", unit="step") if self.main else None
+        )
+        it, sums, n, t0, last = iter(self.loader), {}, 0, time.time(), {}
+        while self.step_ < stop:
+            lr = self.opt.param_groups[0]["lr"]
+            res = self.train_step([next(it) for _ in range(cfg.accum_steps)])
+            for k, v in res.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            if self.step_ % cfg.log_every == 0 or self.step_ == stop:
+                last = self._log_line(sums, n, t0, lr)
+                sums, n, t0 = {}, 0, time.time()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4g}", img_s=last["img_s"])
+            if bar is not None:
+                bar.update(1)
+            if cfg.check_every > 0 and self.step_ % cfg.check_every == 0 and self.step_ < cfg.steps:
+                self.check()
+            if self.step_ % cfg.save_every == 0 or self.step_ == stop:
+                self.save(keep=bool(cfg.keep_every) and self.step_ % cfg.keep_every == 0)
+        if bar is not None:
+            bar.close()
+        result = {"run_dir": str(run.root), "step": self.step_, "metrics": last}
+        if self.step_ >= cfg.steps:
+            if cfg.check_every >= 0:
+                result["check"] = self.check()
+            if cfg.save_final:
+                self.export_final()
+        return result
+
+    def export_final(self) -> Path:
+        "Write final/ (open_clip local-dir) and, for a vision method, final/visual.pt (released FARE format)."
+        if self.main:
+            m, cfg = self.model, self.cfg
+            m.pretrained = f"robustclip {cfg.method} eps {self.threat.eps_str} ({cfg.name}) from {cfg.model}" + (
+                f" {cfg.pretrained}" if cfg.pretrained else ""
+            )
+            record = {
+                "config": config_dict(cfg),
+                "method": self.method.describe(),
+                "step": self.step_,
+                "versions": versions(),
+            }
+            self.run.write_final(m, record, vision_only=self.method.tower == "vision")
+        barrier()
+        return self.run.final
 
 # %% ../../nbs/21c_train.loop.ipynb #fcbe6746
 def train(
@@ -441,8 +415,6 @@ def train(
     "Run a fine-tuning job (under torchrun: one process of it); returns the run folder and last metrics."
     cfg = apply_overrides(cfg, overrides) if isinstance(cfg, TrainConfig) else load_config(cfg, overrides)
     root = check_writable(run_folder(cfg).root, "output_dir", folder=True)  # before any model loads
-    from robustclip.train.distributed import world_info_from_env
-
     with (
         exclusive(root, "output_dir") if world_info_from_env()[1] == 0 else nullcontext()
     ):  # one writer per run folder (rank 0 holds it)

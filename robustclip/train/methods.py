@@ -21,7 +21,7 @@ from ..data.core import get_dataset, ClassificationTask
 from ..zeroshot import task_inputs, zeroshot_weights
 from .config import TrainConfig, coerce, unknown_key, resolve_precision
 from .losses import FARELoss, TeCoALoss, SimCLIPLoss
-from .distributed import DistInfo
+from ..distributed import DistInfo
 
 # %% auto #0
 __all__ = [
@@ -269,35 +269,17 @@ def _image_check(self: ImageMethod, model: PixelCLIP, generator: torch.Generator
     with torch.no_grad():
         out = {"check_clean_acc": (clf(x).argmax(1) == y).float().mean().item()}
     if cfg.check_steps > 0:
-        eps, norm = cfg.threat.eps, cfg.threat.norm
-        if cfg.check_attack == "apgd-ce":
-            from robustclip.attacks.apgd import apgd
+        from robustclip.attacks.registry import make_attack
 
-            x_adv = apgd(
-                clf,
-                x,
-                y,
-                "ce",
-                eps=eps,
-                norm=norm,
-                steps=cfg.check_steps,
-                generator=generator,
-                precision=resolve_precision(cfg.precision, x.device),
-            ).x_adv
-        else:
-            from robustclip.attacks.pgd import pgd
-
-            ce = lambda logits: torch.nn.functional.cross_entropy(logits, y, reduction="none")
-            x_adv = pgd(
-                clf,
-                x,
-                ce,
-                eps=eps,
-                norm=norm,
-                steps=cfg.check_steps,
-                generator=generator,
-                precision=resolve_precision(cfg.precision, x.device),
-            )
+        attack = make_attack(
+            cfg.check_attack,
+            clf,
+            threat=cfg.threat,
+            steps=cfg.check_steps,
+            restarts=1,
+            precision=resolve_precision(cfg.precision, x.device),
+        )
+        x_adv = attack.run(x, y, generator=generator).x_adv
         with torch.no_grad():
             out["check_robust_acc"] = (clf(x_adv).argmax(1) == y).float().mean().item()
     model.train(was)

@@ -18,11 +18,10 @@ import torch
 from ..core import RobustClipError, atomic_save, atomic_write_text, atomic_write_bytes, load_torch_file
 from ..models import PixelCLIP, save_clip
 from .config import TrainConfig, save_config
-from fastcore.basics import patch
 
 # %% auto #0
 __all__ = [
-    'RunFolder', 'run_folder', 'read_checkpoint', 'find_resume', 'read_latest'
+    'RunFolder', 'run_folder', 'read_run_checkpoint', 'find_resume', 'read_latest'
 ]
 
 # %% ../../nbs/21b_train.runs.ipynb #2efb62f8
@@ -84,6 +83,65 @@ class RunFolder:
         "Whether the run has exported its model."
         return (self.final / "open_clip_config.json").is_file()
 
+    # checkpoints (see *Checkpoints* below)
+    def checkpoint(self, name: str | Path | None = None) -> Path:
+        "The checkpoint `name` names: None -> latest.pt; a bare file name is looked up in checkpoints/."
+        ck = Path(name).expanduser() if name else self.latest
+        if not ck.is_file() and (self.checkpoints / ck.name).is_file():
+            ck = self.checkpoints / ck.name
+        return ck
+
+    def write_checkpoint(self, state: dict, keep: bool = False) -> Path:
+        "Write `state` to latest.pt atomically (the one before kept as previous.pt, and step_N.pt when `keep`)."
+        buf = io.BytesIO()
+        torch.save(state, buf)  # serialised first: the old latest.pt stays until the new one is ready
+        if self.latest.is_file():
+            os.replace(self.latest, self.previous)
+        path = atomic_write_bytes(self.latest, buf.getvalue())
+        if keep:
+            atomic_write_bytes(self.step_checkpoint(state["step"]), buf.getvalue())
+        return path
+
+    def candidates(self) -> list[Path]:
+        "The checkpoints `--resume latest` may use: latest.pt, then previous.pt and the kept step_N.pt, newest first."
+        older = [p for p in [self.previous, *self.checkpoints.glob("step_*.pt")] if p.is_file()]
+        return [p for p in [self.latest] if p.is_file()] + sorted(older, key=lambda p: p.stat().st_mtime, reverse=True)
+
+    # config, metrics and the final model (see *Config, metrics and the final model* below)
+    def write_config(self, cfg: TrainConfig) -> Path:
+        "Write the resolved config (creates the folder)."
+        self.root.mkdir(parents=True, exist_ok=True)
+        return save_config(cfg, self.config)
+
+    def log(self, record: dict) -> None:
+        "Append one JSON line to metrics.jsonl."
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        "Every metrics line (empty before the first)."
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(l) for l in self.metrics.read_text().splitlines() if l.strip()]
+
+    def prune_metrics(self, step: int) -> None:
+        "Drop metrics lines written after `step` (a crashed segment; everything when `step` is 0: an old fresh start)."
+        if not self.metrics.is_file():
+            return
+        keep = (
+            [l for l in self.metrics.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
+            if step
+            else []
+        )
+        atomic_write_text(self.metrics, "".join(l + "\n" for l in keep))
+
+    def write_final(self, model: PixelCLIP, record: dict, vision_only: bool) -> Path:
+        "Write final/ (open_clip local-dir), final/visual.pt when `vision_only`, and final/robustclip_train.json."
+        save_clip(model, self.final, vision_only=self.visual if vision_only else None)
+        atomic_write_text(self.final_record, json.dumps(record, indent=2))
+        return self.final
+
 
 def run_folder(
     cfg: TrainConfig,  # a validated config
@@ -92,39 +150,10 @@ def run_folder(
     return RunFolder(Path(cfg.output_dir.replace("{name}", cfg.name)))
 
 # %% ../../nbs/21b_train.runs.ipynb #107dcbbf
-@patch
-def checkpoint(self: RunFolder, name: str | Path | None = None) -> Path:
-    "The checkpoint `name` names: None -> latest.pt; a bare file name is looked up in checkpoints/."
-    ck = Path(name).expanduser() if name else self.latest
-    if not ck.is_file() and (self.checkpoints / ck.name).is_file():
-        ck = self.checkpoints / ck.name
-    return ck
-
-
-@patch
-def write_checkpoint(self: RunFolder, state: dict, keep: bool = False) -> Path:
-    "Write `state` to latest.pt atomically, keeping the one before as previous.pt (and step_N.pt when `keep`); returns latest.pt."
-    buf = io.BytesIO()
-    torch.save(state, buf)  # serialised first: the old latest.pt stays until the new one is ready
-    if self.latest.is_file():
-        os.replace(self.latest, self.previous)
-    path = atomic_write_bytes(self.latest, buf.getvalue())
-    if keep:
-        atomic_write_bytes(self.step_checkpoint(state["step"]), buf.getvalue())
-    return path
-
-
-@patch
-def candidates(self: RunFolder) -> list[Path]:
-    "The checkpoints `--resume latest` may continue from: latest.pt, then previous.pt and the kept step_N.pt, newest first."
-    older = [p for p in [self.previous, *self.checkpoints.glob("step_*.pt")] if p.is_file()]
-    return [p for p in [self.latest] if p.is_file()] + sorted(older, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def read_checkpoint(
+def read_run_checkpoint(
     path: str | Path,  # a checkpoint written by the loop
 ) -> dict:
-    "A training checkpoint (weights_only loading); a one-line error when the file is not one, or is empty or truncated."
+    "A training checkpoint (weights_only loading); a one-line error when the file is not one, or is empty or cut short."
     state = load_torch_file(path, "checkpoint")
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise RobustClipError(f"{path} is not a robustclip training checkpoint (no config/model entries)")
@@ -154,7 +183,7 @@ def read_latest(
     tried = []
     for p in run.candidates():
         try:
-            state = read_checkpoint(p)
+            state = read_run_checkpoint(p)
         except RobustClipError as err:
             tried.append(p)
             bad = str(err)
@@ -171,47 +200,3 @@ def read_latest(
             f"no readable checkpoint in {run.checkpoints} ({bad}); start afresh in another output_dir"
         )
     return None
-
-# %% ../../nbs/21b_train.runs.ipynb #789d68de
-@patch
-def write_config(self: RunFolder, cfg: TrainConfig) -> Path:
-    "Write the resolved config (creates the folder)."
-    self.root.mkdir(parents=True, exist_ok=True)
-    return save_config(cfg, self.config)
-
-
-@patch
-def log(self: RunFolder, record: dict) -> None:
-    "Append one JSON line to metrics.jsonl."
-    self.root.mkdir(parents=True, exist_ok=True)
-    with open(self.metrics, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-@patch
-def read_metrics(self: RunFolder) -> list[dict]:
-    "Every metrics line (empty before the first)."
-    if not self.metrics.is_file():
-        return []
-    return [json.loads(l) for l in self.metrics.read_text().splitlines() if l.strip()]
-
-
-@patch
-def prune_metrics(self: RunFolder, step: int) -> None:
-    "Drop metrics lines written after `step` (a crashed segment; everything when `step` is 0: an old fresh start)."
-    if not self.metrics.is_file():
-        return
-    keep = (
-        [l for l in self.metrics.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
-        if step
-        else []
-    )
-    atomic_write_text(self.metrics, "".join(l + "\n" for l in keep))
-
-
-@patch
-def write_final(self: RunFolder, model: PixelCLIP, record: dict, vision_only: bool) -> Path:
-    "Write final/ (open_clip local-dir), final/visual.pt when `vision_only`, and final/robustclip_train.json."
-    save_clip(model, self.final, vision_only=self.visual if vision_only else None)
-    atomic_write_text(self.final_record, json.dumps(record, indent=2))
-    return self.final
