@@ -36,7 +36,7 @@ from .registry import attack_names, get_attack, make_attack
 
 # %% auto #0
 __all__ = [
-    'PRESET_ALIASES', 'DEFAULT_STEPS', 'PRECISIONS', 'parse_attack', 'AttackSpec', 'CascadeResult',
+    'PRESET_ALIASES', 'DEFAULT_STEPS', 'ATTACK_PRECISIONS', 'parse_attack', 'AttackSpec', 'CascadeResult',
     'random_perturbation', 'batch_of', 'BatchFlags', 'Cascade'
 ]
 
@@ -66,7 +66,7 @@ def parse_attack(
     return names
 
 # %% ../../nbs/12_attacks.cascade.ipynb #fce593b0
-PRECISIONS = ("fp32", "bf16")
+ATTACK_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class AttackSpec:
         for k, v in counts.items():
             if v is not None and int(v) <= 0:
                 raise RobustClipError(f"--{k} must be a positive integer; got {v}")
-        if precision not in PRECISIONS:
+        if precision not in ATTACK_PRECISIONS:
             raise RobustClipError(f"--precision must be fp32 or bf16; got {precision!r}")
         ints = [None if v is None else int(v) for v in counts.values()]
         return cls(names, threat, *ints, precision)

@@ -18,9 +18,9 @@ from .registry import register_attack
 
 # %% auto #0
 __all__ = [
-    'DELETE', 'PRINTABLE', 'ASCII_ALPHABET', 'ScoreFn', 'OBJECTIVES', 'n_slots', 'write', 'alphabet_of', 'get_alphabet',
-    'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'CharmerSearch', 'charmer', 'class_margins',
-    'margin_objective', 'embedding_objective'
+    'DELETE', 'PRINTABLE', 'ASCII_ALPHABET', 'ScoreFn', 'EMBEDDING_SCORES', 'n_slots', 'write', 'alphabet_of',
+    'get_alphabet', 'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'CharmerSearch', 'charmer',
+    'class_margins', 'margin_objective', 'embedding_objective'
 ]
 
 # %% ../../nbs/13_attacks.charmer.ipynb #deee3d13
@@ -380,7 +380,7 @@ def margin_objective(
     return score
 
 
-OBJECTIVES = ("l2", "negl2", "sim", "dissim")
+EMBEDDING_SCORES = ("l2", "negl2", "sim", "dissim")
 
 
 def embedding_objective(
@@ -389,8 +389,8 @@ def embedding_objective(
     kind: str = "l2",  # l2 | negl2 | sim (towards the anchor) | dissim (away from it)
 ) -> ScoreFn:
     "An embedding objective against per-text anchors (higher = stronger attack)."
-    if kind not in OBJECTIVES:
-        raise RobustClipError(f"objective must be one of {', '.join(OBJECTIVES)}; got {kind!r}")
+    if kind not in EMBEDDING_SCORES:
+        raise RobustClipError(f"objective must be one of {', '.join(EMBEDDING_SCORES)}; got {kind!r}")
     anchors = anchors.detach().float()
     unit = F.normalize(anchors, dim=-1)
     from robustclip.models import encode_texts  # here: `import robustclip.attacks` stays free of open_clip

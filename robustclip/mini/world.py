@@ -18,9 +18,9 @@ from ..core import RobustClipError
 
 # %% auto #0
 __all__ = [
-    'DIGITS', 'COLORS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'ATTRIBUTES', 'SPLIT_SIZES', 'TEMPLATES', 'COMPOUNDS',
-    'MINI_TASKS', 'LABEL_IMAGES', 'glyphs', 'split_glyphs', 'render', 'caption', 'attrs_of', 'MiniImages', 'mini_task',
-    'mini_captions', 'mini_text', 'mini_retrieval'
+    'DIGITS', 'COLORS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'ATTRIBUTES', 'SPLIT_SIZES', 'PROMPT_TEMPLATES',
+    'COMPOUNDS', 'MINI_TASKS', 'LABEL_IMAGES', 'glyphs', 'split_glyphs', 'render', 'caption', 'attrs_of', 'MiniImages',
+    'mini_task', 'mini_captions', 'mini_text', 'mini_retrieval'
 ]
 
 # %% ../../nbs/50_mini.world.ipynb #bf4ea999
@@ -190,7 +190,7 @@ class MiniImages(Dataset):
 
 SPLIT_SIZES = {"train": 20_000, "test": 2_000}  # images per split (default)
 
-TEMPLATES = {
+PROMPT_TEMPLATES = {
     "digit": ["a photo of the digit {c}.", "the number {c}.", "a handwritten {c}.", "an image of a {c}."],
     "color": ["a {c} digit.", "a digit drawn in {c}.", "a picture of a {c} number."],
     "background": ["a digit on a {c} background.", "a number on {c}."],
@@ -240,7 +240,7 @@ def mini_task(
         f"mini/{attribute}",
         MiniImages(x, y),
         names,
-        TEMPLATES[attribute],
+        PROMPT_TEMPLATES[attribute],
         native_resolution=True,
         info={"split": split, "n": n, "seed": seed, "image_size": image_size},
     )
