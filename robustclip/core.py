@@ -16,7 +16,7 @@ import platform
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import importlib
@@ -45,7 +45,7 @@ __all__ = [
     'parse_norm', 'ThreatModel', 'SubsetSpec', 'fits', 'take_options', 'typing_name', 'seed_everything', 'get_device',
     'free_cores', 'choose_threads', 'cache_dir', 'config_hash', 'atomic_write_bytes', 'atomic_write_text',
     'atomic_save', 'check_writable', 'read_utf8', 'load_torch_file', 'exclusive', 'progress', 'versions',
-    'load_plugins', 'Registry'
+    'load_plugins', 'lazy_exports', 'Registry'
 ]
 
 # %% ../nbs/00_core.ipynb #17cdebf6
@@ -145,10 +145,11 @@ REFERENCE_MODES = (
 
 @dataclass(frozen=True)
 class SubsetSpec:
-    "Which samples of a split to use: all, the first `n`, a seeded random `n` (sorted), or the first `n` of a reference order."
+    "Which samples of a split: all, the first `n`, a seeded random `n` (sorted), or the first `n` of a reference order."
 
     n: int | None = None  # how many (None: all)
-    mode: str = "random"  # 'random', 'first' (LEAF text), 'robustbench' (its fixed ImageNet-val list), 'clip-benchmark' (its seeded wds draw)
+    # 'random', 'first' (LEAF text), 'robustbench' (its fixed ImageNet-val list), 'clip-benchmark' (its seeded wds draw)
+    mode: str = "random"
     seed: int = 0  # seed of the permutation (of the draw's `random.Random` for 'clip-benchmark')
 
     def __post_init__(self):
@@ -162,7 +163,7 @@ class SubsetSpec:
         n_total: int,  # dataset size
         order: Sequence[int] | None = None,  # the task's reference order (REFERENCE_MODES only)
     ) -> list[int]:
-        "The chosen indices of range(n_total): sorted for 'random'/'first', the first `n` of `order` for reference modes."
+        "The chosen indices of range(n_total): sorted for 'random'/'first', the first `n` of `order` for the others."
         if self.mode in REFERENCE_MODES:
             return self._first_of(order)
         if self.n is None or self.n >= n_total:
@@ -187,6 +188,7 @@ class SubsetSpec:
         return {"n": self.n, "subset": self.mode, "seed": self.seed}
 
 # %% ../nbs/00_core.ipynb #dbcdd30c
+import dataclasses
 import types
 import typing
 
@@ -214,18 +216,19 @@ def fits(
 
 
 def take_options(
-    cls: type,  # a dataclass: the group
+    group: Any,  # a dataclass (the group), or an instance of one (the group with the caller's defaults)
     given: dict,  # the keywords a caller gave for it
     what: str,  # how messages name the function, e.g. 'pgd'
 ) -> Any:
-    "`cls(**given)`, each keyword checked: a name `cls` has no field for, or a wrong type, is a one-line error."
+    "The group built from `given`, each keyword checked: a name it has no field for, or a wrong type, is an error."
+    cls = group if isinstance(group, type) else type(group)
     hints = typing.get_type_hints(cls)
     for k, v in given.items():
         if k not in hints:
             raise RobustClipError(f"{what} takes no option {k!r}; its {cls.__name__} options: {', '.join(hints)}")
         if not fits(v, hints[k]):
             raise RobustClipError(f"{what}: option {k}={v!r} must be {typing_name(hints[k])}")
-    return cls(**given)
+    return cls(**given) if group is cls else dataclasses.replace(group, **given)
 
 
 def typing_name(hint: Any) -> str:
@@ -305,7 +308,7 @@ def choose_threads(
     requested: int | None = None,  # a thread count asked for (a config's `threads`); None: decide
     interval: float = 0.2,  # seconds `free_cores` samples over
 ) -> int:
-    "Intra-op threads for this process: as asked (argument, $ROBUSTCLIP_THREADS, $OMP_NUM_THREADS), else the free cores."
+    "Intra-op threads for this process: as asked (argument, $ROBUSTCLIP_THREADS, $OMP_NUM_THREADS), else free cores."
     for v in (requested, os.environ.get("ROBUSTCLIP_THREADS"), os.environ.get("OMP_NUM_THREADS")):
         if v not in (None, ""):
             try:
@@ -397,7 +400,7 @@ def check_writable(
     what: str = "output",  # how messages name it, e.g. 'output' or 'output_dir'
     folder: bool = False,  # `path` is a folder (else a file)
 ) -> Path:
-    "`path` once it is known to be creatable: no file on its way, a writable folder above, and a file that is not a folder."
+    "`path` once it is known to be creatable: no file on its way, a writable folder above, not a folder if a file."
     p = Path(path).expanduser()
     if not folder and p.is_dir():
         raise RobustClipError(f"{what} {p} is a folder; name a file in it, e.g. {p / 'result.json'}")
@@ -452,7 +455,7 @@ def load_torch_file(
     path: str | Path,  # a file written by torch.save
     what: str = "checkpoint",  # how messages name it
 ) -> Any:
-    "`torch.load(weights_only=True)`, with one line for each way a file fails: missing, empty, not torch's, truncated, pickled code."
+    "`torch.load(weights_only=True)`, one line per way a file fails: missing, empty, foreign, truncated, pickled code."
     import pickle
 
     p = Path(path).expanduser()
@@ -492,7 +495,7 @@ def exclusive(
     path: str | Path,  # the result file or run folder this process is about to write
     what: str = "--output",  # how messages name it
 ):
-    "Hold `path` for this process (an flock on a hidden `.NAME.lock` beside it, removed after); a one-line error if another holds it."
+    "Hold `path` for this process (an flock on a hidden `.NAME.lock` beside it, removed after); refused if held."
     try:
         import fcntl
     except ImportError:
@@ -576,6 +579,23 @@ def load_plugins(
                 raise RobustClipError(f"{PLUGINS_ENV} names {value!r}, which cannot be imported: {err}") from None
             _loaded_plugins[name] = value
     return dict(_loaded_plugins)
+
+# %% ../nbs/00_core.ipynb #402e933a
+def lazy_exports(
+    package: str,  # the package's `__name__`
+    names: dict[str, str],  # public name -> the submodule (relative to `package`) that defines it
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    "The package's `__getattr__` and `__dir__`: each of `names` imported from its submodule on first use."
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+
+    def __dir__() -> list[str]:
+        return sorted(set(names) | set(sys.modules[package].__dict__))
+
+    return __getattr__, __dir__
 
 # %% ../nbs/00_core.ipynb #33e37ff5
 class Registry(dict):

@@ -20,8 +20,8 @@ from .core import RobustClipError, get_device
 
 # %% auto #0
 __all__ = [
-    'world_info_from_env', 'slurm_first_host', 'DistInfo', 'rank_device', 'init_distributed', 'cleanup_distributed',
-    'barrier', 'all_reduce_mean', 'broadcast_object', 'all_gather', 'rank0_first'
+    'world_info_from_env', 'DistInfo', 'rank_device', 'init_distributed', 'cleanup_distributed', 'barrier',
+    'all_reduce_mean', 'broadcast_object', 'all_gather', 'rank0_first'
 ]
 
 # %% ../nbs/07_distributed.ipynb #39f2bd98

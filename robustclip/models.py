@@ -27,9 +27,9 @@ from .core import RobustClipError, Registry, load_plugins, atomic_save
 
 # %% auto #0
 __all__ = [
-    'register_configs', 'model_config', 'check_pixels', 'PixelCLIP', 'FastTokenizer', 'fast_tokenizer', 'tokenizer_for',
-    'create_clip', 'save_clip', 'read_checkpoint', 'apply_checkpoint', 'hub_dir', 'unknown_arch', 'load_local_dir',
-    'register_model', 'model_loader', 'available_models', 'load_clip', 'encode_texts', 'encode_tokens'
+    'model_config', 'check_pixels', 'PixelCLIP', 'FastTokenizer', 'fast_tokenizer', 'tokenizer_for', 'create_clip',
+    'save_clip', 'read_checkpoint', 'apply_checkpoint', 'load_local_dir', 'register_model', 'model_loader',
+    'available_models', 'load_clip', 'encode_texts', 'encode_tokens'
 ]
 
 # %% ../nbs/01_models.ipynb #f7ecfa3f
@@ -40,7 +40,7 @@ def register_configs() -> None:
 
         open_clip.add_model_config(Path(robustclip.__file__).parent / "model_configs")
 
-
+# %% ../nbs/01_models.ipynb #4f7d82d2
 def model_config(
     arch: str,  # an open_clip architecture name, robustclip's included
 ) -> dict:
@@ -171,7 +171,8 @@ class PixelCLIP(nn.Module):
         return self.model.encode_text(tokens, normalize=normalize)
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, pretrained={self.pretrained!r}, image_size={self.image_size}, embed_dim={self.embed_dim}"
+        sizes = f"image_size={self.image_size}, embed_dim={self.embed_dim}"
+        return f"name={self.name!r}, pretrained={self.pretrained!r}, {sizes}"
 
 # %% ../nbs/01_models.ipynb #7a71b0e7
 class FastTokenizer(open_clip.SimpleTokenizer):
@@ -209,7 +210,7 @@ class FastTokenizer(open_clip.SimpleTokenizer):
         return ids
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
-        "Ids (N, context_length), zero-padded; a longer text is cut and its last kept id becomes end-of-text (as open_clip)."
+        "Ids (N, context_length), zero-padded; a longer text is cut, its last kept id made end-of-text (as open_clip)."
         if self.reduction_fn is not None:
             return super().__call__(texts, context_length)
         n = context_length or self.context_length
@@ -224,7 +225,7 @@ class FastTokenizer(open_clip.SimpleTokenizer):
 
 
 def fast_tokenizer(tok):  # an open_clip tokenizer
-    "`tok` as a `FastTokenizer` when it is a plain open_clip `SimpleTokenizer` (same vocabulary and settings), else `tok`."
+    "`tok` as a `FastTokenizer` when it is a plain open_clip `SimpleTokenizer` (same vocabulary, settings), else `tok`."
     if type(tok) is not open_clip.SimpleTokenizer:
         return tok
     fast = FastTokenizer.__new__(FastTokenizer)
@@ -288,7 +289,7 @@ from .core import PICKLE_HELP as _PICKLE_HELP, load_torch_file, read_utf8
 
 
 def _torch_load(path: Path):
-    "torch.load with weights_only=True: one line for an empty, truncated or foreign file, or one that needs pickled code."
+    "torch.load with weights_only=True: one line for an empty, truncated or foreign file, or one needing pickled code."
     return load_torch_file(path, "checkpoint")
 
 
@@ -314,9 +315,8 @@ def read_checkpoint(
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        raise RobustClipError(
-            f"{path} does not hold a state dict of tensors (keys: {list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__})"
-        )
+        what = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
+        raise RobustClipError(f"{path} does not hold a state dict of tensors (keys: {what})")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj, kind
@@ -380,7 +380,7 @@ _HUB_FILES = [
     "special_tokens_map.json",
 ]
 
-
+# %% ../nbs/01_models.ipynb #385af797
 def hub_dir(
     repo_id: str,  # "org/name" on the Hugging Face hub
     cache_dir: str | Path | None = None,  # HF hub cache (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub)
@@ -424,7 +424,7 @@ def _quiet_open_clip():
     finally:
         logging.root.removeFilter(f)
 
-
+# %% ../nbs/01_models.ipynb #f6ac5d19
 def unknown_arch(name: str) -> RobustClipError:
     "The error for a model name nothing knows (with close matches)."
     close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.6)
@@ -434,7 +434,7 @@ def unknown_arch(name: str) -> RobustClipError:
         f"'local-dir:PATH' or 'mini-base'){hint}"
     )
 
-
+# %% ../nbs/01_models.ipynb #bbf7ab81
 def load_local_dir(path: Path, name: str, precision: str = "fp32", device="cpu") -> PixelCLIP:
     "Build a PixelCLIP from an open_clip local-dir folder."
     if not path.is_dir():
@@ -464,9 +464,8 @@ def load_local_dir(path: Path, name: str, precision: str = "fp32", device="cpu")
         )
         raise RobustClipError(f"weights in {path} {what}: {str(e).splitlines()[0][:300]}") from None
     except Exception as e:  # safetensors' and torch's errors on truncated or foreign weight files
-        raise RobustClipError(
-            f"weights in {path} are damaged or unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-        ) from None
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise RobustClipError(f"weights in {path} are damaged or unreadable ({type(e).__name__}: {first})") from None
     meta = cfg.get("robustclip", {})
     return PixelCLIP(
         model,

@@ -1,4 +1,4 @@
-"""One JSON per (model, dataset, task, attack), with CLIP_benchmark's keys, found again by what it measured and read back into tables.
+"""One JSON per (model, dataset, task, attack) with CLIP_benchmark's keys, found again and read into tables.
 
 Docs: https://robustclip.github.io/robustclip/results.html.md"""
 

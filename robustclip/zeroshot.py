@@ -1,4 +1,4 @@
-"""Class names × templates → a linear head on normalised image embeddings, logit scale 100, and clean evaluation.
+"""Class names × templates → a linear head on normalised image embeddings, and clean evaluation.
 
 Docs: https://robustclip.github.io/robustclip/zeroshot.html.md"""
 
@@ -20,9 +20,8 @@ from .data.core import ClassificationTask
 
 # %% auto #0
 __all__ = [
-    'zeroshot_weights', 'resize_pixels', 'ImageEmbedder', 'encode_images', 'label_embeddings', 'ZeroShotClassifier',
-    'Mapped', 'task_inputs', 'subset_indices', 'build_classifier', 'classification_metrics', 'predict',
-    'evaluate_zeroshot'
+    'zeroshot_weights', 'ImageEmbedder', 'encode_images', 'label_embeddings', 'ZeroShotClassifier', 'task_inputs',
+    'subset_indices', 'build_classifier', 'classification_metrics', 'predict', 'evaluate_zeroshot'
 ]
 
 # %% ../nbs/03_zeroshot.ipynb #e441703b
@@ -63,7 +62,7 @@ def resize_pixels(
     aa = x.shape[-1] > size if antialias is None else antialias
     return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=aa).clamp(0, 1)
 
-
+# %% ../nbs/03_zeroshot.ipynb #595c988b
 class ImageEmbedder(nn.Module):
     "Pixels in [0,1] of any size -> image embeddings of `model`, resized to its input size inside the forward."
 
@@ -152,7 +151,7 @@ class Mapped(Dataset):
         x, y = self.ds[j]
         return self.fn(x), y
 
-
+# %% ../nbs/03_zeroshot.ipynb #be324e55
 def _to_tensor(x) -> torch.Tensor:
     from torchvision.transforms.functional import to_tensor
 

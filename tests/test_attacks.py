@@ -1,4 +1,4 @@
-"Attacks: PGD's training contract, APGD against the reference behaviour (torchattacks' port of fra31), the cascade and its checks."
+"Attacks: PGD's training contract, APGD against the reference (torchattacks' port of fra31), the cascade, its checks."
 
 import math
 import warnings
@@ -55,7 +55,7 @@ def digits():
 # ---------------------------------------------------------------- PGD: the training-attack contract
 
 
-def _reference_training_pgd(model, x, y, eps, steps, step, momentum, init):
+def _reference_training_pgd(model, x, y, *, eps, steps, step, momentum, init):
     "RobustVLM's training PGD, written out (with the initial clamp this package chooses), for comparison."
     delta, v = init.clone(), torch.zeros_like(x)
     delta = (x + delta).clamp(0, 1) - x
@@ -85,7 +85,7 @@ def test_pgd_matches_the_reference_training_attack():
         momentum=0.9,
         generator=gen,
     )
-    ref = _reference_training_pgd(m, x, y, 4 / 255, 10, 1 / 255, 0.9, init)
+    ref = _reference_training_pgd(m, x, y, eps=4 / 255, steps=10, step=1 / 255, momentum=0.9, init=init)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
 
 

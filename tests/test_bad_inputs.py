@@ -1,4 +1,4 @@
-"""Bad input, command by command: exit code 2, one line on stderr that says what is wrong, and nothing created or changed.
+"""Bad input, command by command: exit code 2, one line on stderr saying what is wrong, and nothing created or changed.
 
 Table-driven: each case names the command line (`{d}` is a fresh folder), the files to put there first, and a piece
 of the expected line. Every case fails before a model loads or, where a model is needed to find the fault (a broken

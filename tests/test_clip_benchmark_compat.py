@@ -1,4 +1,4 @@
-"CLIP_benchmark is the reference for the zero-shot suite: its templates are the ones used, and `clip_benchmark build` reads our result JSONs."
+"CLIP_benchmark is the zero-shot suite's reference: its templates are used; `clip_benchmark build` reads our results."
 
 import csv
 import json

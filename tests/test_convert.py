@@ -247,7 +247,7 @@ def test_save_and_load_a_transformers_clip_folder(model, tmp_path):
 
 @torch.no_grad()
 def test_a_folder_written_by_transformers_itself_loads(tmp_path):
-    "A random transformers-native CLIP with OpenAI's legacy config values (eos_token_id 2, pad 1), no preprocessor file."
+    "A random transformers-native CLIP with OpenAI's legacy config values (eos_token_id 2, pad 1), no preprocessor."
     torch.manual_seed(0)
     cfg = transformers.CLIPConfig(
         text_config=dict(

@@ -1,4 +1,5 @@
-"Sharded evaluation under torchrun: 2 gloo processes on CPU split the batches, resume their own parts, and rank 0 writes the single-process result."
+"""Sharded evaluation under torchrun: 2 gloo processes on CPU split the batches, resume their own parts, and rank 0
+writes the single-process result."""
 
 import json
 import os
@@ -90,7 +91,7 @@ def test_torchrun_cli_equals_single_process(single, tmp_path):
 
 
 def test_each_rank_resumes_its_part(single, tmp_path):
-    "Cut short after one batch per rank, each rank's part holds its batch; the rerun computes only the other two (one launch, see below)."
+    "Cut short after one batch per rank, each part holds its batch; the rerun computes only the other two (one launch)."
     out = tmp_path / "r.json"
     _torchrun(__file__, str(out))
     rec = json.loads(out.read_text())

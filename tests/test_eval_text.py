@@ -177,7 +177,7 @@ def test_cli(ag, tmp_path, capsys):
 
 
 def test_leaf_agnews_protocol_first_texts_train_alphabet(ag, tiny):
-    "LEAF: the first N test texts, and Charmer's alphabet from the TRAIN split plus deletion (data_AT.py L144-145, L218)."
+    "LEAF: the first N test texts, and Charmer's alphabet from the TRAIN split and deletion (data_AT.py L144-5, L218)."
     from robustclip.attacks.charmer import DELETE
     from robustclip.eval.text import text_alphabet
 

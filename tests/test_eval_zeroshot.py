@@ -185,7 +185,7 @@ def test_max_batches_then_resume_equals_uninterrupted(wds_root, tmp_path):
 
 
 def test_sigint_then_rerun_resumes_with_identical_numbers(wds_root, tiny_dir, tmp_path):
-    "Kill the command mid-run (Ctrl-C), rerun it: it skips the finished batches and ends with the uninterrupted numbers."
+    "Kill the command mid-run (Ctrl-C), rerun it: it skips the finished batches and ends with uninterrupted numbers."
     args = [
         "eval",
         "zeroshot",

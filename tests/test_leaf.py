@@ -251,7 +251,8 @@ def test_leaf_config_errors(tmp_path):
     for f in ("leaf", "leaf-rho20", "leaf-unconstrained"):
         cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper" / f"{f}.yaml")
         args = get_method(cfg.method).parse_args(cfg.method_args)
-        # ViT-L: LEAF's get_default_params gives (0.9, 0.98, 1e-6) only to names containing 'vit'; 'hf-hub:chs20/fare2-clip'
+        # ViT-L: LEAF's get_default_params gives (0.9, 0.98, 1e-6) only to names containing 'vit';
+        # 'hf-hub:chs20/fare2-clip'
         # has none, so the authors' ViT-L runs used torch's AdamW defaults (methods.md 4.4, corrected 2026-12-01).
         assert (cfg.batch_size, cfg.betas, cfg.adam_eps, cfg.precision, args.k) == (
             128,

@@ -65,7 +65,7 @@ def test_mini_base_report_is_written_with_the_cache(mini_base):
 
 
 def test_shipped_mini_base_scores_its_shipped_report():
-    "The shipped weights give the shipped report.json here too (evaluation may move a few of 1,000 images on another CPU)."
+    "The shipped weights give the shipped report.json here too (on another CPU a few of 1,000 images may move)."
     from robustclip.mini.pretrain import MINI_BASE, mini_base_report, shipped_weights
     from robustclip.models import load_clip
 
@@ -75,7 +75,7 @@ def test_shipped_mini_base_scores_its_shipped_report():
     )
 
 
-# ------------------------------------------------------------------------------ shipped weights and self-checking caches
+# ------------------------------------------------------------------------- shipped weights and self-checking caches
 SHIPPED_BASE = ["open_clip_config.json", "open_clip_model.safetensors", "recipe.json", "report.json"]
 
 
@@ -153,7 +153,7 @@ def test_broken_mini_base_cache_is_restored_with_one_warning(home, capfd, damage
 
 
 def test_cache_written_before_hashes_is_adopted_when_it_is_the_shipped_one(home, capfd):
-    "The caches of earlier versions have no sha256.json: byte-identical to the shipped weights, they are kept as they are."
+    "The caches of earlier versions have no sha256.json: byte-identical to the shipped weights, they are kept as is."
     from robustclip.mini.pretrain import HASHES, mini_base_dir
 
     d = mini_base_dir()

@@ -109,7 +109,7 @@ def test_eval_retrieval_charmer(coco, tiny, tmp_path):
 
 
 def test_leaf_protocol_file_subset_captions_targets_direction(coco, tiny, tmp_path):
-    "LEAF's COCO protocol: BLIP's 2017 file first, its first N entries, pre_caption, fixed targets, dissim = away from the target."
+    "LEAF's COCO protocol: BLIP's 2017 file first, its first N entries, pre_caption, fixed targets, dissim (away)."
     import torch.nn.functional as F
     from robustclip.eval.retrieval import pre_caption, TARGETS
     from robustclip.models import encode_texts

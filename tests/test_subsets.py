@@ -1,4 +1,4 @@
-"The papers' fixed subsets: RobustBench's ImageNet-val list as shipped, and CLIP_benchmark's draw equal to webdataset's."
+"The papers' fixed subsets: RobustBench's ImageNet-val list as shipped, and CLIP_benchmark's draw equal to wds's."
 
 import hashlib
 import json
@@ -57,7 +57,7 @@ def shards(tmp_path_factory):
 
 
 def _fork_draw(d, n_shards: int, bufsize: int, workers: int = 4, bs: int = 50) -> list[int]:
-    "RobustVLM's CLIP_benchmark pipeline on webdataset 1.0.2: shuffle(bufsize, initial=bufsize, Random(0)), batched, 4 workers."
+    "RobustVLM's CLIP_benchmark pipeline on webdataset 1.0.2: shuffle(bufsize, initial=bufsize, Random(0)), 4 workers."
     wds = pytest.importorskip("webdataset")
     ds = (
         wds.WebDataset(f"{d}/test/{{0..{n_shards - 1}}}.tar", shardshuffle=False)

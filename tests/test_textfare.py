@@ -1,5 +1,5 @@
-"""The brute-force character attack (LEAF's `attack_text_bruteforce`) and the TextFARE evaluation (`eval_textfare.py`) on the
-mini text task: the enumeration, the metric against a direct computation, resume, the CLI."""
+"""The brute-force character attack (LEAF's `attack_text_bruteforce`) and the TextFARE evaluation (`eval_textfare.py`)
+on the mini text task: the enumeration, the metric against a direct computation, resume, the CLI."""
 
 import json
 

@@ -21,6 +21,8 @@ def wrap_all(text: str) -> str:
 
     def _wrap(m: re.Match) -> str:
         names = ast.literal_eval(m.group(0).split("=", 1)[1].strip())
+        if not names:
+            return "__all__ = []\n"
         body = textwrap.fill(", ".join(repr(n) for n in names), width=116, break_long_words=False)
         return "__all__ = [\n" + textwrap.indent(body, "    ") + "\n]\n"
 

@@ -1,4 +1,4 @@
-"""One entry point, a sub-command per job; every command has `--help`, progress bars, and exits 2 with a one-line error on bad input.
+"""One entry point, a sub-command per job; each has `--help`, progress bars, and one-line errors (exit 2).
 
 Docs: https://robustclip.github.io/robustclip/app.cli.html.md"""
 
@@ -17,7 +17,7 @@ from ..core import RobustClipError
 
 # %% auto #0
 __all__ = [
-    'COMMANDS', 'EXAMPLES', 'Command', 'available_commands', 'build_parser', 'error_line', 'main'
+    'COMMANDS', 'Command', 'available_commands', 'main'
 ]
 
 # %% ../../nbs/90_app.cli.ipynb #c2b972df
@@ -82,16 +82,19 @@ COMMANDS: dict[str, Command] = {
     "push-to-hub": Command("robustclip.app.export", "upload an exported model to the Hugging Face hub"),
     "reproduce": Command("robustclip.app.reproduce", "regenerate the papers' tables and figures (mini or paper scale)"),
 }
+
+# %% ../../nbs/90_app.cli.ipynb #92af0b60
 EXAMPLES = """examples:
   robustclip pretrain-mini
   robustclip eval zeroshot --model mini-base --dataset mini/digit --output r.json
-  robustclip eval zeroshot --model mini-base --dataset mini/digit --attack apgd-ce,apgd-t --eps 4/255 --n-samples 256 --output a.json
+  robustclip eval zeroshot --model mini-base --dataset mini/digit --attack apgd-ce,apgd-t --eps 4/255 \\
+      --n-samples 256 --output a.json
   robustclip train configs/mini/fare4.yaml output_dir=runs/fare4
   robustclip reproduce --scale mini
 
 run `robustclip COMMAND --help` for the options of a command."""
 
-
+# %% ../../nbs/90_app.cli.ipynb #5e825e80
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -116,7 +119,7 @@ def _selected(argv: list[str]) -> str | None:
         return f"{words[0]} {words[1]}"
     return None
 
-
+# %% ../../nbs/90_app.cli.ipynb #7f4b672a
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     "The argument parser, with the options of `selected` (only that command's module is imported)."
     fmt = argparse.RawDescriptionHelpFormatter
@@ -168,7 +171,7 @@ def error_line(e: BaseException) -> str:
     first = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
-
+# %% ../../nbs/90_app.cli.ipynb #de15be94
 def _user_errors() -> tuple[type, ...]:
     "Exception types that mean bad input, not a bug: answered in one line."
     import json as _json

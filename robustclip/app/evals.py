@@ -1,4 +1,4 @@
-"""The command-line face of the evaluations: parse the flags once into typed values, check the data and the output before any model loads, then call the library.
+"""The evaluations' command line: flags parsed once, data and output checked before any model loads.
 
 Docs: https://robustclip.github.io/robustclip/app.evals.html.md"""
 
@@ -18,8 +18,8 @@ from ..eval.textfare import eval_textfare, textfare_attacks
 
 # %% auto #0
 __all__ = [
-    'add_model_data_args', 'subset_arg', 'refuse_unused', 'print_result', 'zeroshot_args', 'run_zeroshot', 'text_args',
-    'run_text', 'retrieval_args', 'run_retrieval', 'textfare_args', 'run_textfare'
+    'subset_arg', 'print_result', 'zeroshot_args', 'run_zeroshot', 'text_args', 'run_text', 'retrieval_args',
+    'run_retrieval', 'textfare_args', 'run_textfare'
 ]
 
 # %% ../../nbs/83_app.evals.ipynb #69808333
@@ -38,6 +38,25 @@ def add_model_data_args(
     p.add_argument("--split", default="test", help=split_help)
 
 
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    "The options every text-side evaluation shares: --output, --overwrite, --device, --resume."
+    p.add_argument(
+        "--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)",
+    )
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
+    )
+
+# %% ../../nbs/83_app.evals.ipynb #662341a2
 def subset_arg(
     n_samples: int | None,  # --n-samples
     mode: str = "random",  # --subset
@@ -48,7 +67,7 @@ def subset_arg(
         raise RobustClipError(f"--n-samples must be positive; got {n_samples}")
     return SubsetSpec(n_samples, mode, seed)
 
-
+# %% ../../nbs/83_app.evals.ipynb #cf79b492
 def refuse_unused(
     mode: str,  # the chosen mode as users see it, e.g. '--attack none'
     needs: str,  # what would use the flags, e.g. '--attack charmer'
@@ -62,7 +81,7 @@ def refuse_unused(
             f"drop {'it' if len(given) == 1 else 'them'}, or use {needs}"
         )
 
-
+# %% ../../nbs/83_app.evals.ipynb #1a48072e
 def print_result(
     rec: dict,  # the result record
     line: str,  # the metrics, as one line
@@ -224,7 +243,8 @@ def text_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--alphabet",
         default=None,
-        help="data (default: characters of the evaluated split) | train (LEAF: the train split's + delete) | ascii | letters | explicit characters",
+        help="data (default: characters of the evaluated split) | train (LEAF: the train split's + delete) | "
+        "ascii | letters | explicit characters",
     )
     p.add_argument("--n-samples", type=int, default=None, help="number of texts (default: all)")
     p.add_argument(
@@ -235,21 +255,7 @@ def text_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=512, help="texts / candidates per encoder call (default: 512)")
-    p.add_argument(
-        "--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)"
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)",
-    )
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
-    )
+    add_output_args(p)
 
 
 def run_text(args: argparse.Namespace) -> int:
@@ -294,22 +300,14 @@ def run_text(args: argparse.Namespace) -> int:
     return print_result(rec, f"acc1 {m['acc1']:.4f}{rob}  (n={m['n']})", args.output)
 
 # %% ../../nbs/83_app.evals.ipynb #fe38811e
-def retrieval_args(p: argparse.ArgumentParser) -> None:
-    "Options of `robustclip eval retrieval`."
-    add_model_data_args(
-        p, "mini/retrieval | coco | karpathy:PATH/dataset_flickr30k.json", "Karpathy split (default: test)"
-    )
-    p.add_argument(
-        "--attack",
-        default="charmer",
-        choices=[*retrieval_attacks(), "none"],
-        help="charmer on captions (default), apgd on images, or none",
-    )
+def caption_args(p: argparse.ArgumentParser) -> None:
+    "The caption attack's options of `robustclip eval retrieval` (Charmer's direction, target, budget, alphabet)."
     p.add_argument(
         "--objective",
         default=None,
         choices=["towards", "away", "dissim"],
-        help="Charmer: towards a target caption (default), away from the clean one, or dissim (LEAF's --obj dissim: away from the target, 0 by default)",
+        help="Charmer: towards a target caption (default), away from the clean one, or dissim (LEAF's --obj dissim: "
+        "away from the target, 0 by default)",
     )
     p.add_argument(
         "--target",
@@ -329,6 +327,20 @@ def retrieval_args(p: argparse.ArgumentParser) -> None:
         choices=["raw", "blip"],
         help="captions as written (default) or BLIP's pre_caption (LEAF)",
     )
+
+# %% ../../nbs/83_app.evals.ipynb #cd4622af
+def retrieval_args(p: argparse.ArgumentParser) -> None:
+    "Options of `robustclip eval retrieval`."
+    add_model_data_args(
+        p, "mini/retrieval | coco | karpathy:PATH/dataset_flickr30k.json", "Karpathy split (default: test)"
+    )
+    p.add_argument(
+        "--attack",
+        default="charmer",
+        choices=[*retrieval_attacks(), "none"],
+        help="charmer on captions (default), apgd on images, or none",
+    )
+    caption_args(p)
     p.add_argument("--eps", default=None, help="image attack budget, e.g. 2/255 (default)")
     p.add_argument("--steps", type=int, default=None, help="image attack iterations (default: 100; must be > 0)")
     p.add_argument(
@@ -344,21 +356,7 @@ def retrieval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=int, default=256, help="images / captions / candidates per forward (default: 256)"
     )
-    p.add_argument(
-        "--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)"
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)",
-    )
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
-    )
+    add_output_args(p)
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
@@ -439,21 +437,7 @@ def textfare_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of LEAF's sampling and of a random subset (default: 0)")
     p.add_argument("--batch-size", type=int, default=512, help="candidates per encoder call (default: 512)")
-    p.add_argument(
-        "--output", default=None, help="result JSON (the per-sample sidecar beside it; default: print the JSON)"
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a result (or sidecar) that other settings wrote at --output (default: refuse)",
-    )
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="resume from the sidecar of an interrupted run with the same configuration (default: on)",
-    )
+    add_output_args(p)
 
 
 def run_textfare(args: argparse.Namespace) -> int:

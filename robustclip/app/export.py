@@ -1,4 +1,4 @@
-"""A trained run (or any CLIP, or the vision tower of one and the text tower of another) as an open_clip folder, a vision-only state dict in the released FARE format, and a Hugging Face hub upload.
+"""A run (or any CLIP, or two towers) as an open_clip folder, a FARE-format state dict, or a hub upload.
 
 Docs: https://robustclip.github.io/robustclip/app.export.html.md"""
 
@@ -21,7 +21,7 @@ from ..train.runs import RunFolder, read_run_checkpoint
 
 # %% auto #0
 __all__ = [
-    'export_model', 'load_run', 'combine_towers', 'hub_folder', 'push_to_hub', 'add_args', 'check_export_dir', 'run'
+    'export_model', 'load_run', 'combine_towers', 'hub_folder', 'push_to_hub', 'add_args', 'run'
 ]
 
 # %% ../../nbs/81_app.export.ipynb #468a00bc
@@ -113,10 +113,11 @@ def hub_folder(
     if hasattr(model.tokenizer, "save_pretrained"):
         model.tokenizer.save_pretrained(str(folder))
     name = repo_id.split("/")[-1] or model.name
+    hub = f"hf-hub:{repo_id or 'ORG/NAME'}"
     usage = (
-        f"```python\nimport open_clip\nmodel, _, preprocess = open_clip.create_model_and_transforms('hf-hub:{repo_id or 'ORG/NAME'}')\n"
-        f"tokenizer = open_clip.get_tokenizer('hf-hub:{repo_id or 'ORG/NAME'}')\n```\n\nWith robustclip (images in [0,1]):\n"
-        f"`robustclip.models.load_clip('hf-hub:{repo_id or 'ORG/NAME'}')`."
+        f"```python\nimport open_clip\nmodel, _, preprocess = open_clip.create_model_and_transforms('{hub}')\n"
+        f"tokenizer = open_clip.get_tokenizer('{hub}')\n```\n\nWith robustclip (images in [0,1]):\n"
+        f"`robustclip.models.load_clip('{hub}')`."
     )
     card = {
         "tags": ("clip", "open_clip", "adversarial-robustness", "robustclip"),
@@ -138,6 +139,7 @@ def push_to_hub(
     model: PixelCLIP,
     repo_id: str,  # 'org/name'
     dry_run: str | Path | None = None,  # write the folder here and upload nothing
+    *,
     private: bool = False,
     token: str | None = None,
     commit_message: str = "Add robustclip model",
@@ -208,23 +210,24 @@ def _source(args: argparse.Namespace) -> PixelCLIP:
         raise RobustClipError("--vision needs --text (the model whose text tower to keep)")
     return combine_towers(load_clip(args.vision, args.vision_pretrained), load_clip(args.text, args.text_pretrained))
 
-
+# %% ../../nbs/81_app.export.ipynb #8f6e89a5
 def check_export_dir(
     out: str | Path,  # the folder to write
     overwrite: bool = False,  # write into a folder that already holds files
     what: str = "--output",  # how messages name it
 ) -> Path:
-    "The export folder, checked before any model loads: creatable, and empty unless `overwrite` (nothing is replaced silently)."
+    "The export folder, checked before any model loads: creatable, and empty unless `overwrite` (nothing is replaced)."
     p = check_writable(out, what, folder=True)
     files = sorted(x.name for x in p.iterdir()) if p.is_dir() else []
     if files and not overwrite:
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
         raise RobustClipError(
-            f"{what} {p} already holds {len(files)} file(s) ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); "
+            f"{what} {p} already holds {len(files)} file(s) ({shown}); "
             "pass --overwrite to write into it, or name a new folder"
         )
     return p
 
-
+# %% ../../nbs/81_app.export.ipynb #a3c918ea
 def run(args: argparse.Namespace) -> int:
     "Run `robustclip export` or `robustclip push-to-hub`."
     out = getattr(args, "output", None) or getattr(args, "dry_run", None)

@@ -1,4 +1,4 @@
-"""One command for every method and scale: a YAML config, `key=value` overrides, `--resume latest`, and the same command under torchrun.
+"""One command for every method and scale: a YAML config, `key=value` overrides, `--resume`, torchrun.
 
 Docs: https://robustclip.github.io/robustclip/app.train.html.md"""
 
@@ -21,7 +21,7 @@ from ..train.config import TrainConfig, load_config, config_dict
 
 # %% auto #0
 __all__ = [
-    'describe_keys', 'add_args', 'check_config_file', 'run', 'pretrain_args', 'run_pretrain'
+    'add_args', 'run', 'pretrain_args', 'run_pretrain'
 ]
 
 # %% ../../nbs/82_app.train.ipynb #d50bb031
@@ -35,7 +35,7 @@ def describe_keys() -> str:
         rows.append(f"{f.name:<20} {tp:<10} {json.dumps(default):<16} {f.metadata.get('help', '')}")
     return "\n".join(rows)
 
-
+# %% ../../nbs/82_app.train.ipynb #cafae5b2
 def add_args(p: argparse.ArgumentParser) -> None:
     "Options of `robustclip train`."
     p.add_argument("config", nargs="?", help="YAML config (configs/mini/*.yaml, configs/paper/*.yaml)")
@@ -51,11 +51,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--list-keys", action="store_true", help="list every config key (type, default, help) and exit")
 
-
+# %% ../../nbs/82_app.train.ipynb #2c0c2660
 def check_config_file(
     path: str,  # the config file named on the command line
 ) -> None:
-    "A one-line error for a config file that cannot be meant: not UTF-8, not YAML, or empty (it would silently be the paper run)."
+    "A one-line error for a config file that cannot be meant: not UTF-8, not YAML, or empty (silently the paper run)."
     from pathlib import Path
     from robustclip.core import read_utf8
 
@@ -77,7 +77,7 @@ def check_config_file(
             "(see configs/mini/fare4.yaml): its defaults are the paper's ViT-L/14 run"
         )
 
-
+# %% ../../nbs/82_app.train.ipynb #eed54c59
 def run(args: argparse.Namespace) -> int:
     "Run `robustclip train`."
     if args.list_keys:

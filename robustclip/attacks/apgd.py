@@ -1,4 +1,4 @@
-"""Auto-PGD (Croce & Hein, ICML 2020): PGD with momentum and a step size that adapts itself, for CE, DLR and targeted DLR.
+"""Auto-PGD (Croce & Hein, ICML 2020): PGD with momentum and a self-adapting step, for CE, DLR, targeted DLR.
 
 Docs: https://robustclip.github.io/robustclip/attacks.apgd.html.md"""
 
@@ -31,8 +31,8 @@ from .registry import register_attack
 
 # %% auto #0
 __all__ = [
-    'apgd_checkpoints', 'apgd_init', 'APGDResult', 'APGDState', 'apgd_move', 'apgd_track', 'apgd_halve', 'APGDSchedule',
-    'apgd_run', 'kth_target', 'confirm_fooled', 'apgd', 'apgd_targeted', 'APGD', 'embedding_apgd'
+    'apgd_init', 'APGDResult', 'APGDSchedule', 'apgd_run', 'kth_target', 'apgd', 'apgd_targeted', 'APGD',
+    'embedding_apgd'
 ]
 
 # %% ../../nbs/11_attacks.apgd.ipynb #f020535f
@@ -85,7 +85,7 @@ def _fooled(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "Misclassified per sample."
     return out.argmax(1) != y
 
-
+# %% ../../nbs/11_attacks.apgd.ipynb #1db1fcf9
 @dataclass
 class APGDState:
     "The per-sample state of one APGD run, for the samples still in it (`pos`: their places in the batch)."
@@ -192,7 +192,7 @@ def apgd_halve(
     rho: float,  # condition 1's fraction of loss increases
     k: int,  # iterations since the last checkpoint
 ) -> None:
-    "At a checkpoint `k` iterations after the last one: halve the step where condition 1 or 2 holds, restart at the best."
+    "At a checkpoint `k` iterations after the last: halve the step where condition 1 or 2 holds, restart at the best."
     halve = (s.n_up <= rho * k) | (~s.reduced_ckpt & (s.loss_ckpt >= s.loss_best))
     s.reduced_ckpt, s.loss_ckpt = halve, s.loss_best.clone()
     s.n_up = torch.zeros_like(s.n_up)
@@ -200,7 +200,7 @@ def apgd_halve(
     s.xa = torch.where(bview(halve, s.xa), s.x_best, s.xa)
     s.g = torch.where(bview(halve, s.g), s.g_best, s.g)
 
-
+# %% ../../nbs/11_attacks.apgd.ipynb #9da4657d
 @dataclass(frozen=True)
 class APGDSchedule:
     "APGD's step-size rule (the paper's constants): the keywords `apgd_run` gathers in `**schedule`."
@@ -305,7 +305,7 @@ def _forward(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
     with autocast(x, precision):
         return model(x).float()
 
-
+# %% ../../nbs/11_attacks.apgd.ipynb #e9a3ade2
 def confirm_fooled(
     model: nn.Module,  # the model itself (not its `attack_view`)
     res: APGDResult,  # a run on the copy (updated in place)
@@ -320,7 +320,7 @@ def confirm_fooled(
     res.fooled[idx[ok]] = False
     res.unconfirmed += int(ok.sum())
 
-
+# %% ../../nbs/11_attacks.apgd.ipynb #25a0223e
 def _keep_better(res: APGDResult, idx: torch.Tensor, run: APGDResult, cls: bool) -> None:
     "Merge a restart's `run` on the samples `idx` into `res`: a fooling point, else a higher loss, wins."
     res.unconfirmed += run.unconfirmed
@@ -426,17 +426,23 @@ def apgd_targeted(
         if net is not model:
             with eval_mode(model):
                 confirm_fooled(model, run, yi, precision)
-        res.unconfirmed += run.unconfirmed
-        f = run.fooled.view(g, m)
-        first = f.float().argmax(0)  # the first target that fooled
-        pick = first * m + torch.arange(m, device=x.device)
-        hit = f.any(0)
-        res.x_adv[idx[hit]] = run.x_adv[pick[hit]]
-        res.fooled[idx[hit]] = True
-        res.loss[idx] = torch.maximum(res.loss[idx], run.loss.view(g, m).amax(0))
-        if run.history is not None:
-            res.history = run.history
+        _keep_first_target(res, idx, run, g)
     return res
+
+
+def _keep_first_target(res: APGDResult, idx: torch.Tensor, run: APGDResult, g: int) -> None:
+    "Merge a run of `g` targets side by side on the samples `idx` into `res`: the first target that fooled wins."
+    m = len(idx)
+    res.unconfirmed += run.unconfirmed
+    f = run.fooled.view(g, m)
+    first = f.float().argmax(0)  # the first target that fooled
+    pick = first * m + torch.arange(m, device=idx.device)
+    hit = f.any(0)
+    res.x_adv[idx[hit]] = run.x_adv[pick[hit]]
+    res.fooled[idx[hit]] = True
+    res.loss[idx] = torch.maximum(res.loss[idx], run.loss.view(g, m).amax(0))
+    if run.history is not None:
+        res.history = run.history
 
 # %% ../../nbs/11_attacks.apgd.ipynb #72ce65bf
 class APGD:

@@ -23,7 +23,7 @@ from ..core import NORMS, parse_norm
 __all__ = [
     'WARNINGS', 'RobustnessWarning', 'GradientWarning', 'EpsZeroWarning', 'RandomNoiseWarning', 'TooFewClassesWarning',
     'TrainModeWarning', 'RandomizedModelWarning', 'SoftmaxOutputWarning', 'eval_mode', 'bview', 'lp_norm',
-    'lp_normalize', 'project', 'random_init', 'autocast', 'input_grad', 'conv_bn_pairs', 'attack_view'
+    'lp_normalize', 'project', 'random_init', 'autocast', 'input_grad', 'attack_view'
 ]
 
 # %% ../../nbs/09_attacks.base.ipynb #09466c0b
@@ -219,7 +219,7 @@ def conv_bn_pairs(
             h.remove()
     return pairs
 
-
+# %% ../../nbs/09_attacks.base.ipynb #03bd2930
 def _fold(model: nn.Module, x: torch.Tensor) -> nn.Module | None:
     "An eval-mode copy with BatchNorms folded, channels-last if convolutional (None: nothing to gain)."
     n_conv = sum(isinstance(m, nn.Conv2d) for m in model.modules())

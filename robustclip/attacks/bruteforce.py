@@ -1,4 +1,4 @@
-"""Every sentence one character edit away, scored: the exact worst case at Levenshtein distance 1, as a reference for the cheaper attacks.
+"""Every one-character edit, scored: the exact worst case at Levenshtein distance 1, a reference.
 
 Docs: https://robustclip.github.io/robustclip/attacks.bruteforce.html.md"""
 

@@ -1,4 +1,4 @@
-"""AutoAttack-style robust accuracy: attacks in sequence on the points still robust, with flags, presets and checks.
+"""AutoAttack-style robust accuracy: attacks in sequence on the points still robust; flags, presets, checks.
 
 Docs: https://robustclip.github.io/robustclip/attacks.cascade.html.md"""
 
@@ -36,8 +36,8 @@ from .registry import attack_names, get_attack, make_attack
 
 # %% auto #0
 __all__ = [
-    'PRESET_ALIASES', 'DEFAULT_STEPS', 'ATTACK_PRECISIONS', 'parse_attack', 'AttackSpec', 'CascadeResult',
-    'random_perturbation', 'batch_of', 'BatchFlags', 'Cascade'
+    'PRESET_ALIASES', 'DEFAULT_STEPS', 'ATTACK_PRECISIONS', 'parse_attack', 'AttackSpec', 'CascadeResult', 'batch_of',
+    'BatchFlags', 'Cascade'
 ]
 
 # %% ../../nbs/12_attacks.cascade.ipynb #a10f22eb
@@ -180,7 +180,7 @@ def _margin(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     zy = out.gather(1, y[:, None])[:, 0]
     return zy - out.scatter(1, y[:, None], -math.inf).amax(1)
 
-
+# %% ../../nbs/12_attacks.cascade.ipynb #3db08dc7
 def random_perturbation(
     x: torch.Tensor, eps: float, norm: str = "linf", generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -192,7 +192,7 @@ def random_perturbation(
         d = lp_normalize(d, "l2") * eps
     return (x + d.to(x.device, x.dtype)).clamp(0, 1)
 
-
+# %% ../../nbs/12_attacks.cascade.ipynb #ae1e46a0
 class _Checks:
     "The sanity checks of one run; remembers which fired."
 
@@ -347,7 +347,7 @@ class Cascade:
     precision = property(lambda self: self.spec.precision, doc="'fp32' or 'bf16'.")
 
     def _loss(self, name: str) -> Objective | None:
-        "The objective the attack `name` maximises (its preset's `loss`), read without building it; None if it has none."
+        "The objective the attack `name` maximises (its preset's `loss`), read without building it; None if none."
         loss = get_attack(name, "image").default("loss")
         return None if loss is None else get_objective(loss)
 
@@ -389,7 +389,7 @@ class Cascade:
             self._attacks[name] = a
 
     def start(self) -> None:
-        "Begin a run: fresh sanity checks (the model's mode is checked now); the next batch runs the once-per-run checks."
+        "Begin a run: fresh sanity checks (the model's mode checked now); the next batch runs the once-per-run checks."
         self._chk, self._first = _Checks(self.checks), True
         self._chk.model(self.model)
 

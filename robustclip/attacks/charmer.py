@@ -18,9 +18,9 @@ from .registry import register_attack
 
 # %% auto #0
 __all__ = [
-    'DELETE', 'PRINTABLE', 'ASCII_ALPHABET', 'ScoreFn', 'EMBEDDING_SCORES', 'n_slots', 'write', 'alphabet_of',
-    'get_alphabet', 'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'CharmerSearch', 'charmer',
-    'class_margins', 'margin_objective', 'embedding_objective'
+    'DELETE', 'PRINTABLE', 'ASCII_ALPHABET', 'ScoreFn', 'EMBEDDING_SCORES', 'n_slots', 'write', 'get_alphabet',
+    'visible_length', 'attack_slots', 'score_texts', 'TextAttackResult', 'CharmerSearch', 'charmer', 'class_margins',
+    'margin_objective', 'embedding_objective'
 ]
 
 # %% ../../nbs/13_attacks.charmer.ipynb #deee3d13
@@ -47,7 +47,7 @@ def write(
 PRINTABLE = string.ascii_lowercase + " " + string.ascii_uppercase + string.digits + string.punctuation
 ASCII_ALPHABET = [DELETE] + list(PRINTABLE)  # LEAF's training alphabet: 96 symbols including delete
 
-
+# %% ../../nbs/13_attacks.charmer.ipynb #429280cc
 def alphabet_of(
     texts: Sequence[str],  # the texts whose characters make up Γ
     delete: bool = True,  # include `DELETE`
@@ -56,7 +56,7 @@ def alphabet_of(
     chars = sorted({c for t in texts for c in t})
     return ([DELETE] if delete else []) + chars
 
-
+# %% ../../nbs/13_attacks.charmer.ipynb #f79032d1
 def get_alphabet(
     spec: str | Sequence[str] | None,  # None/'data', 'ascii', 'letters', a string of characters, or a list
     texts: Sequence[str] = (),  # the data, for 'data'
@@ -198,8 +198,9 @@ def _check_args(k: int, n_positions: int, batch_size: int) -> None:
         raise RobustClipError(f"batch_size must be positive; got {batch_size}")
 
 # %% ../../nbs/13_attacks.charmer.ipynb #933c2cf9
-def _snapshot(cur, best, best_s, clean, queries, active, g) -> tuple:
-    "The state of a group between rounds (copies)."
+def _snapshot(state: tuple, g: torch.Generator) -> tuple:
+    "The state of a group between rounds (copies): (cur, best, best_s, clean, queries, active, generator state)."
+    cur, best, best_s, clean, queries, active = state
     return list(cur), list(best), best_s.clone(), clean, list(queries), list(active), g.get_state()
 
 
@@ -223,7 +224,7 @@ class _Round:
 
 
 def _space_probes(cur: list[str], active: list[int], tokenizer) -> tuple[list[str], list[int], list[int]]:
-    "The position stage's candidates: a space (or a deletion) in every slot of each active text; (texts, owners, slots)."
+    "The position stage's candidates: a space (or a deletion) in each slot of each active text; (texts, owners, slots)."
     cands, own, slot = [], [], []
     for j in active:
         zs = range(attack_slots(cur[j], tokenizer))
@@ -231,6 +232,25 @@ def _space_probes(cur: list[str], active: list[int], tokenizer) -> tuple[list[st
         own += [j] * len(zs)
         slot += list(zs)
     return cands, own, slot
+
+
+def _group_start(
+    texts: list[str], idx: list[int], score_fn: ScoreFn, cfg: _Round, g: torch.Generator, rounds: list | None
+) -> tuple[tuple, int]:
+    "The state a group's rounds start from and its round: the last stored round this budget reaches, or a fresh start."
+    if rounds:
+        start = min(cfg.k, len(rounds) - 1)
+        cur, best, best_s, clean, queries, active, gs = rounds[start]
+        g.set_state(gs)
+        return (list(cur), list(best), best_s.clone(), clean, list(queries), list(active)), start
+    clean = score_texts(score_fn, texts, idx, cfg.batch_size)
+    best_s = clean.clone()
+    done = [cfg.threshold is not None and bool(best_s[j] > cfg.threshold) for j in range(len(texts))]
+    active = [j for j, t in enumerate(texts) if t.strip() and not done[j]]
+    state = (list(texts), list(texts), best_s, clean, [1] * len(texts), active)
+    if rounds is not None:
+        rounds.append(_snapshot(state, g))
+    return state, 0
 
 
 def _charmer_group(
@@ -243,18 +263,8 @@ def _charmer_group(
 ):
     "Charmer on one group of texts (global indices `idx`): returns (texts, scores, clean_scores, queries)."
     k, threshold, batch_size = cfg.k, cfg.threshold, cfg.batch_size
+    (cur, best, best_s, clean, queries, active), start = _group_start(texts, idx, score_fn, cfg, g, rounds)
     done = lambda j: threshold is not None and best_s[j] > threshold
-    if rounds:  # resume from the last stored round this budget reaches
-        start = min(k, len(rounds) - 1)
-        cur, best, best_s, clean, queries, active, gs = rounds[start]
-        cur, best, best_s, queries, active = list(cur), list(best), best_s.clone(), list(queries), list(active)
-        g.set_state(gs)
-    else:
-        clean = score_texts(score_fn, texts, idx, batch_size)
-        cur, best, best_s, queries, start = list(texts), list(texts), clean.clone(), [1] * len(texts), 0
-        active = [j for j, t in enumerate(texts) if t.strip() and not done(j)]
-        if rounds is not None:
-            rounds.append(_snapshot(cur, best, best_s, clean, queries, active, g))
     for r in range(start, k):
         if not active:
             break
@@ -281,7 +291,7 @@ def _charmer_group(
                 best[j], best_s[j] = cands[b], sc2[b]
         active = [j for j in active if not done(j)]
         if rounds is not None and len(rounds) == r + 1:
-            rounds.append(_snapshot(cur, best, best_s, clean, queries, active, g))
+            rounds.append(_snapshot((cur, best, best_s, clean, queries, active), g))
     return best, best_s, clean, queries
 
 # %% ../../nbs/13_attacks.charmer.ipynb #a4618d30

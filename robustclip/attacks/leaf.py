@@ -1,4 +1,4 @@
-"""ρ random slots, then ρ random characters, k rounds: a character attack whose cost does not grow with the text, with a pluggable dictionary-word constraint.
+"""ρ random slots, then ρ random characters, k rounds: a text attack with a dictionary-word constraint.
 
 Docs: https://robustclip.github.io/robustclip/attacks.leaf.html.md"""
 

@@ -1,4 +1,4 @@
-"""What an attack maximises: cross-entropy, the DLR margin (untargeted and targeted), and distances to a target embedding.
+"""What an attack maximises: cross-entropy, the DLR margin (untargeted, targeted), embedding distances.
 
 Docs: https://robustclip.github.io/robustclip/attacks.losses.html.md"""
 

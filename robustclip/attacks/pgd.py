@@ -1,4 +1,4 @@
-"""Projected gradient ascent in an ℓ∞ or ℓ2 ball around images in [0,1], for any model and any per-sample loss.
+"""Projected gradient ascent in an ℓ∞ or ℓ2 ball around images in [0,1], for any model and any loss.
 
 Docs: https://robustclip.github.io/robustclip/attacks.pgd.html.md"""
 

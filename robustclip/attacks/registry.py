@@ -68,7 +68,7 @@ class AttackEntry:
         return missing if p is None or p.default is p.empty else p.default
 
     def check(self, given: dict) -> dict:
-        "The preset updated by `given`, every option checked: a name the factory does not take, or a wrong type, raises."
+        "The preset updated by `given`, each option checked: a name the factory does not take, or a wrong type, raises."
         opts, known, hints = {**self.preset, **given}, self.options, _hints(self.fn)
         for k, v in opts.items():
             if k not in known and self.open is None:

@@ -1,4 +1,4 @@
-"""How far a fine-tuned image encoder's embeddings move from the original's, on clean and on adversarial images (FARE Table 14).
+"""How far a fine-tuned encoder's embeddings move from the original's, clean and adversarial (FARE Tab. 14).
 
 Docs: https://robustclip.github.io/robustclip/eval.drift.html.md"""
 
@@ -19,12 +19,12 @@ from ..attacks.registry import get_attack
 from ..attacks.cascade import batch_of
 from robustclip.eval.runner import (
     Adapter,
-    run_eval,
-    resolve_task,
-    resolve_model,
-    check_output,
+    EvalRun,
     check_positive,
-    subset_spec,
+    eval_options,
+    resolve_model,
+    resolve_task,
+    run_eval,
     weights_fingerprint,
 )
 
@@ -132,25 +132,15 @@ def eval_drift(
     *,
     eps: str | float | ThreatModel = "4/255",  # ℓ∞ budget of the adversarial drift
     iterations: int = 100,  # APGD iterations (> 0)
-    n_samples: int | None = 500,  # seeded subset
-    subset: str | SubsetSpec = "random",  # 'random' (seeded), 'first', or a spec
-    seed: int = 0,
-    batch_size: int = 100,
-    data_root: str | None = None,
-    split: str = "test",
-    device: str = "auto",
-    output: str | Path | None = None,  # write a result JSON here (and the sidecar beside it)
-    resume: bool = True,  # continue from the sidecar of an interrupted run
-    max_batches: int | None = None,  # run at most this many new batches, then stop (incomplete)
-    overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
+    **options,  # `EvalRun`: n_samples (500, seeded), subset, seed, batch_size (100), device, output, resume, ...
 ) -> dict:
     "Mean clean and adversarial squared-ℓ2 embedding drift of `model` from `anchor`."
-    threat, sub = ThreatModel.parse(eps), subset_spec(subset, n_samples, seed)
+    (run,) = eval_options(options, "eval_drift", EvalRun(n_samples=500, batch_size=100))
+    threat, sub = ThreatModel.parse(eps), run.subset_spec
     check_positive("--iterations", iterations)
-    check_positive("--batch-size", batch_size)
-    check_output(output)
-    task = resolve_task(dataset, ClassificationTask, "an image classification task", data_root=data_root, split=split)
-    model, anchor = resolve_model(model, device=device), resolve_model(anchor, device=device)
+    what = "an image classification task"
+    task = resolve_task(dataset, ClassificationTask, what, data_root=run.data_root, split=run.split)
+    model, anchor = resolve_model(model, run.pretrained, run.device), resolve_model(anchor, device=run.device)
     if model.embed_dim != anchor.embed_dim:
         raise RobustClipError(
             f"drift needs one embedding space: model {model.embed_dim}-d, anchor {anchor.embed_dim}-d"
@@ -162,8 +152,8 @@ def eval_drift(
         threat=threat,
         iterations=iterations,
         subset=sub,
-        split=split,
-        seed=seed,
-        batch_size=batch_size,
+        split=run.split,
+        seed=run.seed,
+        batch_size=run.batch_size,
     )
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)
+    return run_eval(adapter, **run.files)

@@ -7,6 +7,7 @@ Docs: https://robustclip.github.io/robustclip/eval.retrieval.html.md"""
 # %% ../../nbs/32_eval.retrieval.ipynb #be81ce5e
 from __future__ import annotations
 import math
+from dataclasses import dataclass, replace
 import re
 from pathlib import Path
 from typing import Sequence
@@ -24,21 +25,20 @@ from ..attacks.charmer import embedding_objective, get_alphabet
 from ..attacks.registry import attack_names, get_attack
 from robustclip.eval.runner import (
     Adapter,
-    run_eval,
-    resolve_task,
-    resolve_model,
-    check_output,
-    check_positive,
+    EvalRun,
     check_nonnegative,
-    subset_spec,
+    check_positive,
+    eval_options,
+    resolve_model,
+    resolve_task,
+    run_eval,
 )
 from .sidecar import pack_tensor, read_sidecar, sidecar_head, sidecar_path, unpack_tensor
 
 # %% auto #0
 __all__ = [
-    'KS', 'TARGETS', 'CAPTION_OPTIONS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics',
-    'retrieval_images', 'embed_images', 'embed_texts', 'attack_side', 'retrieval_attacks', 'retrieval_attack',
-    'retrieval_target', 'pre_caption', 'other_captions', 'text_tower_digest', 'borrowed_lines', 'Retrieval',
+    'KS', 'TARGETS', 'CAPTION_OPTIONS', 'RETRIEVAL_OBJECTIVES', 'CAPTION_MODES', 'retrieval_metrics', 'attack_side',
+    'retrieval_attacks', 'retrieval_attack', 'CaptionAttack', 'retrieval_target', 'pre_caption', 'Retrieval',
     'eval_retrieval'
 ]
 
@@ -158,6 +158,19 @@ def retrieval_attack(
     return attack
 
 
+@dataclass(frozen=True)
+class CaptionAttack:
+    "How a text attack edits the captions: towards or away from what, its budget, positions and alphabet."
+
+    objective: str = (
+        "towards"  # 'towards' a target, 'away' from the clean caption, 'dissim' (LEAF: away from the target)
+    )
+    target: str | int | None = None  # a target caption, an index into `TARGETS` ('0' too), or None (another image's)
+    k: int = 2  # Levenshtein budget (LEAF: 2)
+    n_positions: int = 10  # positions per round (LEAF: 10)
+    alphabet: str | None = None  # Γ (default: the evaluated captions' characters; LEAF: 'ascii', 96 symbols)
+
+
 def retrieval_target(
     target: str | int | None,  # a caption, an index into `TARGETS` ('0' too), or None
 ) -> str | int | None:
@@ -179,7 +192,7 @@ def pre_caption(
     words = s.split(" ")
     return " ".join(words[:max_words]) if len(words) > max_words else s
 
-
+# %% ../../nbs/32_eval.retrieval.ipynb #682c1aac
 def other_captions(
     txt2img: torch.Tensor,  # (M,) the image of each caption
     n_images: int,  # images evaluated
@@ -202,7 +215,7 @@ def other_captions(
 def text_tower_digest(
     model: PixelCLIP,  # the CLIP
 ) -> str:
-    "SHA-256 (16 hex) of every tensor of the model outside its vision tower (and logit scale/bias): what text embeddings read."
+    "SHA-256 (16 hex) of every tensor outside the vision tower (and logit scale/bias): what text embeddings read."
     import hashlib
 
     h = hashlib.sha256()
@@ -218,7 +231,7 @@ def borrowed_lines(
     record: str | Path,  # a finished Charmer retrieval record (its sidecar beside it)
     adapter: Adapter,  # the evaluation that would compute the same lines
 ) -> dict[int, dict]:
-    "The batch lines of `record`'s sidecar, if its settings, data and text tower are this evaluation's (else a one-line error)."
+    "The batch lines of `record`'s sidecar, if its settings, data and text tower are this evaluation's (else an error)."
     side = sidecar_path(record)
     head = sidecar_head(side) if side.is_file() else {}
     if "key" not in head:
@@ -257,31 +270,28 @@ class Retrieval(Adapter):
         task: RetrievalTask,
         *,
         attack: str | None,  # 'charmer', 'apgd' or None
-        objective: str = "towards",
-        target: str | int | None = None,  # Charmer's direction and target
+        caption: CaptionAttack = CaptionAttack(),  # the text attack's direction, target and budget
         captions: str = "raw",  # 'raw' or 'blip' (`pre_caption`, LEAF's protocol)
-        k: int = 2,
-        n_positions: int = 10,
-        alphabet: str | None = None,  # Charmer's budget, positions, Γ
         threat: ThreatModel | None = None,
         steps: int = 100,  # the image attack
-        subset: SubsetSpec = SubsetSpec(),
-        split: str = "test",
-        seed: int = 0,
-        batch_size: int = 256,  # images / captions / candidates per forward; images per APGD batch
+        run: EvalRun = EvalRun(),  # samples, seed, split, batch size (images / captions / candidates per forward)
         chunk: int = 64,  # captions per Charmer line (a multiple of Charmer's group of 16)
-        captions_from: str
-        | Path
-        | None = None,  # a finished Charmer record of a model with this text tower: its captions
+        captions_from: str | Path | None = None,  # a finished Charmer record of a model with this text tower
     ):
-        super().__init__(model, task.name, split=split, seed=seed)
+        super().__init__(model, task.name, split=run.split, seed=run.seed)
         if chunk % 16:
             raise RobustClipError(f"chunk must be a multiple of 16 (Charmer's group size); got {chunk}")
-        self.data_task, self.attack, self.objective, self.target = task, attack, objective, target
+        self.data_task, self.attack, self.objective, self.target = task, attack, caption.objective, caption.target
         self.side = None if attack is None else attack_side(attack)  # 'text' (captions) or 'embedding' (images)
-        self.k, self.n_positions, self.alphabet, self.threat, self.steps = k, n_positions, alphabet, threat, steps
-        self.subset, self.batch_size, self.chunk = subset, batch_size, chunk
-        self.idx = subset.indices(len(task))
+        self.k, self.n_positions, self.alphabet = caption.k, caption.n_positions, caption.alphabet
+        self.threat, self.steps, self.subset, self.batch_size, self.chunk = (
+            threat,
+            steps,
+            run.subset_spec,
+            run.batch_size,
+            chunk,
+        )
+        self.idx = self.subset.indices(len(task))
         if captions not in CAPTION_MODES:
             raise RobustClipError(f"captions must be 'raw' or 'blip'; got {captions!r}")
         self.captions, self.captions_from, self.borrowed = captions, captions_from, None
@@ -481,61 +491,32 @@ def eval_retrieval(
     dataset: str | RetrievalTask,  # 'mini/retrieval', 'coco', 'karpathy:PATH', or a task
     *,
     attack: str | None = "charmer",  # 'charmer' (captions), 'apgd' (images) or None (clean only)
-    objective: str = "towards",  # Charmer: 'towards' a target, 'away' from the clean caption, 'dissim' (LEAF: away from the target)
-    target: str | int | None = None,  # a target caption, an index into `TARGETS`, or None (another image's caption)
-    k: int = 2,  # Charmer's Levenshtein budget (LEAF: 2)
-    n_positions: int = 10,  # Charmer's positions (LEAF: 10)
-    alphabet: str | None = None,  # Γ (default: characters of the evaluated captions; LEAF: 'ascii', 96 symbols)
     captions: str = "raw",  # 'raw' captions or 'blip' (`pre_caption`: LEAF's COCO protocol)
     eps: str | float | ThreatModel = "2/255",  # image attack budget
     steps: int = 100,  # image attack iterations (> 0)
-    n_samples: int | None = None,  # images (with all their captions); None: all
-    subset: str | SubsetSpec = "random",  # 'random' (seeded), 'first' (LEAF), or a spec
-    seed: int = 0,
-    batch_size: int = 256,
     chunk: int = 64,  # captions per Charmer sidecar line (a multiple of 16)
-    data_root: str | None = None,
-    split: str = "test",
-    device: str = "auto",
-    output: str | Path | None = None,  # result JSON (the sidecar goes beside it)
-    resume: bool = True,  # continue from the sidecar of an interrupted run
-    max_batches: int | None = None,  # run at most this many new batches, then stop (incomplete)
-    pretrained: str | None = None,  # pretrained tag or checkpoint when `model` is a spec
-    overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
-    captions_from: str
-    | Path
-    | None = None,  # Charmer: take the captions of this finished record of a model with the same text tower (checked)
+    captions_from: str | Path | None = None,  # Charmer: this finished record's captions (a model with this text tower)
+    **options,  # `CaptionAttack` (objective, target, k=2, n_positions=10, alphabet) and `EvalRun` (n_samples, ...)
 ) -> dict:
     "Clean and adversarial retrieval recall@1/5/10 (CLIP_benchmark keys; adversarial ones prefixed `robust_`)."
-    attack, target, sub = (
-        retrieval_attack(attack, objective),
-        retrieval_target(target),
-        subset_spec(subset, n_samples, seed),
-    )
+    caption, run = eval_options(options, "eval_retrieval", CaptionAttack(), EvalRun())
+    attack = retrieval_attack(attack, caption.objective)
+    caption = replace(caption, target=retrieval_target(caption.target))
     threat = ThreatModel.parse(eps) if attack is not None and attack_side(attack) == "embedding" else None
-    check_nonnegative("--k", k)
-    check_positive("--n-positions", n_positions)
+    check_nonnegative("--k", caption.k)
+    check_positive("--n-positions", caption.n_positions)
     check_positive("--steps", steps)
-    check_positive("--batch-size", batch_size)
-    check_output(output)
-    task = resolve_task(dataset, RetrievalTask, "a retrieval task", data_root=data_root, split=split)
+    task = resolve_task(dataset, RetrievalTask, "a retrieval task", data_root=run.data_root, split=run.split)
     adapter = Retrieval(
-        resolve_model(model, pretrained, device),
+        resolve_model(model, run.pretrained, run.device),
         task,
         attack=attack,
-        objective=objective,
-        target=target,
+        caption=caption,
         captions=captions,
-        k=k,
-        n_positions=n_positions,
-        alphabet=alphabet,
         threat=threat,
         steps=steps,
-        subset=sub,
-        split=split,
-        seed=seed,
-        batch_size=batch_size,
+        run=run,
         chunk=chunk,
         captions_from=captions_from,
     )
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)
+    return run_eval(adapter, **run.files)

@@ -1,4 +1,4 @@
-"""One loop for every evaluation: the clean pass, then batch by batch into a resumable sidecar, then one record.
+"""One loop for every evaluation: the clean pass, then batches into a resumable sidecar, then a record.
 
 Docs: https://robustclip.github.io/robustclip/eval.runner.html.md"""
 
@@ -8,17 +8,20 @@ Docs: https://robustclip.github.io/robustclip/eval.runner.html.md"""
 from __future__ import annotations
 import json
 import time
+import typing
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.distributed as dist
 
 from robustclip.core import (
+    take_options,
     RobustClipError,
     SubsetSpec,
     config_hash,
@@ -48,8 +51,7 @@ from robustclip.eval.sidecar import (
 # %% auto #0
 __all__ = [
     'check_output', 'weights_fingerprint', 'resolve_task', 'resolve_model', 'check_positive', 'check_nonnegative',
-    'subset_spec', 'Adapter', 'spec_of', 'sidecar_config', 'Shards', 'shards_from_env', 'check_existing', 'run_batches',
-    'run_eval'
+    'subset_spec', 'EvalRun', 'eval_options', 'Adapter', 'Shards', 'run_eval'
 ]
 
 # %% ../../nbs/29_eval.runner.ipynb #70232832
@@ -97,7 +99,7 @@ def resolve_model(
     pretrained: str | None = None,  # a pretrained tag or checkpoint for a spec
     device: str | torch.device = "auto",
 ) -> PixelCLIP:
-    "The model on `device` (under torchrun, 'auto'/'cuda' is this rank's GPU), in eval mode (loaded when given by name)."
+    "The model on `device` (under torchrun, 'auto'/'cuda' is this rank's GPU), in eval mode (loaded if given by name)."
     dev = rank_device(device)
     return load_clip(model, pretrained, device=dev) if isinstance(model, str) else model.to(dev).eval()
 
@@ -130,9 +132,61 @@ def subset_spec(
     "The samples to evaluate as a `SubsetSpec` (parsed once at the boundary)."
     return subset if isinstance(subset, SubsetSpec) else SubsetSpec(n_samples, subset, seed)
 
+
+@dataclass(frozen=True)
+class EvalRun:
+    "What every `eval_*` takes besides its own options: which samples, which weights on which device, which files."
+
+    n_samples: int | None = None  # evaluate a seeded subset of this size (None: all)
+    subset: str | SubsetSpec = "random"  # 'random', 'first', ... or a parsed `SubsetSpec`
+    seed: int = 0  # seeds the subset and every random draw
+    batch_size: int = 256  # samples per forward (and per sidecar line, where a batch is one)
+    pretrained: str | None = None  # a pretrained tag or checkpoint when the model is given by name
+    device: str | torch.device = "auto"  # 'cpu', 'cuda', 'cuda:1' or 'auto'
+    data_root: str | Path | None = None  # root of paper-scale data (default: $ROBUSTCLIP_DATA)
+    split: str = "test"  # the dataset's split
+    output: str | Path | None = None  # the result JSON (None: only returned); the sidecar goes beside it
+    samples: str | Path | None = None  # the sidecar (default: beside `output`)
+    resume: bool = True  # continue from the sidecar of an interrupted run
+    max_batches: int | None = None  # run at most this many new batches, then stop (an incomplete result)
+    overwrite: bool = False  # replace a result or sidecar that other settings wrote (else refused)
+
+    def __post_init__(self) -> None:
+        "Checked where it is built, before any model loads."
+        check_positive("--batch-size", self.batch_size)
+        check_output(self.output)
+        subset_spec(self.subset, self.n_samples, self.seed)  # a bad subset or n_samples is refused here
+
+    @property
+    def subset_spec(self) -> SubsetSpec:
+        "The samples as a `SubsetSpec`."
+        return subset_spec(self.subset, self.n_samples, self.seed)
+
+    @property
+    def files(self) -> dict:
+        "The keywords of `run_eval`: output, samples, resume, max_batches, overwrite."
+        keys = ("output", "samples", "resume", "max_batches", "overwrite")
+        return {k: getattr(self, k) for k in keys}
+
+
+def eval_options(
+    options: dict,  # the keywords an `eval_*` gathered in `**options`
+    what: str,  # the function, for messages ('eval_zeroshot')
+    *groups: Any,  # dataclass instances holding this evaluation's defaults (an `EvalRun`, ...)
+    rest: bool = False,  # return the keywords no group takes (a dataset's own), instead of refusing them
+) -> list:
+    "Each group updated by the keywords that name its fields (checked); a keyword no group has is a one-line error."
+    fields_of = [set(typing.get_type_hints(type(g))) for g in groups]
+    out = [take_options(g, {k: v for k, v in options.items() if k in f}, what) for g, f in zip(groups, fields_of)]
+    left = {k: v for k, v in options.items() if not any(k in f for f in fields_of)}
+    if left and not rest:
+        names = ", ".join(sorted(set().union(*fields_of)))
+        raise RobustClipError(f"{what} takes no option {next(iter(left))!r}; besides its own it takes: {names}")
+    return out + [left] if rest else out
+
 # %% ../../nbs/29_eval.runner.ipynb #e95a8a8f
 class Adapter:
-    "One kind of evaluation as the runner sees it: subclass it and fill in `config`, `prepare`, `n_batches`, `run_batch`, `finish`."
+    "One kind of evaluation as the runner sees it: `config`, `prepare`, `n_batches`, `run_batch` and `finish`."
 
     task: str = "evaluation"  # the record's task (a short name of `robustclip.results.TASK_NAMES`, or the full one)
     unit: str = "batch"  # what a progress step counts
@@ -162,7 +216,7 @@ class Adapter:
         return {}
 
     def prepare(self) -> None:
-        "Load the data and run the clean pass (on every run, a resume too); set `generator` to carry one across batches."
+        "Load the data and run the clean pass (every run, a resume too); set `generator` to carry one across batches."
 
     def n_batches(self) -> int:
         "How many batches (sidecar lines) the evaluation has; 0: the clean pass is all."
@@ -176,7 +230,7 @@ class Adapter:
         "(metrics, attack block or None, other record fields) from all batch lines."
         raise NotImplementedError
 
-
+# %% ../../nbs/29_eval.runner.ipynb #53c5fc99
 def spec_of(
     model: nn.Module,  # a PixelCLIP (its `.spec`) or any module
 ) -> dict:
@@ -218,7 +272,7 @@ class Shards:
         if bad:
             raise RobustClipError(f"rank {bad[0][0]} failed: {bad[0][1]}")
 
-
+# %% ../../nbs/29_eval.runner.ipynb #ae7e2c23
 def shards_from_env(
     device: str | torch.device = "cpu",  # the model's device (gloo on CPU, nccl on CUDA)
 ) -> Shards:
@@ -230,7 +284,7 @@ def shards_from_env(
 
 # %% ../../nbs/29_eval.runner.ipynb #28206620
 def _resumable(side: Path | None, key: str, resume: bool) -> dict[int, dict]:
-    "The batch lines earlier runs with the same key left, in the sidecar and in the parts of a sharded run (a warning for another configuration's)."
+    "The batch lines earlier runs with this key left, in the sidecar and a sharded run's parts (others' are warned of)."
     if side is None or not resume:
         return {}
     out = {}
@@ -249,7 +303,7 @@ def _differ(old: Any, new: dict) -> str:
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return f" (settings that differ: {', '.join(diff[:6])})" if diff else ""
 
-
+# %% ../../nbs/29_eval.runner.ipynb #1acf7b6b
 def check_existing(
     out: Path | None,  # the result JSON
     side: Path | None,  # its sidecar
@@ -257,7 +311,7 @@ def check_existing(
     key: str,  # its hash
     overwrite: bool = False,  # replace what other settings wrote
 ) -> None:
-    "Refuse to replace a result or a sidecar (or a shard's part) that other settings wrote (unless `overwrite`); the same settings resume."
+    "Refuse a result, sidecar or part that other settings wrote (unless `overwrite`); the same settings resume."
     if overwrite:
         return
     if out is not None and out.exists():
@@ -279,10 +333,11 @@ def check_existing(
         if s.is_file() and (head := sidecar_head(s)).get("key") != key:
             raise RobustClipError(
                 f"{s} belongs to an evaluation with other settings{_differ(head.get('config'), cfg)} "
-                "(interrupted, or running now); pass --overwrite (overwrite=True) to discard it, or choose another --output"
+                "(interrupted, or running now); pass --overwrite (overwrite=True) to discard it, "
+                "or choose another --output"
             )
 
-
+# %% ../../nbs/29_eval.runner.ipynb #720b9357
 def _prefix(lines: dict[int, dict]) -> dict[int, dict]:
     "The batches 0..k-1 without a gap (a carried generator can only continue after an unbroken prefix)."
     out, b = {}, 0
@@ -298,7 +353,7 @@ def _where(side: Path | None, out: Path | None) -> str | None:
         return None
     return side.name if out is not None and side.parent == out.parent else str(side)
 
-
+# %% ../../nbs/29_eval.runner.ipynb #87038f2a
 def run_batches(
     adapter: Adapter,  # what to run (prepared)
     lines: dict[int, dict],  # batch -> line, the finished ones (updated in place)
@@ -320,7 +375,7 @@ def run_batches(
         write(lines)
     return len(lines) == nb
 
-
+# %% ../../nbs/29_eval.runner.ipynb #b4ca5ffd
 def _model_device(adapter: Adapter) -> torch.device:
     "The device of the adapter's model (CPU when it has no parameters)."
     try:
@@ -339,6 +394,94 @@ def _ours(fn: Callable[[], Any], shards: Shards) -> Any:
     return res
 
 
+@dataclass
+class _Job:
+    "One `run_eval` call once its files and ranks are known: the configuration, its key, and the steps of the loop."
+
+    adapter: Adapter  # the evaluation
+    out: Path | None  # the result JSON
+    side: Path | None  # its sidecar
+    shards: Shards  # the ranks sharing the batches
+    t0: float  # when the call started
+    cfg: dict = field(init=False)  # everything that decides the numbers
+    key: str = field(init=False)  # its hash: the sidecar's and the record's key
+
+    def __post_init__(self) -> None:
+        self.cfg = sidecar_config(self.adapter)
+        self.key = config_hash(self.cfg, 16)
+
+    @property
+    def header(self) -> dict:
+        "The sidecar's first line."
+        return {"kind": SIDECAR_KIND, "key": self.key, "config": self.cfg}
+
+    def setup(self, stack: ExitStack, resume: bool, overwrite: bool) -> dict[int, dict]:
+        "Hold the output (rank 0), refuse other settings' files, and read the lines earlier runs finished."
+        if (self.out or self.side) and self.shards.rank == 0:
+            stack.enter_context(exclusive(self.out or self.side, "--output"))  # one writer per result
+        check_existing(self.out, self.side, self.cfg, self.key, overwrite)  # before any work
+        return _resumable(self.side, self.key, resume)  # every rank reads before any rank writes
+
+    def prepare(self) -> None:
+        "The adapter's clean pass; an adapter that carries a generator across batches is refused when sharded."
+        self.adapter.prepare()
+        if self.shards.world > 1 and self.adapter.generator is not None:
+            raise RobustClipError(
+                f"{self.adapter.task} carries one random generator from batch to batch, so its batches run "
+                "in order: run it in one process (without torchrun)"
+            )
+
+    def writer(self, nb: int) -> Callable[[dict], Any]:
+        "What saves the finished lines after each batch: this rank's part of the sidecar, the sidecar, or nothing."
+        side, sh = self.side, self.shards
+        stale = side is not None and not nb and side.is_file() and sidecar_head(side).get("key") != self.key
+        if stale and sh.rank == 0:
+            side.unlink()  # overwritten: not ours
+        if side is None or not nb:
+            return _write_nothing
+        if sh.world > 1:
+            return partial(_write_part, sidecar_part(side, sh.rank), {**self.header, "shard": [sh.rank, sh.world]}, sh)
+        return partial(write_sidecar, side, self.header)
+
+    def record(self, lines: dict[int, dict], nb: int, resumed: int) -> dict | None:
+        "On rank 0: the merged sidecar (parts removed) and the result record, written to `out`; None elsewhere."
+        if self.shards.rank != 0:
+            return None
+        if self.side is not None and nb:
+            write_sidecar(self.side, self.header, lines)  # the merged sidecar (parts included), in batch order
+        for p in sidecar_parts(self.side) if self.side is not None else ():
+            p.unlink(missing_ok=True)
+        metrics, block, extra = self.adapter.finish(lines)
+        if nb:
+            extra = {**extra, "samples": _where(self.side, self.out), "resumed_batches": resumed}
+        if self.shards.world > 1:
+            extra = {**extra, "processes": self.shards.world}
+        a = self.adapter
+        rec = result_record(
+            dataset=a.dataset,
+            model=spec_of(a.model),
+            task=a.task,
+            metrics=metrics,
+            attack=block,
+            **extra,
+            seconds=round(time.time() - self.t0, 2),
+            config_key=self.key,
+            settings=self.cfg,
+        )
+        if self.out:
+            write_result(rec, self.out)
+        return rec
+
+
+def _write_nothing(lines: dict[int, dict]) -> None:
+    "No sidecar: nothing to save."
+
+
+def _write_part(part: Path, head: dict, shards: Shards, lines: dict[int, dict]) -> Path:
+    "Save this rank's lines to its part of the sidecar."
+    return write_sidecar(part, head, {b: line for b, line in lines.items() if shards.mine(b)})
+
+
 def run_eval(
     adapter: Adapter,  # the evaluation
     *,
@@ -349,109 +492,43 @@ def run_eval(
     overwrite: bool = False,  # replace a result or sidecar that other settings wrote (else: refused)
     shards: Shards | None = None,  # the ranks sharing the batches (None: from torchrun's environment, else one process)
 ) -> dict:
-    "Run `adapter`'s clean pass and batches with a resumable sidecar, sharded over torchrun's ranks; returns (and writes) the result record."
+    "Run `adapter`'s clean pass and batches with a resumable sidecar, sharded over torchrun's ranks; the record."
     t0, out = time.time(), check_output(output)
     side = check_output(samples) if samples else (sidecar_path(out) if out else None)
     started = shards is None and world_info_from_env()[2] > 1 and not (dist.is_available() and dist.is_initialized())
     if shards is None:
         shards = shards_from_env(_model_device(adapter))
     try:
-        return _run_eval(adapter, out, side, resume, max_batches, overwrite, shards, t0)
+        seed_everything(adapter.seed)
+        return _run_eval(_Job(adapter, out, side, shards, t0), resume, max_batches, overwrite)
     finally:
         if started:
             cleanup_distributed()  # this call started the process group: it ends it
 
 
-def _run_eval(
-    adapter: Adapter,
-    out: Path | None,
-    side: Path | None,
-    resume: bool,
-    max_batches: int | None,
-    overwrite: bool,
-    shards: Shards,
-    t0: float,
-) -> dict:
-    "`run_eval` once the ranks are known."
-    sharded, rank = shards.world > 1, shards.rank
-    seed_everything(adapter.seed)
-    cfg = sidecar_config(adapter)
-    key = config_hash(cfg, 16)
-    header = {"kind": SIDECAR_KIND, "key": key, "config": cfg}
+def _run_eval(job: _Job, resume: bool, max_batches: int | None, overwrite: bool) -> dict:
+    "`run_eval` once the files and the ranks are known."
+    adapter, shards = job.adapter, job.shards
     with ExitStack() as stack:
-
-        def setup():
-            if (out or side) and rank == 0:
-                stack.enter_context(exclusive(out or side, "--output"))  # one writer per result
-            check_existing(out, side, cfg, key, overwrite)  # before any work
-            return _resumable(side, key, resume)  # every rank reads before any rank writes
-
-        lines = _ours(setup, shards)
-        if len(set(shards.gather(key))) > 1:
+        lines = _ours(partial(job.setup, stack, resume, overwrite), shards)
+        if len(set(shards.gather(job.key))) > 1:
             raise RobustClipError(
                 "the ranks disagree on the configuration (other weights, data or options on some rank)"
             )
-
-        def prep():
-            adapter.prepare()
-            if sharded and adapter.generator is not None:
-                raise RobustClipError(
-                    f"{adapter.task} carries one random generator from batch to batch, so its batches run "
-                    "in order: run it in one process (without torchrun)"
-                )
-
-        _ours(prep, shards)
+        _ours(job.prepare, shards)
         if adapter.generator is not None:
             lines = _prefix(lines)
         nb, resumed = adapter.n_batches(), len(lines)
-        if side is not None and not nb and side.is_file() and sidecar_head(side).get("key") != key and rank == 0:
-            side.unlink()  # overwritten: not ours
-        if side is None or not nb:
-            write = lambda ls: None
-        elif sharded:
-            part, head = sidecar_part(side, rank), {**header, "shard": [rank, shards.world]}
-            write = lambda ls: write_sidecar(part, head, {b: l for b, l in ls.items() if shards.mine(b)})
-        else:
-            write = lambda ls: write_sidecar(side, header, ls)
+        write = job.writer(nb)
         if not any(shards.mine(b) for b in lines):
             write(lines)
-        _ours(lambda: run_batches(adapter, lines, write, max_batches, shards), shards)
-        if sharded:
-            for got in shards.gather({b: l for b, l in lines.items() if shards.mine(b)}):
+        _ours(partial(run_batches, adapter, lines, write, max_batches, shards), shards)
+        if shards.world > 1:
+            for got in shards.gather({b: line for b, line in lines.items() if shards.mine(b)}):
                 lines.update(got)
         if len(lines) < nb:
-            return {
-                "complete": False,
-                "batches_done": len(lines),
-                "n_batches": nb,
-                "sidecar": str(side) if side else None,
-            }
-
-        def record():
-            if rank != 0:
-                return None
-            if side is not None and nb:
-                write_sidecar(side, header, lines)  # the merged sidecar (parts included), in batch order
-            for p in sidecar_parts(side) if side is not None else ():
-                p.unlink(missing_ok=True)
-            metrics, block, extra = adapter.finish(lines)
-            if nb:
-                extra = {**extra, "samples": _where(side, out), "resumed_batches": resumed}
-            if sharded:
-                extra = {**extra, "processes": shards.world}
-            rec = result_record(
-                dataset=adapter.dataset,
-                model=spec_of(adapter.model),
-                task=adapter.task,
-                metrics=metrics,
-                attack=block,
-                **extra,
-                seconds=round(time.time() - t0, 2),
-                config_key=key,
-                settings=cfg,
-            )
-            if out:
-                write_result(rec, out)
-            return rec
-
-        return shards.gather(_ours(record, shards))[0] if sharded else record()
+            side = str(job.side) if job.side else None
+            return {"complete": False, "batches_done": len(lines), "n_batches": nb, "sidecar": side}
+        if shards.world > 1:
+            return shards.gather(_ours(partial(job.record, lines, nb, resumed), shards))[0]
+        return job.record(lines, nb, resumed)

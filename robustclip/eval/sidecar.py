@@ -54,7 +54,7 @@ def read_sidecar(
     path: str | Path,  # a sidecar file
     key: str,  # the configuration key it must carry
 ) -> dict[int, dict] | None:
-    "The finished batches of a sidecar (batch -> line), {} if there is none, None if it belongs to another configuration."
+    "The finished batches of a sidecar (batch -> line), {} if there is none, None if another configuration's."
     path = Path(path)
     if not path.is_file():
         return {}

@@ -1,4 +1,4 @@
-"""`robustclip eval text`: zero-shot text classification with label images or label prompts, clean and under Charmer, written as a result JSON with a resumable per-sample sidecar.
+"""`robustclip eval text`: zero-shot text classification, clean and under Charmer, with a resumable sidecar.
 
 Docs: https://robustclip.github.io/robustclip/eval.text.html.md"""
 
@@ -20,21 +20,21 @@ from ..attacks.charmer import margin_objective, class_margins, get_alphabet
 from ..attacks.registry import attack_names, get_attack
 from robustclip.eval.runner import (
     Adapter,
-    run_eval,
-    resolve_task,
-    resolve_model,
-    check_output,
-    check_positive,
-    weights_fingerprint,
+    EvalRun,
     check_nonnegative,
-    subset_spec,
+    check_positive,
+    eval_options,
+    resolve_model,
+    resolve_task,
+    run_eval,
+    weights_fingerprint,
 )
 from .sidecar import sidecar_path
 
 # %% auto #0
 __all__ = [
     'LABEL_ENCODERS', 'TEXT_OPTIONS', 'check_label_encoder', 'class_embeddings', 'predict_texts', 'text_attacks',
-    'text_attack', 'text_metrics', 'TextClassification', 'text_alphabet', 'eval_text'
+    'text_attack', 'TextClassification', 'text_alphabet', 'eval_text'
 ]
 
 # %% ../../nbs/31_eval.text.ipynb #96b714e5
@@ -109,7 +109,7 @@ def text_attack(
         raise RobustClipError(f"unknown text attack {attack!r}; use {', '.join(text_attacks())} or none")
     return attack
 
-
+# %% ../../nbs/31_eval.text.ipynb #b6255543
 def text_metrics(
     rows: list[dict],  # one row per text: label, prediction, adv_prediction, distance, queries
     attacked: bool,  # whether Charmer ran
@@ -155,20 +155,13 @@ class TextClassification(Adapter):
         alphabet: str | Sequence[str] | None = None,  # Γ (None: the characters of the split; or the symbols themselves)
         alphabet_source: str | None = None,  # what to call Γ in the record when `alphabet` is a list ('train')
         label_encoder: str = "image",
-        subset: SubsetSpec = SubsetSpec(),
-        split: str = "test",
-        seed: int = 0,
-        batch_size: int = 512,  # texts per encoder call / candidates per call
+        run: EvalRun = EvalRun(batch_size=512),  # the samples, seed, split and batch size (texts per encoder call)
         chunk: int = 64,  # texts per sidecar line
     ):
-        super().__init__(model, task.name, split=split, seed=seed)
-        self.data_task, self.attack, self.label_encoder, self.batch_size, self.chunk = (
-            task,
-            attack,
-            label_encoder,
-            batch_size,
-            chunk,
-        )
+        super().__init__(model, task.name, split=run.split, seed=run.seed)
+        subset, seed, batch_size = run.subset_spec, run.seed, run.batch_size
+        self.data_task, self.attack, self.label_encoder = task, attack, label_encoder
+        self.batch_size, self.chunk = batch_size, chunk
         self.idx, self.chars = subset.indices(len(task)), get_alphabet(alphabet, task.texts)
         self.charmer_kw = dict(k=k, n_positions=n_positions, alphabet=self.chars, threshold=0.0, batch_size=batch_size)
         self.block = {
@@ -193,7 +186,7 @@ class TextClassification(Adapter):
         return f"{self.attack or 'clean'} {self.dataset}"
 
     def prepare(self) -> None:
-        "The class embeddings, and the key under which Charmer's rounds are shared with the same evaluation at other budgets."
+        "The class embeddings, and the key under which Charmer's rounds are shared with the other budgets' runs."
         self.W = class_embeddings(self.model, self.data_task, self.label_encoder)
         same = {k: v for k, v in self.config().items() if k != "k"}
         self.rounds_key = config_hash(
@@ -254,7 +247,7 @@ def text_alphabet(
     data_root: str | None = None,
     **dataset_kwargs,
 ) -> tuple[str | Sequence[str] | None, str | None]:
-    "Γ for Charmer and its name in the record: 'train' = the characters of the dataset's train split plus deletion (LEAF)."
+    "Γ for Charmer and its name in the record: 'train' = the characters of the train split and deletion (LEAF)."
     if alphabet != "train":
         return alphabet, None
     if not isinstance(dataset, str):
@@ -277,46 +270,27 @@ def eval_text(
     attack: str | None = "charmer",  # 'charmer' or None/'none' (clean only)
     k: int = 1,  # Charmer's Levenshtein budget
     n_positions: int = 20,  # Charmer's positions per round (LEAF's eval `--rho`)
-    alphabet: str
-    | None = None,  # Γ: None/'data' (the evaluated split's characters), 'train' (LEAF: the train split's), 'ascii', 'letters', or characters
+    alphabet: str | None = None,  # Γ: None/'data' (the split's characters), 'train' (LEAF), 'ascii', 'letters', ...
     label_encoder: str = "image",  # classes as label images ('image') or label prompts ('text')
-    n_samples: int | None = None,  # evaluate this many texts (None: all)
-    subset: str | SubsetSpec = "random",  # 'random' (seeded), 'first' (LEAF: the first 1,000), or a spec
-    seed: int = 0,
-    batch_size: int = 512,  # texts per encoder call (clean) / candidates per call (attack)
     chunk: int = 64,  # texts per progress/resume checkpoint (a sidecar line)
-    data_root: str | None = None,
-    split: str = "test",
-    device: str = "auto",
-    output: str | Path | None = None,  # result JSON (the sidecar goes beside it)
-    samples: str | Path | None = None,  # the sidecar (default: beside `output`)
-    resume: bool = True,  # continue from the sidecar of an interrupted run
-    max_batches: int | None = None,  # run at most this many new chunks, then stop (incomplete)
-    pretrained: str | None = None,  # pretrained tag or checkpoint when `model` is a spec
-    overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
-    **dataset_kwargs,  # passed to `get_dataset` (e.g. label_images=DIR for a CSV)
+    **options,  # `EvalRun` (n_samples, subset: 'random'/'first', seed, batch_size 512, output, ...), else the dataset's
 ) -> dict:
     "Clean and Charmer-robust zero-shot text classification accuracy; returns (and writes) the result record."
-    attack, sub = text_attack(attack), subset_spec(subset, n_samples, seed)
+    run, dataset_kwargs = eval_options(options, "eval_text", EvalRun(batch_size=512), rest=True)
+    attack = text_attack(attack)
     check_nonnegative("--k", k)
     check_positive("--n-positions", n_positions)
-    check_positive("--batch-size", batch_size)
     check_positive("chunk", chunk)
-    check_output(output)
+    what = "a text classification task (try `robustclip eval zeroshot` or `eval retrieval`)"
     task = resolve_task(
-        dataset,
-        TextClassificationTask,
-        "a text classification task (try `robustclip eval zeroshot` or `eval retrieval`)",
-        data_root=data_root,
-        split=split,
-        **dataset_kwargs,
+        dataset, TextClassificationTask, what, data_root=run.data_root, split=run.split, **dataset_kwargs
     )
     if not len(task):
         raise RobustClipError(f"{task.name} has no texts")
     check_label_encoder(task, label_encoder)
-    alphabet, source = text_alphabet(alphabet, dataset, data_root, **dataset_kwargs)
+    alphabet, source = text_alphabet(alphabet, dataset, run.data_root, **dataset_kwargs)
     adapter = TextClassification(
-        resolve_model(model, pretrained, device),
+        resolve_model(model, run.pretrained, run.device),
         task,
         attack=attack,
         k=k,
@@ -324,12 +298,7 @@ def eval_text(
         alphabet=alphabet,
         alphabet_source=source,
         label_encoder=label_encoder,
-        subset=sub,
-        split=split,
-        seed=seed,
-        batch_size=batch_size,
+        run=run,
         chunk=chunk,
     )
-    return run_eval(
-        adapter, output=output, samples=samples, resume=resume, max_batches=max_batches, overwrite=overwrite
-    )
+    return run_eval(adapter, **run.files)

@@ -1,4 +1,4 @@
-"""`robustclip eval textfare`: how far a text encoder's embedding of a clean and of an attacked text lies from the original CLIP's embedding of the clean text, under LEAF's attack, Charmer or brute force.
+"""`robustclip eval textfare`: how far attacked texts' embeddings lie from the original CLIP's (LEAF).
 
 Docs: https://robustclip.github.io/robustclip/eval.textfare.html.md"""
 
@@ -19,21 +19,12 @@ from ..data.core import TextClassificationTask
 from ..attacks.charmer import embedding_objective, get_alphabet
 from ..attacks.leaf import WordConstraint
 from ..attacks.registry import attack_names, get_attack
-from robustclip.eval.runner import (
-    Adapter,
-    run_eval,
-    resolve_task,
-    resolve_model,
-    check_output,
-    check_positive,
-    check_nonnegative,
-    subset_spec,
-)
+from .runner import Adapter, EvalRun, check_positive, eval_options, resolve_model, resolve_task, run_eval
 from .text import text_alphabet
 
 # %% auto #0
 __all__ = [
-    'textfare_attacks', 'textfare_attack', 'attack_texts', 'sq_dist', 'TextFARE', 'textfare_metrics', 'eval_textfare'
+    'textfare_attacks', 'TextFARE', 'eval_textfare'
 ]
 
 # %% ../../nbs/37_eval.textfare.ipynb #f295c7ff
@@ -41,7 +32,7 @@ def textfare_attacks() -> list[str]:
     "The attacks TextFARE can run: every registered text attack (LEAF's, Charmer, brute force, plugins)."
     return attack_names("text")
 
-
+# %% ../../nbs/37_eval.textfare.ipynb #662b506f
 def textfare_attack(
     attack: str,  # 'leaf', 'charmer' or 'bruteforce'
 ) -> str:
@@ -66,7 +57,7 @@ def attack_texts(
 ) -> list[str]:
     "S′ for every text: the attack maximising ‖f(S′) − f(S)‖² (LEAF's `eval_textfare.py` settings)."
     entry, obj = get_attack(attack, "text"), embedding_objective(model, anchors, "l2")
-    offered = {  # each attack takes the ones its signature names (LEAF: rho and a generator; Charmer: n_positions, seed)
+    offered = {  # each attack takes those its signature names (LEAF: rho and a generator; Charmer: n_positions, seed)
         "k": k,
         "rho": rho,
         "n_positions": rho,
@@ -85,7 +76,7 @@ def sq_dist(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 
 # %% ../../nbs/37_eval.textfare.ipynb #96322298
 class TextFARE(Adapter):
-    "The TextFARE loss as a runner adapter: chunks of texts, attacked, each with its clean and adversarial distance to the anchor."
+    "The TextFARE loss as a runner adapter: chunks of texts, attacked; clean and adversarial distances to the anchor."
 
     task, unit = "textfare", "chunk"
 
@@ -101,24 +92,23 @@ class TextFARE(Adapter):
         alphabet: str | Sequence[str] | None = None,  # Γ (None: the evaluated split's characters)
         alphabet_source: str | None = None,  # what to call Γ in the record when `alphabet` is a list ('train')
         constraint: WordConstraint | None = None,  # LEAF's --constrain (leaf and bruteforce)
-        subset: SubsetSpec = SubsetSpec(100, "first"),  # the reference: the first 100 texts
-        split: str = "test",
-        seed: int = 0,
-        batch_size: int = 512,  # candidates per encoder call
+        run: EvalRun = EvalRun(n_samples=100, subset="first", batch_size=512),  # the reference: the first 100 texts
         chunk: int = 16,  # texts per sidecar line
     ):
-        super().__init__(model, task.name, split=split, seed=seed)
-        if attack == "charmer" and constraint is not None:
-            raise RobustClipError("the constraint applies to leaf and bruteforce only")
-        if attack == "bruteforce" and k != 1:
-            raise RobustClipError(f"bruteforce searches k=1 only; got k={k}")
-        self.anchor, self.data_task, self.attack, self.constraint = anchor, task, textfare_attack(attack), constraint
+        super().__init__(model, task.name, split=run.split, seed=run.seed)
+        entry = get_attack(textfare_attack(attack), "text")
+        if constraint is not None and not entry.accepts("constraint"):
+            raise RobustClipError(f"the constraint applies to leaf and bruteforce only ({attack} takes none)")
+        if not entry.accepts("k") and k != 1:
+            raise RobustClipError(f"{attack} searches k=1 only; got k={k}")
+        subset, seed, batch_size = run.subset_spec, run.seed, run.batch_size
+        self.anchor, self.data_task, self.attack, self.constraint = anchor, task, attack, constraint
         self.k, self.rho, self.batch_size, self.chunk = k, rho, batch_size, chunk
         self.idx, self.chars = subset.indices(len(task)), get_alphabet(alphabet, task.texts)
         self.block = {
             "name": attack,
             "k": k,
-            "rho": rho if attack != "bruteforce" else None,
+            "rho": rho if entry.accepts("rho") or entry.accepts("n_positions") else None,
             "objective": "l2",
             "alphabet": alphabet_source or alphabet or "data",
             "alphabet_size": len(self.chars),
@@ -191,7 +181,7 @@ def _textfare_batch(self: TextFARE, c: int) -> dict:
         ]
     }
 
-
+# %% ../../nbs/37_eval.textfare.ipynb #d2970c11
 def textfare_metrics(rows: list[dict]) -> dict:
     "Means (and medians) of the clean and adversarial TextFARE losses over the texts."
     cl, ad = torch.tensor([r["textfare_clean"] for r in rows]), torch.tensor([r["textfare_adv"] for r in rows])
@@ -205,7 +195,7 @@ def textfare_metrics(rows: list[dict]) -> dict:
         "n": len(rows),
     }
 
-
+# %% ../../nbs/37_eval.textfare.ipynb #df00ed75
 def _textfare_finish(self: TextFARE, lines: dict[int, dict]) -> tuple[dict, dict, dict]:
     "The metrics of all rows, the attack block, and the record's other fields."
     rows = [r for c in sorted(lines) for r in lines[c]["rows"]]
@@ -231,41 +221,22 @@ def eval_textfare(
     alphabet: str | None = None,  # Γ: None/'data', 'train' (LEAF: the train split's characters), 'ascii', ...
     constrain: bool = False,  # LEAF's dictionary-word constraint (the reference's --constrain, off)
     words: str = "web2",  # the constraint's dictionary
-    n_samples: int | None = 100,  # the reference: 100 texts
-    subset: str | SubsetSpec = "first",  # the reference: the first ones
-    seed: int = 0,
-    batch_size: int = 512,
-    chunk: int = 16,
-    data_root: str | None = None,
-    split: str = "test",
-    device: str = "auto",
-    output: str | Path | None = None,
-    samples: str | Path | None = None,
-    resume: bool = True,
-    max_batches: int | None = None,
-    pretrained: str | None = None,
-    overwrite: bool = False,
-    **dataset_kwargs,
+    chunk: int = 16,  # texts per sidecar line
+    **options,  # `EvalRun` (n_samples 100 and subset 'first': the reference's; batch_size 512, ...), else the dataset's
 ) -> dict:
     "Mean clean and adversarial TextFARE loss (LEAF's `eval_textfare.py`); returns (and writes) the result record."
-    attack, sub = textfare_attack(attack), subset_spec(subset, n_samples, seed)
+    run0 = EvalRun(n_samples=100, subset="first", batch_size=512)
+    run, dataset_kwargs = eval_options(options, "eval_textfare", run0, rest=True)
+    attack = textfare_attack(attack)
     check_positive("--k", k)
     check_positive("--rho", rho)
-    check_positive("--batch-size", batch_size)
     check_positive("chunk", chunk)
-    check_output(output)
-    task = resolve_task(
-        dataset,
-        TextClassificationTask,
-        "a text task (texts to embed)",
-        data_root=data_root,
-        split=split,
-        **dataset_kwargs,
-    )
+    kw = dict(data_root=run.data_root, split=run.split, **dataset_kwargs)
+    task = resolve_task(dataset, TextClassificationTask, "a text task (texts to embed)", **kw)
     if not len(task):
         raise RobustClipError(f"{task.name} has no texts")
-    alphabet, source = text_alphabet(alphabet, dataset, data_root, **dataset_kwargs)
-    m = resolve_model(model, pretrained, device)
+    alphabet, source = text_alphabet(alphabet, dataset, run.data_root, **dataset_kwargs)
+    m = resolve_model(model, run.pretrained, run.device)
     a = m if anchor is None else resolve_model(anchor, anchor_pretrained, m.device)
     adapter = TextFARE(
         m,
@@ -277,12 +248,7 @@ def eval_textfare(
         alphabet=alphabet,
         alphabet_source=source,
         constraint=WordConstraint(words) if constrain else None,
-        subset=sub,
-        split=split,
-        seed=seed,
-        batch_size=batch_size,
+        run=run,
         chunk=chunk,
     )
-    return run_eval(
-        adapter, output=output, samples=samples, resume=resume, max_batches=max_batches, overwrite=overwrite
-    )
+    return run_eval(adapter, **run.files)

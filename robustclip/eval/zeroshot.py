@@ -1,4 +1,4 @@
-"""`robustclip eval zeroshot`: clean and robust accuracy of any CLIP on any classification task, written as a result JSON with a resumable per-sample sidecar.
+"""`robustclip eval zeroshot`: clean and robust accuracy of any CLIP on any classification task.
 
 Docs: https://robustclip.github.io/robustclip/eval.zeroshot.html.md"""
 
@@ -19,20 +19,12 @@ from ..data.core import ClassificationTask, select_samples
 from ..zeroshot import build_classifier, task_inputs, predict, classification_metrics
 from ..attacks.cascade import Cascade, AttackSpec, BatchFlags, batch_of
 from ..attacks.base import RandomizedModelWarning
-from robustclip.eval.runner import (
-    Adapter,
-    run_eval,
-    resolve_task,
-    resolve_model,
-    check_output,
-    check_positive,
-    subset_spec,
-)
+from .runner import Adapter, EvalRun, eval_options, resolve_model, resolve_task, run_eval
 from .sidecar import sidecar_path
 
 # %% auto #0
 __all__ = [
-    'DEFAULT_ATTACK', 'ROBUST_SAMPLES', 'zeroshot_attack', 'zeroshot_subset', 'ZeroShot', 'eval_zeroshot'
+    'DEFAULT_ATTACK', 'ROBUST_SAMPLES', 'zeroshot_attack', 'ZeroShot', 'eval_zeroshot'
 ]
 
 # %% ../../nbs/30_eval.zeroshot.ipynb #209fdc6f
@@ -76,7 +68,7 @@ def zeroshot_attack(
         precision=precision,
     )
 
-
+# %% ../../nbs/30_eval.zeroshot.ipynb #92790ff2
 def zeroshot_subset(
     subset: SubsetSpec,  # what the caller asked for
     attack: AttackSpec | None,  # the attack, if any
@@ -183,15 +175,6 @@ def eval_zeroshot(
     model: PixelCLIP | str,  # a loaded model or a spec for `load_clip`
     dataset: str | ClassificationTask,  # a task or its name, e.g. 'mini/digit', 'cifar10', 'imagenet'
     *,
-    data_root: str | None = None,  # root of paper-scale data
-    split: str = "test",
-    n_samples: int | None = None,  # seeded subset (None: the whole split; 1000 when attacking)
-    subset: str
-    | SubsetSpec = "random",  # 'random', 'first', 'robustbench' (ImageNet), 'clip-benchmark' (wds), or a spec
-    seed: int = 0,  # seeds the subset and the attacks' random starts
-    batch_size: int = 256,
-    device: str = "auto",
-    output: str | Path | None = None,  # write the result JSON here (and the sidecar next to it)
     attack: str | AttackSpec | None = None,  # e.g. 'apgd-ce,apgd-t' or a parsed spec (None: clean only)
     eps: str | float | ThreatModel | None = None,  # '4/255' or 4/255
     norm: str = "linf",
@@ -200,12 +183,10 @@ def eval_zeroshot(
     n_target_classes: int | None = None,  # APGD-T targets (default min(9, C-1))
     precision: str = "fp32",  # attack precision: 'fp32' or 'bf16' (autocast)
     checks: bool = True,  # sanity checks (named RobustnessWarnings)
-    resume: bool = True,  # continue from the sidecar of an interrupted run
-    max_batches: int | None = None,  # attack at most this many new batches, then stop (incomplete)
-    pretrained: str | None = None,  # pretrained tag or checkpoint when `model` is a spec
-    overwrite: bool = False,  # replace a result that other settings wrote at `output` (else refused)
+    **options,  # `EvalRun`: n_samples (None: all; 1000 when attacking), subset, seed, batch_size (256), output, ...
 ) -> dict:
     "Zero-shot evaluation of `model` on `dataset`, clean or under attack; returns (and optionally writes) the result."
+    (run,) = eval_options(options, "eval_zeroshot", EvalRun())
     spec = zeroshot_attack(
         attack,
         eps,
@@ -215,24 +196,14 @@ def eval_zeroshot(
         n_target_classes=n_target_classes,
         precision=precision,
     )
-    sub = zeroshot_subset(subset_spec(subset, n_samples, seed), spec)
-    check_positive("--batch-size", batch_size)
-    check_output(output)
+    sub = zeroshot_subset(run.subset_spec, spec)
     task = resolve_task(
         dataset,
         ClassificationTask,
         "an image classification task (try `robustclip eval text` or `eval retrieval`)",
-        data_root=data_root,
-        split=split,
+        data_root=run.data_root,
+        split=run.split,
     )
-    adapter = ZeroShot(
-        resolve_model(model, pretrained, device),
-        task,
-        spec,
-        sub,
-        split=split,
-        seed=seed,
-        batch_size=batch_size,
-        checks=checks,
-    )
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)
+    model = resolve_model(model, run.pretrained, run.device)
+    adapter = ZeroShot(model, task, spec, sub, split=run.split, seed=run.seed, batch_size=run.batch_size, checks=checks)
+    return run_eval(adapter, **run.files)

@@ -1,4 +1,4 @@
-"""The tiny CLIP of the mini world: contrastive pretraining on mini-world captions, cached by the hash of its config.
+"""The mini world's tiny CLIP: contrastive pretraining on its captions, cached by the hash of its config.
 
 Docs: https://robustclip.github.io/robustclip/mini.pretrain.html.md"""
 
@@ -35,8 +35,7 @@ from ..train.loop import build_optimizer, lr_at
 # %% auto #0
 __all__ = [
     'MINI_BASE', 'SHIPPED', 'HASHES', 'pretrain_mini', 'file_sha256', 'folder_problem', 'shipped_weights',
-    'record_hashes', 'cache_problem', 'materialize', 'cached_weights', 'mini_base_report', 'mini_base_dir',
-    'load_mini_base'
+    'cache_problem', 'cached_weights', 'mini_base_report', 'mini_base_dir', 'load_mini_base'
 ]
 
 # %% ../../nbs/51_mini.pretrain.ipynb #e8117b02
@@ -176,7 +175,7 @@ def _warn(msg: str) -> None:
     "A one-line warning on stderr."
     print(f"robustclip: warning: {msg}", file=sys.stderr, flush=True)
 
-
+# %% ../../nbs/51_mini.pretrain.ipynb #4e07be44
 def record_hashes(
     d: Path,  # a cache folder whose files are complete
     source: str,  # 'trained' or 'shipped'
@@ -188,7 +187,7 @@ def record_hashes(
     atomic_write_text(d / HASHES, json.dumps({"source": source, "files": files}, indent=2))
     return files
 
-
+# %% ../../nbs/51_mini.pretrain.ipynb #9d3f2f0a
 def cache_problem(
     d: Path,  # a cache folder
     shipped: dict[str, str] | None = None,  # the shipped files' hashes, if its recipe shipped
@@ -207,7 +206,7 @@ def cache_problem(
         return f"{HASHES} is unreadable"
     return folder_problem(d, files)
 
-
+# %% ../../nbs/51_mini.pretrain.ipynb #e626b072
 def materialize(src: Path, files: dict[str, str], d: Path) -> Path:
     "Copy the shipped folder `src` into cache folder `d`: each file atomically, then checked, `sha256.json` last."
     (d / HASHES).unlink(missing_ok=True)
@@ -218,7 +217,7 @@ def materialize(src: Path, files: dict[str, str], d: Path) -> Path:
     atomic_write_text(d / HASHES, json.dumps({"source": "shipped", "files": files}, indent=2))
     return d
 
-
+# %% ../../nbs/51_mini.pretrain.ipynb #6cc8ad37
 def cached_weights(
     name: str,  # 'mini-base' or 'mini-llava': the cache subfolder
     cfg: dict,  # the recipe; its hash names the folder
@@ -226,7 +225,7 @@ def cached_weights(
     force: bool = False,  # build even when cached or shipped
     check: Callable[[Path], str | None] | None = None,  # an extra check of a folder: a problem or None
 ) -> Path:
-    "The trusted cache folder of `name` for `cfg`: used if its hashes match, else copied from the shipped weights, else built."
+    "The trusted cache folder of `name` for `cfg`: used if its hashes match, else copied from what ships, or built."
     from filelock import FileLock
 
     d, ship, check = cache_dir(name) / config_hash(cfg), shipped_weights(name, cfg), check or (lambda _: None)
@@ -236,9 +235,8 @@ def cached_weights(
             if problem is None:
                 return d
             if problem != "missing":
-                _warn(
-                    f"the {name} cache {d} is not trusted ({problem}); {'restoring the shipped weights' if ship else 'retraining'}"
-                )
+                fix = "restoring the shipped weights" if ship else "retraining"
+                _warn(f"the {name} cache {d} is not trusted ({problem}); {fix}")
             if ship is not None:
                 if (bad := folder_problem(*ship) or check(ship[0])) is None:
                     return materialize(*ship, d)

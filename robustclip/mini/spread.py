@@ -1,4 +1,4 @@
-"""How far each compared quantity moves when only the training seed changes, and the margins the claims table uses.
+"""How far each compared number moves when only the training seed changes: the claims table's margins.
 
 Docs: https://robustclip.github.io/robustclip/mini.spread.html.md"""
 
@@ -26,7 +26,7 @@ SPREAD_STEPS = (
 def spread_margins(
     runs: list[dict],  # one `claims.json` per repeated run: {"differences": {claim: [{"kind", "d"}, ...]}}
 ) -> dict[str, float]:
-    "Per kind, the largest range across the runs of any difference of that kind (differences missing in a run are skipped)."
+    "Per kind, the largest range across the runs of any difference of that kind (those missing in a run are skipped)."
     out: dict[str, float] = {}
     for claim in runs[0]["differences"]:
         for j, c in enumerate(runs[0]["differences"][claim]):

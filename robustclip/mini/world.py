@@ -1,4 +1,4 @@
-"""A tiny, deterministic image–caption world made from sklearn's handwritten digits, so every method runs for real on a CPU.
+"""A tiny, deterministic image–caption world from sklearn's digits, so every method runs on a CPU.
 
 Docs: https://robustclip.github.io/robustclip/mini.world.html.md"""
 

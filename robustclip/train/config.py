@@ -1,4 +1,4 @@
-"""Every run is a YAML file: typed, documented keys, `key=value` overrides, a resolved copy in the run folder, and resume that refuses a changed config.
+"""Every run is a YAML file: typed keys, `key=value` overrides, a resolved copy, and a checked resume.
 
 Docs: https://robustclip.github.io/robustclip/train.config.html.md"""
 
@@ -22,8 +22,7 @@ from ..attacks.registry import get_attack
 # %% auto #0
 __all__ = [
     'RUNTIME_KEYS', 'PRECISIONS', 'TrainConfig', 'coerce', 'config_keys', 'unknown_key', 'resolve_precision',
-    'validate', 'make_config', 'default_name', 'parse_overrides', 'load_config', 'merge_overrides', 'apply_overrides',
-    'config_dict', 'save_config', 'config_diff', 'check_resume_config'
+    'make_config', 'load_config', 'apply_overrides', 'config_dict', 'save_config', 'check_resume_config'
 ]
 
 # %% ../../nbs/21a_train.config.ipynb #7f8277fd
@@ -81,7 +80,8 @@ class TrainConfig:
     grad_clip: float | None = _f(None, "clip the global gradient norm to this value (null: no clipping)")
     precision: str = _f(
         "fp32",
-        "fp32 | bf16 (autocast; CPU works but is slow) | fp16 (autocast + GradScaler; CUDA only) | amp (fp16 on CUDA, fp32 elsewhere)",
+        "fp32 | bf16 (autocast; CPU works but is slow) | fp16 (autocast + GradScaler; CUDA only) "
+        "| amp (fp16 on CUDA, fp32 elsewhere)",
     )
     grad_checkpointing: bool = _f(False, "activation checkpointing in the trained tower (saves memory, costs time)")
     seed: int = _f(0, "seed of data order, attack starts and initialisation (each rank adds its rank)")
@@ -150,6 +150,63 @@ def _hints() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
 
+def _to_bool(value: Any) -> bool:
+    "true/yes/on/1 or false/no/off/0 (a ValueError for anything else)."
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s not in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        raise ValueError(s)
+    return s in ("true", "yes", "on", "1")
+
+
+def _to_int(value: Any) -> int:
+    "A whole number ('1e3' too); not a bool, not 2.5."
+    if isinstance(value, bool):
+        raise ValueError(value)
+    f = float(value)
+    if f != int(f):
+        raise ValueError(value)
+    return int(f)
+
+
+def _to_float(value: Any) -> float:
+    "A number; not a bool."
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return float(value)
+
+
+def _to_str(value: Any) -> str:
+    "Text; not a list or a mapping."
+    if isinstance(value, (dict, list)):
+        raise ValueError(value)
+    return str(value)
+
+
+def _to_list(value: Any) -> list:
+    "A list: YAML ('[0.9, 0.95]') or comma-separated text ('0.9,0.95'), each element read as YAML."
+    if isinstance(value, str):
+        value = yaml.safe_load(value) if value.strip().startswith("[") else [s for s in value.split(",") if s.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(value)
+    return [yaml.safe_load(v) if isinstance(v, str) else v for v in value]
+
+
+def _to_dict(value: Any) -> dict:
+    "A mapping: YAML text, or nothing ({})."
+    if isinstance(value, str):
+        value = yaml.safe_load(value) if value.strip() else {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(value)
+    return dict(value)
+
+
+_CONVERT = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, list: _to_list, dict: _to_dict}
+
+
 def coerce(
     key: str,  # the config key (for messages)
     value: Any,  # a YAML value or an override string
@@ -161,53 +218,13 @@ def coerce(
         if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
             return None
         tp = next(a for a in args if a is not type(None))
-    bad = lambda: RobustClipError(f"config key {key!r}: {value!r} is not a valid {getattr(tp, '__name__', tp)}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        s = str(value).strip().lower()
-        if s in ("true", "yes", "on", "1"):
-            return True
-        if s in ("false", "no", "off", "0"):
-            return False
-        raise bad()
-    if tp is int:
-        if isinstance(value, bool):
-            raise bad()
-        try:
-            f = float(value)
-            if f != int(f):
-                raise ValueError
-            return int(f)
-        except (TypeError, ValueError):
-            raise bad() from None
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad()
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise bad() from None
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise bad()
-        return str(value)
-    if tp is list:
-        if isinstance(value, str):
-            v = yaml.safe_load(value) if value.strip().startswith("[") else [s for s in value.split(",") if s.strip()]
-            value = v
-        if not isinstance(value, (list, tuple)):
-            raise bad()
-        return [yaml.safe_load(v) if isinstance(v, str) else v for v in value]
-    if tp is dict:
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else {}
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise bad()
-        return dict(value)
-    return value
+    convert = _CONVERT.get(tp)
+    if convert is None:
+        return value
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise RobustClipError(f"config key {key!r}: {value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
 
 # %% ../../nbs/21a_train.config.ipynb #11b646e5
 def config_keys() -> list[str]:
@@ -241,7 +258,7 @@ def resolve_precision(
         raise RobustClipError(f"precision fp16 (autocast + GradScaler) needs CUDA, not {kind}; use amp, bf16 or fp32")
     return precision
 
-
+# %% ../../nbs/21a_train.config.ipynb #365137ad
 def validate(cfg: TrainConfig) -> TrainConfig:
     "Check cross-field constraints; raise a one-line `RobustClipError` on the first problem."
     if cfg.norm not in NORMS:
@@ -268,7 +285,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise RobustClipError(f"{k} must be positive; got {getattr(cfg, k)}")
     return cfg
 
-
+# %% ../../nbs/21a_train.config.ipynb #7b9d4cf6
 def make_config(
     values: dict | None = None,  # keys to set (YAML-style values)
     **kwargs,  # more keys
@@ -285,7 +302,7 @@ def make_config(
         cfg.name = default_name(cfg)
     return cfg
 
-
+# %% ../../nbs/21a_train.config.ipynb #e734f91d
 def default_name(cfg: TrainConfig) -> str:
     "The run name the papers use: method + eps numerator ('fare4', 'tecoa2')."
     e = cfg.threat.eps_str
@@ -313,7 +330,7 @@ def parse_overrides(
             out[k] = v
     return out
 
-
+# %% ../../nbs/21a_train.config.ipynb #2f6356d6
 def load_config(
     path: str | Path | None = None,  # a YAML config file (None: defaults only)
     overrides: list[str] | dict | None = None,  # `key=value` strings or a dict, applied after the file
@@ -332,7 +349,7 @@ def load_config(
             raise RobustClipError(f"{p} must hold a mapping of config keys")
     return make_config(merge_overrides(values, overrides))
 
-
+# %% ../../nbs/21a_train.config.ipynb #a15ede22
 def merge_overrides(
     values: dict,  # config keys (from a file or a config)
     overrides: list[str] | tuple | dict | None,  # `key=value` strings or a dict
@@ -343,7 +360,7 @@ def merge_overrides(
         ov["method_args"] = {**values["method_args"], **ov["method_args"]}
     return {**values, **ov}
 
-
+# %% ../../nbs/21a_train.config.ipynb #cbeb1096
 def apply_overrides(
     cfg: TrainConfig,  # a validated config
     overrides: list[str] | tuple | dict | None,  # `key=value` strings or a dict
@@ -363,7 +380,7 @@ def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     "Write the resolved config as YAML (atomically), keys in declaration order."
     return atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False, default_flow_style=None))
 
-
+# %% ../../nbs/21a_train.config.ipynb #418e7ff4
 def config_diff(
     old: dict,  # the config a checkpoint was written with
     new: dict,  # the config asked for now
@@ -373,9 +390,9 @@ def config_diff(
     keys = [k for k in dict.fromkeys([*old, *new]) if k not in ignore]
     return [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys if old.get(k) != new.get(k)]
 
-
+# %% ../../nbs/21a_train.config.ipynb #98e071c5
 def check_resume_config(old: dict, new: TrainConfig) -> None:
-    "Refuse to resume when a key that changes the weights differs (a key newer than the checkpoint counts at its default)."
+    "Refuse to resume when a key that changes the weights differs (a key newer than the checkpoint: at its default)."
     diff = config_diff({**config_dict(TrainConfig()), **old}, config_dict(new))
     if diff:
         raise RobustClipError(

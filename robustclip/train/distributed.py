@@ -44,6 +44,7 @@ class GlobalBatchSampler(DistributedSampler):
         dataset,  # anything with a length
         batch_size: int,  # global batch size
         accum_steps: int = 1,  # micro-batches per step and rank
+        *,
         num_replicas: int = 1,  # world size
         rank: int = 0,
         seed: int = 0,

@@ -1,4 +1,4 @@
-"""Adversarial fine-tuning of the text tower: keep the embedding of an attacked caption close to the frozen encoder's embedding of the clean caption.
+"""Adversarial fine-tuning of the text tower: an attacked caption's embedding kept near the clean one's.
 
 Docs: https://robustclip.github.io/robustclip/train.leaf.html.md"""
 
@@ -29,7 +29,7 @@ from ..zeroshot import label_embeddings
 
 # %% auto #0
 __all__ = [
-    'LeafArgs', 'task_captions', 'EpochWindows', 'LEAF'
+    'LeafArgs', 'EpochWindows', 'LEAF'
 ]
 
 # %% ../../nbs/24_train.leaf.ipynb #71aa38ed

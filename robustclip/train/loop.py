@@ -1,4 +1,4 @@
-"""One loop for every method: AdamW with explicit betas, warmup + cosine, accumulation, bf16, checkpointing, torchrun, and bitwise-exact resume.
+"""One loop for every method: AdamW, warmup + cosine, accumulation, bf16, torchrun, bitwise-exact resume.
 
 Docs: https://robustclip.github.io/robustclip/train.loop.html.md"""
 
@@ -53,7 +53,7 @@ from .distributed import GlobalBatchSampler, step_generator, wrap_ddp
 
 # %% auto #0
 __all__ = [
-    'decay_exempt', 'build_optimizer', 'lr_at', 'config_optimizer', 'rng_state', 'set_rng_state', 'Trainer', 'train'
+    'build_optimizer', 'lr_at', 'config_optimizer', 'Trainer', 'train'
 ]
 
 # %% ../../nbs/21c_train.loop.ipynb #7c383a9e
@@ -62,18 +62,19 @@ def decay_exempt(
     p: nn.Parameter,  # the parameter
     embeddings: bool = True,  # also exempt embeddings and tokens (robustclip's rule; False: LEAF's)
 ) -> bool:
-    "No weight decay for ndim<2 or names with bn/ln/bias/logit_scale (open_clip training, LEAF L326), and optionally embeddings."
+    "No weight decay for ndim<2 or names with bn/ln/bias/logit_scale (open_clip, LEAF L326), optionally embeddings."
     if p.ndim < 2 or any(s in name for s in ("bn", "ln", "bias", "logit_scale")):
         return True
     return embeddings and ("embedding" in name or "token" in name)
 
-
+# %% ../../nbs/21c_train.loop.ipynb #5e9a8461
 def build_optimizer(
     named_params: list[tuple[str, nn.Parameter]],  # the parameters that train, with their names
     lr: float,  # peak learning rate
     weight_decay: float,  # AdamW decoupled weight decay
     betas: tuple | list,  # AdamW betas, e.g. (0.9, 0.999)
     eps: float,  # AdamW eps
+    *,
     exempt: bool = False,  # no decay on `decay_exempt` parameters
     embeddings: bool = True,  # with `exempt`: embeddings and tokens are exempt too (False: LEAF's rule)
 ) -> torch.optim.AdamW:
@@ -106,7 +107,13 @@ def lr_at(
 def config_optimizer(cfg: TrainConfig, named_params: list[tuple[str, nn.Parameter]]) -> torch.optim.AdamW:
     "`build_optimizer` with a config's lr, weight decay, betas, eps and decay exemption."
     return build_optimizer(
-        named_params, cfg.lr, cfg.weight_decay, cfg.betas, cfg.adam_eps, cfg.no_decay_norm_bias, cfg.no_decay_embeddings
+        named_params,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.betas,
+        cfg.adam_eps,
+        exempt=cfg.no_decay_norm_bias,
+        embeddings=cfg.no_decay_embeddings,
     )
 
 # %% ../../nbs/21c_train.loop.ipynb #365c37a8
@@ -235,9 +242,9 @@ class Trainer:
             self.data,
             cfg.batch_size,
             cfg.accum_steps,
-            self.info.world_size,
-            self.info.rank,
-            cfg.seed,
+            num_replicas=self.info.world_size,
+            rank=self.info.rank,
+            seed=cfg.seed,
             start_step=self.step_,
             steps=cfg.steps,
         )

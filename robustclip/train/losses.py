@@ -1,4 +1,4 @@
-"""FARE, TeCoA and Sim-CLIP (as released and as described) as `nn.Module`s that return named dicts, each with the inner objective its attack maximises.
+"""FARE, TeCoA and Sim-CLIP as modules returning named losses, each with the objective its attack maximises.
 
 Docs: https://robustclip.github.io/robustclip/train.losses.html.md"""
 
@@ -132,7 +132,7 @@ class SimCLIPLoss(nn.Module):
         self.variant, self.clean_weight = variant, clean_weight
 
     def inner(self, emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        "Per-sample objective the attack maximises: FARE's squared ℓ2 ('code') or −cos to the clean embedding ('paper')."
+        "The per-sample objective its attack maximises: squared ℓ2 ('code') or −cos to the clean embedding ('paper')."
         return sq_l2(emb, target) if self.variant == "code" else neg_cos(emb, target)
 
     def forward(

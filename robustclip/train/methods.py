@@ -1,4 +1,4 @@
-"""A registry of adversarial fine-tuning methods (FARE, TeCoA, Sim-CLIP; LEAF plugs in): what each attacks, what each minimises, and which tower trains.
+"""A registry of fine-tuning methods (FARE, TeCoA, Sim-CLIP; LEAF plugs in): attack, loss, trained tower.
 
 Docs: https://robustclip.github.io/robustclip/train.methods.html.md"""
 
@@ -26,7 +26,7 @@ from ..distributed import DistInfo
 # %% auto #0
 __all__ = [
     'register_method', 'available_methods', 'get_method', 'Method', 'training_attack', 'TowerForward', 'ImageMethod',
-    'FARE', 'TeCoAArgs', 'TeCoA', 'SimCLIP', 'SimCLIPPaper', 'PatchEmbedMatmul', 'fast_patch_embed'
+    'FARE', 'TeCoAArgs', 'TeCoA', 'SimCLIP', 'SimCLIPPaper', 'fast_patch_embed'
 ]
 
 # %% ../../nbs/21_train.methods.ipynb #55ae549b
@@ -206,7 +206,7 @@ class ImageMethod(Method):
         return task
 
     def dataset(self, split: str) -> Dataset:
-        "(image tensor at the model's size in [0,1], label) pairs: Resize + CenterCrop, no augmentation (as the papers)."
+        "(image tensor at the model's size in [0,1], label) pairs: Resize + CenterCrop, no augmentation (the papers')."
         self.task = self.load_task(split)
         return task_inputs(replace(self.task, native_resolution=False), self.model)
 
@@ -291,7 +291,7 @@ ImageMethod.check = _image_check
 # %% ../../nbs/21_train.methods.ipynb #fd909f29
 @register_method("fare")
 class FARE(ImageMethod):
-    "FARE: keep φ(x_adv) close to the frozen φ_org(x) in squared ℓ2 (unnormalised); the attack maximises the same distance."
+    "FARE: keep φ(x_adv) close to the frozen φ_org(x) in squared ℓ2 (unnormalised); the attack maximises that distance."
 
     def __init__(self, cfg: TrainConfig, model: PixelCLIP, anchor: PixelCLIP | None, args: Any, info: DistInfo):
         super().__init__(cfg, model, anchor, args, info)
@@ -426,7 +426,7 @@ class PatchEmbedMatmul(nn.Module):
             out = out + self.bias
         return out.reshape(N, gh, gw, -1).permute(0, 3, 1, 2)
 
-
+# %% ../../nbs/21_train.methods.ipynb #d800204d
 def fast_patch_embed(
     model: PixelCLIP,  # swapped in place
 ) -> bool:

@@ -1,4 +1,4 @@
-"""The files a training run leaves (resolved config, metrics, checkpoints, the exported model), named in one place.
+"""The files a training run leaves (config, metrics, checkpoints, the model), named in one place.
 
 Docs: https://robustclip.github.io/robustclip/train.runs.html.md"""
 
