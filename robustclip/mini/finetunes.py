@@ -1,4 +1,4 @@
-"""The fine-tuned mini weights `figures/` were built from, packed as what each run changed in mini-base, so that `make reproduce` evaluates them without retraining.
+"""The mini fine-tunes `figures/` were built from, shipped as deltas to mini-base, unpacked by `reproduce`.
 
 Docs: https://robustclip.github.io/robustclip/mini.finetunes.html.md"""
 
@@ -18,16 +18,16 @@ from ..train.config import TrainConfig, config_dict, make_config
 
 # %% auto #0
 __all__ = [
-    'WEIGHTS', 'FINETUNES', 'BOOKKEEPING', 'base_sha', 'run_recipe', 'ship_run', 'shipped_run', 'unpack_run'
+    'WEIGHTS', 'FINETUNES', 'ship_run', 'shipped_run', 'unpack_run'
 ]
 
 # %% ../../nbs/56_mini.finetunes.ipynb #e45e3360
-WEIGHTS = (
-    Path(robustclip.mini.__file__).parent / "weights"
-)  # `mini.pretrain.SHIPPED`, without importing open_clip to find it
-FINETUNES = (
-    WEIGHTS / "finetunes"
-)  # the shipped mini fine-tunes and their manifest.json (in the repository, not in the wheel)
+WEIGHTS = Path(robustclip.mini.__file__).parent / "weights"  # `mini.pretrain.SHIPPED`, without importing open_clip
+# the shipped mini fine-tunes and their manifest.json: reproduction assets of the repository, outside the package
+# (installed from a wheel there is no such folder, and every run trains)
+FINETUNES = Path(robustclip.mini.__file__).parents[2] / "assets" / "finetunes"
+
+# %% ../../nbs/56_mini.finetunes.ipynb #298cc396
 BOOKKEEPING = (
     "output_dir",
     "device",
@@ -37,7 +37,7 @@ BOOKKEEPING = (
     "stop_after",
 )  # keys that do not change the weights
 
-
+# %% ../../nbs/56_mini.finetunes.ipynb #1ec95b37
 def _manifest(dest: Path) -> dict:
     "The entries of a shipped-weights folder's manifest.json ({} when it has none)."
     try:
@@ -45,7 +45,7 @@ def _manifest(dest: Path) -> dict:
     except FileNotFoundError:
         return {}
 
-
+# %% ../../nbs/56_mini.finetunes.ipynb #9b5820b0
 def base_sha() -> str:
     "SHA-256 of the mini-base weights a fine-tune starts from (the trusted cache's record, else the shipped file's)."
     key, e = next(((k, e) for k, e in _manifest(WEIGHTS).items() if e["name"] == "mini-base"), (None, None))
@@ -62,7 +62,7 @@ def base_sha() -> str:
 def run_recipe(
     cfg: TrainConfig,  # a validated training config
 ) -> dict | None:
-    "What decides the run's weights (config without bookkeeping + base weights' SHA-256); None unless it fine-tunes mini-base."
+    "What decides the run's weights (config without bookkeeping + base weights' SHA-256); None unless on mini-base."
     if cfg.model != "mini-base" or cfg.pretrained or cfg.anchor not in (None, "mini-base"):
         return None
     return {"config": {k: v for k, v in config_dict(cfg).items() if k not in BOOKKEEPING}, "base": base_sha()}
