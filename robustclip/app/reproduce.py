@@ -824,6 +824,12 @@ def _package() -> Path:
     return Path(robustclip.__file__).resolve().parent
 
 
+def _default_workers(eval_threads: int | None) -> int:  # threads of one evaluation process (None: torch's)
+    "Processes side by side, each with its threads on a free core."
+    cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, round(free_cores()))
+    return max(1, cores // (eval_threads or 1))
+
+
 def reproduce(
     root: str | Path = ".",  # the repository (configs/, nbs/paper/)
     scale: str = "mini",  # 'mini' or 'paper'
@@ -856,9 +862,7 @@ def reproduce(
         time.time(),
         ctx.threads or load_plan(ctx).get("eval_threads"),
     )  # None: torch's default (GPU plans)
-    if workers is None:
-        cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, round(free_cores()))
-        workers = max(1, cores // (eval_threads or 1))  # processes side by side, each with its threads on a free core
+    workers = _default_workers(eval_threads) if workers is None else workers
     pool = _group_pool(workers) if eval_threads and workers > 1 and exact is None else None
     import torch
 
