@@ -43,6 +43,8 @@ LAYERS: dict[str, int] = {
     "results": 2,
     "attacks": 2,
     "convert": 2,  # open_clip <-> transformers CLIP
+    "zoo": 2,  # released robust CLIPs: hub ids, formats, reported numbers; registers 'zoo:' on load_clip
+    "leaderboard": 2,  # result records of any producer ranked, each row's protocol
     "train": 3,  # losses, methods, loop, config, distributed, leaf, runs
     "eval": 3,  # the evaluation runner and its adapters
     "vlm": 3,  # the LVLM interface in pixel space, its llava-hf backend, LVLM datasets, captioning / VQA / POPE metrics

@@ -81,6 +81,21 @@ COMMANDS: dict[str, Command] = {
     ),
     "push-to-hub": Command("robustclip.app.export", "upload an exported model to the Hugging Face hub"),
     "reproduce": Command("robustclip.app.reproduce", "regenerate the papers' tables and figures (mini or paper scale)"),
+    "card": Command(
+        "robustclip.app.card",
+        "a robustness card of any CLIP: fixed protocol, image and text sides",
+        "card_args",
+        "run_card",
+    ),
+    "zoo": Command(
+        "robustclip.app.card", "the released robust CLIPs (zoo:NAME) with their reported numbers", "zoo_args", "run_zoo"
+    ),
+    "leaderboard": Command(
+        "robustclip.app.card",
+        "rank models from result JSON files, each row's protocol shown",
+        "leaderboard_args",
+        "run_leaderboard",
+    ),
 }
 
 # %% ../../nbs/90_app.cli.ipynb #92af0b60
