@@ -112,8 +112,8 @@ def run_card(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     m = man["measured"]
-    pick = [k for k in m if k.startswith(("source", "text robust k=1", "drift"))]
-    print(f"{args.model}: " + ", ".join(f"{k} {m[k]['value']:.4g}" for k in pick[:6]))
+    pick = [k for k in m if k.startswith(("source", "transfer robust", "text robust k=1", "drift adv"))]
+    print(f"{args.model}: " + ", ".join(f"{k} {m[k]['value']:.1f}" for k in pick))
     print(f"card: {out / 'card.md'} ({len(man['results'])} result files)")
     return 0
 

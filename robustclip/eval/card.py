@@ -11,20 +11,21 @@ import hashlib
 import datetime
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..core import RobustClipError, config_hash, versions, atomic_write_text, progress, eps_str, parse_eps
+from ..core import check_writable
 from ..models import PixelCLIP, load_clip
 from ..results import label_result
 from ..zoo import ZooEntry, zoo_entry, metric_key
-from .runner import check_writable, weights_fingerprint
+from .runner import weights_fingerprint
 
 # %% auto #0
 __all__ = [
-    'CARD_PROTOCOL', 'CARD_PROTOCOL_DIGEST', 'protocol_digest', 'protocol_name', 'CardStep', 'scale_protocol',
-    'card_steps', 'CardInputs', 'step_command', 'run_step', 'record_value', 'fmt', 'measured', 'part_table',
-    'compare_table', 'card_panel', 'file_sha256', 'CardMeta', 'write_card', 'prepare_card', 'robustness_card',
-    'record_mismatch', 'card_from_records'
+    'CARD_PROTOCOL', 'CARD_PROTOCOL_DIGEST', 'STABLE_VERSIONS', 'VOLATILE', 'protocol_digest', 'protocol_name',
+    'CardStep', 'scale_protocol', 'card_steps', 'CardInputs', 'step_command', 'run_step', 'record_value', 'fmt',
+    'measured', 'part_table', 'compare_table', 'card_panel', 'file_sha256', 'CardMeta', 'write_card', 'prepare_card',
+    'robustness_card', 'record_mismatch', 'card_from_records'
 ]
 
 # %% ../../nbs/38_eval.card.ipynb #dd96a3ec
@@ -572,15 +573,17 @@ class CardMeta:
     commands: dict[str, str] = field(default_factory=dict)  # step name -> exact command of its file
     compare: list[ZooEntry] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # steps without a record (a card assembled from records)
+    stable: bool = False  # no date, no timestamps, package versions only: the same records give the same bytes
 
 
 def _intro(meta: CardMeta, steps: list[CardStep]) -> list[str]:
     v = versions()
+    day = "" if meta.stable else f" · {datetime.date.today().isoformat()}"
     lines = [
         f"# Robustness card: {meta.spec}",
         "",
         f"> {protocol_name()} ({meta.scale} scale) · robustclip {v.get('robustclip')} · torch {v.get('torch')} · "
-        f"open_clip {v.get('open_clip_torch')} · {datetime.date.today().isoformat()}",
+        f"open_clip {v.get('open_clip_torch')}{day}",
         "",
     ]
     if meta.scale == "mini":
@@ -603,6 +606,9 @@ def _intro(meta: CardMeta, steps: list[CardStep]) -> list[str]:
     return lines + ["", "![panel](card.png)", ""]
 
 # %% ../../nbs/38_eval.card.ipynb #3b3e2dbc
+STABLE_VERSIONS = ("robustclip", "torch", "open_clip_torch")  # what a stable card keeps of `versions()`
+
+
 def write_card(
     steps: list[CardStep],  # the card's steps
     records: dict[str, dict],  # step name -> record (steps without one print '–')
@@ -641,8 +647,8 @@ def write_card(
         "lvlm": meta.lvlm,
         "generator": meta.generator,
         "command": meta.command,
-        "versions": versions(),
-        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "versions": {k: v for k, v in versions().items() if not meta.stable or k in STABLE_VERSIONS},
+        "created": None if meta.stable else datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "measured": {k: {"value": v, "files": fs} for k, (v, fs) in numbers.items()},
         "compare": [e.to_json() for e in meta.compare],
         "results": [
@@ -784,6 +790,9 @@ def record_mismatch(
     return bad
 
 # %% ../../nbs/38_eval.card.ipynb #7b114a6c
+VOLATILE = ("created", "seconds", "versions", "resumed_batches", "_path")  # record fields a rerun changes
+
+
 def card_from_records(
     records: list[dict],  # result records of ONE model (e.g. `find_results(load_results(dir), run='fare2')`)
     output: str | Path,  # the card's folder
@@ -795,9 +804,9 @@ def card_from_records(
     generator: str | None = None,  # the generator of the records' t2i step (None: no t2i part)
     compare: list[str] = (),  # zoo entries to set beside
     command: str | None = None,  # what made the records (e.g. 'robustclip reproduce --scale mini')
+    stable: bool = False,  # copies without timestamps and a card without a date: same records, same bytes
 ) -> dict:
     "Write the card of one model from records made elsewhere (copied into the card); returns the manifest."
-    import shutil
 
     entries = [zoo_entry(c) for c in compare]
     out = check_writable(output, "output", folder=True)
@@ -809,8 +818,10 @@ def card_from_records(
             missing.append(s.name)
             continue
         dst = out / "results" / f"{s.name}.json"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(hits[-1]["_path"], dst)
-        found[s.name], files[s.name] = hits[-1], str(dst.relative_to(out))
-    meta = CardMeta(name, scale, anchor, lvlm, generator, command, {}, entries, missing)
+        rec = json.loads(Path(hits[-1]["_path"]).read_text())
+        if stable:
+            rec = {k: v for k, v in rec.items() if k not in VOLATILE}
+        atomic_write_text(dst, json.dumps(rec, indent=2) + "\n")
+        found[s.name], files[s.name] = rec, str(dst.relative_to(out))
+    meta = CardMeta(name, scale, anchor, lvlm, generator, command, {}, entries, missing, stable)
     return write_card(steps, found, files, out, meta)
