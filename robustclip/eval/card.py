@@ -25,7 +25,7 @@ __all__ = [
     'CARD_PROTOCOL', 'CARD_PROTOCOL_DIGEST', 'STABLE_VERSIONS', 'VOLATILE', 'protocol_digest', 'protocol_name',
     'CardStep', 'scale_protocol', 'card_steps', 'CardInputs', 'step_command', 'run_step', 'record_value', 'fmt',
     'measured', 'part_table', 'compare_table', 'card_panel', 'file_sha256', 'CardMeta', 'write_card', 'prepare_card',
-    'robustness_card', 'record_mismatch', 'card_from_records'
+    'robustness_card', 'record_mismatch', 'match_steps', 'card_from_records'
 ]
 
 # %% ../../nbs/38_eval.card.ipynb #dd96a3ec
@@ -790,6 +790,21 @@ def record_mismatch(
     return bad
 
 # %% ../../nbs/38_eval.card.ipynb #7b114a6c
+def match_steps(
+    steps: list[CardStep],  # the card's steps
+    records: list[dict],  # result records of one model (with `_path`, as `load_results` gives them)
+) -> tuple[dict[str, dict], list[CardStep]]:
+    "Each step's record (the newest of those that match it) and the steps no record matches."
+    found, missing = {}, []
+    for s in steps:
+        hits = sorted((r for r in records if not record_mismatch(s, r)), key=lambda r: str(r.get("created", "")))
+        if hits:
+            found[s.name] = hits[-1]
+        else:
+            missing.append(s)
+    return found, missing
+
+
 VOLATILE = ("created", "seconds", "versions", "resumed_batches", "_path")  # record fields a rerun changes
 
 
@@ -807,21 +822,17 @@ def card_from_records(
     stable: bool = False,  # copies without timestamps and a card without a date: same records, same bytes
 ) -> dict:
     "Write the card of one model from records made elsewhere (copied into the card); returns the manifest."
-
     entries = [zoo_entry(c) for c in compare]
     out = check_writable(output, "output", folder=True)
     steps = card_steps(scale, drift=anchor is not None, lvlm=lvlm is not None, t2i=generator is not None)
-    found, files, missing = {}, {}, []
-    for s in steps:
-        hits = sorted((r for r in records if not record_mismatch(s, r)), key=lambda r: str(r.get("created", "")))
-        if not hits:
-            missing.append(s.name)
-            continue
-        dst = out / "results" / f"{s.name}.json"
-        rec = json.loads(Path(hits[-1]["_path"]).read_text())
+    hits, missing = match_steps(steps, records)
+    found, files = {}, {}
+    for step, hit in hits.items():
+        dst = out / "results" / f"{step}.json"
+        rec = json.loads(Path(hit["_path"]).read_text())
         if stable:
             rec = {k: v for k, v in rec.items() if k not in VOLATILE}
         atomic_write_text(dst, json.dumps(rec, indent=2) + "\n")
-        found[s.name], files[s.name] = rec, str(dst.relative_to(out))
-    meta = CardMeta(name, scale, anchor, lvlm, generator, command, {}, entries, missing, stable)
+        found[step], files[step] = rec, str(dst.relative_to(out))
+    meta = CardMeta(name, scale, anchor, lvlm, generator, command, {}, entries, [s.name for s in missing], stable)
     return write_card(steps, found, files, out, meta)
