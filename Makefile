@@ -18,7 +18,7 @@ help:
 	@echo "make reproduce   - evaluate the shipped mini fine-tunes, regenerate figures/ (mini scale, CPU)"
 	@echo "make reproduce-retrain - fine-tune every mini run from mini-base first (~24 min more), into runs/mini-retrain/"
 	@echo "make test        - export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
-	@echo "make test-slow   - the slow tests and the attacks' hypothesis properties with 1,000 cases each"
+	@echo "make test-slow   - the slow tests, the attacks' hypothesis properties with 1,000 cases each, the paper rehearsal"
 	@echo "make export      - write robustclip/ from the notebooks (nbdev-export, then tools/wrap_all.py)"
 	@echo "make lint        - ruff check and ruff format --check (the rules in CONTRIBUTING.md)"
 	@echo "make nbdev-test  - run the notebooks with nbdev-test alone (make test already runs them, through pytest)"
@@ -75,9 +75,10 @@ nbdev-test: venv
 pytest: venv
 	$(TEST_ENV) $(BIN)/pytest -n 2 --durations=15
 
-# the tests marked slow, and the attacks' hypothesis properties with 1,000 generated cases each (HYPOTHESIS_PROFILE=slow)
+# the tests marked slow, the attacks' hypothesis properties with 1,000 generated cases each (HYPOTHESIS_PROFILE=slow),
+# and the whole rehearsal of the paper plan on CPU (tests/test_rehearsal.py; its time: README "Paper scale")
 test-slow: venv
-	$(TEST_ENV) HYPOTHESIS_PROFILE=slow $(BIN)/pytest -n 2 -m "slow or properties"
+	$(TEST_ENV) HYPOTHESIS_PROFILE=slow ROBUSTCLIP_FULL_REHEARSAL=1 $(BIN)/pytest -n 2 -m "slow or properties or rehearsal"
 
 # each notebook runs once: under pytest (tests/test_notebooks.py), not again in a separate nbdev-test step.
 # `pretrain-mini` first: it checks the mini-base cache against its SHA-256 (or fills it from the weights shipped in

@@ -6,6 +6,7 @@ Docs: https://robustclip.github.io/robustclip/convert.html.md"""
 
 # %% ../nbs/06_convert.ipynb #181868a3
 from __future__ import annotations
+import copy
 import json
 import math
 from contextlib import contextmanager, nullcontext
@@ -19,14 +20,14 @@ import open_clip
 from open_clip.transformer import VisionTransformer, ResidualAttentionBlock, QuickGELU
 
 from .core import RobustClipError
-from .models import PixelCLIP, register_model
+from .models import PixelCLIP, create_clip, register_model
 
 # %% auto #0
 __all__ = [
     'EOT_ID', 'hf_vision_config', 'hf_text_config', 'hf_clip_config', 'openclip_vision_cfg', 'openclip_text_cfg',
     'openclip_config', 'tower_to_hf', 'tower_from_hf', 'openclip_vision_to_hf', 'openclip_text_to_hf',
     'hf_vision_to_openclip', 'hf_text_to_openclip', 'openclip_to_hf', 'hf_to_openclip', 'resize_pos_grid',
-    'interpolate_pos_embed', 'save_hf_tokenizer', 'save_hf_clip', 'is_hf_clip_folder', 'load_hf_clip'
+    'interpolate_pos_embed', 'save_hf_tokenizer', 'save_hf_clip', 'is_hf_clip_folder', 'load_hf_clip', 'combine_towers'
 ]
 
 # %% ../nbs/06_convert.ipynb #67ab71a2
@@ -676,3 +677,43 @@ def hf_clip_loader(
 
 # %% ../nbs/06_convert.ipynb #d4acc469
 register_model("hf-clip:", hf_clip_loader)  # found by `load_clip` through the robustclip.plugins entry point
+
+# %% ../nbs/06_convert.ipynb #e47c94ef
+_SHARED_KEYS = ("quick_gelu", "cast_dtype")
+
+
+def _text_keys(sd: dict) -> dict:
+    "The text-tower entries of a CLIP state dict (everything outside visual.*), logit_scale/bias included."
+    return {k: v for k, v in sd.items() if not k.startswith("visual.")}
+
+
+def combine_towers(
+    vision: PixelCLIP,  # gives the vision tower and the image preprocessing
+    text: PixelCLIP,  # gives the text tower, tokenizer and logit_scale
+) -> PixelCLIP:
+    "One CLIP with `vision`'s image tower and `text`'s text tower (same embedding dimension required)."
+    va, tb = vision.model_cfg, text.model_cfg
+    if va["embed_dim"] != tb["embed_dim"]:
+        raise RobustClipError(
+            f"cannot combine: the vision model embeds in {va['embed_dim']} dimensions but the text "
+            f"model in {tb['embed_dim']}; both towers must share the embedding space"
+        )
+    for k in _SHARED_KEYS:
+        if bool(va.get(k, False)) != bool(tb.get(k, False)):
+            raise RobustClipError(
+                f"cannot combine: {k} is {va.get(k, False)} for the vision model and {tb.get(k, False)} for "
+                "the text model; open_clip applies it to both towers (load both with the same setting)"
+            )
+    cfg = {k: v for k, v in copy.deepcopy(va).items() if k not in ("text_cfg", "custom_text")}
+    cfg["text_cfg"] = copy.deepcopy(tb["text_cfg"])
+    if tb.get("custom_text") or type(text.model).__name__ != "CLIP":
+        cfg["custom_text"] = True
+    out = create_clip(cfg, vision.preprocess_cfg, name=f"vision:{vision.name}+text:{text.name}")
+    out.model.visual.load_state_dict(vision.model.visual.state_dict())
+    missing, unexpected = out.model.load_state_dict(_text_keys(text.model.state_dict()), strict=False)
+    bad = [k for k in missing if not k.startswith("visual.")] + list(unexpected)
+    if bad:
+        raise RobustClipError(f"cannot combine: the text tower's weights do not fit ({', '.join(bad[:3])}...)")
+    out.tokenizer = text.tokenizer
+    out.pretrained = f"vision: {vision.name} {vision.pretrained}; text: {text.name} {text.pretrained}".strip()
+    return out.eval()

@@ -1,4 +1,5 @@
-"The paper templates and `robustclip reproduce`: parameters cells and the plan's `templates` section, tag survival, the smoke pipeline end to end, the paper plan."
+"""The paper templates and `robustclip reproduce`: parameters cells and the plan's `templates` section, tag survival,
+the smoke pipeline end to end, the paper plan."""
 
 import ast
 import json
@@ -30,7 +31,7 @@ def _plan_templates(scale: str) -> dict:
 @pytest.mark.parametrize("scale", ["mini", "paper"])
 def test_every_template_is_in_the_plan_with_declared_parameters(scale):
     "Each plan runs every template once, claims last, and passes only parameters the template declares."
-    from robustclip.app.reproduce import CONTEXT_PARAMS, Context, notebook_params, template_parameters
+    from robustclip.plan.build import CONTEXT_PARAMS, Context, notebook_params, template_parameters
 
     names = list(_plan_templates(scale))
     assert sorted(names) == sorted(p.stem for p in TEMPLATES) and names[-1] == "claims"
@@ -88,9 +89,10 @@ def test_parameters_tags_survive_nbdev_clean(tmp_path):
 
 
 def test_paper_dry_run_lists_every_run_with_its_needs(capsys):
-    from robustclip.app.reproduce import reproduce
+    from robustclip.plan.build import Context
+    from robustclip.plan.run import reproduce
 
-    reproduce(ROOT, "paper", dry_run=True)
+    reproduce(Context(ROOT, "paper"), dry_run=True)
     out = capsys.readouterr().out
     for run in ["tecoa2", "tecoa4", "fare2", "fare4", "simclip2", "simclip4", "leaf"]:
         assert f"train/{run} " in out
@@ -100,29 +102,25 @@ def test_paper_dry_run_lists_every_run_with_its_needs(capsys):
 
 def test_unknown_scale_and_only_are_clear_errors(tmp_path):
     from robustclip.core import RobustClipError
-    from robustclip.app.reproduce import reproduce
+    from robustclip.plan.build import Context
+    from robustclip.plan.run import reproduce
 
     with pytest.raises(RobustClipError, match="scales with a plan: mini, paper"):
-        reproduce(ROOT, "huge", dry_run=True)
+        reproduce(Context(ROOT, "huge"), dry_run=True)
+    ctx = Context(ROOT, "mini", runs=tmp_path / "runs", figures=tmp_path / "fig", smoke=True)
     with pytest.raises(RobustClipError, match="matches no step"):
-        reproduce(
-            ROOT,
-            "mini",
-            only="no-such-step",
-            smoke=True,
-            runs=tmp_path / "runs",
-            figures=tmp_path / "fig",
-            log=lambda s: None,
-        )
+        reproduce(ctx, only="no-such-step", log=lambda s: None)
 
 
 def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     "Every step of the mini plan with tiny settings, every template through papermill; a rerun is all cached."
-    from robustclip.app.reproduce import reproduce
+    from robustclip.plan.build import Context
+    from robustclip.plan.run import reproduce
     from robustclip.results import load_results, select_result
 
     runs, fig, lines = tmp_path / "runs", tmp_path / "figures", []
-    status = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lines.append, workers=1)  # every step here
+    ctx = Context(ROOT, "mini", runs=runs, figures=fig, smoke=True)
+    status = reproduce(ctx, log=lines.append, workers=1)  # every step here
     assert set(status.values()) == {"ran"}
     timing = lines[-2].splitlines()  # the runner's per-step wall times
     assert timing[0].split() == ["step", "seconds", "share"] and timing[-1].startswith("total")
@@ -171,28 +169,21 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     )
     table4 = (fig / "table4_zeroshot.csv").read_text()
     assert "clean" in table4 and "20/255" in table4
-    again = reproduce(ROOT, "mini", smoke=True, runs=runs, figures=fig, log=lambda s: None)
+    again = reproduce(ctx, log=lambda s: None)
     assert set(again.values()) == {"cached"}
 
 
 def test_a_group_process_writes_the_records_this_process_writes(tmp_path, mini_base):
     "One model's evaluations in a group worker process give the records of running them here."
-    from robustclip.app.reproduce import reproduce
+    from robustclip.plan.build import Context
+    from robustclip.plan.run import reproduce
     from robustclip.results import load_results
 
     only, got, logs = "zeroshot/base/mini-color,text/base/mini-text", {}, {}
     for workers in (2, 1):
         runs, logs[workers] = tmp_path / f"w{workers}", []
-        status = reproduce(
-            ROOT,
-            "mini",
-            only=only,
-            smoke=True,
-            runs=runs,
-            figures=runs / "fig",
-            log=logs[workers].append,
-            workers=workers,
-        )
+        ctx = Context(ROOT, "mini", runs=runs, figures=runs / "fig", smoke=True)
+        status = reproduce(ctx, only=only, log=logs[workers].append, workers=workers)
         assert {n for n, v in status.items() if v == "ran"} >= {
             "zeroshot/base/mini-color/clean",
             "text/base/mini-text/k1",
@@ -207,7 +198,7 @@ def test_a_group_process_writes_the_records_this_process_writes(tmp_path, mini_b
 
 
 def test_retrieval_table_averages_charmer_over_targets(tmp_path):
-    "LEAF reports Charmer retrieval averaged over its three fixed targets: one record per target, the table shows the mean."
+    "LEAF averages Charmer retrieval over its three fixed targets: one record per target, the table shows the mean."
     import papermill as pm
     from robustclip.results import write_result
 
@@ -247,7 +238,7 @@ def test_retrieval_table_averages_charmer_over_targets(tmp_path):
 
 
 def test_claims_verdicts_respect_the_seed_margins(tmp_path):
-    "A difference counts only beyond its kind's seed margin: holds / not shown / does not hold, and claims.json records it."
+    "A difference counts only beyond its kind's seed margin: holds / not shown / does not hold; claims.json records it."
     import papermill as pm
     from robustclip.results import write_result
 

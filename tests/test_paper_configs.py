@@ -41,7 +41,7 @@ B32 = {
 
 
 def _leaf_common(c):
-    "methods.md §4.4: AdamW 1e-5, wd 1e-4 with LEAF's exemptions, warmup 1400, cosine, 30 x 625 steps of 128, amp, seed 1."
+    "methods.md §4.4: AdamW 1e-5, wd 1e-4 with LEAF's exemptions, warmup 1400, cosine, 30 x 625 steps of 128, amp"
     assert (c.method, c.steps, c.batch_size, c.lr, c.weight_decay, c.warmup, c.schedule, c.seed) == (
         "leaf",
         18750,
@@ -59,7 +59,7 @@ def _leaf_common(c):
 
 @pytest.mark.parametrize("name", LEAF_L)
 def test_leaf_vitl_configs(name):
-    "ViT-L LEAF (from hf-hub:chs20/fare2-clip): betas (0.9, 0.999), eps 1e-8 (no 'vit' in the name), ρ and the constraint per run."
+    "ViT-L LEAF (from hf-hub:chs20/fare2-clip): betas (0.9, 0.999), eps 1e-8 (no 'vit' in the name), ρ per run."
     c = load_config(PAPER / f"{name}.yaml")
     rho, constrain = LEAF_L[name]
     _leaf_common(c)
@@ -79,7 +79,7 @@ def test_leaf_laion_configs(name):
 
 @pytest.mark.parametrize("name", FARE_LAION)
 def test_fare_laion_configs(name):
-    "train_fare_vit{h,g}.sh: eps 2, 10 PGD steps of 1/255, 10,000 steps, warmup 700, batch 128 / 64, AdamW defaults, fp32."
+    "train_fare_vit{h,g}.sh: eps 2, 10 PGD steps of 1/255, 10,000 steps, warmup 700, batch 128 / 64, AdamW defaults"
     c = load_config(PAPER / f"{name}.yaml")
     model, bs = FARE_LAION[name]
     assert (c.method, c.model, c.pretrained, c.dataset, c.eps, c.attack_steps, c.attack_step_size) == (
@@ -121,7 +121,7 @@ def test_fare_vitb32_ablation_configs(name):
 
 @pytest.mark.skipif(not METHODS_MD.exists(), reason="methods.md is not on this machine")
 def test_pinned_values_are_the_digests():
-    "The literals above are methods.md's: §4.4 (betas per model, FARE for LAION towers), §4.6 (ρ ablation), §2.7 (ViT-B/32)."
+    "The literals above are methods.md's: §4.4 (betas per model, FARE for LAION towers), §4.6 (ρ), §2.7 (B/32)."
     text = " ".join(METHODS_MD.read_text().split())
     for fact in [
         "**ViT-L used betas (0.9, 0.999), eps 1e-8**",
@@ -143,7 +143,7 @@ def test_pinned_values_are_the_digests():
 
 
 def test_paper_plan_holds_every_config_and_lists_it(capsys):
-    "Every paper config is a run of the plan; the ablation and the LAION combinations are there; the dry run shows their needs."
+    "Every paper config is a run of the plan; the ablation and LAION combinations are in it; the dry run lists them."
     plan = yaml.safe_load((PAPER / "reproduce.yaml").read_text())
     configs = {f.name for f in PAPER.glob("*.yaml") if f.name != "reproduce.yaml"}
     assert {Path(r["config"]).name for r in plan["runs"].values()} == configs
@@ -157,9 +157,10 @@ def test_paper_plan_holds_every_config_and_lists_it(capsys):
         ["leaf", "charmer", "bruteforce"],
         20,
     )
-    from robustclip.app.reproduce import reproduce
+    from robustclip.plan.build import Context
+    from robustclip.plan.run import reproduce
 
-    reproduce(ROOT, "paper", dry_run=True)
+    reproduce(Context(ROOT, "paper"), dry_run=True)
     out = capsys.readouterr().out
     for run in [
         "leaf-rho1",
@@ -182,7 +183,7 @@ def test_paper_plan_holds_every_config_and_lists_it(capsys):
 
 # ---------------------------------------------------------------- training details that follow the references
 def test_training_pgd_start_is_unclipped_as_robustvlm(tiny):
-    "RobustVLM's pgd_train: uniform start in [-eps, eps] NOT clipped to [0,1] before the first forward; later iterates are."
+    "RobustVLM's pgd_train: uniform start in [-eps, eps] NOT clipped to [0,1] before the first forward; later ones are."
     from robustclip.train.methods import training_attack
     from robustclip.attacks.pgd import pgd
 
@@ -203,7 +204,7 @@ def test_training_pgd_start_is_unclipped_as_robustvlm(tiny):
 
 
 def test_leaf_weight_decay_groups_match_the_reference(tiny):
-    "LEAF L326: no decay iff ndim<2 or bn/ln/bias/logit_scale in the name; robustclip's default also exempts embeddings."
+    "LEAF L326: no decay iff ndim<2 or bn/ln/bias/logit_scale in the name; robustclip's default exempts embeddings too."
     from robustclip.train.loop import config_optimizer
 
     named = [(n, p) for n, p in tiny.model.named_parameters() if not n.startswith("visual.")]
@@ -270,7 +271,7 @@ def test_resume_accepts_checkpoints_from_before_new_keys():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible")
 def test_amp_trains_with_fp16_and_a_grad_scaler_on_cuda(tmp_path):
-    "precision amp on CUDA (LEAF's reference): fp16 autocast, a GradScaler whose state is checkpointed, finite steps; resume equal."
+    "precision amp on CUDA (LEAF's reference): fp16 autocast, a checkpointed GradScaler, finite steps; resume equal."
     from robustclip.train.loop import Trainer, train
 
     (tmp_path / "caps.txt").write_text(
@@ -306,12 +307,13 @@ def test_amp_trains_with_fp16_and_a_grad_scaler_on_cuda(tmp_path):
 
 
 def test_paper_plan_draws_the_reference_samples(tmp_path):
-    """Paper scale: ImageNet robust samples from RobustBench's list (5,000 for Table 4, the first 1,000 for LEAF), the 13 wds
-    datasets by CLIP_benchmark's draw, retrieval against LEAF's three fixed targets; smoke runs keep the tiny random draw."""
-    from robustclip.app.reproduce import Context, load_plan, _eval_steps
+    """Paper scale: ImageNet robust samples from RobustBench's list (5,000 for Table 4, the first 1,000 for LEAF), the
+    13 wds datasets by CLIP_benchmark's draw, retrieval against LEAF's three fixed targets; smoke runs keep the tiny
+    random draw."""
+    from robustclip.plan.build import Context, build_plan
 
     ctx = Context(ROOT, "paper", runs=tmp_path)
-    steps = {s.name: s.settings for s in _eval_steps(ctx, load_plan(ctx))}
+    steps = {s.name: s.settings for s in build_plan(ctx) if s.kind == "eval"}
     sub = lambda name: (steps[name]["subset"], steps[name]["n_samples"])
     table4 = {n for n in steps if n.startswith("zeroshot/") and "clean" not in n}
     assert {sub(n) for n in table4 if "imagenet/" in n and "fare2/" in n} == {("robustbench", 5000)}
@@ -320,7 +322,7 @@ def test_paper_plan_draws_the_reference_samples(tmp_path):
     assert {s["target"] for n, s in steps.items() if n.startswith("retrieval/") and "charmer" in n} == {0, 1, 2}
     smoke = Context(ROOT, "mini", runs=tmp_path, smoke=True)
     assert all(
-        "subset" not in s or s["subset"] == "random"
-        for n, s in ((s.name, s.settings) for s in _eval_steps(smoke, load_plan(smoke)))
-        if n.startswith("zeroshot/")
+        "subset" not in s.settings or s.settings["subset"] == "random"
+        for s in build_plan(smoke)
+        if s.name.startswith("zeroshot/")
     )

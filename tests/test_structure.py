@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "vlm": 3,  # the LVLM interface in pixel space, its llava-hf backend, LVLM datasets, captioning / VQA / POPE metrics
     "downstream": 3,  # text-to-image under adversarial prompts (SD, the T2I interface), PEZ embedding inversion
     "mini": 4,  # the mini world's data, mini-base pretraining, registers 'mini-base' and 'mini/*'
+    "plan": 4,  # the reproduction as a library: plans as cached steps, stand-ins, fixtures, rehearsal, doctor
     "app": 5,  # cli, commands, reproduce, export
     "__main__": 5,
 }

@@ -95,6 +95,17 @@ COMMANDS: dict[str, Command] = {
         "rank models from result JSON files, each row's protocol shown",
         "leaderboard_args",
         "run_leaderboard",
+    "fixtures": Command(
+        "robustclip.app.reproduce",
+        "write a GPU plan's datasets (released layouts) and stand-in models",
+        "fixtures_args",
+        "run_fixtures",
+    ),
+    "doctor": Command(
+        "robustclip.app.reproduce",
+        "check that a plan's data, weights, disk and GPUs are here",
+        "doctor_args",
+        "run_doctor",
     ),
 }
 
