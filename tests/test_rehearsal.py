@@ -12,6 +12,7 @@ import pytest
 from robustclip.plan.build import Context, build_plan
 from robustclip.plan.rehearsal import (
     COUNT_KEYS,
+    CPU_PRECISION,
     DATA_KEYS,
     MODEL_KEYS,
     REHEARSAL_SCALE,
@@ -26,6 +27,7 @@ from robustclip.plan.run import reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTEXT = {"threads", "results_dir", "figures_dir", "scale"}  # the machine and the output folder, not the plan
+# (precision, also the machine's without CUDA, is checked on its own below)
 ONE_OF_EACH = [  # one rehearsed step of every kind (and what it needs: base, one image fine-tune)
     "train/tecoa2",
     "zeroshot/base/wds-vtab-cifar10/2",
@@ -89,6 +91,8 @@ def test_rehearsal_plan_is_the_paper_plan_but_models_data_and_counts(fixture_roo
                 assert a is None and Path(b) == fixture_root.resolve(), (step, key, a, b)
             elif key == "threads":
                 assert (a, b) == (None, REHEARSAL_THREADS) or (a, int(b)) == (None, REHEARSAL_THREADS), (step, a, b)
+            elif key == "precision":  # the machine's: 16-bit evaluations in fp32 without CUDA
+                assert b == (CPU_PRECISION.get(a, a) if not reh.cuda else a), (step, a, b)
             elif key == "scale":
                 assert (a, b) == ("paper", REHEARSAL_SCALE)
             elif key == "deps":

@@ -61,9 +61,8 @@ class TextClassificationTask:
     labels: list[int]
     classnames: list[str]
     label_prompts: list[str]  # one prompt per class (LEAF's `--label_encoder text`)
-    label_images: torch.Tensor | None = (
-        None  # (C,3,H,W) in [0,1], one image per class (LEAF's default), or (C,n,3,H,W): n per class, embeddings averaged
-    )
+    label_images: torch.Tensor | None = None  # (C,3,H,W) in [0,1]: one image per class (LEAF's default);
+    # or (C,n,3,H,W): n per class, their embeddings averaged
     info: dict = field(default_factory=dict)
 
     def __len__(self):
@@ -177,10 +176,11 @@ def imagenet(name: str, root: str | Path | None = None, split: str = "val", **kw
     if not d.is_dir():
         raise RobustClipError(f"{name}: {d} not found. " + _IMAGENET_HELP)
     ds = image_folder(d)
-    n_cls = len({y for _, y in ds.items})
-    classnames = list(IMAGENET_CLASSNAMES) if n_cls == 1000 else sorted(p.name for p in d.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in d.iterdir() if p.is_dir())  # the labels' order; a folder may be empty
+    classnames = list(IMAGENET_CLASSNAMES) if len(folders) == 1000 else folders
     templates = [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES]
-    info = {"root": str(root), "split": split, **({"subset_list": ROBUSTBENCH_IMAGENET} if split == "val" else {})}
+    info = {"root": str(root), "split": split, "n_classes": len(folders)}
+    info.update({"subset_list": ROBUSTBENCH_IMAGENET} if split == "val" else {})
     return ClassificationTask(name, ds, classnames, templates, info=info)
 
 
@@ -306,12 +306,13 @@ def _wds_help(name: str, path: Path) -> str:
 def clip_benchmark_templates(
     name: str,  # a CLIP_benchmark wds name, e.g. 'wds/vtab/cifar10'
 ) -> list[str]:
-    "The clip-benchmark package's English templates for `name`, looked up as RobustVLM's fork does (last part, else imagenet1k)."
+    "The clip-benchmark package's English templates for `name`, as RobustVLM's fork looks them up (else imagenet1k's)."
     try:
         f = files("clip_benchmark").joinpath("datasets/en_zeroshot_classification_templates.json")
     except ModuleNotFoundError:
         raise RobustClipError(
-            f"{name}: its templates come from the clip-benchmark package: pip install clip-benchmark==1.6.2 (robustclip[clip-benchmark])"
+            f"{name}: its templates come from the clip-benchmark package: "
+            "pip install clip-benchmark==1.6.2 (robustclip[clip-benchmark])"
         ) from None
     t = json.loads(f.read_text())
     return list(t.get(name.split("/")[-1], t["imagenet1k"]))
@@ -362,6 +363,7 @@ def write_wds(
     labels: Sequence[int],
     classnames: Sequence[str],
     templates: Sequence[str] = ("a photo of a {c}.",),
+    *,
     split: str = "test",
     shard_size: int = 1000,
     ext: str = "webp",  # image format inside the tars
@@ -455,7 +457,8 @@ def reference_order(task: ClassificationTask, spec: SubsetSpec) -> list[int] | N
         name = task.info.get("subset_list")
         if name is None or not isinstance(task.dataset, ImageFiles):
             raise RobustClipError(
-                f"subset 'robustbench' is RobustBench's ImageNet-val list; {task.name} has none (use --dataset imagenet)"
+                f"subset 'robustbench' is RobustBench's ImageNet-val list; {task.name} has none "
+                "(use --dataset imagenet)"
             )
         listed = subset_list(name)
         return listed_indices(

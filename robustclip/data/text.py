@@ -159,6 +159,7 @@ def load_label_images(
 def text_classification_task(
     path: str | Path,  # the CSV/TSV
     name: str | None = None,  # task name (default: the file name)
+    *,
     classnames: Sequence[str] | None = None,
     label_prompts: Sequence[str] | None = None,  # one per class (default: `prompt_template` filled)
     prompt_template: str = "{}",  # makes label prompts from class names
@@ -318,7 +319,7 @@ def karpathy(name: str, root=None, split: str = "test", images_root=None, **kw) 
 @register_dataset("coco_karpathy")
 @register_dataset("coco")
 def coco_karpathy(name: str, root=None, split: str = "test", **kw) -> RetrievalTask:
-    "COCO (Karpathy split, test by default): BLIP's coco_karpathy_SPLIT_2017.json (LEAF's file), else dataset_coco.json."
+    "COCO (Karpathy split, test by default): BLIP's coco_karpathy_SPLIT_2017.json (LEAF's), else dataset_coco.json."
     if root is None:
         raise RobustClipError(f"{name}: no data root given. " + _COCO_HELP)
     for d in (Path(root) / "coco", Path(root)):  # LEAF: coco_karpathy_test_2017.json (retrieval_helper.py L233)

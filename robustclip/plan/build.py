@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import papermill as pm
+import torch
 import yaml
 
 from ..core import RobustClipError, get_device
@@ -36,7 +37,7 @@ from ..train.config import TrainConfig, load_config
 from ..train.methods import get_method
 from ..vlm.core import LVLM, load_lvlm
 from .steps import Step
-from .rehearsal import REHEARSAL_SCALE, REHEARSAL_THREADS, rehearse
+from .rehearsal import CPU_PRECISION, REHEARSAL_SCALE, REHEARSAL_THREADS, rehearse
 
 # %% auto #0
 __all__ = [
@@ -60,10 +61,13 @@ class Context:
     data_root: str | None = (
         None  # where the paper-scale data lives (None: $ROBUSTCLIP_DATA); a fixture root to rehearse
     )
-    rehearse: bool = False  # the plan on stand-ins and fixture data, counts shrunk (one thread per process by default)
+    rehearse: bool = False  # the plan on stand-ins and fixture data, counts shrunk (`robustclip.plan.rehearsal`)
+    cuda: bool | None = None  # whether evaluations get a GPU (None: torch.cuda.is_available())
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        if self.cuda is None:
+            self.cuda = torch.cuda.is_available()
         if self.rehearse and self.threads is None:
             self.threads = REHEARSAL_THREADS
         variant = (
@@ -81,6 +85,10 @@ class Context:
     @property
     def results(self) -> Path:
         return self.runs / "results"
+
+    def precision(self, p: str) -> str:
+        "The precision a step runs at: the plan's; a rehearsal without CUDA runs 16-bit steps in `CPU_PRECISION`."
+        return CPU_PRECISION.get(p, p) if self.rehearse and not self.cuda else p
 
     @property
     def caption_scale(self) -> str:
@@ -582,7 +590,7 @@ def _vlm_steps(p: Plan) -> list[Step]:
                 lvlm=v["lvlm"],
                 n_samples=p.pick(v.get("n_samples"), SMOKE["n_samples"]),
                 batch_size=v.get("batch_size", 8),
-                precision=v.get("precision", "fp32"),
+                precision=p.ctx.precision(v.get("precision", "fp32")),
             )
             e = Eval("vlm", m, ds, "clean", kw, _vlm, PAPER_GPU_HOURS["vlm"], (Need("weights", v["lvlm"]),))
             out.append(_eval_step(p, e))
@@ -598,7 +606,7 @@ def _vlm_attack_steps(p: Plan) -> list[Step]:
         lvlm=base.get("lvlm"),
         n_samples=p.pick(v["n_samples"], SMOKE["n_samples"]),
         batch_size=v.get("batch_size", 8),
-        precision=v.get("precision", "fp32"),
+        precision=p.ctx.precision(v.get("precision", "fp32")),
     )
     src, made, need = v.get("transfer_from"), {}, (Need("weights", base.get("lvlm")),)
     for ds in v["datasets"]:
@@ -641,7 +649,7 @@ def _vlm_targeted_steps(p: Plan) -> list[Step]:
                     steps=p.pick(v["steps"], SMOKE["iterations"]),
                     n_samples=p.pick(v["n_samples"], SMOKE["n_samples"]),
                     batch_size=v.get("batch_size", 16),
-                    precision=v.get("precision", "fp32"),
+                    precision=p.ctx.precision(v.get("precision", "fp32")),
                 )
                 tag = f"target{j}-{_eps_tag(e)}"
                 out.append(
@@ -684,6 +692,7 @@ def _downstream_steps(p: Plan) -> list[Step]:
             k=p.pick(t.get("k", 2), 1),
         )
         kw.update({f: t[f] for f in _T2I_KEYS if f in t})
+        kw.update({"precision": p.ctx.precision(t["precision"])} if "precision" in t else {})
         need = (
             Need("weights", t["generator"]),
             Need("weights", t.get("judge", "mini-base"), t.get("judge_pretrained")),

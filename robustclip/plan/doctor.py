@@ -30,8 +30,8 @@ from .steps import Step, select_steps
 
 # %% auto #0
 __all__ = [
-    'RELEASED', 'SAME_SPLIT', 'MEMORY_RULE', 'LLAVA_PARAMS', 'SD_PARAMS', 'Check', 'check_table', 'check_data',
-    'hf_cache', 'check_weights', 'estimate_memory_gb', 'plan_archs', 'step_memory_gb', 'memory_by_step',
+    'RELEASED', 'SAME_SPLIT', 'IMAGENET_CLASSES', 'MEMORY_RULE', 'LLAVA_PARAMS', 'SD_PARAMS', 'Check', 'check_table',
+    'check_data', 'hf_cache', 'check_weights', 'estimate_memory_gb', 'plan_archs', 'step_memory_gb', 'memory_by_step',
     'memory_summary', 'doctor'
 ]
 
@@ -127,11 +127,18 @@ def _draw_problem(task, mode: str, n: int | None) -> str:
     return ""
 
 
+IMAGENET_CLASSES = (
+    "{root} holds {n} class folders, ImageNet-1k 1,000: the labels and class names would follow the folders, not "
+    "ImageNet's; create every wnid folder (empty ones are fine, e.g. when only RobustBench's 5,000 ids are copied)"
+)
+
+
 def check_data(
     name: str,  # a dataset name of the plan
     split: str,  # its split
     root: str | None,  # the data root (None: $ROBUSTCLIP_DATA)
     draws: set = frozenset(),  # (subset mode, n) pairs the plan draws
+    fixture: bool = False,  # a fixture root: the counts its manifest says it bypasses are not refused
 ) -> Check:
     "Whether a dataset is here in its reader's layout with what the plan draws from it."
     c = Check(f"data: {name} {split}")
@@ -145,6 +152,9 @@ def check_data(
         c.fix = str(e).splitlines()[0]
         return c
     c.fix = next((p for mode, n in sorted(draws, key=str) if (p := _draw_problem(task, mode, n))), "")
+    n_cls = task.info.get("n_classes", 1000) if name in ("imagenet", "imagenet1k") else 1000
+    if n_cls != 1000 and not fixture and not c.fix:  # labels and names would follow the folders, not ImageNet's
+        c.fix = IMAGENET_CLASSES.format(n=n_cls, root=Path(root or "ROOT") / split)
     released = RELEASED.get((name, split))
     c.found = f"{len(task)} samples" + (f" (released: {released:,})" if released and released != len(task) else "")
     c.ok = not c.fix
@@ -458,12 +468,12 @@ def _input_checks(steps: list[Step], root: str | None) -> list[Check]:
     for n, names in users.items():
         key = ("data", *_split(n.name, n.detail)) if n.kind == "data" else (n.kind, n.name, n.detail)
         merged.setdefault(key, []).extend(names)
+    fixture = is_fixture_root(root)
     for (kind, name, detail), names in merged.items():
-        c = (
-            check_data(name, detail, root, draws.get((name, detail), set()))
-            if kind == "data"
-            else check_weights(name, detail)
-        )
+        if kind == "data":
+            c = check_data(name, detail, root, draws.get((name, detail), set()), fixture)
+        else:
+            c = check_weights(name, detail)
         c.steps = list(dict.fromkeys(names))
         out.append(c)
     return out

@@ -37,8 +37,8 @@ FIXTURE_COUNTS = {  # dataset -> what the release holds, what the fixture holds,
     "imagenet": {
         "released": "train 1,281,167 images / val 50,000 images, 1,000 classes",
         "fixture": f"val: the first {IMAGENET_IDS} ids of RobustBench's list; train: 3 images per class; their classes",
-        "checks": "RobustBench's ids: present (the reader refuses a missing one); 1,000 classes (open_clip's names): "
-        "bypassed, fewer folders are named by their wnids",
+        "checks": "RobustBench's ids: present (the reader refuses a missing one); 1,000 class folders (open_clip's "
+        "names; the doctor refuses fewer): bypassed on a fixture root, its 12 folders are named by their wnids",
     },
     "wds/*": {
         "released": "the 13 CLIP_benchmark test sets (cifar10 10,000 ... imagenet_sketch 50,889 images)",
@@ -134,7 +134,9 @@ def write_clip_benchmark(
         tpl = clip_benchmark_templates(name)  # the folder's templates file holds the set's own templates
         names = _wds_classnames(name, n_classes)  # fewer where the set has fewer (PCam: 2)
         d = root / wds_dir_name(name)
-        out.append(write_wds(d, imgs, [i % len(names) for i in range(n)], names, tpl, "test", per_shard))
+        out.append(
+            write_wds(d, imgs, [i % len(names) for i in range(n)], names, tpl, split="test", shard_size=per_shard)
+        )
     return out
 
 

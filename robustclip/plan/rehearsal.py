@@ -22,7 +22,7 @@ from .standins import OTHER_MODELS, STANDIN_RULE, standin_name, standin_spec, wr
 # %% auto #0
 __all__ = [
     'COUNT_RULE', 'COUNT_KEYS', 'MODEL_KEYS', 'RUN_MODEL_KEYS', 'RUN_COUNT_KEYS', 'DATA_KEYS', 'REHEARSAL_SCALE',
-    'REHEARSAL_THREADS', 'CONTEXT_FIELDS', 'shrink', 'run_values', 'plan_models', 'rehearse',
+    'CPU_PRECISION', 'REHEARSAL_THREADS', 'CONTEXT_FIELDS', 'shrink', 'run_values', 'plan_models', 'rehearse',
     'write_rehearsal_fixtures', 'plan_differences'
 ]
 
@@ -67,6 +67,9 @@ RUN_COUNT_KEYS = (
 )  # training steps, samples (per step, per epoch, per check), attack iterations, intervals in steps
 DATA_KEYS = ("data_root",)
 REHEARSAL_SCALE = "paper rehearsal (stand-in models)"  # what every caption of a rehearsal names as its scale
+CPU_PRECISION = {"fp16": "fp32", "bf16": "fp32"}  # a rehearsal without CUDA: 16-bit evaluations in fp32 (the machine's,
+# not the plan's: training already runs `amp` in fp32 on CPU, 16-bit kernels on a CPU are several times slower, and
+# diffusers refuses fp16 on CPU; benchmarks/gpu.sh rehearses the plan's fp16 on CUDA)
 REHEARSAL_THREADS = (
     1  # a rehearsal runs on CPU: one intra-op thread per process, processes side by side (the machine, not the plan)
 )
