@@ -1,4 +1,4 @@
-"""Tasks as small dataclasses, a registry keyed by name, and the paper-scale image datasets (ImageNet folders and CLIP_benchmark webdatasets) read from local disk.
+"""Tasks, a registry keyed by name, and the paper-scale image datasets (ImageNet, CLIP_benchmark webdatasets).
 
 Docs: https://robustclip.github.io/robustclip/data.core.html.md"""
 

@@ -1,4 +1,4 @@
-"""Text classification from CSV (AG-News), image-text retrieval from Karpathy-split JSON (COCO, Flickr30k), and caption corpora for LEAF training — read from local files.
+"""Text classification CSVs (AG-News), Karpathy-split retrieval JSON (COCO, Flickr30k), LEAF's caption corpora.
 
 Docs: https://robustclip.github.io/robustclip/data.text.html.md"""
 

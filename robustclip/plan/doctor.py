@@ -1,4 +1,4 @@
-"""Before renting GPUs: is every dataset, weight and tool a plan needs here, and how much GPU memory and time will it take?
+"""Before renting GPUs: is all a plan needs here (data, weights, tools, disk), and how much GPU memory and time?
 
 Docs: https://robustclip.github.io/robustclip/plan.doctor.html.md"""
 

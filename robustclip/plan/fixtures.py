@@ -1,4 +1,4 @@
-"""Small deterministic stand-ins of every dataset the paper plan reads, laid out as the real releases are on disk.
+"""Tiny deterministic stand-ins of every dataset the paper plan reads, laid out as the releases are on disk.
 
 Docs: https://robustclip.github.io/robustclip/plan.fixtures.html.md"""
 

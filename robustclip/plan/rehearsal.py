@@ -1,4 +1,4 @@
-"""The paper plan on CPU before anyone spends a GPU-hour: stand-in models, fixture data, counts shrunk by one rule.
+"""The paper plan on CPU before a GPU-hour is spent: stand-in models, fixture data, counts shrunk by one rule.
 
 Docs: https://robustclip.github.io/robustclip/plan.rehearsal.html.md"""
 

@@ -1,4 +1,4 @@
-"""Run a reproduction's steps: the cached runner, one model's evaluations per worker process, a dry run with GPU-hours.
+"""Run a plan's steps: cached, one model's evaluations per worker process; a dry run with GPU-hours.
 
 Docs: https://robustclip.github.io/robustclip/plan.run.html.md"""
 

@@ -1,4 +1,4 @@
-"""Narrow, shallow random models of the paper's families: same loaders and interfaces, built from the real configs.
+"""Narrow, shallow random models of the paper's families, built from the real configs, loaded as they are.
 
 Docs: https://robustclip.github.io/robustclip/plan.standins.html.md"""
 

@@ -1,4 +1,4 @@
-"""A cached step runner: each step runs once per content hash of what decides its output, and says how long it took.
+"""A cached step runner: a step runs once per hash of what decides its output, and says how long it took.
 
 Docs: https://robustclip.github.io/robustclip/plan.steps.html.md"""
 
