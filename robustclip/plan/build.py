@@ -179,6 +179,9 @@ class Plan:
             return f"local-dir:{self.ctx.runs / name / 'final'}", None
         if name in self.spec.get("combos", {}):
             return f"local-dir:{self.ctx.runs / 'combos' / name}", None
+        if name in self.spec.get("external", {}):  # a published model evaluated as it is (LEAF's clean ViT-H/14)
+            e = self.spec["external"][name]
+            return e["spec"], e.get("pretrained")
         runs = ", ".join(self.spec.get("runs", {}))
         raise RobustClipError(f"plan names an unknown model {name!r} (base, runs: {runs})")
 
@@ -186,6 +189,8 @@ class Plan:
         "The step that makes model `name`."
         if name == "base":
             return ["base"]
+        if name in self.spec.get("external", {}):
+            return []  # nothing makes it: its weights are a need of the steps that read it
         return [f"train/{name}"] if name in self.spec.get("runs", {}) else [f"combine/{name}"]
 
     def pick(self, value: Any, smoke: Any) -> Any:
@@ -387,7 +392,7 @@ def _eval_step(p: Plan, e: Eval) -> Step:
         [path],
         partial(_label, e.evaluate, p.models, spec, path, e.model, settings),
         p.dep(e.model),
-        needs=[Need("data", e.dataset), *e.needs],
+        needs=[Need("data", e.dataset), *e.needs, *([Need("weights", *spec)] if not p.dep(e.model) else [])],
         gpu_hours=e.gpu_hours,
         group=f"evals/{e.model}",
         cost=next((v for k, v in _STEP_SECONDS.items() if f"{e.kind}/{e.tag}".startswith(k)), 5.0),

@@ -340,6 +340,8 @@ def plan_archs(ctx: Context, plan: dict) -> dict[str, str]:
     for name, run in plan.get("runs", {}).items():
         v = run_values(ctx.root, run)
         out[name] = standin_arch(v["model"], v.get("pretrained"))[0]
+    for name, e in plan.get("external", {}).items():
+        out[name] = standin_arch(e["spec"], e.get("pretrained"))[0]
     for name, c in plan.get("combos", {}).items():
         out[name] = out[c["vision"]]
     return out

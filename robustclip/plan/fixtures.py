@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import tempfile
 from importlib.resources import files
 from pathlib import Path
 
@@ -19,13 +20,16 @@ from ..core import RobustClipError, atomic_write_text, progress
 from ..data.core import CLIP_BENCHMARK, NATIVE_RESOLUTION, ROBUSTBENCH_IMAGENET, subset_list, write_wds
 from ..data.core import clip_benchmark_templates, wds_dir_name
 from ..data.text import AG_NEWS_CLASSES
+from ..eval.runner import sidecar_path
+from ..eval.vlm import eval_vlm
+from ..vlm.core import load_lvlm
 from ..vlm.data import write_vlm_fixtures
 
 # %% auto #0
 __all__ = [
     'MANIFEST', 'IMAGENET_IDS', 'PAPER_WDS', 'FIXTURE_COUNTS', 'fixture_image', 'write_imagenet',
-    'write_clip_benchmark', 'write_ag_news', 'write_coco', 'write_datacomp', 'write_pez_captions', 'is_fixture_root',
-    'read_manifest', 'write_fixtures'
+    'write_clip_benchmark', 'write_ag_news', 'write_coco', 'write_datacomp', 'calibrate_lvlm_fixtures',
+    'is_fixture_root', 'read_manifest', 'write_fixtures'
 ]
 
 # %% ../../nbs/74_plan.fixtures.ipynb #593ca826
@@ -65,7 +69,7 @@ FIXTURE_COUNTS = {  # dataset -> what the release holds, what the fixture holds,
         "fixture": "4 shards x 8 samples (one without a caption, one without an image per shard)",
         "checks": "an epoch is cut at n samples (80,000 -> 17); the shards are read again when they run out",
     },
-    "pez": {"released": "99 captions", "fixture": "8 captions", "checks": "the first n (100 -> 4)"},
+    "pez/coco": {"released": "LEAF's 100 PEZ captions", "fixture": "none: they ship with robustclip", "checks": "-"},
 }
 
 
@@ -230,12 +234,66 @@ def write_datacomp(root: Path, n_shards: int = 4, per_shard: int = 8) -> Path:
                     tf.addfile(ti, io.BytesIO(data))
     return d
 
+# %% ../../nbs/74_plan.fixtures.ipynb #fda72d38
+def _rewrite_answers(root: Path, name: str, said: dict) -> None:
+    "Write the stand-in's answers (sample id -> text) as the ground truth of one caption or VQA fixture."
 
-def write_pez_captions(root: Path) -> Path:
-    "PEZ's caption file (LEAF's `src/pez/coco_captions.txt`: one caption per line)."
-    p = root / "pez" / "coco_captions.txt"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(p, "\n".join(_CAPTIONS) + "\n")
+    def load(rel):
+        return json.loads((root / rel).read_text())
+
+    def save(rel, obj):
+        atomic_write_text(root / rel, json.dumps(obj))
+
+    if name in ("vlm/coco", "vlm/flickr30k"):  # Karpathy files: five references per image
+        rel = "coco/dataset_coco.json" if name == "vlm/coco" else "flickr30k/dataset_flickr30k.json"
+        d = load(rel)
+        for im in d["images"]:
+            key = str(Path(im.get("filepath", "")) / im["filename"])
+            im["sentences"] = [{"raw": said[key]}] * 5 if key in said else im["sentences"]
+        return save(rel, d)
+    if name in ("vlm/vqav2", "vlm/okvqa"):  # VQAv2's annotations: ten human answers per question
+        rel = {
+            "vlm/vqav2": "vqav2/v2_mscoco_val2014_annotations.json",
+            "vlm/okvqa": "okvqa/mscoco_val2014_annotations.json",
+        }[name]
+        d = load(rel)
+        for a in d["annotations"]:
+            if a["question_id"] in said:
+                a["answers"] = [dict(x, answer=said[a["question_id"]]) for x in a["answers"]]
+                a["multiple_choice_answer"] = said[a["question_id"]]
+        return save(rel, d)
+    if name == "vlm/textvqa":
+        d = load("textvqa/TextVQA_0.5.1_val.json")
+        for x in d["data"]:
+            x["answers"] = [said[x["question_id"]]] * 10 if x["question_id"] in said else x["answers"]
+        return save("textvqa/TextVQA_0.5.1_val.json", d)
+    if name == "vlm/vizwiz":
+        d = load("vizwiz/val.json")
+        for x in d:
+            x["answers"] = (
+                [dict(a, answer=said[x["image"]]) for a in x["answers"]] if x["image"] in said else x["answers"]
+            )
+        return save("vizwiz/val.json", d)
+    raise RobustClipError(f"no ground truth to calibrate for {name}")
+
+
+def calibrate_lvlm_fixtures(
+    root: str | Path,  # the fixture root
+    lvlm: str,  # the stand-in LVLM's spec ('llava-hf:ROOT/models/...')
+    vision: str,  # the base model's stand-in (a `load_clip` spec)
+    datasets: list[str],  # the caption and VQA fixtures to calibrate ('vlm/coco', 'vlm/vqav2', ...)
+) -> dict[str, int]:
+    "Make each sample's ground truth what the stand-in LVLM answers (fp32, CPU); returns dataset -> samples rewritten."
+    root, out, lv = Path(root), {}, load_lvlm(lvlm, vision=vision)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in datasets:
+            rec = Path(tmp) / f"{name.replace('/', '-')}.json"
+            eval_vlm(lv, name, data_root=str(root), output=rec, device="cpu", batch_size=8)
+            lines = [json.loads(l) for l in sidecar_path(rec).read_text().splitlines()[1:]]
+            said = {row["id"]: row["text"] for line in lines for row in line["rows"]}
+            _rewrite_answers(root, name, said)
+            out[name] = len(said)
+    return out
 
 # %% ../../nbs/74_plan.fixtures.ipynb #cd856e10
 def is_fixture_root(root: str | Path | None) -> bool:
@@ -267,7 +325,6 @@ def write_fixtures(
         ("LVLM sets", lambda r: write_vlm_fixtures(r, n=6)),  # coco/dataset_coco.json, flickr30k/, vqav2/, ...
         ("COCO", write_coco),  # beside them: the retrieval file, val2017
         ("DataComp", write_datacomp),
-        ("PEZ", write_pez_captions),
     ]
     for what, job in progress(jobs, desc="fixtures", unit="set"):
         job(root)

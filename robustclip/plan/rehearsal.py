@@ -16,7 +16,7 @@ import yaml
 
 from ..core import RobustClipError, atomic_write_text
 from ..train.config import merge_overrides
-from .fixtures import MANIFEST, is_fixture_root, read_manifest, write_fixtures
+from .fixtures import MANIFEST, calibrate_lvlm_fixtures, is_fixture_root, read_manifest, write_fixtures
 from .standins import OTHER_MODELS, STANDIN_RULE, standin_name, standin_spec, write_standins
 
 # %% auto #0
@@ -49,7 +49,14 @@ COUNT_KEYS = (
     "n_target_classes",
     "targets",
 )
-MODEL_KEYS = {"base": "base_pretrained", "lvlm": None, "vlm": None, "generator": None, "judge": "judge_pretrained"}
+MODEL_KEYS = {  # a plan's model keys and their pretrained tags (`spec`: a published model of the `external` section)
+    "base": "base_pretrained",
+    "spec": "pretrained",
+    "lvlm": None,
+    "vlm": None,
+    "generator": None,
+    "judge": "judge_pretrained",
+}
 RUN_MODEL_KEYS = {"model": "pretrained", "anchor": "anchor_pretrained"}  # a run config's models and their tags
 RUN_COUNT_KEYS = (
     "steps",
@@ -114,8 +121,9 @@ def plan_models(
     plan: dict,  # a plan (configs/<scale>/reproduce.yaml)
     root: str | Path,  # the repository (the runs' configs are relative to it)
 ) -> list[tuple[str, str | None]]:
-    "Every model the plan loads as (spec, pretrained): base, runs' starting models and anchors, LVLM, generator, judge."
+    "Every model the plan loads as (spec, pretrained): base, external, runs' starts, anchors, LVLM, generator, judge."
     out = [(plan["base"], plan.get("base_pretrained"))]
+    out += [(e["spec"], e.get("pretrained")) for e in plan.get("external", {}).values()]
     for run in plan.get("runs", {}).values():
         v = run_values(Path(root), run)
         out += [(v[k], v.get(t)) for k, t in RUN_MODEL_KEYS.items() if v.get(k)]
@@ -189,8 +197,13 @@ def write_rehearsal_fixtures(
     write_fixtures(out)  # the datasets first: the stand-in LLaVA's tokenizer learns their answers' words
     words = [str(t) for t in (plan.get("vlm_targeted") or {}).get("targets", [])]
     made = write_standins(out, plan_models(plan, root), words)
+    vlm = plan.get("vlm") or {}
+    sets = [d for d in vlm.get("datasets", []) if not d.startswith("vlm/pope/")]  # POPE keeps its yes/no labels
+    if sets:  # ground truths the stand-in answers, so that RobustVLM's attacks have samples to attack
+        base = standin_spec(out, plan["base"], plan.get("base_pretrained"))
+        calibrated = calibrate_lvlm_fixtures(out, made[vlm["lvlm"]], base, sets)
     m = read_manifest(out)
-    m.update(models=made, standin_rule=STANDIN_RULE, count_rule=COUNT_RULE)
+    m.update(models=made, standin_rule=STANDIN_RULE, count_rule=COUNT_RULE, calibrated=calibrated if sets else {})
     atomic_write_text(out / MANIFEST, json.dumps(m, indent=1))
     return out
 

@@ -186,6 +186,24 @@ def _sd_parts(width: int, latent: int = 64):
     return unet, vae, sched
 
 
+def _sd_checker(patch: int = 14):
+    "SD-1.5's safety checker (a CLIP ViT-L/14 image tower, concept embeddings) and its image processor, stand-in size."
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    vision = dict(hidden_size=WIDTH, intermediate_size=4 * WIDTH, num_hidden_layers=LAYERS, patch_size=patch)
+    cfg = CLIPConfig(
+        text_config=dict(hidden_size=WIDTH, intermediate_size=4 * WIDTH, num_hidden_layers=1, num_attention_heads=2),
+        vision_config=dict(vision, num_attention_heads=WIDTH // HEAD_WIDTH, image_size=224),
+        projection_dim=WIDTH,
+    )
+    mean, std = list(open_clip.OPENAI_DATASET_MEAN), list(open_clip.OPENAI_DATASET_STD)
+    proc = CLIPImageProcessor(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, image_mean=mean, image_std=std
+    )
+    return StableDiffusionSafetyChecker(cfg).eval(), proc
+
+
 def write_standin_sd(
     out: str | Path,  # the folder to write (a diffusers pipeline folder)
     clip_folder: str | Path,  # the stand-in ViT-L/14 (its text tower is SD-1.5's text encoder)
@@ -201,15 +219,15 @@ def write_standin_sd(
     tok = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
     torch.manual_seed(_seed("stable-diffusion-v1-5"))
     unet, vae, sched = _sd_parts(clip.model_cfg["text_cfg"]["width"], latent)
+    checker, proc = _sd_checker()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_tower(clip),
         tokenizer=tok,
         unet=unet,
         scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        safety_checker=checker,
+        feature_extractor=proc,
     )
     pipe.save_pretrained(out)
     return out
