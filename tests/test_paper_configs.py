@@ -326,3 +326,17 @@ def test_paper_plan_draws_the_reference_samples(tmp_path):
         for s in build_plan(smoke)
         if s.name.startswith("zeroshot/")
     )
+
+
+def test_paper_plan_runs_openflamingo_beside_llava():
+    "FARE Table 1, Sim-CLIP's table: OpenFlamingo-9B on the ensemble's datasets, clean and at each budget, in both."
+    plan = yaml.safe_load((PAPER / "reproduce.yaml").read_text())
+    of, attack = plan["vlm_flamingo"], plan["vlm_attack"]
+    assert of["lvlm"] == "open-flamingo:openflamingo/OpenFlamingo-9B-vitl-mpt7b"  # methods.md §2.6 (c)
+    assert (of["models"], of["datasets"], of["eps"]) == (attack["models"], attack["datasets"], ["2/255", "4/255"])
+    assert {"vlm/coco", "vlm/flickr30k", "vlm/textvqa", "vlm/vqav2", "vlm/vizwiz", "vlm/okvqa"} == set(of["datasets"])
+    assert (of["attack"], of["steps"], of["n_samples"], of["clean_n_samples"]) == ("ensemble", 100, 500, None)
+    for name in ("fare_table1_lvlm", "simclip_lvlm"):
+        assert plan["templates"][name]["flamingo"] == of["lvlm"], name
+    mini = yaml.safe_load((ROOT / "configs" / "mini" / "reproduce.yaml").read_text())
+    assert "vlm_flamingo" not in mini and all("flamingo" not in t for t in mini["templates"].values())

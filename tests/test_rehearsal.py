@@ -39,6 +39,8 @@ ONE_OF_EACH = [  # one rehearsed step of every kind (and what it needs: the base
     "vlm/base/vlm-pope-random/clean",
     "vlm/base/vlm-coco/ensemble2",
     "vlm/base/vlm-coco/target0-2",
+    "vlm/base/vlm-coco/of-clean",  # OpenFlamingo-9B's rows (FARE Table 1, Sim-CLIP's table)
+    "vlm/base/vlm-vqav2/of-ensemble2",
     "t2i/base/coco/charmer",
     "inversion/base/coco/pez",
 ]
@@ -135,7 +137,7 @@ def _plan(scale: str) -> dict:
 
 
 def test_one_rehearsed_step_of_every_kind_and_every_template(fixture_root, tmp_path):
-    "A training run, each evaluation kind (LVLM clean, ensemble, transfer, targeted, POPE; T2I; PEZ), all 15 templates."
+    "Training, every evaluation kind (LLaVA and OpenFlamingo: clean, ensemble; transfer, targeted, POPE; T2I; PEZ)."
     from robustclip.results import load_results
 
     ctx = Context(ROOT, "paper", rehearse=True, data_root=str(fixture_root), runs=tmp_path / "runs")
@@ -155,6 +157,13 @@ def test_one_rehearsed_step_of_every_kind_and_every_template(fixture_root, tmp_p
     assert {"zeroshot_classification", "text_classification", "zeroshot_retrieval", "inversion", "t2i"} <= kinds, kinds
     attacks = {(r.get("attack") or {}).get("name") for r in records if r["task"].startswith("lvlm")}
     assert {None, "ensemble", "transfer", "targeted"} <= attacks, attacks
+    of = [r for r in records if str(r.get("vlm", "")).startswith("open-flamingo:")]
+    assert {(r["task"], (r.get("attack") or {}).get("name")) for r in of} == {
+        ("lvlm_caption", None),
+        ("lvlm_vqa", "ensemble"),
+    }
+    table = (ctx.figures / "fare_table1_lvlm.md").read_text()
+    assert of[0]["vlm"] in table and "vlm/coco clean" in table  # OpenFlamingo's block of rows, LLaVA's below
     for name in _plan("paper")["templates"]:
         md = (ctx.figures / f"{name}.md").read_text()
         assert REHEARSAL_SCALE in md.splitlines()[0] or REHEARSAL_SCALE in md, name  # every caption says so
@@ -184,7 +193,13 @@ def test_doctor_on_an_empty_root_lists_every_missing_input(tmp_path, capsys, mon
     ]:
         assert "MISSING" in rows[f"data: {name}"], name
     assert "wds/vtab/pcam test" in " ".join(rows) and "captions:datacomp_small train" in " ".join(rows)
-    for w in ["ViT-L-14 openai", "hf-hub:chs20/fare2-clip", "llava-hf:llava-hf/llava-1.5-7b-hf", "ViT-B-16 openai"]:
+    for w in [
+        "ViT-L-14 openai",
+        "hf-hub:chs20/fare2-clip",
+        "llava-hf:llava-hf/llava-1.5-7b-hf",
+        "open-flamingo:openflamingo/OpenFlamingo-9B-vitl-mpt7b",
+        "ViT-B-16 openai",
+    ]:
         assert "MISSING" in rows[f"weights: {w}"] and (
             "hf download" in rows[f"weights: {w}"] or "open_clip" in rows[f"weights: {w}"]
         )

@@ -224,6 +224,8 @@ PAPER_GPU_HOURS = {
     "vlm": 1.0,
     "vlm_attack": 8.0,
     "vlm_targeted": 25 * 2.0,
+    "vlm_flamingo": 1.5,  # OpenFlamingo-9B: 3-beam decoding of a 9B model, about 1.5x LLaVA's
+    "vlm_flamingo_attack": 12.0,
     "t2i": 2.0,
     "inversion": 1.0,
 }  # rough A100-hour guesses per step at paper scale (ViT-L/14)
@@ -662,6 +664,27 @@ def _vlm_targeted_steps(p: Plan) -> list[Step]:
                 )
     return out
 
+
+def _vlm_flamingo_steps(p: Plan) -> list[Step]:
+    "The OpenFlamingo rows of FARE Table 1 and Sim-CLIP's table: clean on all samples, the ensemble at each budget."
+    v, out = p.spec.get("vlm_flamingo"), []
+    if not v:
+        return out
+    need, gpu = (Need("weights", v["lvlm"]),), PAPER_GPU_HOURS
+    common = dict(
+        lvlm=v["lvlm"], batch_size=v.get("batch_size", 8), precision=p.ctx.precision(v.get("precision", "fp32"))
+    )
+    for m in v["models"]:
+        for ds in v["datasets"]:
+            kw = dict(common, dataset=ds, n_samples=p.pick(v.get("clean_n_samples"), SMOKE["n_samples"]))
+            out.append(_eval_step(p, Eval("vlm", m, ds, "of-clean", kw, _vlm, gpu["vlm_flamingo"], need)))
+            for e in v["eps"]:
+                kw = dict(common, dataset=ds, attack=v["attack"], eps=e, steps=p.pick(v["steps"], SMOKE["iterations"]))
+                kw["n_samples"] = p.pick(v["n_samples"], SMOKE["n_samples"])
+                tag = f"of-{v['attack']}{_eps_tag(e)}"
+                out.append(_eval_step(p, Eval("vlm", m, ds, tag, kw, _vlm, gpu["vlm_flamingo_attack"], need)))
+    return out
+
 # %% ../../nbs/71_plan.build.ipynb #e99fa7cd
 def _t2i(models: Models, spec: tuple, path: Path, *, dataset: str, generator: str, **kw) -> None:
     "Text-to-image from clean and attacked prompts, the model's text tower swapped into the generator."
@@ -719,7 +742,7 @@ def _downstream_steps(p: Plan) -> list[Step]:
 def _eval_steps(p: Plan) -> list[Step]:
     "Every evaluation of the plan."
     makers = [_zeroshot_steps, _drift_steps, _text_steps, _textfare_steps, _retrieval_steps]
-    makers += [_vlm_steps, _vlm_attack_steps, _vlm_targeted_steps, _downstream_steps]
+    makers += [_vlm_steps, _vlm_attack_steps, _vlm_targeted_steps, _vlm_flamingo_steps, _downstream_steps]
     return [s for make in makers for s in make(p)]
 
 # %% ../../nbs/71_plan.build.ipynb #8eec6161

@@ -20,6 +20,7 @@ from ..core import REFERENCE_MODES, RobustClipError, SubsetSpec
 from ..data.core import ClassificationTask, get_dataset, select_samples
 from ..data.text import caption_path, shard_list, shard_samples
 from ..models import model_loader
+from ..vlm.flamingo import RELEASES
 from ..vlm.metrics import java_ptb_available
 from ..train.config import load_config
 from .build import Context, Need, build_plan, load_plan
@@ -30,9 +31,9 @@ from .steps import Step, select_steps
 
 # %% auto #0
 __all__ = [
-    'RELEASED', 'SAME_SPLIT', 'IMAGENET_CLASSES', 'MEMORY_RULE', 'LLAVA_PARAMS', 'SD_PARAMS', 'Check', 'check_table',
-    'check_data', 'hf_cache', 'check_weights', 'estimate_memory_gb', 'plan_archs', 'step_memory_gb', 'memory_by_step',
-    'memory_summary', 'doctor'
+    'RELEASED', 'SAME_SPLIT', 'IMAGENET_CLASSES', 'MEMORY_RULE', 'LLAVA_PARAMS', 'SD_PARAMS', 'OF_PARAMS', 'OF_BEAMS',
+    'Check', 'check_table', 'check_data', 'hf_cache', 'check_weights', 'estimate_memory_gb', 'plan_archs',
+    'step_memory_gb', 'memory_by_step', 'memory_summary', 'doctor'
 ]
 
 # %% ../../nbs/76_plan.doctor.ipynb #30b7467b
@@ -188,11 +189,17 @@ def _online() -> bool:
         return False
 
 
-_HUB_FILES = {"hf-hub:": ("open_clip_config.json",), "llava-hf:": ("config.json",), "sd:": ("model_index.json",)}
+_HUB_FILES = {
+    "hf-hub:": ("open_clip_config.json",),
+    "llava-hf:": ("config.json",),
+    "sd:": ("model_index.json",),
+    "open-flamingo:": ("checkpoint.pt",),  # and its language model (`RELEASES`), checked beside it
+}
 _FOLDER_FILES = {
     "local-dir:": ("open_clip_config.json", "config.json"),
     "llava-hf:": ("config.json",),
     "sd:": ("model_index.json",),
+    "open-flamingo:": ("checkpoint.pt",),
 }
 
 
@@ -206,7 +213,9 @@ def _weights_source(spec: str, tag: str | None) -> tuple[str | None, tuple, str]
             if spec == SD_15
             else ""
         )
-        return repo, _HUB_FILES[pre], f"on a machine with internet `hf download {repo}`{mirror}, copy the cache here"
+        lm = RELEASES.get(repo, {}).get("lm") if pre == "open-flamingo:" else None  # OpenFlamingo's language model
+        get = f"`hf download {repo}`{mirror}" + (f" and `hf download {lm}`" if lm else "")
+        return repo, _HUB_FILES[pre], f"on a machine with internet {get}, copy the cache here"
     if spec in open_clip.list_models() and tag:
         hub = open_clip.get_pretrained_cfg(spec, tag).get("hf_hub", "")
         repo, fname = (
@@ -238,7 +247,8 @@ def check_weights(
         c.ok = model_loader(spec) is not None or spec in open_clip.list_models()
         c.found, c.fix = "built in", f"no loader knows {spec!r}"
         return c
-    if _cached(repo, files):
+    lm = RELEASES.get(repo, {}).get("lm") if spec.startswith("open-flamingo:") else None
+    if _cached(repo, files) and (lm is None or _cached(lm, ("config.json",))):
         c.ok, c.found = True, f"cached ({repo} in {hf_cache()})"
     elif _online():
         c.ok, c.found = True, f"not cached; fetchable from the hub ({repo}) into {hf_cache()}"
@@ -305,6 +315,7 @@ def estimate_memory_gb(
 
 # %% ../../nbs/76_plan.doctor.ipynb #d3fd3f72
 LLAVA_PARAMS, SD_PARAMS = 7.06e9, 0.944e9 + 0.123e9  # LLaVA-1.5-7B; SD-1.5's UNet + VAE + text encoder
+OF_PARAMS, OF_BEAMS = 9.0e9, 3  # OpenFlamingo-9B (the release's name: MPT-7B, gated blocks, resampler, ViT-L/14); beams
 
 
 @lru_cache(maxsize=1)
@@ -365,8 +376,9 @@ def step_memory_gb(
         return None
     if kind == "vlm":
         tokens = 256 + 80  # the 224-px towers' 256 image tokens, the prompt and the answer
-        act = _llava_saved_per_token() * tokens * s.get("batch_size", 8) / 2
-        return (LLAVA_PARAMS * 2 + act) / _GB + 1.0  # + the swapped CLIP
+        of = str(s.get("lvlm", "")).startswith("open-flamingo:")  # its 3 beams: three rows per sample
+        act = _llava_saved_per_token() * tokens * s.get("batch_size", 8) * (OF_BEAMS if of else 1) / 2
+        return ((OF_PARAMS if of else LLAVA_PARAMS) * 2 + act) / _GB + 1.0  # + the swapped CLIP
     if kind == "t2i":
         return SD_PARAMS * 2 / _GB + 2.0  # + the judge and the generation's activations, roughly
     arch = archs.get(step.name.split("/")[1], "ViT-L-14")

@@ -6,6 +6,7 @@ Docs: https://robustclip.github.io/robustclip/plan.fixtures.html.md"""
 
 # %% ../../nbs/74_plan.fixtures.ipynb #3100b7bd
 from __future__ import annotations
+import csv
 import io
 import json
 import tarfile
@@ -176,8 +177,6 @@ def _news(i: int) -> tuple[str, str]:
 
 def write_ag_news(root: Path, n: int = 12) -> Path:
     "AG-News as `ag_news_csv.tgz` unpacks: headerless `class index,title,description` CSVs, classes.txt, label images."
-    import csv
-
     d = root / "ag_news_csv"
     d.mkdir(parents=True, exist_ok=True)
     for split, off in (("train", 0), ("test", 500)):
@@ -277,22 +276,31 @@ def _rewrite_answers(root: Path, name: str, said: dict) -> None:
     raise RobustClipError(f"no ground truth to calibrate for {name}")
 
 
+def _answers(lvlm: str, vision: str, root: Path, datasets: list[str], tmp: Path) -> dict[str, dict]:
+    "What one stand-in LVLM answers on each sample of each dataset (fp32, CPU): dataset -> sample id -> text."
+    lv, out = load_lvlm(lvlm, vision=vision), {}
+    for name in datasets:
+        rec = tmp / f"{name.replace('/', '-')}.json"
+        eval_vlm(lv, name, data_root=str(root), output=rec, device="cpu", batch_size=8)
+        lines = [json.loads(line) for line in sidecar_path(rec).read_text().splitlines()[1:]]
+        out[name] = {row["id"]: row["text"] for line in lines for row in line["rows"]}
+    return out
+
+
 def calibrate_lvlm_fixtures(
     root: str | Path,  # the fixture root
-    lvlm: str,  # the stand-in LVLM's spec ('llava-hf:ROOT/models/...')
+    lvlms: list[str],  # the stand-in LVLMs' specs ('llava-hf:ROOT/models/...', 'open-flamingo:ROOT/models/...')
     vision: str,  # the base model's stand-in (a `load_clip` spec)
     datasets: list[str],  # the caption and VQA fixtures to calibrate ('vlm/coco', 'vlm/vqav2', ...)
 ) -> dict[str, int]:
-    "Make each sample's ground truth what the stand-in LVLM answers (fp32, CPU); returns dataset -> samples rewritten."
-    root, out, lv = Path(root), {}, load_lvlm(lvlm, vision=vision)
+    "Make each sample's ground truth what one stand-in LVLM answers (samples dealt in turn); dataset -> samples."
+    root, out = Path(root), {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in datasets:
-            rec = Path(tmp) / f"{name.replace('/', '-')}.json"
-            eval_vlm(lv, name, data_root=str(root), output=rec, device="cpu", batch_size=8)
-            lines = [json.loads(l) for l in sidecar_path(rec).read_text().splitlines()[1:]]
-            said = {row["id"]: row["text"] for line in lines for row in line["rows"]}
-            _rewrite_answers(root, name, said)
-            out[name] = len(said)
+        said = [_answers(lv, vision, root, datasets, Path(tempfile.mkdtemp(dir=tmp))) for lv in lvlms]
+    for name in datasets:
+        ids = sorted(said[0][name], key=str)
+        _rewrite_answers(root, name, {i: said[j % len(lvlms)][name][i] for j, i in enumerate(ids)})
+        out[name] = len(ids)
     return out
 
 # %% ../../nbs/74_plan.fixtures.ipynb #cd856e10

@@ -54,6 +54,7 @@ MODEL_KEYS = {  # a plan's model keys and their pretrained tags (`spec`: a publi
     "spec": "pretrained",
     "lvlm": None,
     "vlm": None,
+    "flamingo": None,  # a template's OpenFlamingo (FARE Table 1, Sim-CLIP's table)
     "generator": None,
     "judge": "judge_pretrained",
 }
@@ -201,7 +202,8 @@ def write_rehearsal_fixtures(
     sets = [d for d in vlm.get("datasets", []) if not d.startswith("vlm/pope/")]  # POPE keeps its yes/no labels
     if sets:  # ground truths the stand-in answers, so that RobustVLM's attacks have samples to attack
         base = standin_spec(out, plan["base"], plan.get("base_pretrained"))
-        calibrated = calibrate_lvlm_fixtures(out, made[vlm["lvlm"]], base, sets)
+        lvlms = [made[s["lvlm"]] for s in (vlm, plan.get("vlm_flamingo") or {}) if s.get("lvlm")]  # LLaVA, OpenFlamingo
+        calibrated = calibrate_lvlm_fixtures(out, lvlms, base, sets)
     m = read_manifest(out)
     m.update(models=made, standin_rule=STANDIN_RULE, count_rule=COUNT_RULE, calibrated=calibrated if sets else {})
     atomic_write_text(out / MANIFEST, json.dumps(m, indent=1))

@@ -8,8 +8,10 @@ Docs: https://robustclip.github.io/robustclip/plan.standins.html.md"""
 from __future__ import annotations
 import copy
 import hashlib
+import os
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import open_clip
@@ -19,20 +21,23 @@ from ..core import RobustClipError
 from ..models import create_clip, load_clip, model_config, save_clip
 from ..vlm.core import SPECIAL_TOKENS, TASK_PROMPTS, word_tokenizer
 from ..vlm.llava import LLAVA_SYSTEM
+from ..vlm.flamingo import FLAMINGO_PROMPTS, FlamingoConfig, OpenFlamingo, add_flamingo_tokens
+from ..vlm.flamingo import quiet_transformers, released_state_dict
 from ..convert import save_hf_tokenizer
 from ..downstream.t2i import text_tower
 
 # %% auto #0
 __all__ = [
-    'STANDIN_RULE', 'WIDTH', 'HEAD_WIDTH', 'LAYERS', 'PAPER_MODELS', 'LLAVA_15', 'SD_15', 'OTHER_MODELS',
+    'STANDIN_RULE', 'WIDTH', 'HEAD_WIDTH', 'LAYERS', 'PAPER_MODELS', 'LLAVA_15', 'SD_15', 'OF_9B', 'OTHER_MODELS',
     'standin_arch', 'standin_name', 'standin_config', 'write_standin_clip', 'write_standin_llava', 'write_standin_sd',
-    'standin_spec', 'write_standins'
+    'write_standin_flamingo', 'standin_spec', 'write_standins'
 ]
 
 # %% ../../nbs/73_plan.standins.ipynb #ad2d477f
 STANDIN_RULE = (
     "a stand-in CLIP keeps every key of the real open_clip config except the towers' width (64), head width (32) "
-    "and depth (2 layers); LLaVA and Stable Diffusion stand-ins keep their real layout at that width and depth"
+    "and depth (2 layers); LLaVA and Stable Diffusion stand-ins keep their real layout at that width and depth; "
+    "OpenFlamingo's MPT keeps one period of its gated blocks (4 layers, a gated block before the 4th)"
 )
 WIDTH, HEAD_WIDTH, LAYERS = 64, 32, 2  # the rule's numbers
 
@@ -44,7 +49,12 @@ PAPER_MODELS = {  # the plan's hub specs -> (open_clip architecture, QuickGELU):
 }
 LLAVA_15 = "llava-hf:llava-hf/llava-1.5-7b-hf"  # LLaVA-1.5-7B (vision: CLIP ViT-L/14 at 336 px)
 SD_15 = "sd:runwayml/stable-diffusion-v1-5"  # Stable Diffusion 1.5 (text encoder: OpenAI ViT-L/14's text tower)
-OTHER_MODELS = {LLAVA_15: ("llava", "ViT-L-14"), SD_15: ("sd", "ViT-L-14")}  # non-CLIP spec -> (kind, its CLIP)
+OF_9B = "open-flamingo:openflamingo/OpenFlamingo-9B-vitl-mpt7b"  # OpenFlamingo-9B (MPT-7B, CLIP ViT-L/14 at 224 px)
+OTHER_MODELS = {  # non-CLIP spec -> (kind, its CLIP)
+    LLAVA_15: ("llava", "ViT-L-14"),
+    SD_15: ("sd", "ViT-L-14"),
+    OF_9B: ("flamingo", "ViT-L-14"),
+}
 
 
 def standin_arch(
@@ -232,6 +242,36 @@ def write_standin_sd(
     pipe.save_pretrained(out)
     return out
 
+# %% ../../nbs/73_plan.standins.ipynb #235ba1c3
+def write_standin_flamingo(
+    out: str | Path,  # the folder to write (read by `load_lvlm('open-flamingo:FOLDER')`)
+    clip_folder: str | Path,  # the stand-in ViT-L/14 (OpenFlamingo-9B's vision encoder)
+    words: list[str] | None = None,  # extra text whose words the tokenizer should know (answers, captions)
+) -> Path:
+    "Write the stand-in of OpenFlamingo-9B: a word tokenizer, an MPT, the resampler and gated blocks, `flamingo.json`."
+    from transformers import MptConfig, MptForCausalLM
+
+    out, clip = Path(out), load_clip(f"local-dir:{clip_folder}")
+    tok = word_tokenizer([*FLAMINGO_PROMPTS.values(), "Output: Question: Short answer:", *(words or [])])
+    add_flamingo_tokens(tok)
+    torch.manual_seed(_seed("OpenFlamingo-9B-vitl-mpt7b"))
+    heads = WIDTH // HEAD_WIDTH
+    lm = MptForCausalLM(MptConfig(d_model=WIDTH, n_heads=heads, n_layers=4, max_seq_len=2048, vocab_size=len(tok)))
+    with quiet_transformers():  # before OpenFlamingo wraps its layers
+        lm.save_pretrained(out / "lm")
+        tok.save_pretrained(out / "lm")
+    conf = FlamingoConfig(4, LAYERS, heads, HEAD_WIDTH, 64, heads, HEAD_WIDTH, 4)
+    model = OpenFlamingo(lm, tok, clip.visual, conf)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("_gate"):
+                p.fill_(1.0)
+    torch.save(released_state_dict(model), out / "checkpoint.pt")
+    vision = f"local-dir:{os.path.relpath(clip_folder, out)}"  # relative: the fixture root can move
+    plan = {"lm": "lm", "vision": vision, **{k: v for k, v in asdict(conf).items() if v is not None}}
+    (out / "flamingo.json").write_text(json.dumps(plan, indent=2))
+    return out
+
 # %% ../../nbs/73_plan.standins.ipynb #695b8f4e
 def standin_spec(
     root: str | Path,  # the fixture root (DIR of `robustclip fixtures`)
@@ -264,9 +304,11 @@ def write_standins(
         if s not in OTHER_MODELS:
             continue
         f, (kind, arch) = d / standin_name(s), OTHER_MODELS[s]
-        if not (f / "config.json").is_file() and not (f / "model_index.json").is_file():
+        if not any((f / n).is_file() for n in ("config.json", "model_index.json", "flamingo.json")):
             if kind == "llava":
                 write_standin_llava(f, words)
+            elif kind == "flamingo":
+                write_standin_flamingo(f, d / standin_name(arch, "openai"), words)
             else:
                 write_standin_sd(f, d / standin_name(arch, "openai"))
         out[s] = standin_spec(root, s)
