@@ -328,8 +328,10 @@ def test_paper_plan_draws_the_reference_samples(tmp_path):
     )
 
 
-def test_paper_plan_runs_openflamingo_beside_llava():
+def test_paper_plan_runs_openflamingo_beside_llava(tmp_path):
     "FARE Table 1, Sim-CLIP's table: OpenFlamingo-9B on the ensemble's datasets, clean and at each budget, in both."
+    from robustclip.plan.build import Context, build_plan
+
     plan = yaml.safe_load((PAPER / "reproduce.yaml").read_text())
     of, attack = plan["vlm_flamingo"], plan["vlm_attack"]
     assert of["lvlm"] == "open-flamingo:openflamingo/OpenFlamingo-9B-vitl-mpt7b"  # methods.md §2.6 (c)
@@ -338,5 +340,13 @@ def test_paper_plan_runs_openflamingo_beside_llava():
     assert (of["attack"], of["steps"], of["n_samples"], of["clean_n_samples"]) == ("ensemble", 100, 500, None)
     for name in ("fare_table1_lvlm", "simclip_lvlm"):
         assert plan["templates"][name]["flamingo"] == of["lvlm"], name
+    steps = {s.name: s for s in build_plan(Context(ROOT, "paper", runs=tmp_path))}
+    tags = ("of-clean", "of-ensemble2", "of-ensemble4")
+    want = {f"vlm/{m}/{d.replace('/', '-')}/{t}" for m in of["models"] for d in of["datasets"] for t in tags}
+    assert want == {n for n in steps if "/of-" in n}  # every tower x dataset x (clean, 2/255, 4/255), nothing else
+    assert all(steps[n].settings["lvlm"] == of["lvlm"] for n in want)
+    assert steps["vlm/tecoa4/vlm-okvqa/of-ensemble4"].settings["eps"] == "4/255"
+    for name in ("fare_table1_lvlm", "simclip_lvlm"):  # the templates run after the OpenFlamingo steps
+        assert want <= set(steps[f"notebook/{name}"].deps), name
     mini = yaml.safe_load((ROOT / "configs" / "mini" / "reproduce.yaml").read_text())
     assert "vlm_flamingo" not in mini and all("flamingo" not in t for t in mini["templates"].values())

@@ -41,8 +41,8 @@ ONE_OF_EACH = [  # one rehearsed step of every kind (and what it needs: the base
     "vlm/base/vlm-coco/target0-2",
     "vlm/base/vlm-coco/of-clean",  # OpenFlamingo-9B's rows (FARE Table 1, Sim-CLIP's table)
     "vlm/base/vlm-vqav2/of-ensemble2",
-    "t2i/base/coco/charmer",
-    "inversion/base/coco/pez",
+    "t2i/base/t2i-coco/charmer",
+    "inversion/base/pez-coco/pez",
 ]
 
 
