@@ -95,6 +95,7 @@ COMMANDS: dict[str, Command] = {
         "rank models from result JSON files, each row's protocol shown",
         "leaderboard_args",
         "run_leaderboard",
+    ),
     "fixtures": Command(
         "robustclip.app.reproduce",
         "write a GPU plan's datasets (released layouts) and stand-in models",
