@@ -16,13 +16,14 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from ..core import RobustClipError, ThreatModel, NORMS, parse_eps, atomic_write_text
+from ..core import RobustClipError, ThreatModel, NORMS, parse_eps, atomic_write_text, read_utf8
 from ..attacks.registry import get_attack
 
 # %% auto #0
 __all__ = [
-    'RUNTIME_KEYS', 'PRECISIONS', 'TrainConfig', 'coerce', 'config_keys', 'unknown_key', 'resolve_precision',
-    'make_config', 'load_config', 'apply_overrides', 'config_dict', 'save_config', 'check_resume_config'
+    'RUNTIME_KEYS', 'PRECISIONS', 'REQUIRED_KEYS', 'TrainConfig', 'coerce', 'config_keys', 'unknown_key',
+    'resolve_precision', 'make_config', 'read_config_file', 'check_file_keys', 'load_config', 'apply_overrides',
+    'config_dict', 'save_config', 'check_resume_config'
 ]
 
 # %% ../../nbs/21a_train.config.ipynb #7f8277fd
@@ -330,24 +331,98 @@ def parse_overrides(
             out[k] = v
     return out
 
+# %% ../../nbs/21a_train.config.ipynb #b27453f3
+class _Twice(Exception):
+    "A mapping names a key twice (raised inside the YAML loader, reported with the file's name)."
+
+
+class _StrictLoader(yaml.SafeLoader):
+    "YAML's safe loader, refusing a mapping that names a key twice (YAML itself keeps the last value silently)."
+
+
+def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    "A mapping node's dict; a key given twice is an error naming both lines."
+    seen: dict = {}
+    for k, _ in node.value:
+        key = loader.construct_object(k, deep=True)
+        line = k.start_mark.line + 1
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise _Twice(f"line {line}: key {key!r} given twice (first on line {seen[key]}; YAML would keep the last)")
+        if isinstance(key, (str, int, float, bool)):
+            seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_config_file(
+    path: str | Path,  # a YAML config file
+) -> tuple[dict, dict]:
+    "A config file's keys and the line of each: UTF-8, YAML, a mapping, no key twice; else one line naming the line."
+    p = Path(path)
+    if not p.is_file():
+        raise RobustClipError(f"config file not found: {p}")
+    loader = _StrictLoader(read_utf8(p))
+    try:
+        node = loader.get_single_node()
+        values = loader.construct_document(node) if node is not None else {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise RobustClipError(
+            f"{p} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}{where})"
+        ) from None
+    except _Twice as e:
+        raise RobustClipError(f"{p}, {e}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(values, dict):
+        raise RobustClipError(f"{p} must hold a mapping of config keys")
+    return values, ({k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {})
+
 # %% ../../nbs/21a_train.config.ipynb #2f6356d6
+REQUIRED_KEYS = {  # the keys a config file must state, and how to ask for the paper's default
+    "method": "method: fare",
+    "model": "model: ViT-L-14 and pretrained: openai",
+}
+
+
+def check_file_keys(
+    path: Path,  # the config file (for messages)
+    values: dict,  # its keys
+    lines: dict,  # the line of each key
+) -> None:
+    "Each key of a config file known and of its type, else one line naming the file's line."
+    hints, valid = _hints(), config_keys()
+    for k, v in values.items():
+        where = f"{path}, line {lines.get(k, '?')}"
+        if k not in hints:
+            raise RobustClipError(f"{where}: {unknown_key(str(k), valid)}")
+        try:
+            coerce(k, v, hints[k])
+        except RobustClipError as e:
+            raise RobustClipError(f"{where}: {e}") from None
+
+
 def load_config(
     path: str | Path | None = None,  # a YAML config file (None: defaults only)
     overrides: list[str] | dict | None = None,  # `key=value` strings or a dict, applied after the file
 ) -> TrainConfig:
-    "Read a YAML config, apply overrides, validate."
+    "Read a YAML config (each key checked, naming its line), apply overrides, validate; a file states REQUIRED_KEYS."
     values: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise RobustClipError(f"config file not found: {p}")
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise RobustClipError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(values, dict):
-            raise RobustClipError(f"{p} must hold a mapping of config keys")
-    return make_config(merge_overrides(values, overrides))
+        values, lines = read_config_file(path)
+        check_file_keys(Path(path), values, lines)
+    merged = merge_overrides(values, overrides)
+    cfg = make_config(merged)
+    missing = [k for k in REQUIRED_KEYS if k not in merged]
+    if path is not None and missing:
+        k = missing[0]
+        raise RobustClipError(
+            f"{path} names no {k}: a config states it (write `{REQUIRED_KEYS[k]}` for the paper's default)"
+        )
+    return cfg
 
 # %% ../../nbs/21a_train.config.ipynb #a15ede22
 def merge_overrides(
