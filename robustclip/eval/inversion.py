@@ -14,15 +14,7 @@ from ..models import PixelCLIP
 from ..data.core import RetrievalTask
 from ..data.text import CaptionTask
 from ..downstream.inversion import pez_invert, inversion_metrics, text_similarity
-from robustclip.eval.runner import (
-    Adapter,
-    run_eval,
-    resolve_task,
-    resolve_model,
-    check_output,
-    check_positive,
-    subset_spec,
-)
+from .runner import Adapter, run_eval, resolve_task, resolve_model, check_positive, EvalRun, eval_options
 from .t2i import task_prompts
 
 # %% auto #0
@@ -99,45 +91,31 @@ def eval_inversion(
     model: PixelCLIP | str,  # the CLIP (or a `load_clip` spec)
     dataset: str | RetrievalTask | CaptionTask,  # 'mini/retrieval', 'captions:coco_captions.txt', ...
     *,
-    pretrained: str | None = None,
-    steps: int = 3000,
-    lr: float = 0.1,
-    weight_decay: float = 0.1,
-    prompt_len: int | str = "match",
-    vocab: str = "all",
-    n_samples: int | None = 100,
-    subset: str | SubsetSpec = "first",
-    seed: int = 0,
-    batch_size: int = 50,
-    data_root: str | None = None,
-    split: str = "test",
-    device: str = "auto",
-    output: str | Path | None = None,
-    resume: bool = True,
-    max_batches: int | None = None,
-    overwrite: bool = False,  # replace a result or sidecar that other settings wrote
+    steps: int = 3000,  # PEZ's optimisation steps
+    lr: float = 0.1,  # PEZ's learning rate
+    weight_decay: float = 0.1,  # PEZ's weight decay
+    prompt_len: int | str = "match",  # tokens of the recovered text ('match': the original's length)
+    vocab: str = "all",  # 'all' (PEZ, LEAF) or 'task' (the tokens of the task's texts)
+    **options,  # `EvalRun`: n_samples (100, the first), subset, seed, batch_size (50), device, output, resume, ...
 ) -> dict:
     "PEZ inversion of `model`'s text embeddings: LEAF's cosine, word / token accuracy and BLEU."
+    (run,) = eval_options(options, "eval_inversion", EvalRun(n_samples=100, subset="first", batch_size=50))
     check_positive("--steps", steps)
-    check_positive("--batch-size", batch_size)
-    check_output(output)
-    sub = subset_spec(subset, n_samples, seed)
     if isinstance(dataset, str):
         load_plugins()
-    task = resolve_task(
-        dataset, (RetrievalTask, CaptionTask), "a retrieval or caption task (texts)", data_root=data_root, split=split
-    )
+    what = "a retrieval or caption task (texts)"
+    task = resolve_task(dataset, (RetrievalTask, CaptionTask), what, data_root=run.data_root, split=run.split)
     adapter = InversionEval(
-        resolve_model(model, pretrained, device),
+        resolve_model(model, run.pretrained, run.device),
         task,
         steps=steps,
         lr=lr,
         weight_decay=weight_decay,
         prompt_len=prompt_len,
         vocab=vocab,
-        subset=sub,
-        batch_size=batch_size,
-        split=split,
-        seed=seed,
+        subset=run.subset_spec,
+        batch_size=run.batch_size,
+        split=run.split,
+        seed=run.seed,
     )
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)
+    return run_eval(adapter, **run.files)

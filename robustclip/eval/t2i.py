@@ -7,6 +7,7 @@ Docs: https://robustclip.github.io/robustclip/eval.t2i.html.md"""
 # %% ../../nbs/35_eval.t2i.ipynb #8beb7b91
 from __future__ import annotations
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -34,12 +35,13 @@ from robustclip.eval.runner import (
     check_output,
     check_positive,
     check_nonnegative,
-    subset_spec,
+    EvalRun,
+    eval_options,
 )
 
 # %% auto #0
 __all__ = [
-    'T2I_ATTACK', 'task_prompts', 'T2IEval', 'eval_t2i'
+    'T2I_ATTACK', 'task_prompts', 'T2IEval', 'PromptAttack', 'eval_t2i'
 ]
 
 # %% ../../nbs/35_eval.t2i.ipynb #a1377d5c
@@ -228,54 +230,47 @@ class T2IEval(Adapter):
         return m, block, extra
 
 # %% ../../nbs/35_eval.t2i.ipynb #851881db
+@dataclass(frozen=True)
+class PromptAttack:
+    "Charmer on the prompts, as `eval_t2i` takes it (LEAF's settings: `T2I_ATTACK`)."
+
+    k: int = 2  # Levenshtein budget (LEAF's text-to-image runs: 2)
+    n_positions: int = 20  # slots kept by the position stage (LEAF's `--rho`)
+    objective: str = "dissim"  # LEAF's default: away from the clean prompt's pooled output
+    constrain: bool = True  # LEAF's semantic constraint (no new dictionary word per round)
+    words: str = "web2"  # the constraint's dictionary (see `robustclip.attacks.leaf.load_words`)
+    alphabet: str = "ascii"  # LEAF's: delete + lowercase + space + uppercase + digits + punctuation
+
+
 def eval_t2i(
     generator: TextToImage | str,  # a generator or a `load_t2i` spec ('mini-t2i', 'sd:<folder or hub id>')
     dataset: str | RetrievalTask | CaptionTask,  # prompts: 'mini/retrieval', 'coco', 'captions:FILE', or a task
     *,
     text_encoder: PixelCLIP | str | None = None,  # swap this CLIP's text tower in (None: keep the generator's)
     judge: PixelCLIP | str = "mini-base",  # CLIPScore's CLIP (paper: 'ViT-B-16' with judge_pretrained='openai')
-    judge_pretrained: str | None = None,
-    k: int = 2,
-    n_positions: int = 20,
-    objective: str = "dissim",
-    constrain: bool = True,
-    words: str = "web2",
-    alphabet: str = "ascii",
-    n_samples: int | None = 100,
-    subset: str | SubsetSpec = "first",
-    seed: int = 0,
-    batch_size: int = 8,
-    n_examples: int = 4,
+    judge_pretrained: str | None = None,  # the judge's pretrained tag or checkpoint
+    n_examples: int = 4,  # samples whose images are written beside the result
     attributes: bool = True,  # use the task's attribute judge when one is registered
-    data_root: str | None = None,
-    split: str = "test",
-    device: str = "auto",
-    precision: str = "fp32",
-    output: str | Path | None = None,  # the result JSON (sidecar and example images beside it)
-    resume: bool = True,
-    max_batches: int | None = None,
-    overwrite: bool = False,  # replace a result or sidecar that other settings wrote
+    precision: str = "fp32",  # the generator's precision
+    **options,  # `PromptAttack` (k, n_positions, ...), `EvalRun` (n_samples 100, the first; batch_size 8, output, ...)
 ) -> dict:
     "CLIPScore (and attribute accuracy) of generations from clean and Charmer-attacked prompts."
-    check_positive("--batch-size", batch_size)
-    check_nonnegative("--k", k)
-    check_positive("--n-positions", n_positions)
+    atk, run = eval_options(options, "eval_t2i", PromptAttack(), EvalRun(n_samples=100, subset="first", batch_size=8))
+    check_nonnegative("--k", atk.k)
+    check_positive("--n-positions", atk.n_positions)
     check_nonnegative("--n-examples", n_examples)
-    out = check_output(output)
-    sub = subset_spec(subset, n_samples, seed)
+    out = check_output(run.output)
     if isinstance(dataset, str):
         load_plugins()
-    task = resolve_task(
-        dataset, (RetrievalTask, CaptionTask), "a retrieval or caption task (prompts)", data_root=data_root, split=split
-    )
-    dev = get_device(device)
+    what = "a retrieval or caption task (prompts)"
+    task = resolve_task(dataset, (RetrievalTask, CaptionTask), what, data_root=run.data_root, split=run.split)
+    dev = get_device(run.device)
     t2i = load_t2i(generator, device=dev, precision=precision) if isinstance(generator, str) else generator
     if text_encoder is not None:
         swap_text(t2i, load_clip(text_encoder, device=dev) if isinstance(text_encoder, str) else text_encoder)
     j = load_clip(judge, judge_pretrained, device=dev) if isinstance(judge, str) else judge
-    atk = dict(k=k, n_positions=n_positions, objective=objective, constrain=constrain, words=words, alphabet=alphabet)
-    kw = dict(subset=sub, batch_size=batch_size, n_examples=n_examples, split=split, seed=seed)
+    kw = dict(subset=run.subset_spec, batch_size=run.batch_size, n_examples=n_examples, split=run.split, seed=run.seed)
     images = out.with_name(out.stem + ".images") if out is not None else None
     judge_of = attribute_judge(task) if attributes else None
-    adapter = T2IEval(t2i, j, task, attack=atk, images_dir=images, attributes=judge_of, **kw)
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)
+    adapter = T2IEval(t2i, j, task, attack=asdict(atk), images_dir=images, attributes=judge_of, **kw)
+    return run_eval(adapter, **run.files)
