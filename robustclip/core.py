@@ -44,8 +44,8 @@ __all__ = [
     'NORMS', 'SUBSET_MODES', 'REFERENCE_MODES', 'PICKLE_HELP', 'PLUGINS_ENV', 'RobustClipError', 'parse_eps', 'eps_str',
     'parse_norm', 'ThreatModel', 'SubsetSpec', 'fits', 'take_options', 'typing_name', 'seed_everything', 'get_device',
     'free_cores', 'choose_threads', 'cache_dir', 'config_hash', 'atomic_write_bytes', 'atomic_write_text',
-    'atomic_save', 'check_writable', 'read_utf8', 'load_torch_file', 'exclusive', 'progress', 'versions',
-    'load_plugins', 'lazy_exports', 'Registry'
+    'atomic_save', 'check_writable', 'read_utf8', 'load_torch_file', 'exclusive', 'hub_offline', 'hub_cache',
+    'hub_access', 'progress', 'versions', 'load_plugins', 'lazy_exports', 'Registry'
 ]
 
 # %% ../nbs/00_core.ipynb #17cdebf6
@@ -522,6 +522,55 @@ def exclusive(
             lock.unlink(missing_ok=True)  # while still held: the next writer makes a fresh lock file
     finally:
         os.close(fd)
+
+# %% ../nbs/00_core.ipynb #44493cc2
+_HUB_PROBES: dict = {}  # (host, port) -> why it cannot be reached (None: it can), probed once per process
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_offline(
+    timeout: float = 3.0,  # seconds the one connection attempt may take
+) -> str | None:
+    "Why the Hugging Face hub cannot be used ('HF_HUB_OFFLINE is set', 'huggingface.co cannot be reached'), or None."
+    if _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE")):
+        return "HF_HUB_OFFLINE is set"
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    where = (url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443))
+    if where not in _HUB_PROBES:
+        try:
+            socket.create_connection(where, timeout=timeout).close()
+            _HUB_PROBES[where] = None
+        except OSError as e:
+            _HUB_PROBES[where] = f"{where[0]} cannot be reached ({type(e).__name__})"
+    return _HUB_PROBES[where]
+
+
+def hub_cache() -> Path:
+    "The Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."
+    home = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub").expanduser()
+
+
+@contextmanager
+def hub_access(
+    timeout: float = 3.0,  # seconds the probe may take
+):
+    "Yields `hub_offline()`; while the hub is off, huggingface_hub is in offline mode (a missing file fails at once)."
+    why = hub_offline(timeout)
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = old or why is not None
+    try:
+        yield why
+    finally:
+        constants.HF_HUB_OFFLINE = old
 
 # %% ../nbs/00_core.ipynb #d5fbe42c
 def progress(

@@ -14,7 +14,7 @@ import pickle
 import logging
 import warnings
 from pathlib import Path
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Sequence
 
 import torch
@@ -23,13 +23,13 @@ import torch.nn.functional as F
 import open_clip
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-from .core import RobustClipError, Registry, load_plugins, atomic_save
+from .core import RobustClipError, Registry, load_plugins, atomic_save, hub_access, hub_cache, hub_offline
 
 # %% auto #0
 __all__ = [
     'model_config', 'check_pixels', 'PixelCLIP', 'FastTokenizer', 'fast_tokenizer', 'tokenizer_for', 'create_clip',
-    'save_clip', 'read_checkpoint', 'apply_checkpoint', 'load_local_dir', 'register_model', 'model_loader',
-    'available_models', 'load_clip', 'encode_texts', 'encode_tokens'
+    'save_clip', 'read_checkpoint', 'apply_checkpoint', 'load_local_dir', 'hub_weights', 'check_hub_weights',
+    'register_model', 'model_loader', 'available_models', 'load_clip', 'encode_texts', 'encode_tokens'
 ]
 
 # %% ../nbs/01_models.ipynb #f7ecfa3f
@@ -395,12 +395,13 @@ def hub_dir(
     except LocalEntryNotFoundError:
         pass  # not cached: try the hub below
     help_ = (
-        f"hf-hub:{repo_id} is not in the Hugging Face cache ({cache_dir or '~/.cache/huggingface/hub'}) "
+        f"hf-hub:{repo_id} is not in the Hugging Face cache ({cache_dir or hub_cache()}) "
         f"and the hub cannot be reached. On a machine with internet run `hf download {repo_id}`, then copy "
         "its cache folder here (or point HF_HUB_CACHE at it)"
     )
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise RobustClipError(help_)
+    off = hub_offline()
+    if off:
+        raise RobustClipError(f"{help_} ({off})")
     try:
         return Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=_HUB_FILES, etag_timeout=10))
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:  # no network, unknown repo, ...
@@ -477,14 +478,52 @@ def load_local_dir(path: Path, name: str, precision: str = "fp32", device="cpu")
     )
 
 
+def hub_weights(
+    tag_cfg: dict,  # open_clip's pretrained config of a tag (`open_clip.get_pretrained_cfg`)
+) -> tuple[str, list[str]] | None:
+    "The hub repository of a pretrained tag and the weight files open_clip looks for there (None: not on the hub)."
+    hub = (tag_cfg or {}).get("hf_hub", "")
+    if not hub:
+        return None
+    repo, fname = os.path.split(hub)
+    fname = fname or "open_clip_pytorch_model.bin"
+    safe = (
+        "open_clip_model.safetensors"
+        if fname == "open_clip_pytorch_model.bin"
+        else fname.rsplit(".", 1)[0] + ".safetensors"
+    )
+    return repo, [safe, fname]
+
+
+def check_hub_weights(
+    spec: str,  # how the user named the weights ('ViT-B-32/openai')
+    tag_cfg: dict,  # open_clip's pretrained config of the tag
+    why: str | None,  # why the hub is off (`hub_offline`); None: it is on, nothing to check
+) -> None:
+    "With the hub off, a one-line error (spec, cache folder, fix) when a tag's weights are not in the local cache."
+    w = hub_weights(tag_cfg)
+    if why is None or w is None:
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(w[0], f, cache_dir=hub_cache()), str) for f in w[1]):
+        return
+    raise RobustClipError(
+        f"{spec}: its weights ({w[0]}) are not in the Hugging Face cache {hub_cache()} and {why}; on a machine "
+        f"with internet run `hf download {w[0]}` and copy that cache here (or point HF_HUB_CACHE at a copy), "
+        "or pass a checkpoint file as --pretrained FILE"
+    )
+
+
 def _from_arch(name: str, pretrained: str | None, quick_gelu: bool | None, precision: str, device) -> PixelCLIP:
-    "Build an open_clip architecture by name, with a pretrained tag or random weights."
+    "Build an open_clip architecture by name, with a pretrained tag or random weights (the hub offline: at once)."
     if name not in open_clip.list_models():
         raise unknown_arch(name)
     tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
     qg = bool(tag_cfg.get("quick_gelu", False)) if quick_gelu is None else quick_gelu
     try:
-        with _quiet_open_clip():
+        with hub_access() if pretrained else nullcontext() as off, _quiet_open_clip():
+            check_hub_weights(f"{name}/{pretrained}", tag_cfg, off)
             model = open_clip.create_model(
                 name,
                 pretrained=pretrained or None,

@@ -872,7 +872,10 @@ def quiet_transformers():
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    "Whether the hub is off: HF_HUB_OFFLINE set, or its endpoint unreachable (probed once, at most 3 s)."
+    from robustclip.core import hub_offline
+
+    return hub_offline() is not None
 
 
 def _hub_file(repo: str, name: str) -> str:

@@ -131,7 +131,10 @@ def _quiet():
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    "Whether the hub is off: HF_HUB_OFFLINE set, or its endpoint unreachable (probed once, at most 3 s)."
+    from robustclip.core import hub_offline
+
+    return hub_offline() is not None
 
 
 def _pretrained(cls, src: str, **kwargs):
