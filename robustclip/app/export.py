@@ -21,7 +21,8 @@ from ..train.runs import RunFolder, read_run_checkpoint
 
 # %% auto #0
 __all__ = [
-    'export_model', 'load_run', 'hub_folder', 'push_to_hub', 'add_args', 'run'
+    'EXPORT_FORMATS', 'export_model', 'write_export', 'load_run', 'combine_towers', 'hub_folder', 'push_to_hub',
+    'add_args', 'run'
 ]
 
 # %% ../../nbs/81_app.export.ipynb #468a00bc
@@ -33,6 +34,34 @@ def export_model(
     "Write `model` as an open_clip local-dir, plus `visual.pt` with the vision tower's state dict."
     out = Path(out_dir)
     return save_clip(model, out, vision_only=out / "visual.pt" if vision_only else None)
+
+# %% ../../nbs/81_app.export.ipynb #8832125c
+EXPORT_FORMATS = ("open_clip", "hf")  # `robustclip export --format`: an open_clip local-dir, or a transformers folder
+
+
+def write_export(
+    model: PixelCLIP,  # the model to write
+    out_dir: str | Path,  # folder to create
+    fmt: str = "open_clip",  # one of EXPORT_FORMATS
+    vision_only: bool = True,  # open_clip: also write visual.pt (FARE release format)
+) -> tuple[Path, str]:
+    "Write `model` in format `fmt`; returns the folder and how to load it."
+    out = Path(out_dir)
+    if fmt == "open_clip":
+        out = export_model(model, out, vision_only=vision_only)
+        return out, f"load with load_clip('local-dir:{out}') or open_clip 'local-dir:{out}'"
+    if fmt != "hf":
+        raise RobustClipError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")
+    from robustclip.convert import save_hf_clip
+
+    existed = out.exists()
+    try:
+        save_hf_clip(model, out)
+    except RobustClipError:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing written: leave nothing behind
+        raise
+    return out, f"load with transformers.CLIPModel.from_pretrained('{out}') or load_clip('hf-clip:{out}')"
 
 # %% ../../nbs/81_app.export.ipynb #d74b5a48
 def load_run(
@@ -58,7 +87,46 @@ def load_run(
     return model.eval()
 
 # %% ../../nbs/81_app.export.ipynb #1971fbd0
-from ..convert import combine_towers  # with the other tower conversions (the reproduction's plan uses it too)
+_SHARED_KEYS = ("quick_gelu", "cast_dtype")
+
+
+def _text_keys(sd: dict) -> dict:
+    "The text-tower entries of a CLIP state dict (everything outside visual.* and logit_*), plus logit_scale/bias."
+    return {k: v for k, v in sd.items() if not k.startswith("visual.")}
+
+
+def combine_towers(
+    vision: PixelCLIP,  # gives the vision tower and the image preprocessing
+    text: PixelCLIP,  # gives the text tower, tokenizer and logit_scale
+) -> PixelCLIP:
+    "One CLIP with `vision`'s image tower and `text`'s text tower (same embedding dimension required)."
+    va, tb = vision.model_cfg, text.model_cfg
+    if va["embed_dim"] != tb["embed_dim"]:
+        raise RobustClipError(
+            f"cannot combine: the vision model embeds in {va['embed_dim']} dimensions but the text "
+            f"model in {tb['embed_dim']}; both towers must share the embedding space"
+        )
+    for k in _SHARED_KEYS:
+        if bool(va.get(k, False)) != bool(tb.get(k, False)):
+            raise RobustClipError(
+                f"cannot combine: {k} is {va.get(k, False)} for the vision model and {tb.get(k, False)} for "
+                "the text model; open_clip applies it to both towers (load both with the same setting)"
+            )
+    cfg = {k: v for k, v in copy.deepcopy(va).items() if k not in ("text_cfg", "custom_text")}
+    cfg["text_cfg"] = copy.deepcopy(tb["text_cfg"])
+    if tb.get("custom_text"):
+        cfg["custom_text"] = True
+    if type(text.model).__name__ != "CLIP":
+        cfg["custom_text"] = True
+    out = create_clip(cfg, vision.preprocess_cfg, name=f"vision:{vision.name}+text:{text.name}")
+    out.model.visual.load_state_dict(vision.model.visual.state_dict())
+    missing, unexpected = out.model.load_state_dict(_text_keys(text.model.state_dict()), strict=False)
+    bad = [k for k in missing if not k.startswith("visual.")] + list(unexpected)
+    if bad:
+        raise RobustClipError(f"cannot combine: the text tower's weights do not fit ({', '.join(bad[:3])}...)")
+    out.tokenizer = text.tokenizer
+    out.pretrained = f"vision: {vision.name} {vision.pretrained}; text: {text.name} {text.pretrained}".strip()
+    return out.eval()
 
 # %% ../../nbs/81_app.export.ipynb #e5ac0848
 def hub_folder(
@@ -149,6 +217,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     else:
         p.add_argument("--output", required=True, help="folder to write (an open_clip local-dir)")
         p.add_argument("--no-vision-only", action="store_true", help="do not write visual.pt (vision-only state dict)")
+        p.add_argument(
+            "--format",
+            default="open_clip",
+            choices=EXPORT_FORMATS,
+            help="open_clip local-dir (default) or hf (transformers)",
+        )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -194,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
     out = getattr(args, "output", None) or getattr(args, "dry_run", None)
     if out:
         check_export_dir(out, args.overwrite, "--output" if getattr(args, "output", None) else "--dry-run")
+    if getattr(args, "format", "open_clip") == "hf" and args.no_vision_only:
+        raise RobustClipError("--no-vision-only does nothing with --format hf (it never writes visual.pt)")
     model = _source(args)
     if getattr(args, "_command", "export") == "push-to-hub":
         res = push_to_hub(
@@ -208,6 +284,6 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {res} (nothing uploaded)" if args.dry_run else f"uploaded to https://huggingface.co/{args.repo_id}"
         )
         return 0
-    out = export_model(model, args.output, vision_only=not args.no_vision_only)
-    print(f"wrote {out} (load with load_clip('local-dir:{out}') or open_clip 'local-dir:{out}')")
+    out, how = write_export(model, args.output, args.format, vision_only=not args.no_vision_only)
+    print(f"wrote {out} ({how})")
     return 0
