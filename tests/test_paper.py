@@ -314,3 +314,40 @@ def test_claims_verdicts_respect_the_seed_margins(tmp_path):
     )
     line = next(l for l in (fig / "claims.md").read_text().splitlines() if l.startswith(f"| {row}"))
     assert line.rstrip(" |").endswith("does not hold") and "avg ZS clean ±1" in line
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
+def test_papermill_itself_parses_every_parameter(path, caplog):
+    "papermill's own parser finds every parameter with its type: none is silently left out when it injects them."
+    import nbformat
+    from papermill.translators import papermill_translators
+
+    src = "".join(_params_cell(path)["source"])
+    cell = nbformat.from_dict({**_params_cell(path), "source": src})
+    ours = {n.target.id: ast.literal_eval(n.value) for n in ast.parse(src).body}
+    with caplog.at_level("WARNING", logger="papermill"):
+        seen = {p.name: p for p in papermill_translators.find_translator("python3", "python").inspect(cell)}
+    assert not caplog.records, [r.getMessage() for r in caplog.records]  # "Unable to parse line ..."
+    assert set(seen) == set(ours), f"{path.name}: papermill does not see {sorted(set(ours) - set(seen))}"
+    for name, p in seen.items():
+        assert p.inferred_type_name == type(ours[name]).__name__, (path.name, name, p.inferred_type_name)
+        assert ast.literal_eval(p.default) == ours[name], (path.name, name, p.default)
+
+
+def test_template_kernels_keep_their_notices_out_of_the_log(tmp_path, capfd):
+    "A template run prints nothing of the kernel's own (its TCP notice), and an unparseable parameter would show."
+    import nbformat
+
+    from robustclip.app.reproduce import Context, _run_template
+
+    c = nbformat.v4.new_code_cell("x: int = 1  # a parameter\nfigures_dir: str = \"figures\"  # where figures go")
+    c.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[c, nbformat.v4.new_code_cell("print(x * 2)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    tpl = tmp_path / "t.ipynb"
+    nbformat.write(nb, tpl)
+    _run_template(Context(ROOT, "mini"), tpl, tmp_path / "out.ipynb", {"x": 21, "figures_dir": str(tmp_path / "f")})
+    out, err = capfd.readouterr()
+    assert "Kernel is running over TCP" not in out + err and "IPKernelApp" not in out + err, err
+    ran = nbformat.read(tmp_path / "out.ipynb", 4)
+    assert ran.cells[-1].outputs[0]["text"] == "42\n"
