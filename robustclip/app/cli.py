@@ -17,7 +17,7 @@ from ..core import RobustClipError
 
 # %% auto #0
 __all__ = [
-    'COMMANDS', 'Command', 'available_commands', 'main'
+    'COMMANDS', 'Command', 'available_commands', 'OneLineParser', 'main'
 ]
 
 # %% ../../nbs/90_app.cli.ipynb #c2b972df
@@ -146,11 +146,18 @@ def _selected(argv: list[str]) -> str | None:
         return f"{words[0]} {words[1]}"
     return None
 
+# %% ../../nbs/90_app.cli.ipynb #fc778a53
+class OneLineParser(argparse.ArgumentParser):
+    "argparse's parser, but a command line it cannot parse is one line on stderr (not the usage block) and exit 2."
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
 # %% ../../nbs/90_app.cli.ipynb #7f4b672a
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     "The argument parser, with the options of `selected` (only that command's module is imported)."
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="robustclip",
         formatter_class=fmt,
         epilog=EXAMPLES,
