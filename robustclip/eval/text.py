@@ -189,8 +189,9 @@ class TextClassification(Adapter):
         "The class embeddings, and the key under which Charmer's rounds are shared with the other budgets' runs."
         self.W = class_embeddings(self.model, self.data_task, self.label_encoder)
         same = {k: v for k, v in self.config().items() if k != "k"}
+        texts = config_hash([self.data_task.texts[i] for i in self.idx])  # another task of the same name: other rounds
         self.rounds_key = config_hash(
-            [same, self.dataset, self.split, id(self.model), weights_fingerprint(self.model)], 16
+            [same, self.dataset, self.split, texts, id(self.model), weights_fingerprint(self.model)], 16
         )
 
     def n_batches(self) -> int:

@@ -19,8 +19,8 @@ from ..core import RobustClipError
 # %% auto #0
 __all__ = [
     'DIGITS', 'COLORS', 'BACKGROUNDS', 'SIZES', 'POSITIONS', 'ATTRIBUTES', 'SPLIT_SIZES', 'PROMPT_TEMPLATES',
-    'COMPOUNDS', 'MINI_TASKS', 'LABEL_IMAGES', 'glyphs', 'split_glyphs', 'render', 'caption', 'attrs_of', 'MiniImages',
-    'mini_task', 'mini_captions', 'mini_text', 'mini_retrieval'
+    'COMPOUNDS', 'MINI_TASKS', 'LABEL_IMAGES', 'TEXT_CAPTIONS', 'glyphs', 'split_glyphs', 'render', 'caption',
+    'attrs_of', 'MiniImages', 'mini_task', 'mini_captions', 'text_of', 'mini_text', 'mini_retrieval'
 ]
 
 # %% ../../nbs/50_mini.world.ipynb #bf4ea999
@@ -267,6 +267,7 @@ def mini_captions(
 
 # %% ../../nbs/50_mini.world.ipynb #8b16860c
 LABEL_IMAGES = 8  # label images per class of mini/text (the rule in "The mini text task" below)
+TEXT_CAPTIONS = 2  # captions per text of mini/text (the rule in "The mini text task" below)
 
 
 def _label_images(
@@ -287,12 +288,30 @@ def _caption_naming(attrs: dict[str, int], rng: random.Random, attribute: str) -
             return s
 
 
-def mini_text(split: str = "test", n: int | None = None, seed: int = 0, image_size: int = 32) -> TextClassificationTask:
-    "The caption → colour text classification task `mini/text`."
+def text_of(
+    attrs: dict[str, int],  # one image's attribute labels
+    rng: random.Random,  # the random source
+    captions: int = TEXT_CAPTIONS,  # captions joined into the text
+) -> str:
+    "A mini/text text: a caption naming the colour, then `captions - 1` ordinary captions of the same image."
+    rest = [caption(attrs, rng, numerals=False) for _ in range(captions - 1)]
+    return ". ".join([_caption_naming(attrs, rng, "color")] + rest)
+
+
+def mini_text(
+    split: str = "test",  # 'train' or 'test'
+    n: int | None = None,  # number of texts (default 1,000 for 'test', SPLIT_SIZES for 'train')
+    seed: int = 0,  # world seed
+    image_size: int = 32,  # side of the label images
+    captions: int = TEXT_CAPTIONS,  # captions per text (1: a single caption naming the colour)
+) -> TextClassificationTask:
+    "The text → colour classification task `mini/text`."
+    if captions < 1:
+        raise RobustClipError(f"mini/text needs at least one caption per text, not {captions}")
     n = _n_split(split, n if n is not None else (1000 if split == "test" else None))
     _, a = render(n, split, seed, 32)
     rng = random.Random(seed * 104_729 + (1 if split == "test" else 0))
-    texts = [_caption_naming(attrs_of(a, i), rng, "color") for i in range(n)]
+    texts = [text_of(attrs_of(a, i), rng, captions) for i in range(n)]
     names = list(COLORS)
     return TextClassificationTask(
         "mini/text",
@@ -301,7 +320,7 @@ def mini_text(split: str = "test", n: int | None = None, seed: int = 0, image_si
         names,
         [f"a {c} digit." for c in names],
         _label_images(split, seed, image_size),
-        info={"split": split, "n": n, "seed": seed},
+        info={"split": split, "n": n, "seed": seed, "captions": captions},
     )
 
 # %% ../../nbs/50_mini.world.ipynb #1a2dcea2
