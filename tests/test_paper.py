@@ -138,7 +138,7 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
         "simclip2",
         "simclip4",
         "leaf",
-        "leaf-rho3",
+        "leaf-rho10",
         "leaf-unconstrained",
         "fare2+leaf",
     }
