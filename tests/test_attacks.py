@@ -23,7 +23,8 @@ from robustclip.attacks.base import (
     SoftmaxOutputWarning,
 )
 from robustclip.attacks.losses import get_objective, ce_loss, l2sq_loss, cosine_loss
-from robustclip.attacks.apgd import APGD, apgd, apgd_run, apgd_targeted, apgd_init, kth_target
+import copy
+from robustclip.attacks.apgd import APGD, GROUP_FLOPS, apgd, apgd_run, apgd_targeted, apgd_init, kth_target
 from robustclip.attacks.cascade import Cascade, parse_attack
 from robustclip.attacks.registry import make_attack
 from robustclip.core import ThreatModel
@@ -168,6 +169,35 @@ def test_apgd_targeted_run_reproduces_torchattacks():
     )
     assert torch.equal(r.fooled, ~acc.bool())
     torch.testing.assert_close(r.loss, loss_best.float(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attack", ["apgd-t", "apgd-t-restarts", "apgd-ce-restarts"])
+def test_runs_side_by_side_give_the_sequential_result(digits, monkeypatch, attack):
+    "Targets and restarts one after another, partly or all side by side: the same breaks, points and losses."
+    import robustclip.attacks.apgd as apgd_module
+
+    m, x, y = digits
+    m64, x64 = copy.deepcopy(m).double(), x.double()  # float64: batched arithmetic cannot flip a step's sign
+    sizes, group_size = [], apgd_module.group_size
+    monkeypatch.setattr(apgd_module, "group_size", lambda *a: sizes.append(group_size(*a)) or sizes[-1])
+
+    def run(budget):
+        monkeypatch.setitem(GROUP_FLOPS, "cpu", budget)  # 0: one run at a time; inf: as many as the batch holds
+        kw = dict(eps=32 / 255, steps=15, generator=torch.Generator().manual_seed(3))  # targets: several break a point
+        if attack == "apgd-ce-restarts":
+            return apgd(m64, x64, y, "ce", restarts=4, **kw)
+        return apgd_targeted(m64, x64, y, n_target_classes=5, restarts=2 if attack == "apgd-t-restarts" else 1, **kw)
+
+    seq = run(0.0)
+    assert max(sizes) == 1 and 0 < seq.fooled.sum() < len(y)
+    for budget in (2.5e6, math.inf):
+        sizes.clear()
+        r = run(budget)
+        assert max(sizes) > 1  # some runs did go side by side
+        assert torch.equal(r.fooled, seq.fooled) and torch.equal(r.x_adv, seq.x_adv) and torch.equal(r.loss, seq.loss)
+        assert r.unconfirmed == seq.unconfirmed
+    with torch.no_grad():
+        assert torch.equal(m64(seq.x_adv).argmax(1) != y, seq.fooled)
 
 
 def test_early_stop_changes_cost_not_flags(digits):

@@ -8,11 +8,13 @@ Docs: https://robustclip.github.io/robustclip/attacks.apgd.html.md"""
 from __future__ import annotations
 import math
 import warnings
+import weakref
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..core import ThreatModel, parse_norm, take_options
 from robustclip.attacks.base import (
@@ -31,8 +33,8 @@ from .registry import register_attack
 
 # %% auto #0
 __all__ = [
-    'apgd_init', 'APGDResult', 'APGDSchedule', 'apgd_run', 'kth_target', 'apgd', 'apgd_targeted', 'APGD',
-    'embedding_apgd'
+    'GROUP_FLOPS', 'apgd_init', 'APGDResult', 'APGDSchedule', 'apgd_run', 'kth_target', 'Copies', 'sample_flops',
+    'group_size', 'apgd', 'apgd_targeted', 'APGD', 'embedding_apgd'
 ]
 
 # %% ../../nbs/11_attacks.apgd.ipynb #f020535f
@@ -233,6 +235,65 @@ def _log(res: APGDResult, i: int, s: APGDState, loss: torch.Tensor) -> None:
         res.history["step"][i, s.pos.cpu()] = s.step.cpu()
 
 
+def _begin(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    obj: Objective,
+    t: torch.Tensor | None,
+    *,
+    xa: torch.Tensor,  # the starting point
+    eps: float,
+    norm: str,
+    precision: str,
+    record: int | None,  # the steps whose loss and step size to keep (None: none)
+    step: float,  # the initial step size
+) -> tuple[APGDState, APGDResult]:
+    "The run's state and result record at its starting point `xa` (one loss and gradient computed there)."
+    first = input_grad(model, xa, lambda o: obj(o, y, t), precision)
+    res = _run_start(x, xa, first, obj, y, record)
+    fooled = res.fooled.clone() if obj.classification else torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    linf = float(eps) if norm == "linf" else None
+    s = APGDState.start(x, y, t, xa=xa, loss=first[0], g=first[2], fooled=fooled, step=step, eps=linf)
+    _log(res, 0, s, first[0])
+    return s, res
+
+
+def _iterate(model: nn.Module, s: APGDState, res: APGDResult, obj: Objective, rule: APGDSchedule, **o) -> APGDResult:
+    "Algorithm 1's loop from the state `s` (`o`: eps, norm, steps, precision, early_stop, copies)."
+    cls, copies = obj.classification, o["copies"]
+    ckpts, prev = set(apgd_checkpoints(o["steps"])), 0
+    for i in range(o["steps"]):
+        if cls:
+            _leave(s, res, copies, o["early_stop"])
+        if len(s.pos) == 0:
+            break
+        apgd_move(s, o["eps"], o["norm"], rule.momentum if i > 0 else 1.0)
+        loss, out, g = input_grad(model, s.xa, lambda z: obj(z, s.y, s.t), o["precision"])
+        if cls and (new := _fooled(out, s.y) & ~s.fooled).any():
+            res.x_adv[s.pos[new]] = s.xa[new]
+            res.fooled[s.pos[new]] = True
+            s.fooled |= new
+            if copies is not None:
+                copies.broke(s.pos[new], s.xa[new], s.y[new])
+        apgd_track(s, loss, g)
+        if i + 1 in ckpts:
+            apgd_halve(s, rule.rho, i + 1 - prev)
+            prev = i + 1
+        _log(res, i + 1, s, loss)
+    return _run_finish(s, res, cls)
+
+
+def _leave(s: APGDState, res: APGDResult, copies: "Copies | None", early_stop: bool) -> None:
+    "Samples that are done leave the run: the fooled ones, and runs of a point that an earlier run broke (`copies`)."
+    if not early_stop:
+        return
+    out = s.fooled if copies is None else s.fooled | copies.later(s.pos)
+    if out.any():
+        res.loss[s.pos[out]] = s.loss_best[out]
+        s.keep(~out)
+
+
 def apgd_run(
     model: nn.Module,  # pixels in [0,1] -> logits or embeddings (in eval mode)
     x: torch.Tensor,  # clean images (N,...)
@@ -251,42 +312,11 @@ def apgd_run(
 ) -> APGDResult:
     "One APGD run (Croce & Hein 2020, Algorithm 1) from `x_init`."
     obj, norm, rule = get_objective(objective), parse_norm(norm), take_options(APGDSchedule, schedule, "apgd_run")
-    x, cls = x.detach(), obj.classification
+    x = x.detach()
     xa = (x if x_init is None else x_init).detach().clone()
-    first = input_grad(model, xa, lambda o: obj(o, y, t), precision)
-    res = _run_start(x, xa, first, obj, y, steps if record else None)
-    fooled = res.fooled.clone() if cls else torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    s = APGDState.start(
-        x,
-        y,
-        t,
-        xa=xa,
-        loss=first[0],
-        g=first[2],
-        fooled=fooled,
-        step=rule.step_scale * float(eps),
-        eps=float(eps) if norm == "linf" else None,
-    )
-    _log(res, 0, s, first[0])
-    ckpts, prev = set(apgd_checkpoints(steps)), 0
-    for i in range(steps):
-        if cls and early_stop and s.fooled.any():  # fooled samples leave; their result is already stored
-            res.loss[s.pos[s.fooled]] = s.loss_best[s.fooled]
-            s.keep(~s.fooled)
-        if len(s.pos) == 0:
-            break
-        apgd_move(s, eps, norm, rule.momentum if i > 0 else 1.0)
-        loss, out, g = input_grad(model, s.xa, lambda o: obj(o, s.y, s.t), precision)
-        if cls and (new := _fooled(out, s.y) & ~s.fooled).any():
-            res.x_adv[s.pos[new]] = s.xa[new]
-            res.fooled[s.pos[new]] = True
-            s.fooled |= new
-        apgd_track(s, loss, g)
-        if i + 1 in ckpts:
-            apgd_halve(s, rule.rho, i + 1 - prev)
-            prev = i + 1
-        _log(res, i + 1, s, loss)
-    return _run_finish(s, res, cls)
+    o = dict(eps=eps, norm=norm, precision=precision)
+    s, res = _begin(model, x, y, obj, t, xa=xa, record=steps if record else None, step=rule.step_scale * eps, **o)
+    return _iterate(model, s, res, obj, rule, steps=steps, early_stop=early_stop, copies=None, **o)
 
 # %% ../../nbs/11_attacks.apgd.ipynb #18d6c93e
 def kth_target(
@@ -306,35 +336,174 @@ def _forward(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
         return model(x).float()
 
 # %% ../../nbs/11_attacks.apgd.ipynb #e9a3ade2
-def confirm_fooled(
-    model: nn.Module,  # the model itself (not its `attack_view`)
-    res: APGDResult,  # a run on the copy (updated in place)
-    y: torch.Tensor,  # labels
-    precision: str = "fp32",
-) -> None:
-    "Keep a point broken only if `model` itself misclassifies its `x_adv`; count the others as `unconfirmed`."
-    idx = res.fooled.nonzero()[:, 0]
-    if len(idx) == 0:
-        return
-    ok = _forward(model, res.x_adv[idx], precision).argmax(1) == y[idx]
-    res.fooled[idx[ok]] = False
-    res.unconfirmed += int(ok.sum())
+@dataclass
+class Copies:
+    "Runs of the same points side by side: each row's point and its place in the reference's order of runs."
 
-# %% ../../nbs/11_attacks.apgd.ipynb #25a0223e
-def _keep_better(res: APGDResult, idx: torch.Tensor, run: APGDResult, cls: bool) -> None:
-    "Merge a restart's `run` on the samples `idx` into `res`: a fooling point, else a higher loss, wins."
-    res.unconfirmed += run.unconfirmed
-    better = run.loss > res.loss[idx]
-    if cls:
-        better = run.fooled | better
-    res.x_adv[idx[better]] = run.x_adv[better]
-    res.loss[idx[better]] = run.loss[better]
-    if cls:
-        res.fooled[idx[run.fooled]] = True
+    point: torch.Tensor  # (R,) each row's point, 0 … P−1
+    rank: torch.Tensor  # (R,) each row's run in the reference's order (target, then restart): lower runs first
+    judge: nn.Module | None = None  # the model a break must fool before it stops later runs (None: the attacked one)
+    precision: str = "fp32"  # the judge's autocast
+    first: torch.Tensor = field(init=False)  # per point: the lowest rank with a confirmed break (R if none yet)
+    unconfirmed: torch.Tensor = field(init=False)  # per row: broke the attacked copy but not the judge
+
+    def __post_init__(self):
+        n = int(self.point.max()) + 1 if len(self.point) else 0
+        self.first = torch.full((n,), len(self.rank), dtype=self.rank.dtype, device=self.rank.device)
+        self.unconfirmed = torch.zeros(len(self.rank), dtype=torch.bool, device=self.rank.device)
+
+    def broke(self, rows: torch.Tensor, xa: torch.Tensor, y: torch.Tensor) -> None:
+        "`rows` just fooled the attacked model at `xa`: those the judge confirms stop their point's later runs."
+        if self.judge is not None:
+            ok = _forward(self.judge, xa, self.precision).argmax(1) != y
+            self.unconfirmed[rows[~ok]] = True
+            rows = rows[ok]
+        self.first.scatter_reduce_(0, self.point[rows], self.rank[rows], "amin")
+
+    def later(self, rows: torch.Tensor) -> torch.Tensor:
+        "Which of `rows` come after a confirmed break of their point (runs the reference never starts)."
+        return self.rank[rows] > self.first[self.point[rows]]
+
+# %% ../../nbs/11_attacks.apgd.ipynb #b3ab3a9a
+GROUP_FLOPS: dict[str, float] = {"cpu": 2.5e8}  # device type -> forward FLOPs per pass that saturate it (measured)
+_FLOPS = weakref.WeakKeyDictionary()  # model -> {sample shape: forward FLOPs per sample}
+
+
+def sample_flops(
+    model: nn.Module,  # pixels -> outputs
+    x: torch.Tensor,  # a batch like the ones attacked (one sample is used)
+) -> float:
+    "Forward FLOPs of `model` per sample shaped like `x[0]` (counted once per model and shape)."
+    seen = _FLOPS.setdefault(model, {})
+    key = tuple(x.shape[1:])
+    if key not in seen:
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            model(x[:1])
+        seen[key] = float(fc.get_total_flops())
+    return seen[key]
+
+
+def group_size(
+    model: nn.Module,  # the attacked model
+    x: torch.Tensor,  # the batch the caller gave (its size bounds a grouped batch)
+    m: int,  # points left
+    runs: int,  # runs left
+) -> int:
+    "How many of the next `runs` runs of `m` points go side by side: within the caller's batch and the device's FLOPs."
+    g = min(runs, max(len(x) // max(m, 1), 1))
+    budget = GROUP_FLOPS.get(x.device.type)
+    if g <= 1 or budget is None:
+        return g
+    return max(1, int(min(g, budget // (m * max(sample_flops(model, x), 1.0)))))
+
+# %% ../../nbs/11_attacks.apgd.ipynb #cd6f3d37
+class _Starts:
+    "Random starts: run 0 one draw from `generator` on its points (as a lone run), run r ≥ 1 from its own seed."
+
+    def __init__(self, x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None):
+        self.x, self.eps, self.norm, self.generator, self.base = x, eps, norm, generator, 0
+
+    def __call__(self, r: int, idx: torch.Tensor) -> torch.Tensor:
+        "Run `r`'s start on the points `idx`: for r ≥ 1 drawn over the whole batch, so no other point changes it."
+        if r == 0:
+            x0 = apgd_init(self.x[idx], self.eps, self.norm, self.generator)
+            self.base = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            return x0
+        return apgd_init(self.x, self.eps, self.norm, torch.Generator().manual_seed(self.base + r))[idx]
+
+
+@dataclass
+class _Runs:
+    "Runs in the reference's order on one batch: the attacked model, the budget, the schedule, the random starts."
+
+    net: nn.Module  # the attacked model (maybe `attack_view`)
+    x: torch.Tensor
+    y: torch.Tensor
+    obj: Objective
+    starts: _Starts
+    judge: nn.Module | None  # confirms breaks (the model, when `net` is its fast copy)
+    group: bool  # put runs side by side (`group_size`)
+    o: dict  # eps, norm, steps, precision, early_stop, record
+    rule: APGDSchedule
+
+    def side_by_side(self, idx: torch.Tensor, ts: list, first: int) -> tuple[APGDResult, Copies]:
+        "Runs `first`, `first+1`, … (targets `ts`, one tensor or None each) of the points `idx`, as one batch."
+        g, m, o = len(ts), len(idx), self.o
+        rep = lambda v: v[idx].repeat(g, *[1] * (v.ndim - 1))
+        ti = None if ts[0] is None else torch.cat([t[idx] for t in ts])
+        xa = torch.cat([self.starts(first + j, idx) for j in range(g)])
+        ar = torch.arange(g * m, device=self.x.device)
+        cp = Copies(ar % m, ar // m, self.judge, o["precision"])
+        rec, step = o["steps"] if o["record"] else None, self.rule.step_scale * float(o["eps"])
+        kw = dict(eps=o["eps"], norm=o["norm"], precision=o["precision"])
+        s, res = _begin(self.net, rep(self.x), rep(self.y), self.obj, ti, xa=xa, record=rec, step=step, **kw)
+        if self.obj.classification and s.fooled.any():
+            cp.broke(s.fooled.nonzero()[:, 0], xa[s.fooled], s.y[s.fooled])
+        run = _iterate(
+            self.net, s, res, self.obj, self.rule, steps=o["steps"], early_stop=o["early_stop"], copies=cp, **kw
+        )
+        return run, cp
+
+
+def _merge(res: APGDResult, idx: torch.Tensor, run: APGDResult, cp: Copies, keep_best: bool) -> None:
+    "Merge side-by-side runs on `idx` into `res` as if run one after another: the first run that broke a point wins."
+    m = len(idx)
+    g, ar = len(run.loss) // m, torch.arange(m, device=idx.device)
+    loss, rank = run.loss.view(g, m), torch.arange(g, device=idx.device)[:, None]
+    hit, win = torch.zeros(m, dtype=torch.bool, device=idx.device), torch.full((m,), g, device=idx.device)
+    if res.fooled is not None:
+        f = run.fooled.view(g, m) & ~cp.unconfirmed.view(g, m)
+        hit = f.any(0)
+        win = torch.where(hit, f.float().argmax(0), win)
+    res.unconfirmed += int((cp.unconfirmed.view(g, m) & (rank < win)).sum())
+    ran = torch.where(rank <= win, loss, -math.inf)  # the runs the reference makes: up to the first break
+    top = ran.argmax(0)  # the first best loss
+    better = hit | (keep_best & (ran[top, ar] > res.loss[idx]))
+    rows = torch.where(hit, win, top) * m + ar
+    res.x_adv[idx[better]] = run.x_adv[rows[better]]
+    res.loss[idx] = torch.maximum(res.loss[idx], ran.amax(0))
+    if res.fooled is not None:
+        res.fooled[idx[hit]] = True
     if run.history is not None:
         res.history = run.history
 
 
+def _attack_runs(p: _Runs, targets: list, res: APGDResult, keep_best: bool) -> APGDResult:
+    "The runs (`targets`: one per run, in the reference's order) on the points still robust, `group_size` at a time."
+    done = 0
+    while done < len(targets):
+        cls = p.obj.classification
+        idx = (~res.fooled).nonzero()[:, 0] if cls else torch.arange(len(p.x), device=p.x.device)
+        if len(idx) == 0:
+            break
+        g = group_size(p.net, p.x, len(idx), len(targets) - done) if p.group else 1
+        run, cp = p.side_by_side(idx, targets[done : done + g], done)
+        _merge(res, idx, run, cp, keep_best)
+        done += g
+    return res
+
+
+def _runs(
+    model: nn.Module,  # the model (judges breaks when `net` is its fast copy)
+    net: nn.Module,  # the attacked model
+    x: torch.Tensor,
+    y: torch.Tensor,
+    obj: Objective,
+    *,
+    eps: float,
+    norm: str = "linf",
+    generator: torch.Generator | None = None,
+    group: bool = True,  # runs side by side (`group_size`)
+    **kw,  # precision, steps, early_stop, record and the schedule
+) -> _Runs:
+    "The runs' settings: `kw` holds precision, steps, early_stop, record and the schedule."
+    o = dict(eps=float(eps), norm=parse_norm(norm), precision=kw.pop("precision", "fp32"), steps=kw.pop("steps", 100))
+    o |= dict(early_stop=kw.pop("early_stop", True), record=kw.pop("record", False))
+    rule = take_options(APGDSchedule, kw, "apgd")
+    judge = model if net is not model and obj.classification else None
+    return _Runs(net, x, y, obj, _Starts(x, eps, o["norm"], generator), judge, group, o, rule)
+
+# %% ../../nbs/11_attacks.apgd.ipynb #6cc9a3c4
 def apgd(
     model: nn.Module,  # pixels in [0,1] -> logits or embeddings
     x: torch.Tensor,  # clean images in [0,1]
@@ -349,7 +518,7 @@ def apgd(
     generator: torch.Generator | None = None,  # CPU generator for the random starts
     precision: str = "fp32",
     fast: bool = True,  # iterate on `attack_view(model)`; broken points are confirmed on `model`
-    **kw,  # passed to `apgd_run`: early_stop, record, and the schedule (rho, momentum, step_scale)
+    **kw,  # early_stop, record, the schedule (rho, momentum, step_scale), group (restarts side by side, default True)
 ) -> APGDResult:
     "APGD with restarts (Croce & Hein 2020), each from a random start; the model is in eval mode during the attack."
     obj = get_objective(loss)
@@ -363,21 +532,10 @@ def apgd(
         res = APGDResult(x.clone(), torch.full((len(x),), -math.inf, device=x.device))
         if obj.classification:
             res.fooled = _fooled(_forward(model, x, precision), y)
-        for _ in range(restarts):
-            idx = (~res.fooled).nonzero()[:, 0] if obj.classification else torch.arange(len(x), device=x.device)
-            if len(idx) == 0:
-                break
-            xi, ti = x[idx], None if t is None else t[idx]
-            x0 = apgd_init(xi, eps, norm, generator)
-            run = apgd_run(
-                net, xi, y[idx], obj, ti, eps=eps, x_init=x0, norm=norm, steps=steps, precision=precision, **kw
-            )
-            if net is not model and obj.classification:
-                confirm_fooled(model, run, y[idx], precision)
-            _keep_better(res, idx, run, obj.classification)
-    return res
+        o = dict(eps=eps, norm=norm, generator=generator, precision=precision, steps=steps, group=kw.pop("group", True))
+        return _attack_runs(_runs(model, net, x, y, obj, **o, **kw), [t] * restarts, res, keep_best=True)
 
-# %% ../../nbs/11_attacks.apgd.ipynb #b0c83d55
+# %% ../../nbs/11_attacks.apgd.ipynb #b356ce67
 def apgd_targeted(
     model: nn.Module,
     x: torch.Tensor,
@@ -388,7 +546,7 @@ def apgd_targeted(
     n_target_classes: int = 9,  # targets: the 1st … n-th most likely wrong classes at the clean point
     restarts: int = 1,  # runs per target
     precision: str = "fp32",
-    group_targets: bool = True,  # run several targets side by side once few samples are left
+    group_targets: bool = True,  # run several targets (and restarts) side by side once few samples are left
     fast: bool = True,  # iterate on `attack_view(model)`; broken points confirmed on `model`
     **kw,  # as for `apgd`
 ) -> APGDResult:
@@ -411,38 +569,12 @@ def apgd_targeted(
         )
         n_target_classes = C - 1
     res = APGDResult(x.clone(), torch.full((len(x),), -math.inf, device=x.device), _fooled(z, y))
-    k = 1
-    while k <= n_target_classes:
-        idx = (~res.fooled).nonzero()[:, 0]
-        m = len(idx)
-        if m == 0:
-            break
-        g = min(max(len(x) // m, 1), n_target_classes - k + 1) if group_targets else 1  # targets k … k+g-1 together
-        ks = range(k, k + g)
-        k += g
-        xi, yi = x[idx].repeat(g, *[1] * (x.ndim - 1)), y[idx].repeat(g)
-        ti = torch.cat([kth_target(z[idx], y[idx], j) for j in ks])
-        run = apgd(net, xi, yi, obj, eps=eps, t=ti, restarts=restarts, precision=precision, fast=False, **kw)
-        if net is not model:
-            with eval_mode(model):
-                confirm_fooled(model, run, yi, precision)
-        _keep_first_target(res, idx, run, g)
-    return res
-
-
-def _keep_first_target(res: APGDResult, idx: torch.Tensor, run: APGDResult, g: int) -> None:
-    "Merge a run of `g` targets side by side on the samples `idx` into `res`: the first target that fooled wins."
-    m = len(idx)
-    res.unconfirmed += run.unconfirmed
-    f = run.fooled.view(g, m)
-    first = f.float().argmax(0)  # the first target that fooled
-    pick = first * m + torch.arange(m, device=idx.device)
-    hit = f.any(0)
-    res.x_adv[idx[hit]] = run.x_adv[pick[hit]]
-    res.fooled[idx[hit]] = True
-    res.loss[idx] = torch.maximum(res.loss[idx], run.loss.view(g, m).amax(0))
-    if run.history is not None:
-        res.history = run.history
+    if float(eps) == 0:
+        kw["steps"], restarts = 0, 1  # the ball is a point: one evaluation per target decides
+    targets = [kth_target(z, y, k) for k in range(1, n_target_classes + 1) for _ in range(restarts)]
+    with eval_mode(model):
+        p = _runs(model, net, x, y, obj, eps=eps, group=group_targets, precision=precision, **kw)
+        return _attack_runs(p, targets, res, keep_best=False)
 
 # %% ../../nbs/11_attacks.apgd.ipynb #72ce65bf
 class APGD:
