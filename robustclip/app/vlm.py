@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from ..core import RobustClipError
-from ..eval.vlm import eval_vlm, VLMAttack, VLM_ATTACKS
+from ..attacks.registry import attack_names
+from ..eval.vlm import eval_vlm, VLMAttack
 from ..vlm.attacks import target_seed
 from .evals import subset_arg, print_result
 
@@ -97,7 +98,7 @@ def _attack_args(g) -> None:
     g.add_argument(
         "--attack",
         default=None,
-        choices=VLM_ATTACKS,
+        choices=attack_names("lvlm"),
         help="ensemble (RobustVLM's, FARE Table 1), apgd (one "
         "fp32 APGD vs the first ground truth), targeted (towards --target, Table 3); default: clean only",
     )

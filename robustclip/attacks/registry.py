@@ -23,7 +23,7 @@ ATTACK_KINDS: dict[str, tuple[str, ...]] = {
     "image": ("threat", "steps", "precision"),  # a classifier's images: fn(model, ...) -> .run(x, y, generator)
     "embedding": ("threat", "steps", "generator"),  # an encoder's images: fn(encoder, x, target, ...) -> x_adv
     "text": ("alphabet", "tokenizer", "batch_size"),  # texts: fn(texts, score_fn, ...) -> result with .texts
-    "lvlm": (),  # an LVLM's image (robustclip.eval.vlm)
+    "lvlm": ("eps", "steps"),  # an LVLM's image: fn(lvlm, batch, ...) -> (x_adv, rows) (robustclip.vlm.attacks)
 }  # kind -> the options its callers always pass
 
 # %% ../../nbs/09a_attacks.registry.ipynb #9c5ba56d

@@ -13,7 +13,7 @@ import torch
 
 import json
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..core import RobustClipError, SubsetSpec, ThreatModel, config_hash, load_plugins, atomic_save
 from ..models import PixelCLIP, load_clip
@@ -21,25 +21,15 @@ from ..vlm.core import LVLM, load_lvlm, swap_vision, task_prompt
 from ..vlm.data import VLMTask, task_pixels, robustvlm_order
 from ..vlm.metrics import cider, vqa_scores, vqa_accuracy, pope_scores, attribute_accuracy, CorpusCider
 from ..vlm.metrics import POSTPROCESS
-from ..vlm.attacks import EnsembleSpec, ensemble_attack, apgd_text, targeted_attack, top_answers, target_seed
-from ..train.distributed import rank_device
-from robustclip.eval.runner import (
-    Adapter,
-    run_eval,
-    resolve_task,
-    check_output,
-    check_positive,
-    subset_spec,
-    sidecar_path,
-    read_sidecar,
-    EvalRun,
-    eval_options,
-)
+from ..attacks.registry import attack_names, get_attack
+from ..vlm.attacks import EnsembleSpec, LVLMBatch, top_answers, target_seed
+from ..distributed import rank_device
+from .sidecar import read_sidecar, sidecar_path
+from .runner import Adapter, run_eval, resolve_task, check_output, check_positive, subset_spec
 
 # %% auto #0
 __all__ = [
-    'VLM_ATTACKS', 'vlm_metrics', 'VLMAttack', 'ensemble_spec', 'adv_dir', 'VLMEval', 'read_adv_images', 'prepare_lvlm',
-    'Generation', 'eval_vlm'
+    'vlm_metrics', 'VLMAttack', 'ensemble_spec', 'adv_dir', 'VLMEval', 'read_adv_images', 'prepare_lvlm', 'eval_vlm'
 ]
 
 # %% ../../nbs/34_eval.vlm.ipynb #ffdae35c
@@ -67,14 +57,11 @@ def vlm_metrics(
     return out | {"n": len(idx)}
 
 # %% ../../nbs/34_eval.vlm.ipynb #71f244fe
-VLM_ATTACKS = ("ensemble", "apgd", "targeted")
-
-
 @dataclass(frozen=True)
 class VLMAttack:
     "An attack on an LVLM's image, parsed once: which, the ℓ∞ budget, iterations, target and ensemble settings."
 
-    name: str  # 'ensemble', 'apgd' or 'targeted'
+    name: str  # an `lvlm` attack of the registry: 'ensemble', 'apgd', 'targeted' or a plugin's
     threat: ThreatModel  # ℓ∞ budget
     steps: int = 100  # APGD iterations (of every stage of the ensemble)
     target: str | None = None  # the targeted attack's text
@@ -85,13 +72,12 @@ class VLMAttack:
     @classmethod
     def parse(cls, name: str, eps: str | float, steps: int = 100, target: str | None = None, **kw) -> "VLMAttack":
         "Check the values a user gave (one-line errors) and build the attack."
-        if name not in VLM_ATTACKS:
-            raise RobustClipError(f"unknown LVLM attack {name!r}; use one of {', '.join(VLM_ATTACKS)}")
+        wants_target = get_attack(name, "lvlm").options.get("target")  # unknown names: a one-line error
         threat = ThreatModel.parse(eps)
         if threat.norm != "linf":
             raise RobustClipError("LVLM attacks are l-inf attacks (as the papers)")
         check_positive("--steps", steps)
-        if (name == "targeted") != (target is not None and target.strip() != ""):
+        if (wants_target is not None) != (target is not None and target.strip() != ""):
             raise RobustClipError("--target is needed by --attack targeted, and only by it")
         return cls(name, threat, steps, target, **kw)
 
@@ -209,7 +195,7 @@ class VLMEval(Adapter):
 
     def prepare(self) -> None:
         "The ensemble's settings and scorer; a transfer source's images."
-        if self.attack is not None and self.attack.name == "ensemble":
+        if self.attack is not None:
             self.spec, self.score = ensemble_spec(self.attack, self.data_task), _score_fn(self.data_task, self.idx)
         if self.transfer is not None:
             self.source_images = read_adv_images(self.transfer, self.idx)
@@ -227,29 +213,14 @@ class VLMEval(Adapter):
         self, b: int, ids: list[int], x: torch.Tensor, prompts: list[str], clean: list[str]
     ) -> tuple[torch.Tensor, list[dict]]:
         "The adversarial images of batch `b` and, per sample, what the row adds (adversarial output, stage or success)."
-        a, t = self.attack, self.data_task
-        if a.name == "ensemble":
-            truths = [t.answers[i] if t.kind == "caption" else top_answers(t.answers[i]) for i in ids]
-            score = lambda texts, at: self.score(texts, at, ids)
-            r = ensemble_attack(
-                self.model,
-                x,
-                prompts,
-                truths,
-                score,
-                self.spec,
-                clean_texts=clean,
-                max_new_tokens=self.max_new_tokens,
-                post=self.post,
-            )
-            return r.x_adv, [{"adv_text": s, "stage": g} for s, g in zip(r.texts, r.stages)]
-        if a.name == "apgd":
-            first = [t.answers[i][0] if t.kind == "caption" else top_answers(t.answers[i])[0] for i in ids]
-            xa = apgd_text(self.model, x, prompts, first, eps=a.threat.eps, steps=a.steps).x_adv
-            return xa, [{"adv_text": s} for s in self.generate(xa, prompts)]
-        kw = dict(eps=a.threat.eps, steps=a.steps, max_new_tokens=self.max_new_tokens, post=self.post)
-        xa, outs, ok = targeted_attack(self.model, x, prompts, a.target, **kw)
-        return xa, [{"adv_text": s, "success": o} for s, o in zip(outs, ok)]
+        a, t, sp = self.attack, self.data_task, self.spec
+        entry = get_attack(a.name, "lvlm")
+        truths = [t.answers[i] if t.kind == "caption" else top_answers(t.answers[i]) for i in ids]
+        score = lambda texts, at: self.score(texts, at, ids)
+        batch = LVLMBatch(x, prompts, truths, clean, score, self.max_new_tokens, self.post)
+        given = dict(target=a.target, threshold=sp.threshold, targets=sp.targets, half=sp.half, strict=sp.strict)
+        opts = {k: v for k, v in given.items() if k in entry.options and v is not None}
+        return entry(self.model, batch, eps=a.threat.eps, steps=a.steps, **opts)
 
     def run_batch(self, b: int) -> dict:
         "Generate for the samples of batch `b` (clean, and attacked or transferred)."
@@ -282,14 +253,14 @@ class VLMEval(Adapter):
         if "adv_text" in rows[0]:
             rob = vlm_metrics(self.data_task, idx, [r["adv_text"] for r in rows])
             metrics |= {f"robust_{k}": v for k, v in rob.items() if k not in ("n", "cider_tokenizer")}
-            if self.attack is not None and self.attack.name == "targeted":
+            if "success" in rows[0]:  # a targeted attack: whether each output hit the target
                 metrics["success_rate"] = sum(r["success"] for r in rows) / len(rows)
             block = (
                 self.attack.to_json() | {"n_samples": len(rows), "subset": self.subset_mode, "seed": self.seed}
                 if self.attack
                 else {**self._source["attack"], "name": "transfer", "source_attack": self._source["attack"]["name"]}
             )
-            if self.attack is not None and self.attack.name == "ensemble":
+            if "stage" in rows[0]:  # the ensemble: its settings and which stage broke each sample
                 sp = self.spec
                 block |= {
                     "threshold": sp.threshold,
@@ -329,13 +300,11 @@ def read_adv_images(
 
 def _source(path: Path) -> dict:
     "What the result at `path` attacked with (its attack block, encoder and sidecar key)."
-    from robustclip.eval.runner import SIDECAR_KIND
-
     try:
         rec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise RobustClipError(f"transfer source {path} is not a result JSON: {e}") from None
-    if not rec.get("attack") or rec["attack"].get("name") not in ("ensemble", "apgd", "targeted"):
+    if not rec.get("attack") or rec["attack"].get("name") not in attack_names("lvlm"):
         raise RobustClipError(f"transfer source {path} is not an attacked LVLM evaluation")
     head = json.loads(sidecar_path(path).read_text().splitlines()[0]) if sidecar_path(path).is_file() else {}
     return {"attack": rec["attack"], "vision": rec.get("vision"), "key": head.get("key", "")}
@@ -360,58 +329,61 @@ def prepare_lvlm(
     return lvlm
 
 # %% ../../nbs/34_eval.vlm.ipynb #46943100
-@dataclass(frozen=True)
-class Generation:
-    "How `eval_vlm` runs the LVLM: tokens per answer, the swapped tower's resolution, the precision."
-
-    max_new_tokens: int | None = None  # default: the dataset's (RobustVLM's), else the LVLM's own
-    resolution: str = "native"  # llava-hf: 'native' (224-px encoder as RobustVLM) or 'interpolate'
-    precision: str = "fp32"  # the LVLM's precision (a spec only)
-
-
 def eval_vlm(
     vlm: LVLM | str,  # an LVLM or a `load_lvlm` spec ('mini-llava', 'llava-hf:<id or folder>')
     dataset: str | VLMTask,  # 'mini/captions', 'vlm/coco', 'pope:PATH', ... or a task
     *,
     vision: PixelCLIP | str | None = None,  # swap this encoder in (a CLIP or `load_clip` spec); None: keep the LVLM's
+    pretrained: str | None = None,  # pretrained tag or checkpoint of a `vision` spec
     task: str | None = None,  # 'caption', 'vqa' or 'pope': checked against the dataset's kind
     attack: VLMAttack | str | None = None,  # 'ensemble', 'apgd', 'targeted' or a parsed attack; None: clean only
     eps: str | float = "4/255",  # the attack's ℓ∞ budget (a string attack only)
     steps: int = 100,  # APGD iterations (a string attack only; the targeted paper attack: 10,000)
     target: str | None = None,  # the targeted attack's text
     transfer_from: str | Path | None = None,  # show the adversarial images of this attacked result instead
+    n_samples: int | None = None,  # a seeded subset (None: every sample; the papers attack 500)
+    subset: str | SubsetSpec = "robustvlm",  # 'robustvlm' (RobustVLM's numpy draw), 'random' (seeded) or 'first'
     seed: int | None = None,  # None: RobustVLM's, 42 (a stealthy target: its own, `TARGET_SEEDS`)
-    **options,  # `Generation` and `EvalRun` (n_samples: all, the papers attack 500; subset 'robustvlm'; batch_size 8)
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,  # default: the dataset's (RobustVLM's), else the LVLM's own
+    resolution: str = "native",  # llava-hf: 'native' (224-px encoder as RobustVLM) or 'interpolate'
+    precision: str = "fp32",
+    data_root: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    output: str | Path | None = None,  # the result JSON (its sidecar and adversarial images beside it)
+    resume: bool = True,
+    max_batches: int | None = None,  # at most this many new batches, then stop (incomplete)
+    overwrite: bool = False,  # replace a result that other settings wrote (else: refused)
 ) -> dict:
     "Captioning / VQA / POPE scores of an LVLM with `vision` swapped in (nothing retrained): clean, attacked, moved."
-    gen, run = eval_options(options, "eval_vlm", Generation(), EvalRun(subset="robustvlm", batch_size=8))
-    out = check_output(run.output)
-    if gen.max_new_tokens is not None:
-        check_positive("--max-new-tokens", gen.max_new_tokens)
+    check_positive("--batch-size", batch_size)
+    out = check_output(output)
+    if max_new_tokens is not None:
+        check_positive("--max-new-tokens", max_new_tokens)
     if isinstance(attack, str):
         attack = VLMAttack.parse(attack, eps, steps, target)
     if seed is None:
         seed = target_seed(attack.target) if attack is not None and attack.target else 42
-    run = replace(run, seed=seed)
+    sub = subset_spec(subset, n_samples, seed)
     if isinstance(dataset, str):
         load_plugins()  # LVLM datasets register from plugins (vlm.data, the mini world's)
-    what = "an LVLM task (captioning, VQA or POPE)"
-    t = resolve_task(dataset, VLMTask, what, data_root=run.data_root, split=run.split)
+    t = resolve_task(dataset, VLMTask, "an LVLM task (captioning, VQA or POPE)", data_root=data_root, split=split)
     if task is not None and task != t.kind:
         raise RobustClipError(f"{t.name} is a {t.kind} task, not {task}")
-    dev = rank_device(run.device)  # under torchrun: this rank's GPU
-    lvlm = load_lvlm(vlm, device=dev, precision=gen.precision) if isinstance(vlm, str) else vlm
-    prepare_lvlm(lvlm, t, vision=vision, pretrained=run.pretrained, resolution=gen.resolution, data_root=run.data_root)
+    dev = rank_device(device)  # under torchrun: this rank's GPU
+    lvlm = load_lvlm(vlm, device=dev, precision=precision) if isinstance(vlm, str) else vlm
+    prepare_lvlm(lvlm, t, vision=vision, pretrained=pretrained, resolution=resolution, data_root=data_root)
     adapter = VLMEval(
         lvlm,
         t,
-        subset=run.subset_spec,
-        batch_size=run.batch_size,
-        max_new_tokens=gen.max_new_tokens,
+        subset=sub,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
         attack=attack,
         transfer_from=transfer_from,
         keep_images=adv_dir(out) if out is not None and attack is not None else None,
-        split=run.split,
+        split=split,
         seed=seed,
     )
-    return run_eval(adapter, **run.files)
+    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)

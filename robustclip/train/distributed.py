@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from ..core import RobustClipError
-from ..distributed import DistInfo, rank_device  # rank_device: still imported from here by eval.vlm
+from ..distributed import DistInfo
 
 # %% auto #0
 __all__ = [

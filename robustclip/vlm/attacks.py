@@ -16,12 +16,14 @@ import torch.nn as nn
 from ..core import RobustClipError
 from ..attacks.losses import Objective
 from ..attacks.apgd import apgd_run, APGDResult
+from ..attacks.registry import register_attack
 from .core import LVLM, full_precision
 
 # %% auto #0
 __all__ = [
     'NLL_OBJECTIVE', 'Decode', 'TARGET_SEEDS', 'TextNLL', 'apgd_text', 'top_answers', 'EnsembleResult', 'EnsembleSpec',
-    'half_precision', 'ensemble_attack', 'target_seed', 'target_hit', 'targeted_attack'
+    'half_precision', 'ensemble_attack', 'target_seed', 'target_hit', 'targeted_attack', 'LVLMBatch', 'run_ensemble',
+    'run_apgd', 'run_targeted'
 ]
 
 # %% ../../nbs/46_vlm.attacks.ipynb #fa75ac1e
@@ -233,3 +235,60 @@ def targeted_attack(
         r = apgd_text(lvlm, x, prompts, [target] * len(x), eps=eps, steps=steps, targeted=True, precision="fp32")
         outs = _decoder(lvlm, max_new_tokens, post)(r.x_adv, list(prompts))
     return r.x_adv, outs, [target_hit(o, target) for o in outs]
+
+# %% ../../nbs/46_vlm.attacks.ipynb #952c37fd
+@dataclass
+class LVLMBatch:
+    "What an LVLM attack gets for one batch: images, prompts, ground truths, clean outputs, decoding, scoring."
+
+    x: torch.Tensor  # clean images in [0,1]
+    prompts: list[str]  # one prompt per image
+    truths: list[list[str]]  # the ground truths of each image (captions, or the top answers), best first
+    clean: list[str] | None = None  # the clean outputs, post-processed (None: generated when needed)
+    score: Callable[[list[str], list[int]], list[float]] | None = None  # (outputs, positions) -> per-sample score
+    max_new_tokens: int | None = None
+    post: Callable[[str], str] | None = None  # the task's post-processing of every output
+
+
+def run_ensemble(
+    lvlm: LVLM,
+    batch: LVLMBatch,
+    *,
+    eps: float,  # ℓ∞ radius
+    steps: int = 100,  # APGD iterations of every stage
+    threshold: float = 0.0,  # stop attacking a sample below this score
+    targets: tuple[str, ...] = (),  # targeted full-precision stages at the end
+    half: str = "auto",  # precision of the first stages
+    strict: bool = True,  # drop at score < threshold (False: at ≤)
+) -> tuple[torch.Tensor, list[dict]]:
+    "RobustVLM's ensemble (`ensemble_attack`); per sample the adversarial output and the stage that found it."
+    spec = EnsembleSpec(float(eps), steps, threshold=float(threshold), half=half, targets=tuple(targets), strict=strict)
+    kw = dict(clean_texts=batch.clean, max_new_tokens=batch.max_new_tokens, post=batch.post)
+    r = ensemble_attack(lvlm, batch.x, batch.prompts, batch.truths, batch.score, spec, **kw)
+    return r.x_adv, [{"adv_text": s, "stage": g} for s, g in zip(r.texts, r.stages)]
+
+
+def run_apgd(lvlm: LVLM, batch: LVLMBatch, *, eps: float, steps: int = 100) -> tuple[torch.Tensor, list[dict]]:
+    "One float32-autocast APGD against each image's first ground truth; per sample the adversarial output."
+    first = [ts[0] for ts in batch.truths]
+    xa = apgd_text(lvlm, batch.x, batch.prompts, first, eps=float(eps), steps=steps).x_adv
+    return xa, [{"adv_text": s} for s in _decoder(lvlm, batch.max_new_tokens, batch.post)(xa, batch.prompts)]
+
+
+def run_targeted(
+    lvlm: LVLM,
+    batch: LVLMBatch,
+    *,
+    eps: float,
+    steps: int = 10_000,
+    target: str,  # the text the attacker wants the LVLM to output
+) -> tuple[torch.Tensor, list[dict]]:
+    "The stealthy targeted attack (`targeted_attack`); per sample the adversarial output and whether it hit."
+    kw = dict(eps=float(eps), steps=steps, max_new_tokens=batch.max_new_tokens, post=batch.post)
+    xa, outs, ok = targeted_attack(lvlm, batch.x, batch.prompts, target, **kw)
+    return xa, [{"adv_text": s, "success": o} for s, o in zip(outs, ok)]
+
+
+register_attack("ensemble", run_ensemble, kind="lvlm", summary="RobustVLM's ensemble of APGD stages (FARE Table 1)")
+register_attack("apgd", run_apgd, kind="lvlm", summary="one APGD against the first ground truth")
+register_attack("targeted", run_targeted, kind="lvlm", summary="stealthy targeted APGD in float32 (FARE Table 3)")
