@@ -17,7 +17,7 @@ export PYTHONHASHSEED := 0
 help:
 	@echo "make reproduce   - evaluate the shipped mini fine-tunes, regenerate figures/ (mini scale, CPU)"
 	@echo "make reproduce-retrain - fine-tune every mini run from mini-base first (~24 min more), into runs/mini-retrain/"
-	@echo "make test        - export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
+	@echo "make test        - lint, export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
 	@echo "make test-slow   - the slow tests, the attacks' hypothesis properties with 1,000 cases each, the paper rehearsal"
 	@echo "make export      - write robustclip/ from the notebooks (nbdev-export, then tools/wrap_all.py)"
 	@echo "make lint        - ruff check and ruff format --check (the rules in CONTRIBUTING.md)"
@@ -83,10 +83,10 @@ test-slow: venv
 # each notebook runs once: under pytest (tests/test_notebooks.py), not again in a separate nbdev-test step.
 # `pretrain-mini` first: it checks the mini-base cache against its SHA-256 (or fills it from the weights shipped in
 # robustclip/mini/weights/, in seconds; no pretraining) before the pytest workers share it.
-# `make lint` joins `make test` once the whole tree passes it (issue 28: the files of the LVLM/T2I evaluations and of
-# the reproduction still have older violations); run it by hand meanwhile
+# `make lint` (ruff, the rules in CONTRIBUTING.md) runs first: it takes seconds
 test: venv
 	$(BIN)/robustclip pretrain-mini
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory check-export
 	$(MAKE) --no-print-directory pytest
 

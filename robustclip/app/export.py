@@ -21,8 +21,7 @@ from ..train.runs import RunFolder, read_run_checkpoint
 
 # %% auto #0
 __all__ = [
-    'EXPORT_FORMATS', 'export_model', 'write_export', 'load_run', 'combine_towers', 'hub_folder', 'push_to_hub',
-    'add_args', 'run'
+    'EXPORT_FORMATS', 'export_model', 'write_export', 'load_run', 'hub_folder', 'push_to_hub', 'add_args', 'run'
 ]
 
 # %% ../../nbs/81_app.export.ipynb #468a00bc
@@ -87,46 +86,7 @@ def load_run(
     return model.eval()
 
 # %% ../../nbs/81_app.export.ipynb #1971fbd0
-_SHARED_KEYS = ("quick_gelu", "cast_dtype")
-
-
-def _text_keys(sd: dict) -> dict:
-    "The text-tower entries of a CLIP state dict (everything outside visual.* and logit_*), plus logit_scale/bias."
-    return {k: v for k, v in sd.items() if not k.startswith("visual.")}
-
-
-def combine_towers(
-    vision: PixelCLIP,  # gives the vision tower and the image preprocessing
-    text: PixelCLIP,  # gives the text tower, tokenizer and logit_scale
-) -> PixelCLIP:
-    "One CLIP with `vision`'s image tower and `text`'s text tower (same embedding dimension required)."
-    va, tb = vision.model_cfg, text.model_cfg
-    if va["embed_dim"] != tb["embed_dim"]:
-        raise RobustClipError(
-            f"cannot combine: the vision model embeds in {va['embed_dim']} dimensions but the text "
-            f"model in {tb['embed_dim']}; both towers must share the embedding space"
-        )
-    for k in _SHARED_KEYS:
-        if bool(va.get(k, False)) != bool(tb.get(k, False)):
-            raise RobustClipError(
-                f"cannot combine: {k} is {va.get(k, False)} for the vision model and {tb.get(k, False)} for "
-                "the text model; open_clip applies it to both towers (load both with the same setting)"
-            )
-    cfg = {k: v for k, v in copy.deepcopy(va).items() if k not in ("text_cfg", "custom_text")}
-    cfg["text_cfg"] = copy.deepcopy(tb["text_cfg"])
-    if tb.get("custom_text"):
-        cfg["custom_text"] = True
-    if type(text.model).__name__ != "CLIP":
-        cfg["custom_text"] = True
-    out = create_clip(cfg, vision.preprocess_cfg, name=f"vision:{vision.name}+text:{text.name}")
-    out.model.visual.load_state_dict(vision.model.visual.state_dict())
-    missing, unexpected = out.model.load_state_dict(_text_keys(text.model.state_dict()), strict=False)
-    bad = [k for k in missing if not k.startswith("visual.")] + list(unexpected)
-    if bad:
-        raise RobustClipError(f"cannot combine: the text tower's weights do not fit ({', '.join(bad[:3])}...)")
-    out.tokenizer = text.tokenizer
-    out.pretrained = f"vision: {vision.name} {vision.pretrained}; text: {text.name} {text.pretrained}".strip()
-    return out.eval()
+from ..convert import combine_towers  # with the other tower conversions (the reproduction's plan uses it too)
 
 # %% ../../nbs/81_app.export.ipynb #e5ac0848
 def hub_folder(

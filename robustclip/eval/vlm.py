@@ -13,7 +13,7 @@ import torch
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..core import RobustClipError, SubsetSpec, ThreatModel, config_hash, load_plugins, atomic_save
 from ..models import PixelCLIP, load_clip
@@ -25,11 +25,21 @@ from ..attacks.registry import attack_names, get_attack
 from ..vlm.attacks import EnsembleSpec, LVLMBatch, top_answers, target_seed
 from ..distributed import rank_device
 from .sidecar import read_sidecar, sidecar_path
-from .runner import Adapter, run_eval, resolve_task, check_output, check_positive, subset_spec
+from robustclip.eval.runner import (
+    Adapter,
+    run_eval,
+    resolve_task,
+    check_output,
+    check_positive,
+    subset_spec,
+    EvalRun,
+    eval_options,
+)
 
 # %% auto #0
 __all__ = [
-    'vlm_metrics', 'VLMAttack', 'ensemble_spec', 'adv_dir', 'VLMEval', 'read_adv_images', 'prepare_lvlm', 'eval_vlm'
+    'vlm_metrics', 'VLMAttack', 'ensemble_spec', 'adv_dir', 'VLMEval', 'read_adv_images', 'prepare_lvlm', 'Generation',
+    'eval_vlm'
 ]
 
 # %% ../../nbs/34_eval.vlm.ipynb #ffdae35c
@@ -329,61 +339,58 @@ def prepare_lvlm(
     return lvlm
 
 # %% ../../nbs/34_eval.vlm.ipynb #46943100
+@dataclass(frozen=True)
+class Generation:
+    "How `eval_vlm` runs the LVLM: tokens per answer, the swapped tower's resolution, the precision."
+
+    max_new_tokens: int | None = None  # default: the dataset's (RobustVLM's), else the LVLM's own
+    resolution: str = "native"  # llava-hf: 'native' (224-px encoder as RobustVLM) or 'interpolate'
+    precision: str = "fp32"  # the LVLM's precision (a spec only)
+
+
 def eval_vlm(
     vlm: LVLM | str,  # an LVLM or a `load_lvlm` spec ('mini-llava', 'llava-hf:<id or folder>')
     dataset: str | VLMTask,  # 'mini/captions', 'vlm/coco', 'pope:PATH', ... or a task
     *,
     vision: PixelCLIP | str | None = None,  # swap this encoder in (a CLIP or `load_clip` spec); None: keep the LVLM's
-    pretrained: str | None = None,  # pretrained tag or checkpoint of a `vision` spec
     task: str | None = None,  # 'caption', 'vqa' or 'pope': checked against the dataset's kind
     attack: VLMAttack | str | None = None,  # 'ensemble', 'apgd', 'targeted' or a parsed attack; None: clean only
     eps: str | float = "4/255",  # the attack's ℓ∞ budget (a string attack only)
     steps: int = 100,  # APGD iterations (a string attack only; the targeted paper attack: 10,000)
     target: str | None = None,  # the targeted attack's text
     transfer_from: str | Path | None = None,  # show the adversarial images of this attacked result instead
-    n_samples: int | None = None,  # a seeded subset (None: every sample; the papers attack 500)
-    subset: str | SubsetSpec = "robustvlm",  # 'robustvlm' (RobustVLM's numpy draw), 'random' (seeded) or 'first'
     seed: int | None = None,  # None: RobustVLM's, 42 (a stealthy target: its own, `TARGET_SEEDS`)
-    batch_size: int = 8,
-    max_new_tokens: int | None = None,  # default: the dataset's (RobustVLM's), else the LVLM's own
-    resolution: str = "native",  # llava-hf: 'native' (224-px encoder as RobustVLM) or 'interpolate'
-    precision: str = "fp32",
-    data_root: str | None = None,
-    split: str = "test",
-    device: str = "auto",
-    output: str | Path | None = None,  # the result JSON (its sidecar and adversarial images beside it)
-    resume: bool = True,
-    max_batches: int | None = None,  # at most this many new batches, then stop (incomplete)
-    overwrite: bool = False,  # replace a result that other settings wrote (else: refused)
+    **options,  # `Generation` and `EvalRun` (n_samples: all, the papers attack 500; subset 'robustvlm'; batch_size 8)
 ) -> dict:
     "Captioning / VQA / POPE scores of an LVLM with `vision` swapped in (nothing retrained): clean, attacked, moved."
-    check_positive("--batch-size", batch_size)
-    out = check_output(output)
-    if max_new_tokens is not None:
-        check_positive("--max-new-tokens", max_new_tokens)
+    gen, run = eval_options(options, "eval_vlm", Generation(), EvalRun(subset="robustvlm", batch_size=8))
+    out = check_output(run.output)
+    if gen.max_new_tokens is not None:
+        check_positive("--max-new-tokens", gen.max_new_tokens)
     if isinstance(attack, str):
         attack = VLMAttack.parse(attack, eps, steps, target)
     if seed is None:
         seed = target_seed(attack.target) if attack is not None and attack.target else 42
-    sub = subset_spec(subset, n_samples, seed)
+    run = replace(run, seed=seed)
     if isinstance(dataset, str):
         load_plugins()  # LVLM datasets register from plugins (vlm.data, the mini world's)
-    t = resolve_task(dataset, VLMTask, "an LVLM task (captioning, VQA or POPE)", data_root=data_root, split=split)
+    what = "an LVLM task (captioning, VQA or POPE)"
+    t = resolve_task(dataset, VLMTask, what, data_root=run.data_root, split=run.split)
     if task is not None and task != t.kind:
         raise RobustClipError(f"{t.name} is a {t.kind} task, not {task}")
-    dev = rank_device(device)  # under torchrun: this rank's GPU
-    lvlm = load_lvlm(vlm, device=dev, precision=precision) if isinstance(vlm, str) else vlm
-    prepare_lvlm(lvlm, t, vision=vision, pretrained=pretrained, resolution=resolution, data_root=data_root)
+    dev = rank_device(run.device)  # under torchrun: this rank's GPU
+    lvlm = load_lvlm(vlm, device=dev, precision=gen.precision) if isinstance(vlm, str) else vlm
+    prepare_lvlm(lvlm, t, vision=vision, pretrained=run.pretrained, resolution=gen.resolution, data_root=run.data_root)
     adapter = VLMEval(
         lvlm,
         t,
-        subset=sub,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
+        subset=run.subset_spec,
+        batch_size=run.batch_size,
+        max_new_tokens=gen.max_new_tokens,
         attack=attack,
         transfer_from=transfer_from,
         keep_images=adv_dir(out) if out is not None and attack is not None else None,
-        split=split,
+        split=run.split,
         seed=seed,
     )
-    return run_eval(adapter, output=output, resume=resume, max_batches=max_batches, overwrite=overwrite)
+    return run_eval(adapter, **run.files)

@@ -37,8 +37,8 @@ from .llava import weights_sha256
 # %% auto #0
 __all__ = [
     'MINI_T2I', 'MINI_JUDGE', 'MiniT2I', 'build_mini_t2i', 'fold_images', 'train_mini_t2i', 'AttributeNet',
-    'train_attribute_net', 'attribute_accuracy', 'save_mini_t2i', 'read_mini_t2i', 'mini_t2i_report', 'mini_t2i_dir',
-    'attribute_net_dir', 'load_attribute_net', 'load_mini_t2i', 'mini_attribute_judge'
+    'train_attribute_net', 'attribute_net_accuracy', 'save_mini_t2i', 'read_mini_t2i', 'mini_t2i_report',
+    'mini_t2i_dir', 'attribute_net_dir', 'load_attribute_net', 'load_mini_t2i', 'mini_attribute_judge'
 ]
 
 # %% ../../nbs/54_mini.t2i.ipynb #4090a190
@@ -326,7 +326,7 @@ def train_attribute_net(cfg: dict = MINI_JUDGE, show: bool = True) -> AttributeN
         torch.set_num_threads(threads)
 
 
-def attribute_accuracy(net: AttributeNet, images: torch.Tensor, attrs: dict[str, torch.Tensor]) -> dict[str, float]:
+def attribute_net_accuracy(net: AttributeNet, images: torch.Tensor, attrs: dict[str, torch.Tensor]) -> dict[str, float]:
     "Accuracy per attribute of `net` on uint8 `images` with true `attrs`."
     p = net.predict(images)
     return {k: round((p[k] == attrs[k].cpu()).float().mean().item(), 4) for k in ATTRIBUTES}
@@ -390,7 +390,7 @@ def mini_t2i_report(
     caps = [c[0] for c in mini_captions("test", n, seed)]
     _, a = render(n, "test", seed, 32)
     img = torch.cat([t2i.generate(caps[i : i + 100], list(range(i, min(i + 100, n)))) for i in range(0, n, 100)])
-    acc = attribute_accuracy(net, img, a)
+    acc = attribute_net_accuracy(net, img, a)
     out = {"n": n, "attr_acc": round(sum(acc.values()) / len(acc), 4), "per_attribute": acc}
     if judge is not None:
         out["clip_score"] = round(clip_score(judge, img, caps).mean().item(), 4)
@@ -428,7 +428,7 @@ def attribute_net_dir(cfg: dict = MINI_JUDGE, force: bool = False) -> Path:
         net = train_attribute_net(cfg)
         d.mkdir(parents=True, exist_ok=True)
         save_file(net.state_dict(), str(d / "judge.safetensors"))
-        rep = {**net.info, "test_acc": attribute_accuracy(net, *render(SPLIT_SIZES["test"], "test", 0, 32))}
+        rep = {**net.info, "test_acc": attribute_net_accuracy(net, *render(SPLIT_SIZES["test"], "test", 0, 32))}
         atomic_write_text(d / "recipe.json", json.dumps(cfg, indent=2))
         atomic_write_text(d / "report.json", json.dumps(rep, indent=2))
 

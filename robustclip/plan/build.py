@@ -32,7 +32,8 @@ from ..eval.vlm import eval_vlm
 from ..eval.zeroshot import eval_zeroshot
 from ..mini.finetunes import shipped_run, unpack_run
 from ..models import PixelCLIP, load_clip, save_clip
-from ..results import label_result
+from ..eval.card import card_from_records
+from ..results import find_results, label_result, load_results
 from ..train.config import TrainConfig, load_config
 from ..train.methods import get_method
 from ..vlm.core import LVLM, load_lvlm
@@ -796,6 +797,7 @@ def run_template(
         progress_bar=False,
         kernel_name="python3",
         language="python",
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # the kernel's notices (TCP) stay out of the user's log
     )
 
 
@@ -820,8 +822,33 @@ def _notebook_steps(ctx: Context, plan: dict, evals: list[Step]) -> list[Step]:
     return out
 
 
+def _card(results: Path, output: Path, name: str, **kw) -> None:
+    "The robustness card of one plan model, from the records the reproduction made (same records, same bytes)."
+    card_from_records(find_results(load_results(results), run=name), output, name=name, stable=True, **kw)
+
+
+def _card_steps(p: Plan, evals: list[Step]) -> list[Step]:
+    "A robustness card (`robustclip card`'s format) per model the plan's `cards` names, from its evaluations' records."
+    out = []
+    for m in (p.spec.get("cards") or {}).get("models", []):
+        deps = [s.name for s in evals if s.name.split("/")[1] == m]
+        kinds = {d.split("/")[0] for d in deps}
+        kw = dict(
+            scale=p.ctx.scale,
+            anchor=p.model("base")[0] if "drift" in kinds else None,
+            lvlm=(p.spec.get("vlm") or {}).get("lvlm") if "vlm" in kinds else None,
+            generator=(p.spec.get("t2i") or {}).get("generator") if "t2i" in kinds else None,
+            command=f"robustclip reproduce --scale {p.ctx.scale}",
+        )
+        dst = p.ctx.figures / "cards" / _slug(m)
+        run = partial(_card, p.ctx.results, dst, m, **kw)
+        out.append(Step(f"card/{m}", "card", {**kw, "model": m}, [dst], run, deps))
+    return out
+
+
 def build_plan(ctx: Context) -> list[Step]:
     "Every step of a reproduction, dependencies first."
     p = new_plan(ctx)
     evals = _eval_steps(p)
-    return [_base_step(p)] + _train_steps(p) + evals + _notebook_steps(ctx, p.spec, evals)
+    cards = _card_steps(p, evals)
+    return [_base_step(p)] + _train_steps(p) + evals + cards + _notebook_steps(ctx, p.spec, evals)
