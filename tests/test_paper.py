@@ -171,6 +171,10 @@ def test_smoke_reproduction_end_to_end(tmp_path, mini_base):
     assert "clean" in table4 and "20/255" in table4
     again = reproduce(ctx, log=lambda s: None)
     assert set(again.values()) == {"cached"}
+    # the shipped fine-tunes were unpacked, as `make reproduce` does; --retrain trains them (here one, two steps)
+    rt = Context(ROOT, "mini", runs=tmp_path / "retrain", figures=tmp_path / "fig-rt", smoke=True, retrain=True)
+    status = reproduce(rt, exact=["train/fare2"], log=lambda s: None, workers=1)
+    assert status["train/fare2"] == "ran" and (tmp_path / "retrain" / "fare2" / "final").is_dir()
 
 
 def test_a_group_process_writes_the_records_this_process_writes(tmp_path, mini_base):
@@ -338,7 +342,7 @@ def test_template_kernels_keep_their_notices_out_of_the_log(tmp_path, capfd):
     "A template run prints nothing of the kernel's own (its TCP notice), and an unparseable parameter would show."
     import nbformat
 
-    from robustclip.app.reproduce import Context, _run_template
+    from robustclip.plan.build import run_template
 
     c = nbformat.v4.new_code_cell("x: int = 1  # a parameter\nfigures_dir: str = \"figures\"  # where figures go")
     c.metadata["tags"] = ["parameters"]
@@ -346,7 +350,7 @@ def test_template_kernels_keep_their_notices_out_of_the_log(tmp_path, capfd):
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     tpl = tmp_path / "t.ipynb"
     nbformat.write(nb, tpl)
-    _run_template(Context(ROOT, "mini"), tpl, tmp_path / "out.ipynb", {"x": 21, "figures_dir": str(tmp_path / "f")})
+    run_template(ROOT, tpl, tmp_path / "out.ipynb", {"x": 21, "figures_dir": str(tmp_path / "f")})
     out, err = capfd.readouterr()
     assert "Kernel is running over TCP" not in out + err and "IPKernelApp" not in out + err, err
     ran = nbformat.read(tmp_path / "out.ipynb", 4)

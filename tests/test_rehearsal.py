@@ -154,7 +154,8 @@ def test_one_rehearsed_step_of_every_kind_and_every_template(fixture_root, tmp_p
     assert all(status[t] == "ran" for t in templates)
     records = load_results(ctx.results)
     kinds = {r["task"] for r in records}
-    assert {"zeroshot_classification", "text_classification", "zeroshot_retrieval", "inversion", "t2i"} <= kinds, kinds
+    want = {"zeroshot_classification", "zeroshot_text_classification", "zeroshot_retrieval", "inversion", "t2i"}
+    assert want <= kinds, kinds
     attacks = {(r.get("attack") or {}).get("name") for r in records if r["task"].startswith("lvlm")}
     assert {None, "ensemble", "transfer", "targeted"} <= attacks, attacks
     of = [r for r in records if str(r.get("vlm", "")).startswith("open-flamingo:")]

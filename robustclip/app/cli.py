@@ -230,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     "Entry point of the `robustclip` command; returns the exit code."
     debug, argv = _debug(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(_selected(argv))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command they were given to, not by the top-level parser
+        prog = " ".join(["robustclip"] + ([args._command] if getattr(args, "_command", None) else []))
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see {prog} --help)\n")
     if not getattr(args, "_command", None):
         parser.print_help(sys.stderr if argv else sys.stdout)
         return 0 if not argv else 2

@@ -200,9 +200,10 @@ def load_sd(
         raise RobustClipError(f"precision {precision!r} is not one of {', '.join(dtypes)}")
     src = spec.removeprefix("sd:")
     try:
+        # low_cpu_mem_usage=False: without accelerate diffusers prints a notice on every load, a bad path included
         off = {} if safety_checker else {"safety_checker": None, "requires_safety_checker": False}
         pipe = _diffusers().StableDiffusionPipeline.from_pretrained(
-            src, dtype=dtypes[precision], local_files_only=True, **off
+            src, dtype=dtypes[precision], local_files_only=True, low_cpu_mem_usage=False, **off
         )
     except (OSError, ValueError, EnvironmentError) as e:
         raise RobustClipError(

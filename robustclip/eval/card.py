@@ -824,6 +824,7 @@ def card_from_records(
     "Write the card of one model from records made elsewhere (copied into the card); returns the manifest."
     entries = [zoo_entry(c) for c in compare]
     out = check_writable(output, "output", folder=True)
+    out.mkdir(parents=True, exist_ok=True)  # the card is written even when no record matched
     steps = card_steps(scale, drift=anchor is not None, lvlm=lvlm is not None, t2i=generator is not None)
     hits, missing = match_steps(steps, records)
     found, files = {}, {}

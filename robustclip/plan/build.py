@@ -283,14 +283,14 @@ def _train_needs(cfg: TrainConfig | None, raw: dict) -> list[Need]:
     return out
 
 
-def _train_overrides(p: Plan, name: str, run: dict) -> list[str]:
+def _train_overrides(p: Plan, name: str, run: dict, smoke: bool | None = None) -> list[str]:
     "The overrides of one run: the plan's, then where it goes, its name and the context's variations."
     ctx = p.ctx
     over = list(run.get("overrides", [])) + [f"output_dir={ctx.runs / name}", f"name={name}"]
     over += [f"seed={ctx.seed}"] if ctx.seed is not None else []
     over += [f"threads={ctx.threads}"] if ctx.threads else []
     over += [f"data_root={p.data_root}"] if p.data_root and not any(o.startswith("data_root=") for o in over) else []
-    return over + (SMOKE["train"] if ctx.smoke else [])
+    return over + (SMOKE["train"] if (ctx.smoke if smoke is None else smoke) else [])
 
 
 def _train_steps(p: Plan) -> list[Step]:
@@ -298,10 +298,11 @@ def _train_steps(p: Plan) -> list[Step]:
     out = []
     for name, r in p.spec.get("runs", {}).items():
         cfg_file = p.ctx.root / r["config"]
-        over = _train_overrides(p, name, r)
+        full = _train_overrides(p, name, r, smoke=False)  # the run's own recipe: shipped or not (smoke unpacks too)
+        ship = None if p.ctx.retrain or not cfg_file.exists() else _shipped(_run_config(cfg_file, full))
+        over = full if ship else _train_overrides(p, name, r)
         raw = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
         cfg = _run_config(cfg_file, over) if cfg_file.exists() else None
-        ship = None if p.ctx.retrain else _shipped(cfg)
         go = partial(unpack_shipped if ship else train_run, cfg_file, over)
         gpu = PAPER_GPU_HOURS["leaf" if raw.get("method") == "leaf" else "train"]
         settings = {"overrides": over, **({"shipped": ship} if ship else {})}
