@@ -9,7 +9,7 @@ ratio = step / floor, tight_ratio = step / tight floor (target <= 1.15 of the ti
 machine load; medians over --repeats. Peak memory is torch.cuda.max_memory_allocated on CUDA, else the process's
 peak RSS (each case runs in its own process).
 
-    python benchmarks/train_step.py                       # tiny model (batch 64) and random ViT-B-32 (batch 8), CPU
+    python benchmarks/train_step.py                       # tiny (batch 64), random ViT-B-32 (8) and ViT-L-14 (2), CPU
     python benchmarks/train_step.py --device cuda --precision bf16
 Prints a table, then one line of JSON.
 """
@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-CASES = [("RC-Tiny-ViT", 64, 20), ("ViT-B-32", 8, 3)]  # (model, batch, repeats on CPU)
+CASES = [("RC-Tiny-ViT", 64, 20), ("ViT-B-32", 8, 3), ("ViT-L-14", 2, 2)]  # (model, batch, repeats on CPU)
 
 
 def _sync(dev):

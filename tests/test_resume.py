@@ -1,8 +1,9 @@
 """Every evaluation resumes after `kill -9` to the identical result.
 
-For each task (zero-shot under APGD, text under Charmer, retrieval under Charmer and under APGD, embedding drift) a
-child process runs a tiny evaluation with random RC-Tiny-ViT weights saved once; as soon as its sidecar holds one
-finished batch, the process is killed with SIGKILL. The same evaluation is then run again (it resumes from the
+For each task (zero-shot under APGD, text under Charmer, retrieval under Charmer and under APGD, embedding drift; the
+LVLM under RobustVLM's ensemble, text-to-image under Charmer, PEZ inversion) a child process runs a tiny evaluation
+(random RC-Tiny-ViT weights saved once; the mini LVLM and generator for the downstream ones); as soon as its sidecar
+holds one finished batch, the process is killed with SIGKILL. The same evaluation is then run again (it resumes from the
 sidecar) and once more from scratch into another file: metrics and sidecar content must be equal.
 
 The child is forked from the test process (torch, open_clip and sklearn already imported: a fresh interpreter
@@ -46,6 +47,15 @@ CASES = {  # name -> (function, dataset, dataset kwargs, evaluation kwargs); eac
         dict(attack="apgd", eps="8/255", steps=20, n_samples=32, batch_size=8),
     ),
     "drift": ("drift", "mini/digit", {"n": 64}, dict(eps="4/255", iterations=20, n_samples=32, batch_size=8)),
+    # the downstream evaluations (dataset by name): mini-llava under the ensemble, mini-t2i under Charmer, PEZ
+    "vlm-ensemble": (
+        "vlm",
+        "mini/captions",
+        None,
+        dict(attack="ensemble", eps="16/255", steps=3, n_samples=12, batch_size=4),
+    ),
+    "t2i": ("t2i", "mini/retrieval", None, dict(k=1, n_positions=3, n_samples=9, batch_size=3, n_examples=0)),
+    "inversion": ("inversion", "mini/retrieval", None, dict(steps=8, vocab="task", n_samples=9, batch_size=3)),
 }
 
 
@@ -54,6 +64,18 @@ def evaluate(case: str, models: list[str], output: str) -> dict:
     from robustclip.data.core import get_dataset
 
     kind, name, data_kw, kw = CASES[case]
+    if kind == "vlm":  # mini-llava with its own tower (the tiny random towers do not fit its projector)
+        from robustclip.eval.vlm import eval_vlm
+
+        return eval_vlm("mini-llava", name, device="cpu", output=output, **kw)
+    if kind == "t2i":
+        from robustclip.eval.t2i import eval_t2i
+
+        return eval_t2i("mini-t2i", name, device="cpu", output=output, **kw)
+    if kind == "inversion":
+        from robustclip.eval.inversion import eval_inversion
+
+        return eval_inversion(models[0], name, device="cpu", output=output, **kw)
     task = get_dataset(name, **data_kw)
     if kind == "zeroshot":
         from robustclip.eval.zeroshot import eval_zeroshot
@@ -177,3 +199,46 @@ def test_truncated_latest_resumes_from_previous_to_the_same_weights(tmp_path, on
     assert (ck / "latest.pt.broken").is_file()
     steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]  # the rewound steps logged once
+
+
+# ---------------------------------------------------------------- the reproduction: kill -9 between steps, a second run
+def _smoke(runs: Path):
+    from robustclip.plan.build import Context
+
+    return Context(Path(__file__).resolve().parents[1], "mini", runs=runs, figures=runs / "fig", smoke=True)
+
+
+def _reproduce(runs: str) -> None:
+    from robustclip.plan.run import reproduce
+
+    reproduce(_smoke(Path(runs)), only=REPRO_ONLY, log=lambda s: None, workers=1)
+
+
+REPRO_ONLY = "zeroshot/base/mini-color,text/base/mini-text"  # four evaluation steps of mini-base (smoke settings)
+
+
+def test_reproduce_killed_between_steps_then_rerun_equals_uninterrupted(tmp_path, mini_base):
+    "SIGKILL once the first record is written; the rerun keeps what was done, and ends with the uninterrupted records."
+    from robustclip.core import RobustClipError, exclusive
+    from robustclip.plan.run import reproduce
+    from robustclip.results import load_results
+
+    killed = tmp_path / "killed"
+    proc = multiprocessing.get_context("fork").Process(target=_reproduce, args=(str(killed),))
+    proc.start()
+    t0 = time.time()
+    while proc.is_alive() and time.time() - t0 < 300 and not list((killed / "results").rglob("*.json")):
+        time.sleep(0.01)
+    assert proc.is_alive(), f"the reproduction ended before it could be killed (exit code {proc.exitcode})"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(60)
+    done_before = len(list((killed / "results").rglob("*.json")))
+    status = reproduce(_smoke(killed), only=REPRO_ONLY, log=lambda s: None, workers=1)  # the lock died with it
+    assert 1 <= done_before < sum(v == "ran" for v in status.values()) + done_before
+    _reproduce(str(tmp_path / "once"))
+    a = {Path(r["_path"]).name: r["metrics"] for r in load_results(killed / "results")}
+    b = {Path(r["_path"]).name: r["metrics"] for r in load_results(tmp_path / "once" / "results")}
+    assert a == b and len(a) == 4  # clean, 10/255 and 20/255 on mini/color; Charmer k=1 on mini/text
+    with exclusive(tmp_path / "once"):  # a second reproduction into a folder in use is refused at once
+        with pytest.raises(RobustClipError, match="being written by another robustclip process"):
+            reproduce(_smoke(tmp_path / "once"), only=REPRO_ONLY, log=lambda s: None, workers=1)

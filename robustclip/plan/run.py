@@ -12,6 +12,7 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 import robustclip
-from ..core import RobustClipError, free_cores
+from ..core import RobustClipError, exclusive, free_cores
 from .build import Context, build_plan, load_plan
 from .steps import Step, describe_steps, is_done, run_steps, select_steps, source_digest, step_keys
 
@@ -118,10 +119,12 @@ def reproduce(
     before = torch.get_num_threads()
     if eval_threads:
         torch.set_num_threads(eval_threads)  # evaluations here give what a group's process gives
+    held = exclusive(ctx.runs, "runs folder") if exact is None else nullcontext()  # a group's process: its parent's
     try:
         group = None if pool is None else partial(_run_group, ctx, pool)
         names = None if exact is None else set(exact)
-        status = run_steps(steps, state, only, salt, log=log, workers=workers, run_group=group, names=names)
+        with held:  # a second reproduction into the same folder is refused at once
+            status = run_steps(steps, state, only, salt, log=log, workers=workers, run_group=group, names=names)
     finally:
         torch.set_num_threads(before)
         if pool is not None:
