@@ -137,7 +137,9 @@ def _plan(scale: str) -> dict:
     return yaml.safe_load((ROOT / "configs" / scale / "reproduce.yaml").read_text())
 
 
-def test_one_rehearsed_step_of_every_kind_and_the_lvlm_templates(fixture_root, tmp_path):
+@pytest.mark.rehearsal
+@pytest.mark.skipif(not FULL, reason="make test-slow (ROBUSTCLIP_FULL_REHEARSAL=1): keeps make test within 10 minutes")
+def test_one_rehearsed_step_of_every_kind_and_every_template(fixture_root, tmp_path):
     "Training, every evaluation kind (LLaVA and OpenFlamingo: clean, ensemble; transfer, targeted, POPE; T2I; PEZ)."
     from robustclip.results import load_results
 
@@ -150,9 +152,7 @@ def test_one_rehearsed_step_of_every_kind_and_the_lvlm_templates(fixture_root, t
     shutil.copytree(fixture_root / "models" / "ViT-L-14-openai", ctx.runs / "tecoa2" / "final")
     status = reproduce(ctx, exact=["vlm/tecoa2/vlm-coco/transfer-base2"], log=lines.append, workers=1)
     assert status["vlm/tecoa2/vlm-coco/transfer-base2"] == "ran"
-    # the LVLM templates (OpenFlamingo's rows beside LLaVA's) on what those steps measured; every template runs in the
-    # whole rehearsal (`make test-slow`, ROBUSTCLIP_FULL_REHEARSAL=1): 13 more papermill kernels, ~40 s of two cores
-    names = [n for n in _plan("paper")["templates"] if FULL or n in ("fare_table1_lvlm", "simclip_lvlm")]
+    names = list(_plan("paper")["templates"])  # every template, on what those steps measured
     templates = [f"notebook/{n}" for n in names]
     status = reproduce(ctx, exact=templates, log=lines.append, workers=2)
     assert all(status[t] == "ran" for t in templates)
