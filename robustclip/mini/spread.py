@@ -10,16 +10,23 @@ import math
 
 # %% auto #0
 __all__ = [
-    'SPREAD_SEEDS', 'SPREAD_THREADS', 'SPREAD_STEPS', 'spread_margins'
+    'SPREAD_SEEDS', 'SPREAD_THREADS', 'SPREAD_STEPS', 'spread_margins', 'margins_of'
 ]
 
 # %% ../../nbs/55_mini.spread.ipynb #c9c760c4
 SPREAD_SEEDS = [11, 12]  # training seeds of the repeated runs (the configs' own seeds are the third)
 SPREAD_THREADS = 2  # the thread count of the cross-machine proxy rerun (`reproduce --threads 2`)
 SPREAD_STEPS = (
-    "zeroshot/base/,zeroshot/fare2/,zeroshot/tecoa2/,zeroshot/fare4/,zeroshot/leaf/,drift/fare2/,drift/tecoa2/,"
-    "text/base/mini-text/k1,text/leaf/mini-text/k1,text/fare2/mini-text/k1,vlm/base/mini-captions/clean,"
-    "vlm/fare2/mini-captions/clean,vlm/tecoa2/mini-captions/clean,t2i/,inversion/"
+    "zeroshot/base/,zeroshot/fare2/,zeroshot/tecoa2/,zeroshot/fare4/,zeroshot/leaf/,"
+    "zeroshot/fare2+leaf/mini-layout/10,drift/fare2/,drift/tecoa2/,text/base/mini-text/k1,"
+    "text/leaf/mini-text/k1,text/fare2/mini-text/k1,vlm/base/mini-captions/clean,vlm/base/mini-vqa/clean,"
+    "vlm/base/mini-pope/clean,vlm/fare2/mini-captions/clean,vlm/fare2/mini-vqa/clean,"
+    "vlm/fare2/mini-pope/clean,vlm/tecoa2/mini-captions/clean,vlm/tecoa2/mini-vqa/clean,"
+    "vlm/tecoa2/mini-pope/clean,vlm/base/mini-captions/ensemble,vlm/base/mini-vqa/ensemble,"
+    "vlm/base/mini-vqa-digit/target,vlm/fare2/mini-captions/ensemble,vlm/fare2/mini-vqa/ensemble,"
+    "vlm/fare2/mini-vqa-digit/target,vlm/tecoa2/mini-captions/ensemble,vlm/tecoa2/mini-vqa/ensemble,"
+    "vlm/tecoa2/mini-vqa-digit/target,vlm/fare4/mini-captions/ensemble,vlm/fare4/mini-vqa/ensemble,"
+    "vlm/fare4/mini-vqa-digit/target,t2i/,inversion/"
 )  # `reproduce --only` list
 
 
@@ -35,3 +42,14 @@ def spread_margins(
                 continue
             out[c["kind"]] = max(out.get(c["kind"], 0.0), max(ds) - min(ds))
     return {k: float(f"{v:.3g}") for k, v in sorted(out.items())}
+
+
+def margins_of(
+    spread: dict,  # `configs/mini/spread.json`: {"seeds": [run names], "differences": {run: {claim: [...]}}}
+    proxy: str = f"threads{SPREAD_THREADS}",  # the cross-machine proxy run, if any
+) -> dict[str, float]:
+    "The margins: the seeds' ranges, widened by the proxy rerun's values for the kinds it reached (rules 3, 5, 6)."
+    runs = {s: {"differences": spread["differences"][s]} for s in spread["seeds"]}
+    seeds = [r for s, r in runs.items() if s != proxy]
+    return {**spread_margins(seeds), **spread_margins(list(runs.values()))}
+
