@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     stages = spec.n_gt + 1
 
     def ensemble():
-        return ensemble_attack(lv, x, prompts, t.answers, CorpusCider(t.answers), spec, clean_texts).texts
+        return ensemble_attack(lv, x, prompts, t.answers, CorpusCider(t.answers), spec, clean_texts=clean_texts).texts
 
     def single():
         r = apgd_text(lv, x, prompts, [c[0] for c in t.answers], eps=eps, steps=a.steps * stages)
