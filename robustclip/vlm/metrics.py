@@ -242,7 +242,6 @@ class CorpusCider:
         cs.crefs, cs.ctest = [crefs[int(i)] for i in positions], [cook_test(t) for t in self.tokenize(list(captions))]
         return [100 * float(s) for s in cs.compute_cider()]
 
-
 # %% ../../nbs/42_vlm.metrics.ipynb #d1109804
 _CONTRACTIONS = {
     "aint": "ain't",
