@@ -144,7 +144,7 @@ def fastest_half(
     "The half precision that pays on this device: fp16 on CUDA (the paper); elsewhere bf16 if timed faster, else fp32."
     if x.device.type == "cuda":
         return "fp16"
-    if any(p.dtype != torch.float32 for p in lvlm.parameters()):
+    if not isinstance(lvlm, nn.Module) or any(p.dtype != torch.float32 for p in lvlm.parameters()):
         return "fp32"  # a model loaded in half precision runs as loaded (no autocast)
     seen = _HALF.setdefault(lvlm, {})
     if x.device.type not in seen:
@@ -213,7 +213,7 @@ def ensemble_attack(
     texts = list(clean_texts) if clean_texts is not None else decode(x, list(prompts))
     best = EnsembleResult(x.clone(), texts, score(texts, list(range(n))), ["clean"] * n)
     gt_of, left = [0] * n, [not spec.done(s) for s in best.scores]
-    half = half_precision(spec, x, lvlm, prompts, [t[0] if len(t) else "" for t in truths])
+    firsts = [t[0] if len(t) else "" for t in truths]
 
     def keep(idx, xa, outs, name, gts):
         s = score(outs, idx)
@@ -229,6 +229,7 @@ def ensemble_attack(
     for j in range(spec.n_gt):  # a sample with fewer ground truths sits out (RobustVLM's `which_gt` gives none)
         idx = [i for i in range(n) if left[i] and j < len(truths[i])]
         if idx:
+            half = half_precision(spec, x, lvlm, prompts, firsts)  # timed (once per LVLM) only if a stage runs
             xa, outs = _stage(
                 lvlm, x, prompts, [truths[i][j] for i in idx], idx, spec=spec, decode=decode, precision=half
             )
