@@ -113,6 +113,7 @@ def main(argv=None) -> int:
     from robustclip.core import ThreatModel, load_plugins, get_device
     from robustclip.data.core import get_dataset
     from robustclip.vlm.core import load_lvlm, task_prompt
+    from robustclip.vlm.attacks import fastest_half
 
     if a.threads:
         torch.set_num_threads(a.threads)
