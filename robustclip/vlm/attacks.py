@@ -6,6 +6,8 @@ Docs: https://robustclip.github.io/robustclip/vlm.attacks.html.md"""
 
 # %% ../../nbs/46_vlm.attacks.ipynb #3cd7cb18
 from __future__ import annotations
+import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -16,14 +18,15 @@ import torch.nn as nn
 from ..core import RobustClipError
 from ..attacks.losses import Objective
 from ..attacks.apgd import apgd_run, APGDResult
+from ..attacks.base import autocast
 from ..attacks.registry import register_attack
 from .core import LVLM, full_precision
 
 # %% auto #0
 __all__ = [
     'NLL_OBJECTIVE', 'Decode', 'TARGET_SEEDS', 'TextNLL', 'apgd_text', 'top_answers', 'EnsembleResult', 'EnsembleSpec',
-    'half_precision', 'ensemble_attack', 'target_seed', 'target_hit', 'targeted_attack', 'LVLMBatch', 'run_ensemble',
-    'run_apgd', 'run_targeted'
+    'fastest_half', 'half_precision', 'ensemble_attack', 'target_seed', 'target_hit', 'targeted_attack', 'LVLMBatch',
+    'run_ensemble', 'run_apgd', 'run_targeted'
 ]
 
 # %% ../../nbs/46_vlm.attacks.ipynb #fa75ac1e
@@ -108,7 +111,7 @@ class EnsembleSpec:
     steps: int = 100  # APGD iterations of every stage
     n_gt: int = 5  # half-precision stages, one per ground truth
     threshold: float = 0.0  # stop attacking a sample once its score is below this (CIDEr 10 COCO, 2 Flickr; VQA 0)
-    half: str = "auto"  # precision of the first stages: 'auto' = fp16 on CUDA (the paper), fp32 on CPU
+    half: str = "auto"  # precision of the first stages: 'auto' = fp16 on CUDA (the paper), on CPU `fastest_half`
     targets: tuple[str, ...] = ()  # targeted full-precision stages at the end (VQA: 'maybe', 'Word')
     strict: bool = True  # drop at score < threshold (captions); False: at score <= threshold (VQA: accuracy 0)
 
@@ -117,9 +120,58 @@ class EnsembleSpec:
         return score < self.threshold or (not self.strict and score <= self.threshold)
 
 
-def half_precision(spec: EnsembleSpec, x: torch.Tensor) -> str:
-    "The autocast of the ensemble's first stages: fp16 on CUDA as the paper, fp32 on CPU (bf16 is 5x slower there)."
-    return spec.half if spec.half != "auto" else ("fp16" if x.device.type == "cuda" else "fp32")
+_HALF = weakref.WeakKeyDictionary()  # LVLM -> {device type: the autocast its probe chose}
+
+
+def _pass_seconds(lvlm: LVLM, x: torch.Tensor, prompts: list[str], texts: list[str], precision: str) -> float:
+    "Seconds of one attack pass (NLL forward and backward to the pixels) under `precision` autocast."
+    xx = x.detach().clone().requires_grad_(True)
+    t0 = time.perf_counter()
+    with autocast(xx, precision):
+        loss = lvlm.nll(xx, prompts, texts).sum()
+    torch.autograd.grad(loss, xx)
+    return time.perf_counter() - t0
+
+
+def fastest_half(
+    lvlm: LVLM,
+    x: torch.Tensor,  # the attacked images (at most 4 are timed)
+    prompts: Sequence[str],  # their prompts
+    texts: Sequence[str],  # their texts (a ground truth each)
+    margin: float = 1.25,  # bf16 must be this many times faster than fp32 to be chosen
+    repeats: int = 2,  # timed passes of each, interleaved after one warm-up pass each (the fastest counts)
+) -> str:
+    "The half precision that pays on this device: fp16 on CUDA (the paper); elsewhere bf16 if timed faster, else fp32."
+    if x.device.type == "cuda":
+        return "fp16"
+    if not isinstance(lvlm, nn.Module) or any(p.dtype != torch.float32 for p in lvlm.parameters()):
+        return "fp32"  # a model loaded in half precision runs as loaded (no autocast)
+    seen = _HALF.setdefault(lvlm, {})
+    if x.device.type not in seen:
+        k = min(len(x), 4)
+        args = (lvlm, x[:k], list(prompts[:k]), list(texts[:k]))
+        t = {"fp32": [], "bf16": []}
+        for r in range(repeats + 1):  # interleaved, so that both see the same load; round 0 warms up
+            for p in t:
+                sec = _pass_seconds(*args, p)
+                t[p] += [sec] if r else []
+        seen[x.device.type] = "bf16" if margin * min(t["bf16"]) < min(t["fp32"]) else "fp32"
+    return seen[x.device.type]
+
+
+def half_precision(
+    spec: EnsembleSpec,
+    x: torch.Tensor,  # the attacked images
+    lvlm: LVLM | None = None,  # the attacked LVLM: 'auto' times it on CPU (`fastest_half`); None: fp32 there
+    prompts: Sequence[str] = (),  # their prompts (for the timing)
+    texts: Sequence[str] = (),  # a ground truth per image (for the timing)
+) -> str:
+    "The autocast of the ensemble's first stages: `spec.half`, or for 'auto' fp16 on CUDA and the faster on CPU."
+    if spec.half != "auto":
+        return spec.half
+    if x.device.type == "cuda" or lvlm is None or not len(texts):
+        return "fp16" if x.device.type == "cuda" else "fp32"
+    return fastest_half(lvlm, x, prompts, texts)
 
 
 Decode = Callable[[torch.Tensor, list[str]], list[str]]  # (images, prompts) -> the texts that are scored
@@ -160,7 +212,8 @@ def ensemble_attack(
     n, decode = len(x), _decoder(lvlm, max_new_tokens, post)
     texts = list(clean_texts) if clean_texts is not None else decode(x, list(prompts))
     best = EnsembleResult(x.clone(), texts, score(texts, list(range(n))), ["clean"] * n)
-    gt_of, left, half = [0] * n, [not spec.done(s) for s in best.scores], half_precision(spec, x)
+    gt_of, left = [0] * n, [not spec.done(s) for s in best.scores]
+    firsts = [t[0] if len(t) else "" for t in truths]
 
     def keep(idx, xa, outs, name, gts):
         s = score(outs, idx)
@@ -176,6 +229,7 @@ def ensemble_attack(
     for j in range(spec.n_gt):  # a sample with fewer ground truths sits out (RobustVLM's `which_gt` gives none)
         idx = [i for i in range(n) if left[i] and j < len(truths[i])]
         if idx:
+            half = half_precision(spec, x, lvlm, prompts, firsts)  # timed (once per LVLM) only if a stage runs
             xa, outs = _stage(
                 lvlm, x, prompts, [truths[i][j] for i in idx], idx, spec=spec, decode=decode, precision=half
             )

@@ -16,6 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..core import RobustClipError
 
 # %% auto #0
@@ -152,6 +154,28 @@ def cider(
     return {"cider": 100 * float(score), "per_sample": [100 * float(s) for s in scores], "tokenizer": used}
 
 # %% ../../nbs/42_vlm.metrics.ipynb #35596d81
+_PLAIN = re.compile(r"[A-Za-z0-9]+(?:[ \t\n]+[A-Za-z0-9]+)*")  # ASCII words
+
+
+def _plain(caption: str) -> bool:
+    "Whether PTB tokenises `caption` word by word: ASCII words of letters or of digits, never two numbers in a row."
+    ws = caption.split()  # (PTB joins some runs of numbers: phone numbers, fractions)
+    alnum = all(w.isalpha() or w.isdigit() for w in ws) and bool(_PLAIN.fullmatch(caption))
+    return alnum and not any(a.isdigit() and b.isdigit() for a, b in zip(ws, ws[1:]))
+
+
+@lru_cache(maxsize=1)
+def _corpus_scorer() -> type:
+    "pycocoevalcap's `CiderScorer` with the log corpus size fixed, so that a subset of a corpus is scored as in it."
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    class CorpusScorer(CiderScorer):
+        fixed_ref_len = None
+        ref_len = property(lambda self: self.fixed_ref_len, lambda self, v: None)  # `compute_cider` sets len(crefs)
+
+    return CorpusScorer
+
+
 class CorpusCider:
     "Per-sample CIDEr-D (×100) of captions for images of a fixed reference corpus (document frequencies from all)."
 
@@ -162,30 +186,61 @@ class CorpusCider:
     ):
         if not len(references) or any(len(r) == 0 for r in references):
             raise RobustClipError("every image needs at least one reference caption")
-        toks, self.tokenizer = tokenize_captions([r for refs in references for r in refs], tokenizer)
-        self.refs, k = [], 0
+        flat = [r for refs in references for r in refs]
+        words = sorted({w for r in flat if _plain(r) for w in r.split()})
+        toks, self.tokenizer = tokenize_captions(flat + words, tokenizer)  # one tokenizer run for both
+        self.words, self.seen = dict(zip(words, toks[len(flat) :])), {}  # plain word / caption -> its tokens
+        self.refs, k, self._cooked = [], 0, None
         for refs in references:
             self.refs.append(toks[k : k + len(refs)])
             k += len(refs)
+
+    def tokenize(
+        self,
+        captions: Sequence[str],  # generated captions
+    ) -> list[str]:
+        "`tokenize_captions` of `captions`, each new caption (plain words: each new word) tokenised once, in one run."
+        if len(self.seen) > 100_000:
+            self.seen.clear()
+        new = [c for c in dict.fromkeys(captions) if c not in self.seen]
+        plain = [c for c in new if _plain(c)]
+        words = sorted({w for c in plain for w in c.split()} - self.words.keys())
+        rest = [c for c in new if not _plain(c)]
+        if words or rest:
+            toks = tokenize_captions(words + rest, self.tokenizer)[0]
+            self.words.update(zip(words, toks[: len(words)]))
+            self.seen.update(zip(rest, toks[len(words) :]))
+        for c in plain:
+            self.seen[c] = " ".join(t for t in (self.words[w] for w in c.split()) if t)
+        return [self.seen[c] for c in captions]
+
+    def _corpus(self) -> tuple:
+        "The references cooked by pycocoevalcap, their document frequencies and log corpus size (computed once)."
+        if self._cooked is None:
+            from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+            cs = CiderScorer(n=4, sigma=6.0)
+            for r in self.refs:
+                cs += ("", r)
+            cs.compute_doc_freq()
+            self._cooked = (cs.crefs, cs.document_frequency, float(np.log(float(len(cs.crefs)))))
+        return self._cooked
 
     def __call__(
         self,
         captions: Sequence[str],  # generated captions
         positions: Sequence[int],  # the corpus image each one describes
     ) -> list[float]:
-        "The CIDEr-D of each caption against its image's references."
-        from pycocoevalcap.cider.cider_scorer import CiderScorer
+        "The CIDEr-D of each caption against its image's references (the work grows with the captions, not the corpus)."
+        from pycocoevalcap.cider.cider_scorer import cook_test
 
         if len(captions) != len(positions):
             raise RobustClipError(f"{len(captions)} captions but {len(positions)} positions")
-        hyp = [""] * len(self.refs)
-        for t, i in zip(tokenize_captions(list(captions), self.tokenizer)[0], positions):
-            hyp[int(i)] = t
-        cs = CiderScorer(n=4, sigma=6.0)
-        for h, r in zip(hyp, self.refs):
-            cs += (h, r)
-        scores = cs.compute_score()[1]
-        return [100 * float(scores[int(i)]) for i in positions]
+        crefs, df, ref_len = self._corpus()
+        cs = _corpus_scorer()(n=4, sigma=6.0)
+        cs.document_frequency, cs.fixed_ref_len = df, ref_len
+        cs.crefs, cs.ctest = [crefs[int(i)] for i in positions], [cook_test(t) for t in self.tokenize(list(captions))]
+        return [100 * float(s) for s in cs.compute_cider()]
 
 # %% ../../nbs/42_vlm.metrics.ipynb #d1109804
 _CONTRACTIONS = {
