@@ -13,24 +13,35 @@ QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory'
 export ROBUSTCLIP_HOME ?= $(CURDIR)/.cache/robustclip
 export PYTHONHASHSEED := 0
 
-.PHONY: venv reproduce reproduce-retrain test test-slow export check-export lint nbdev-test pytest clean-nbs help
+.PHONY: venv lock reproduce reproduce-retrain test test-slow export check-export lint nbdev-test pytest clean-nbs help
 help:
 	@echo "make reproduce   - evaluate the shipped mini fine-tunes, regenerate figures/ (mini scale, CPU)"
 	@echo "make reproduce-retrain - fine-tune every mini run from mini-base first (~24 min more), into runs/mini-retrain/"
 	@echo "make test        - lint, export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
 	@echo "make test-slow   - the slow tests, the attacks' hypothesis properties with 1,000 cases each, the paper rehearsal"
 	@echo "make export      - write robustclip/ from the notebooks (nbdev-export, then tools/wrap_all.py)"
+	@echo "make lock        - re-pin requirements-lock.txt (every installed package) from requirements.txt"
 	@echo "make lint        - ruff check and ruff format --check (the rules in CONTRIBUTING.md)"
 	@echo "make nbdev-test  - run the notebooks with nbdev-test alone (make test already runs them, through pytest)"
 
-$(BIN)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+# the locked set (requirements-lock.txt: every package pinned, written by `make lock` from requirements.txt) installs
+# with --no-deps, without pip's resolver; `pip check` then fails the install if the lock is not a consistent set
+$(BIN)/.installed: requirements.txt requirements-lock.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -r requirements.txt $(QUIET_PIP)
+	$(PIP) --no-deps -r requirements-lock.txt $(QUIET_PIP)
+	$(BIN)/pip check --disable-pip-version-check
 	$(PIP) --no-deps -r requirements-nodeps.txt $(QUIET_PIP)
 	$(PIP) --no-deps -e . $(QUIET_PIP)
 	@touch $@
 
 venv: $(BIN)/.installed
+
+# resolve requirements.txt into a scratch venv and pin everything it installed (after changing requirements.txt)
+lock:
+	@tmp=$$(mktemp -d); $(PYTHON) -m venv $$tmp/v; $$tmp/v/bin/pip install -q --disable-pip-version-check --no-compile \
+	  -r requirements.txt $(QUIET_PIP); \
+	  { sed -n '1,3p' requirements-lock.txt; $$tmp/v/bin/pip freeze --all | grep -v '^pip=='; } > $$tmp/lock && \
+	  mv $$tmp/lock requirements-lock.txt; rm -rf $$tmp; echo "requirements-lock.txt: $$(grep -vc '^#' requirements-lock.txt) pins"
 
 reproduce: venv
 	$(BIN)/robustclip reproduce --scale mini

@@ -32,8 +32,17 @@ def test_environment_yml_matches_requirements():
 
 def test_makefile_installs_the_pinned_set():
     mk = (ROOT / "Makefile").read_text()
-    assert "-r requirements.txt" in mk and "--no-deps -r requirements-nodeps.txt" in mk
+    assert "--no-deps -r requirements-lock.txt" in mk and "pip check" in mk
+    assert "--no-deps -r requirements-nodeps.txt" in mk and "-r requirements.txt" in mk  # `make lock` resolves it
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_the_lock_pins_what_requirements_pins():
+    "Every requirement of requirements.txt is in requirements-lock.txt at the same version (the lock is its closure)."
+    req = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    lock = _pins((ROOT / "requirements-lock.txt").read_text().splitlines())
+    assert {k: lock.get(k) for k in req} == req
+    assert "torchattacks" not in lock and "robustclip" not in lock and len(lock) > 150  # the benchmark peer: nodeps
 
 
 def test_readme_opens_with_the_two_commands():
