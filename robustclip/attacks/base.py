@@ -220,12 +220,20 @@ def conv_bn_pairs(
     return pairs
 
 # %% ../../nbs/09_attacks.base.ipynb #03bd2930
+_PLAIN = (nn.Module, torch.Tensor, dict, list, tuple, set, str, bytes, int, float, bool, type(None))
+
+
+def _shared_memo(model: nn.Module) -> dict[int, object]:
+    "A `deepcopy` memo that shares the helper objects modules hold (a tokenizer, ...): a view never changes them."
+    return {id(v): v for m in model.modules() for v in vars(m).values() if not isinstance(v, _PLAIN)}
+
+
 def _fold(model: nn.Module, x: torch.Tensor) -> nn.Module | None:
     "An eval-mode copy with BatchNorms folded, channels-last if convolutional (None: nothing to gain)."
     n_conv = sum(isinstance(m, nn.Conv2d) for m in model.modules())
     if n_conv == 0:
         return None
-    v = copy.deepcopy(model).eval()
+    v = copy.deepcopy(model, _shared_memo(model)).eval()  # a tokenizer is most of a small CLIP's copy time
     pairs = conv_bn_pairs(v, x)
     if not pairs and n_conv < 2:
         return None
