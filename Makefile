@@ -84,9 +84,11 @@ TEST_ENV := ROBUSTCLIP_PROGRESS=0 OMP_NUM_THREADS=1
 nbdev-test: venv
 	$(TEST_ENV) $(BIN)/nbdev-test --n-workers 2
 
-# everything under tests/, the notebooks included (one test each); prints the "N passed" line CI reads
+# everything under tests/, the notebooks included (one test each); prints the "N passed" line CI reads.
+# --dist loadgroup: tests marked xdist_group(name) share one worker (a module fixture made once), the rest go to
+# whichever worker is free
 pytest: venv
-	$(TEST_ENV) $(BIN)/pytest -n 2 --durations=15
+	$(TEST_ENV) $(BIN)/pytest -n 2 --dist loadgroup --durations=15
 
 # the tests marked slow, the attacks' hypothesis properties with 1,000 generated cases each (HYPOTHESIS_PROFILE=slow),
 # and the whole rehearsal of the paper plan on CPU (tests/test_rehearsal.py; its time: README "Paper scale")

@@ -39,9 +39,15 @@ def tiny():
 
 LONG_POLES = (
     "test_smoke_reproduction_end_to_end",
-)  # minutes each: started first, so no worker waits on them at the end
+    "test_every_number_in_the_card_is_its_result_files",
+    "test_two_processes_equal_one",
+    "test_wheel_installs_and_runs_alone",
+    "test_a_new_attack_is_one_file_and_one_registration",
+    "test_torchrun_two_processes_equal_one",
+)  # the longest (half a minute to minutes each), longest first: started first, so no worker waits on them at the end
 
 
 def pytest_collection_modifyitems(config, items):
     "Run the longest tests first (xdist hands tests out in collection order), the rest in their usual order."
-    items.sort(key=lambda it: it.name not in LONG_POLES)
+    rank = {name: i for i, name in enumerate(LONG_POLES)}
+    items.sort(key=lambda it: rank.get(it.name, len(LONG_POLES)))

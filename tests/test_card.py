@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "mini" / "results"  # after `make reproduce`
 LINK = re.compile(r"^\[([^\]]+)\]\(([^)]+\.json)\)$")
 COMPARE = ["fare2-vitl", "clip-vitl14"]
+pytestmark = pytest.mark.xdist_group("card")  # one worker runs the module: the card fixture is made once
 
 
 def _env(**kw) -> dict:

@@ -52,4 +52,3 @@ def margins_of(
     runs = {s: {"differences": spread["differences"][s]} for s in spread["seeds"]}
     seeds = [r for s, r in runs.items() if s != proxy]
     return {**spread_margins(seeds), **spread_margins(list(runs.values()))}
-
