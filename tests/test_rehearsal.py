@@ -219,6 +219,13 @@ def test_doctor_on_the_fixture_root_finds_everything(fixture_root, capsys):
     assert "fixture root" in out.splitlines()[0] and "MISSING" not in out
 
 
+def test_doctor_at_mini_scale_needs_no_gpu(capsys):
+    "The mini plan runs on CPU: its doctor checks the mini inputs, no paper stand-in or GPU memory estimate."
+    rc, out = _doctor(["--scale", "mini"], capsys)
+    assert rc == 0, out
+    assert "none needed: the mini plan runs on CPU" in out and "GPU-hours" not in out
+
+
 @pytest.mark.rehearsal
 @pytest.mark.skipif(os.environ.get("ROBUSTCLIP_FULL_REHEARSAL") != "1", reason="the whole rehearsal: make test-slow")
 def test_full_rehearsal(tmp_path):

@@ -227,6 +227,15 @@ def _weights_source(spec: str, tag: str | None) -> tuple[str | None, tuple, str]
     return None, (), ""
 
 
+def _known(spec: str) -> bool:
+    "Whether a loader (CLIP, LVLM or text-to-image, plugins included) or open_clip knows `spec`."
+    from ..downstream.t2i import _T2I
+    from ..vlm.core import lvlm_loader
+
+    found = model_loader(spec) or lvlm_loader(spec) or _T2I.lookup(spec)  # lvlm_loader imports the plugins
+    return found is not None or spec in open_clip.list_models()
+
+
 def check_weights(
     spec: str,  # a model, LVLM or generator spec
     tag: str | None = None,  # its pretrained tag
@@ -244,7 +253,7 @@ def check_weights(
         return c
     repo, files, fix = _weights_source(spec, tag)
     if repo is None:
-        c.ok = model_loader(spec) is not None or spec in open_clip.list_models()
+        c.ok = _known(spec)
         c.found, c.fix = "built in", f"no loader knows {spec!r}"
         return c
     lm = RELEASES.get(repo, {}).get("lm") if spec.startswith("open-flamingo:") else None
@@ -393,7 +402,7 @@ def _disk_gb(steps: list[Step], archs: dict[str, str], rehearse: bool) -> float:
         if s.kind == "train":
             cfg = load_config(s.files[0], s.settings["overrides"])
             arch = archs.get(s.name.split("/", 1)[1], "ViT-L-14")
-            n = _params(arch, rehearse)[0]
+            n = _params(arch, rehearse)[0] if archs else 2_000_000  # no architectures: the mini plan (~1.3 M)
             kept = cfg.steps // cfg.keep_every if cfg.keep_every else 0
             total += n * 4 * (2 + kept) + n * 8  # final/, latest.pt (+ AdamW moments), step_N.pt
         elif s.kind == "eval":
@@ -428,8 +437,9 @@ def _machine_checks(steps: list[Step], ctx: Context, archs: dict[str, str]) -> l
             f"~{need:.1f} GiB needed, {free:.0f} GiB free at {where}: free space or pass --runs on a bigger disk",
         )
     )
-    if ctx.rehearse:
-        return out + [Check("gpu", [], True, "none needed: the rehearsal runs on CPU (stand-ins)")]
+    if ctx.rehearse or ctx.scale == "mini":
+        why = "the rehearsal runs on CPU (stand-ins)" if ctx.rehearse else "the mini plan runs on CPU"
+        return out + [Check("gpu", [], True, f"none needed: {why}")]
     return out + [_gpu_check(memory_by_step(steps, archs))]
 
 
