@@ -53,7 +53,7 @@ def compare(lv, x, prompts, answers, *, eps, steps, threshold, repeats, dev) -> 
     from robustclip.vlm.metrics import CorpusCider, cider
 
     clean_texts = lv.generate(x, prompts)
-    spec = EnsembleSpec(eps=eps, steps=steps, threshold=threshold)
+    spec = EnsembleSpec(eps=eps, steps=steps, threshold=threshold, half="fastest")  # the fastest the device has
     stages = spec.n_gt + 1
     logs = []
 
