@@ -39,12 +39,12 @@ def tiny():
 
 LONG_POLES = (
     "test_smoke_reproduction_end_to_end",
-    "test_every_number_in_the_card_is_its_result_files",
     "test_two_processes_equal_one",
     "test_wheel_installs_and_runs_alone",
     "test_a_new_attack_is_one_file_and_one_registration",
-    "test_torchrun_two_processes_equal_one",
-)  # the longest (half a minute to minutes each), longest first: started first, so no worker waits on them at the end
+)  # the longest (half a minute to minutes each), longest first: started first, so no worker waits on them at the end.
+# Only tests whose module has no module-scoped fixture: one moved away from its module's other tests would make
+# pytest build that fixture again (the card module's 60-s card was built three times)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -229,11 +229,12 @@ def _weights_source(spec: str, tag: str | None) -> tuple[str | None, tuple, str]
 
 def _known(spec: str) -> bool:
     "Whether a loader (CLIP, LVLM or text-to-image, plugins included) or open_clip knows `spec`."
-    from ..downstream.t2i import _T2I
-    from ..vlm.core import lvlm_loader
+    from robustclip.downstream.t2i import available_t2i
+    from robustclip.vlm.core import lvlm_loader
 
-    found = model_loader(spec) or lvlm_loader(spec) or _T2I.lookup(spec)  # lvlm_loader imports the plugins
-    return found is not None or spec in open_clip.list_models()
+    if model_loader(spec) is not None or lvlm_loader(spec) is not None or spec in open_clip.list_models():
+        return True  # lvlm_loader has imported the plugins
+    return any(spec == k or (k[-1:] in (":", "/") and spec.startswith(k)) for k in available_t2i())
 
 
 def check_weights(
@@ -406,7 +407,8 @@ def _disk_gb(steps: list[Step], archs: dict[str, str], rehearse: bool) -> float:
             kept = cfg.steps // cfg.keep_every if cfg.keep_every else 0
             total += n * 4 * (2 + kept) + n * 8  # final/, latest.pt (+ AdamW moments), step_N.pt
         elif s.kind == "eval":
-            total += 1e6 + (3e5 * (s.settings.get("n_samples") or 0) if "attack" in s.settings else 0)
+            per = 3e5 if archs else 3e3  # per attacked sample: a 224-px image, or a 32-px mini one (no archs: mini)
+            total += 1e6 + (per * (s.settings.get("n_samples") or 0) if "attack" in s.settings else 0)
     return total / _GB
 
 
