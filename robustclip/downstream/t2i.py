@@ -27,8 +27,8 @@ from ..data.text import ImagePaths
 __all__ = [
     'TextToImage', 'text_tower', 'swap_text', 'SDText2Image', 'load_sd', 'tiny_sd_pipeline', 'constrained',
     'attack_prompts', 'clip_resize_crop', 'judge_pixels', 'is_black', 'clip_score', 'image_score', 'text_score',
-    'register_t2i', 'available_t2i', 'load_t2i', 'AttributeJudge', 'register_attribute_judge', 'attribute_judge',
-    'coco_prompts'
+    'register_t2i', 't2i_loader', 'available_t2i', 'load_t2i', 'AttributeJudge', 'register_attribute_judge',
+    'attribute_judge', 'coco_prompts'
 ]
 
 # %% ../../nbs/44_t2i.ipynb #7c75f4df
@@ -401,6 +401,13 @@ def register_t2i(
     return _T2I.register(key, loader)
 
 
+def t2i_loader(spec: str) -> Callable | None:
+    "The registered loader of `spec` (exact name or longest prefix), importing plugins on a miss; None if none."
+    if _T2I.lookup(spec) is None:
+        load_plugins()
+    return _T2I.lookup(spec)
+
+
 def available_t2i() -> list[str]:
     "Registered generator names and prefixes."
     load_plugins()
@@ -418,9 +425,7 @@ def load_t2i(
     if not isinstance(spec, str) or not spec.strip():
         raise RobustClipError("generator spec must be a non-empty string")
     spec = spec.strip()
-    if _T2I.lookup(spec) is None:
-        load_plugins()
-    loader = _T2I.lookup(spec)
+    loader = t2i_loader(spec)
     if loader is None:
         raise RobustClipError(
             f"unknown generator {spec!r}: use 'sd:<pipeline folder or hub id>' or 'mini-t2i' "

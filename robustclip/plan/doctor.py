@@ -229,12 +229,11 @@ def _weights_source(spec: str, tag: str | None) -> tuple[str | None, tuple, str]
 
 def _known(spec: str) -> bool:
     "Whether a loader (CLIP, LVLM or text-to-image, plugins included) or open_clip knows `spec`."
-    from robustclip.downstream.t2i import available_t2i
+    from robustclip.downstream.t2i import t2i_loader
     from robustclip.vlm.core import lvlm_loader
 
-    if model_loader(spec) is not None or lvlm_loader(spec) is not None or spec in open_clip.list_models():
-        return True  # lvlm_loader has imported the plugins
-    return any(spec == k or (k[-1:] in (":", "/") and spec.startswith(k)) for k in available_t2i())
+    loaders = (model_loader, lvlm_loader, t2i_loader)
+    return any(f(spec) is not None for f in loaders) or spec in open_clip.list_models()
 
 
 def check_weights(
