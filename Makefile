@@ -86,14 +86,15 @@ nbdev-test: venv
 
 # everything under tests/, the notebooks included (one test each); prints the "N passed" line CI reads.
 # --dist loadgroup: tests marked xdist_group(name) share one worker (a module fixture made once), the rest go to
-# whichever worker is free
+# whichever worker is free. --max-worker-restart 0: a crashed worker ends the run with the test it was running named
+# (pytest-xdist 3.8's loadgroup waits forever for a replaced worker; a hung test is failed by pytest-timeout first)
 pytest: venv
-	$(TEST_ENV) $(BIN)/pytest -n 2 --dist loadgroup --durations=15
+	$(TEST_ENV) $(BIN)/pytest -n 2 --dist loadgroup --max-worker-restart 0 --durations=15
 
 # the tests marked slow, the attacks' hypothesis properties with 1,000 generated cases each (HYPOTHESIS_PROFILE=slow),
 # and the whole rehearsal of the paper plan on CPU (tests/test_rehearsal.py; its time: README "Paper scale")
 test-slow: venv
-	$(TEST_ENV) HYPOTHESIS_PROFILE=slow ROBUSTCLIP_FULL_REHEARSAL=1 $(BIN)/pytest -n 2 -m "slow or properties or rehearsal"
+	$(TEST_ENV) HYPOTHESIS_PROFILE=slow ROBUSTCLIP_FULL_REHEARSAL=1 $(BIN)/pytest -n 2 -o timeout=3600 -m "slow or properties or rehearsal"
 
 # each notebook runs once: under pytest (tests/test_notebooks.py), not again in a separate nbdev-test step.
 # `pretrain-mini` first: it checks the mini-base cache against its SHA-256 (or fills it from the weights shipped in

@@ -1,6 +1,9 @@
 "The pinned environment is stated once and repeated consistently: requirements.txt, environment.yml, Makefile, README."
 
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -57,3 +60,28 @@ def test_nbdev_keeps_papermill_tags():
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["nbdev"]
     assert "tags" in cfg["allowed_cell_metadata_keys"]
     assert {"slow", "gpu"} <= set(cfg["tst_flags"].split())
+
+
+def test_a_hung_test_is_a_named_failure_not_a_hang(tmp_path):
+    "make test's pytest options (pyproject's timeout, the Makefile's xdist flags) fail a hung test and finish the run."
+    mk = (ROOT / "Makefile").read_text()
+    flags = re.search(r"\$\(BIN\)/pytest (-n 2 --dist loadgroup [^\n]*?) --durations", mk).group(1).split()
+    (tmp_path / "test_h.py").write_text(
+        "import subprocess, sys, time, pytest\n"
+        "@pytest.mark.parametrize('i', range(4))\n"
+        "def test_quick(i): time.sleep(0.2)\n"
+        "def test_hung(): subprocess.run([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        "@pytest.mark.xdist_group('g')\n"
+        "def test_grouped(): pass\n"
+    )
+    t0 = time.time()
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *flags, "-o", "timeout=3", "test_h.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert time.time() - t0 < 120, r.stdout[-2000:]
+    assert r.returncode == 1 and "1 failed, 5 passed" in r.stdout, r.stdout[-2000:]
+    assert "FAILED test_h.py::test_hung - Failed: Timeout" in r.stdout  # named, with its stack above
