@@ -210,14 +210,15 @@ def test_sigint_then_rerun_resumes_with_identical_numbers(wds_root, tiny_dir, tm
     env = {**os.environ, "ROBUSTCLIP_PROGRESS": "0"}
     out = tmp_path / "k.json"
     side = sidecar_path(out)
+    # pytest-xdist workers ignore SIGINT and children inherit that: a small launcher restores the default, then execs
+    # the command (not preexec_fn, which runs Python between fork and exec and can deadlock a threaded worker)
+    launch = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "robustclip", *args, "--output", str(out)],
+        [sys.executable, "-c", launch, sys.executable, "-m", "robustclip", *args, "--output", str(out)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # pytest-xdist workers ignore SIGINT and children inherit that: restore the default
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     t0 = time.time()
     while time.time() - t0 < 120 and proc.poll() is None:

@@ -8,15 +8,18 @@ Docs: https://robustclip.github.io/robustclip/plan.build.html.md"""
 from __future__ import annotations
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import papermill as pm
+from jupyter_client.manager import KernelManager
 import torch
 import yaml
 
@@ -43,7 +46,8 @@ from .rehearsal import CPU_PRECISION, REHEARSAL_SCALE, REHEARSAL_THREADS, rehear
 # %% auto #0
 __all__ = [
     'SMOKE', 'PAPER_GPU_HOURS', 'CONTEXT_PARAMS', 'Context', 'load_plan', 'Need', 'Models', 'Plan', 'new_plan',
-    'train_run', 'unpack_shipped', 'Eval', 'template_parameters', 'notebook_params', 'run_template', 'build_plan'
+    'train_run', 'unpack_shipped', 'Eval', 'template_parameters', 'notebook_params', 'kernel_manager', 'run_template',
+    'build_plan'
 ]
 
 # %% ../../nbs/71_plan.build.ipynb #0d6bf477
@@ -781,6 +785,15 @@ def notebook_params(
     return p
 
 # %% ../../nbs/71_plan.build.ipynb #389326b0
+def kernel_manager(
+    folder: Path,  # an empty folder the kernel's sockets live in (removed by the caller)
+) -> KernelManager:
+    "A python3 kernel on Unix sockets in `folder` (no TCP port to race for with kernels started beside it), else TCP."
+    if os.name != "posix":
+        return KernelManager(kernel_name="python3")
+    return KernelManager(kernel_name="python3", transport="ipc", ip=str(folder / "k"))
+
+
 def run_template(
     root: Path,  # the repository (templates run from here)
     tpl: Path,  # the template
@@ -790,16 +803,23 @@ def run_template(
     "Execute a template with papermill (from the repository root) into `dst`."
     dst.parent.mkdir(parents=True, exist_ok=True)
     Path(params["figures_dir"]).mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(tpl),
-        str(dst),
-        parameters=params,
-        cwd=str(root),
-        progress_bar=False,
-        kernel_name="python3",
-        language="python",
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # the kernel's notices (TCP) stay out of the user's log
-    )
+    with tempfile.TemporaryDirectory(prefix="rc-kernel-") as d:
+        km = kernel_manager(Path(d))
+        try:
+            pm.execute_notebook(
+                str(tpl),
+                str(dst),
+                parameters=params,
+                cwd=str(root),
+                progress_bar=False,
+                kernel_name="python3",
+                language="python",
+                km=km,
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # the kernel's notices stay out of the user's log
+            )
+        finally:
+            if km.has_kernel:  # papermill stops only the kernels it made itself
+                km.shutdown_kernel(now=True)
 
 
 def _notebook_steps(ctx: Context, plan: dict, evals: list[Step]) -> list[Step]:
