@@ -6,6 +6,7 @@ Docs: https://robustclip.github.io/robustclip/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #d11c49fd
 from __future__ import annotations
+import functools
 import os
 import re
 import json
@@ -45,7 +46,7 @@ __all__ = [
     'parse_norm', 'ThreatModel', 'SubsetSpec', 'fits', 'take_options', 'typing_name', 'seed_everything', 'get_device',
     'free_cores', 'choose_threads', 'cache_dir', 'config_hash', 'atomic_write_bytes', 'atomic_write_text',
     'atomic_save', 'check_writable', 'read_utf8', 'load_torch_file', 'exclusive', 'hub_offline', 'hub_cache',
-    'hub_access', 'progress', 'versions', 'load_plugins', 'lazy_exports', 'Registry'
+    'hub_access', 'progress', 'versions', 'source_digest', 'code_digest', 'load_plugins', 'lazy_exports', 'Registry'
 ]
 
 # %% ../nbs/00_core.ipynb #17cdebf6
@@ -603,6 +604,28 @@ def versions() -> dict[str, str | None]:
         torch.version.cuda if torch.cuda.is_available() else None
     )  # the CUDA that ran, not the one torch was built with
     return out
+
+# %% ../nbs/00_core.ipynb #2ad462ee
+def source_digest(
+    package: str | Path,  # a package folder, e.g. robustclip/
+) -> str:
+    "A hash of the package's `.py` files (nbdev's `_modidx.py` excluded): it changes exactly when the code does."
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(Path(package).rglob("*.py")):
+        if p.name != "_modidx.py":
+            h.update(p.relative_to(package).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    "`source_digest` of this robustclip (computed once per process): which code wrote a run's steps or a sidecar."
+    import importlib.util
+
+    return source_digest(Path(importlib.util.find_spec("robustclip").origin).resolve().parent)
 
 # %% ../nbs/00_core.ipynb #2d5b822a
 _loaded_plugins: dict[str, str] = {}

@@ -31,6 +31,7 @@ from robustclip.core import (
     progress,
     check_writable,
     exclusive,
+    code_digest,
 )
 from ..models import PixelCLIP, load_clip
 from ..data.core import get_dataset
@@ -284,7 +285,7 @@ def shards_from_env(
 
 # %% ../../nbs/29_eval.runner.ipynb #28206620
 def _resumable(side: Path | None, key: str, resume: bool) -> dict[int, dict]:
-    "The batch lines earlier runs with this key left, in the sidecar and a sharded run's parts (others' are warned of)."
+    "The batch lines that runs of this key and code left in the sidecar and a sharded run's parts (others' warned of)."
     if side is None or not resume:
         return {}
     out = {}
@@ -292,6 +293,13 @@ def _resumable(side: Path | None, key: str, resume: bool) -> dict[int, dict]:
         got = read_sidecar(p, key)
         if got is None:
             warnings.warn(f"{p} belongs to another configuration; starting over", stacklevel=3)
+        elif got and (code := sidecar_head(p).get("code")) != code_digest():
+            warnings.warn(
+                f"{p} was written by other robustclip code ({code or 'an older version'}, now {code_digest()}); "
+                "its batches are computed again",
+                stacklevel=3,
+            )
+            got = {}
         out.update(got or {})
     return out
 
@@ -412,8 +420,8 @@ class _Job:
 
     @property
     def header(self) -> dict:
-        "The sidecar's first line."
-        return {"kind": SIDECAR_KIND, "key": self.key, "config": self.cfg}
+        "The sidecar's first line (the code that wrote it: batches resume only under the same code)."
+        return {"kind": SIDECAR_KIND, "key": self.key, "code": code_digest(), "config": self.cfg}
 
     def setup(self, stack: ExitStack, resume: bool, overwrite: bool) -> dict[int, dict]:
         "Hold the output (rank 0), refuse other settings' files, and read the lines earlier runs finished."

@@ -21,9 +21,9 @@ from typing import Any, Callable
 import torch
 
 import robustclip
-from ..core import RobustClipError, exclusive, free_cores
+from ..core import RobustClipError, code_digest, exclusive, free_cores
 from .build import Context, build_plan, load_plan
-from .steps import Step, describe_steps, is_done, run_steps, select_steps, source_digest, step_keys
+from .steps import Step, describe_steps, is_done, run_steps, select_steps, step_keys
 
 # %% auto #0
 __all__ = [
@@ -50,7 +50,7 @@ def describe_plan(
 
 def plan_salt(ctx: Context) -> str:
     "What salts every step key besides its settings: the package's source (new code reruns every step), smoke mode."
-    return source_digest(Path(robustclip.__file__).resolve().parent) + ("smoke" if ctx.smoke else "")
+    return code_digest() + ("smoke" if ctx.smoke else "")
 
 # %% ../../nbs/72_plan.run.ipynb #27606191
 def _quiet_worker() -> None:

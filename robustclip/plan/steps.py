@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import RobustClipError, atomic_write_text, config_hash
+from ..core import RobustClipError, atomic_write_text, config_hash, source_digest
 
 # %% auto #0
 __all__ = [
-    'OWN_PROCESS', 'Step', 'source_digest', 'step_keys', 'is_done', 'select_steps', 'describe_steps', 'timing_table',
-    'longest_first', 'run_steps'
+    'OWN_PROCESS', 'Step', 'step_keys', 'is_done', 'select_steps', 'describe_steps', 'timing_table', 'longest_first',
+    'run_steps'
 ]
 
 # %% ../../nbs/70_plan.steps.ipynb #eb2ecd7b
@@ -44,18 +44,6 @@ class Step:
 def _file_digest(p: Path) -> str:
     "A short hash of a file's bytes ('missing' when there is no such file)."
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else "missing"
-
-
-def source_digest(
-    package: Path,  # a package folder, e.g. robustclip/
-) -> str:
-    "A hash of the package's `.py` files (nbdev's `_modidx.py` excluded): new code reruns every step."
-    h = hashlib.sha256()
-    for p in sorted(Path(package).rglob("*.py")):
-        if p.name != "_modidx.py":
-            h.update(p.relative_to(package).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def step_keys(
