@@ -395,18 +395,23 @@ def step_memory_gb(
     return estimate_memory_gb(arch, "text" if text else "vision", 64 if text else s.get("batch_size", 50))
 
 # %% ../../nbs/76_plan.doctor.ipynb #d5c7e987
-def _disk_gb(steps: list[Step], archs: dict[str, str], rehearse: bool) -> float:
+def _disk_gb(
+    steps: list[Step],  # the steps to run
+    archs: dict[str, str],  # run name -> its architecture (paper scale)
+    rehearse: bool,  # stand-ins: their sizes, not the papers'
+    mini: bool = False,  # the mini plan: ~1.3 M-parameter towers, 32-px images
+) -> float:
     "The outputs the steps write, roughly: checkpoints (final, latest with AdamW state, kept ones) and records."
     total = 0.0
     for s in steps:
         if s.kind == "train":
             cfg = load_config(s.files[0], s.settings["overrides"])
             arch = archs.get(s.name.split("/", 1)[1], "ViT-L-14")
-            n = _params(arch, rehearse)[0] if archs else 2_000_000  # no architectures: the mini plan (~1.3 M)
+            n = 2_000_000 if mini else _params(arch, rehearse)[0]
             kept = cfg.steps // cfg.keep_every if cfg.keep_every else 0
             total += n * 4 * (2 + kept) + n * 8  # final/, latest.pt (+ AdamW moments), step_N.pt
         elif s.kind == "eval":
-            per = 3e5 if archs else 3e3  # per attacked sample: a 224-px image, or a 32-px mini one (no archs: mini)
+            per = 3e3 if mini else 3e5  # per attacked sample: a 32-px mini image, or a 224-px one
             total += 1e6 + (per * (s.settings.get("n_samples") or 0) if "attack" in s.settings else 0)
     return total / _GB
 
@@ -427,7 +432,8 @@ def _machine_checks(steps: list[Step], ctx: Context, archs: dict[str, str]) -> l
             )
         )
     runs = ctx.runs.resolve()
-    need, where = _disk_gb(steps, archs, ctx.rehearse), next(p for p in [runs, *runs.parents] if p.exists())
+    need = _disk_gb(steps, archs, ctx.rehearse, mini=ctx.scale == "mini" and not ctx.rehearse)
+    where = next(p for p in [runs, *runs.parents] if p.exists())
     free = shutil.disk_usage(where).free / _GB
     out.append(
         Check(
