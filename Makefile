@@ -16,7 +16,7 @@ export PYTHONHASHSEED := 0
 .PHONY: venv lock reproduce reproduce-retrain test test-slow export check-export lint nbdev-test pytest clean-nbs help
 help:
 	@echo "make reproduce   - evaluate the shipped mini fine-tunes, regenerate figures/ (mini scale, CPU)"
-	@echo "make reproduce-retrain - fine-tune every mini run from mini-base first (~24 min more), into runs/mini-retrain/"
+	@echo "make reproduce-retrain - fine-tune every mini run from mini-base first (~37 min more), into runs/mini-retrain/"
 	@echo "make test        - lint, export check, then pytest: every notebook (tests/test_notebooks.py) and tests/ (creates .venv first)"
 	@echo "make test-slow   - the slow tests, the attacks' hypothesis properties with 1,000 cases each, the paper rehearsal"
 	@echo "make export      - write robustclip/ from the notebooks (nbdev-export, then tools/wrap_all.py)"

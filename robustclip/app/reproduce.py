@@ -24,7 +24,7 @@ __all__ = [
 _EXAMPLES = """examples:
   robustclip reproduce                      # mini scale, minutes on 2 CPU cores (timings: README)
   robustclip reproduce --only table4        # just FARE Table 4 and what it needs
-  robustclip reproduce --retrain            # train the nine mini fine-tunes too (~24 min more), into runs/mini-retrain
+  robustclip reproduce --retrain            # train the nine mini fine-tunes too (~37 min more), into runs/mini-retrain
   robustclip reproduce --scale paper --dry-run   # the paper-scale plan: what each step needs, GPU-hour estimates
   robustclip fixtures --scale paper D && robustclip reproduce --scale paper --rehearse --data-root D
                                             # every paper step on CPU with stand-in models, into runs/paper-rehearsal"""
@@ -73,7 +73,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--retrain",
         action="store_true",
         help="fine-tune every run from the base model, also those whose weights ship with robustclip "
-        "(mini: about 24 min more on 2 cores); runs and figures go to ROOT/runs/SCALE-retrain",
+        "(mini: about 37 min more on 2 cores); runs and figures go to ROOT/runs/SCALE-retrain",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan (and GPU-hours at paper scale); run nothing")
     p.add_argument("--steps", help=argparse.SUPPRESS)  # exactly these steps, their dependencies done (comma-separated)
