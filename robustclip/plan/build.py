@@ -46,8 +46,8 @@ from .rehearsal import CPU_PRECISION, REHEARSAL_SCALE, REHEARSAL_THREADS, rehear
 # %% auto #0
 __all__ = [
     'SMOKE', 'PAPER_GPU_HOURS', 'CONTEXT_PARAMS', 'Context', 'load_plan', 'Need', 'Models', 'Plan', 'new_plan',
-    'train_run', 'unpack_shipped', 'Eval', 'template_parameters', 'notebook_params', 'kernel_manager', 'run_template',
-    'build_plan'
+    'train_run', 'unpack_shipped', 'Eval', 'template_parameters', 'notebook_params', 'kernel_manager_class',
+    'run_template', 'build_plan'
 ]
 
 # %% ../../nbs/71_plan.build.ipynb #0d6bf477
@@ -785,13 +785,18 @@ def notebook_params(
     return p
 
 # %% ../../nbs/71_plan.build.ipynb #389326b0
-def kernel_manager(
-    folder: Path,  # an empty folder the kernel's sockets live in (removed by the caller)
-) -> KernelManager:
-    "A python3 kernel on Unix sockets in `folder` (no TCP port to race for with kernels started beside it), else TCP."
+def kernel_manager_class(
+    folder: Path,  # an empty folder the kernels' sockets live in (removed by the caller)
+) -> type[KernelManager]:
+    "A python3 `KernelManager` on Unix sockets in `folder` (no TCP port to race for with kernels beside it), else TCP."
     if os.name != "posix":
-        return KernelManager(kernel_name="python3")
-    return KernelManager(kernel_name="python3", transport="ipc", ip=str(folder / "k"))
+        return KernelManager
+
+    class IpcKernelManager(KernelManager):
+        def __init__(self, **kw):
+            super().__init__(**{"transport": "ipc", "ip": str(folder / "k"), **kw})
+
+    return IpcKernelManager
 
 
 def run_template(
@@ -804,22 +809,17 @@ def run_template(
     dst.parent.mkdir(parents=True, exist_ok=True)
     Path(params["figures_dir"]).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rc-kernel-") as d:
-        km = kernel_manager(Path(d))
-        try:
-            pm.execute_notebook(
-                str(tpl),
-                str(dst),
-                parameters=params,
-                cwd=str(root),
-                progress_bar=False,
-                kernel_name="python3",
-                language="python",
-                km=km,
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # the kernel's notices stay out of the user's log
-            )
-        finally:
-            if km.has_kernel:  # papermill stops only the kernels it made itself
-                km.shutdown_kernel(now=True)
+        pm.execute_notebook(
+            str(tpl),
+            str(dst),
+            parameters=params,
+            cwd=str(root),
+            progress_bar=False,
+            kernel_name="python3",
+            language="python",
+            kernel_manager_class=kernel_manager_class(Path(d)),  # papermill makes, stops and cleans up the kernel
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # the kernel's notices stay out of the user's log
+        )
 
 
 def _notebook_steps(ctx: Context, plan: dict, evals: list[Step]) -> list[Step]:
