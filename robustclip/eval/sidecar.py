@@ -93,9 +93,10 @@ def write_sidecar(
 def sidecar_head(
     side: Path,  # a sidecar file
 ) -> dict:
-    "A sidecar's header line ({} when unreadable)."
+    "A sidecar's header line ({} when unreadable); only that line is read (sidecars grow with the samples)."
     try:
-        head = json.loads(side.read_text(errors="replace").split("\n", 1)[0])
+        with open(side, encoding="utf-8", errors="replace") as f:
+            head = json.loads(f.readline())
     except json.JSONDecodeError:
         return {}
     return head if isinstance(head, dict) else {}

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import torch
 
-import robustclip
 from ..core import RobustClipError, code_digest, exclusive, free_cores
 from .build import Context, build_plan, load_plan
 from .steps import Step, describe_steps, is_done, run_steps, select_steps, step_keys

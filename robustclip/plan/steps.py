@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import RobustClipError, atomic_write_text, config_hash, source_digest
+from ..core import RobustClipError, atomic_write_text, config_hash
 
 # %% auto #0
 __all__ = [
