@@ -8,7 +8,10 @@ sidecar) and once more from scratch into another file: metrics and sidecar conte
 
 The child is forked from the test process (torch, open_clip and sklearn already imported: a fresh interpreter
 would spend most of this file's time importing them). Both run single-threaded: a forked child cannot use the
-parent's OpenMP thread pool, and one thread on both sides also keeps their floating-point sums alike.
+parent's OpenMP thread pool, and one thread on both sides also keeps their floating-point sums alike. The child also
+takes tqdm locks of its own: tqdm's write lock is a multiprocessing lock that a forked child shares with its parent, and
+a child killed while it held it (a progress bar opening or closing) left the parent's next bar waiting forever. CI hit
+this twice: a hang at the 90-min limit, then two 900-s timeouts in the retrieval cases.
 """
 
 import multiprocessing
@@ -117,13 +120,71 @@ def models(tmp_path_factory, one_thread):
     return out
 
 
+def _private_tqdm_locks() -> None:
+    "Give this process tqdm locks that no other process holds (a forked child shares its parent's otherwise)."
+    import threading
+    from tqdm import std
+
+    std.TqdmDefaultWriteLock.mp_lock = None  # no cross-process lock: this child draws no bars beside its parent's
+    std.TqdmDefaultWriteLock.th_lock = threading.RLock()  # not one another thread held at the fork
+    todo = [std.tqdm]
+    while todo:  # tqdm.auto's class (and any other) may keep its own `_lock`
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls is std.tqdm or "_lock" in vars(cls):
+            cls.set_lock(std.TqdmDefaultWriteLock())
+
+
+def _child(target, *args) -> None:
+    "The forked child's body: `target(*args)` with tqdm locks of its own."
+    _private_tqdm_locks()
+    target(*args)
+
+
+def _fork(target, *args) -> multiprocessing.Process:
+    "Start `target(*args)` in a forked child that can be SIGKILLed at any point without leaving a lock held."
+    proc = multiprocessing.get_context("fork").Process(target=_child, args=(target, *args))
+    proc.start()
+    return proc
+
+
+def _hold_tqdm_lock(flag: str) -> None:
+    "Take tqdm's write lock, say so in `flag`, and wait to be killed."
+    from tqdm.auto import tqdm
+
+    tqdm.get_lock().acquire()
+    Path(flag).touch()
+    time.sleep(120)
+
+
+def test_a_child_killed_holding_the_progress_lock_leaves_the_parent_free(tmp_path):
+    "The fork used below: SIGKILL a child inside tqdm's lock; this process still takes the lock at once."
+    from tqdm import std
+    from tqdm.auto import tqdm
+
+    tqdm.get_lock()  # the parent's locks exist before the fork, as in a test process that drew a bar
+    proc = _fork(_hold_tqdm_lock, str(tmp_path / "held"))
+    t0 = time.time()
+    while not (tmp_path / "held").exists() and time.time() - t0 < 60:
+        time.sleep(0.01)
+    assert (tmp_path / "held").exists(), "the child never took the lock"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(60)
+    lock = std.TqdmDefaultWriteLock.mp_lock
+    free = lock is None or lock.acquire(timeout=5)
+    if free and lock is not None:
+        lock.release()
+    if not free:
+        _private_tqdm_locks()  # so the rest of this worker's tests do not hang on it
+    assert free, "the killed child left tqdm's multiprocessing lock held: this process's next progress bar would hang"
+
+
 def _kill_after_first_batch(case: str, models: list[str], out: Path) -> int:
     "Start `case` in a child process, SIGKILL it once its sidecar has a finished batch; the batches it left."
     from robustclip.eval.sidecar import sidecar_path
 
     side = sidecar_path(out)
-    proc = multiprocessing.get_context("fork").Process(target=evaluate, args=(case, models, str(out)))
-    proc.start()
+    proc = _fork(evaluate, case, models, str(out))
     t0 = time.time()
     while proc.is_alive() and time.time() - t0 < 120:
         if side.exists() and len(side.read_text().splitlines()) >= 2:
@@ -224,8 +285,7 @@ def test_reproduce_killed_between_steps_then_rerun_equals_uninterrupted(tmp_path
     from robustclip.results import load_results
 
     killed = tmp_path / "killed"
-    proc = multiprocessing.get_context("fork").Process(target=_reproduce, args=(str(killed),))
-    proc.start()
+    proc = _fork(_reproduce, str(killed))
     t0 = time.time()
     while proc.is_alive() and time.time() - t0 < 300 and not list((killed / "results").rglob("*.json")):
         time.sleep(0.01)
