@@ -2,12 +2,19 @@
 
 floor(FARE)  = (K+1) x (forward+backward of the vision tower) + 1 frozen forward   (K attack steps + the update)
 floor(TeCoA) = (K+1) x (forward+backward of the vision tower)                      (no frozen model)
-tight floor  = K x (forward+backward to the input only: no parameter gradients, as the attack needs)
-               + 1 full forward+backward + (FARE) 1 frozen forward
+tight floor  = K x (forward+backward to the input only, as the attack does it: `torch.autograd.grad` to the pixels,
+               which computes no parameter gradient) + 1 full forward+backward + (FARE) 1 frozen forward
 ratio = step / floor, tight_ratio = step / tight floor (target <= 1.15 of the tight floor). The step is
 `Trainer.train_step` (attack, loss, backward, AdamW, schedule), timed interleaved with the floor so both see the same
 machine load; medians over --repeats. Peak memory is torch.cuda.max_memory_allocated on CUDA, else the process's
 peak RSS (each case runs in its own process).
+
+The tight floor's input-only passes keep the parameters as the trainer has them (requiring gradients). Until
+2026-12-08 it switched `requires_grad` off around them, which on CPU made each pass slower, not faster (ViT-B-32,
+batch 8: 1.10x): with frozen weights, PyTorch's matmul does not fold the (non-contiguous) input of open_clip's
+attention projections into one matrix product and runs a batched product over a broadcast weight instead (profiled:
+`aten::bmm` [50, 8, 768] x [50, 768, 2304]). The trainer's attack never froze its weights, so the old tight floor
+sat above the step it bounds (FARE ViT-L-14: step 0.66x of it).
 
     python benchmarks/train_step.py                       # tiny (batch 64), random ViT-B-32 (8) and ViT-L-14 (2), CPU
     python benchmarks/train_step.py --device cuda --precision bf16
@@ -108,13 +115,8 @@ def worker(
         def tight() -> float:
             _sync(dev)
             t = time.perf_counter()
-            flags = [p.requires_grad for p in model.parameters()]
-            for p in model.parameters():
-                p.requires_grad_(False)
             for _ in range(K):
                 fb_input()
-            for p, f in zip(model.parameters(), flags):
-                p.requires_grad_(f)
             fb()
             if method == "fare":
                 frozen()
@@ -174,6 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--attack-steps", type=int, default=10)
     p.add_argument("--models", default=",".join(m for m, _, _ in CASES))
     p.add_argument("--repeats", type=int, default=None, help="override the per-model repeat count")
+    p.add_argument("--methods", default="fare,tecoa", help="which methods' steps to time")
     p.add_argument("--worker", nargs=3, metavar=("MODEL", "METHOD", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     os.environ.setdefault("ROBUSTCLIP_PROGRESS", "0")
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
     for model, batch, reps in CASES:
         if model not in a.models.split(","):
             continue
-        for meth in ("fare", "tecoa"):
+        for meth in a.methods.split(","):
             cmd = [
                 sys.executable,
                 __file__,

@@ -200,6 +200,22 @@ def test_runs_side_by_side_give_the_sequential_result(digits, monkeypatch, attac
         assert torch.equal(m64(seq.x_adv).argmax(1) != y, seq.fooled)
 
 
+def test_apgd_differentiates_every_iterate_but_the_last(digits):
+    "N iterations: N + 1 forwards (the start and each iterate), N backwards (the last iterate's gradient is unused)."
+    m, x, y = digits
+    calls = {"forward": 0, "backward": 0}
+
+    class Counted(nn.Module):
+        def forward(self, z):
+            out = m(z)
+            calls["forward"] += 1
+            out.register_hook(lambda g: calls.__setitem__("backward", calls["backward"] + 1))
+            return out
+
+    apgd_run(Counted(), x[:16], y[:16], "ce", eps=4 / 255, steps=7, early_stop=False)
+    assert calls == {"forward": 8, "backward": 7}
+
+
 def test_early_stop_changes_cost_not_flags(digits):
     m, x, y = digits
     a = apgd(m, x, y, "ce", eps=16 / 255, steps=30, generator=torch.Generator().manual_seed(1))

@@ -269,14 +269,15 @@ def _iterate(model: nn.Module, s: APGDState, res: APGDResult, obj: Objective, ru
         if len(s.pos) == 0:
             break
         apgd_move(s, o["eps"], o["norm"], rule.momentum if i > 0 else 1.0)
-        loss, out, g = input_grad(model, s.xa, lambda z: obj(z, s.y, s.t), o["precision"])
+        last = i + 1 == o["steps"]  # the last iterate's gradient would never be used: its loss is enough
+        loss, out, g = input_grad(model, s.xa, lambda z: obj(z, s.y, s.t), o["precision"], backward=not last)
         if cls and (new := _fooled(out, s.y) & ~s.fooled).any():
             res.x_adv[s.pos[new]] = s.xa[new]
             res.fooled[s.pos[new]] = True
             s.fooled |= new
             if copies is not None:
                 copies.broke(s.pos[new], s.xa[new], s.y[new])
-        apgd_track(s, loss, g)
+        apgd_track(s, loss, s.g if g is None else g)
         if i + 1 in ckpts:
             apgd_halve(s, rule.rho, i + 1 - prev)
             prev = i + 1

@@ -170,14 +170,17 @@ def input_grad(
     x: torch.Tensor,  # the point to differentiate at
     loss_fn: Callable[[torch.Tensor], torch.Tensor],  # outputs -> per-sample loss (N,)
     precision: str = "fp32",  # 'fp32' or 'bf16' (autocast for the forward)
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    backward: bool = True,  # False: the same forward, no backward; the gradient returned is None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     "(per-sample loss, outputs, gradient of the summed loss w.r.t. `x`), all detached; NaN gradients zeroed."
-    x = x.detach().requires_grad_(True)
+    x = x.detach().requires_grad_(True)  # also without backward: the forward takes the same kernels either way
     with torch.enable_grad():
         with autocast(x, precision):
             out = model(x)
         out = out.float()
         loss = loss_fn(out)
+        if not backward:
+            return loss.detach(), out.detach(), None
         (g,) = torch.autograd.grad(loss.sum(), x)
     if not torch.isfinite(g.sum()):  # one pass; a sum is finite when every entry is (else look per sample)
         bad = (~torch.isfinite(g.flatten(1))).any(1)
